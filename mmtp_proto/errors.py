@@ -1,0 +1,99 @@
+"""The one error vocabulary of MMTP (SPEC §6), shared by parser, server and client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+BAD_JSON = "BAD_JSON"
+BAD_REQUEST = "BAD_REQUEST"
+UNKNOWN_ACTION = "UNKNOWN_ACTION"
+FRAME_TOO_LARGE = "FRAME_TOO_LARGE"
+INVALID_ADDRESS = "INVALID_ADDRESS"
+HASH_MISMATCH = "HASH_MISMATCH"
+POW_REQUIRED = "POW_REQUIRED"
+POW_INVALID = "POW_INVALID"
+POW_INSUFFICIENT = "POW_INSUFFICIENT"
+POW_EXPIRED = "POW_EXPIRED"
+POW_MISMATCH = "POW_MISMATCH"
+POW_REPLAYED = "POW_REPLAYED"
+SIGNATURE_INVALID = "SIGNATURE_INVALID"
+KEY_INVALID = "KEY_INVALID"
+KEY_NOT_FOUND = "KEY_NOT_FOUND"
+KEY_EXISTS = "KEY_EXISTS"
+AUTH_REQUIRED = "AUTH_REQUIRED"
+AUTH_FAILED = "AUTH_FAILED"
+TLS_REQUIRED = "TLS_REQUIRED"
+FORBIDDEN = "FORBIDDEN"
+UNKNOWN_RECIPIENT = "UNKNOWN_RECIPIENT"
+NOT_LOCAL = "NOT_LOCAL"
+RATE_LIMITED = "RATE_LIMITED"
+TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
+MAILBOX_FULL = "MAILBOX_FULL"
+INTERNAL = "INTERNAL"
+
+ALL_CODES = frozenset(
+    {
+        BAD_JSON,
+        BAD_REQUEST,
+        UNKNOWN_ACTION,
+        FRAME_TOO_LARGE,
+        INVALID_ADDRESS,
+        HASH_MISMATCH,
+        POW_REQUIRED,
+        POW_INVALID,
+        POW_INSUFFICIENT,
+        POW_EXPIRED,
+        POW_MISMATCH,
+        POW_REPLAYED,
+        SIGNATURE_INVALID,
+        KEY_INVALID,
+        KEY_NOT_FOUND,
+        KEY_EXISTS,
+        AUTH_REQUIRED,
+        AUTH_FAILED,
+        TLS_REQUIRED,
+        FORBIDDEN,
+        UNKNOWN_RECIPIENT,
+        NOT_LOCAL,
+        RATE_LIMITED,
+        TOO_MANY_CONNECTIONS,
+        MAILBOX_FULL,
+        INTERNAL,
+    }
+)
+
+
+class MMTPError(Exception):
+    """A protocol-level failure: an SPEC §6 code plus words a user understands.
+
+    The server turns it into an ERROR frame; the client raises it back from one.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+    def to_response(self) -> dict[str, Any]:
+        return {
+            "status": "ERROR",
+            "error": {"code": self.code, "message": self.message},
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_response(cls, response: dict[str, Any]) -> MMTPError:
+        error = response.get("error")
+        if isinstance(error, dict):
+            code = str(error.get("code") or INTERNAL)
+            message = str(error.get("message") or response.get("message") or "")
+        else:
+            code, message = INTERNAL, str(response.get("message") or "the server gave no reason")
+        return cls(code, message)
+
+
+class LocalError(Exception):
+    """A failure on this side of the wire (bad config, unreadable key, refused certificate).
+
+    Carries a message meant for a person; entry points print it instead of a traceback.
+    """
