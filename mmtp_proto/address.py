@@ -38,9 +38,7 @@ def parse_address(value: object, field: str = "address") -> Address:
     lowered = value.lower() if value.isascii() else value
     match = _SHAPE.fullmatch(lowered)
     if match is None:
-        raise MMTPError(
-            INVALID_ADDRESS, f"{field} {value!r} is not of the form (name)%(domain)"
-        )
+        raise MMTPError(INVALID_ADDRESS, f"{field} {value!r} is not of the form (name)%(domain)")
     name, domain = match["name"], match["domain"]
     if not (1 <= len(name) <= 64 and name.isascii() and _NAME.fullmatch(name)):
         raise MMTPError(
