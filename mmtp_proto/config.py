@@ -1,0 +1,133 @@
+"""Server configuration: defaults, TOML loading and validation, with errors meant for people."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from .address import is_valid_domain
+from .errors import LocalError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("mmtp-server", appauthor=False))
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8025
+    secure_port: int = 8026
+    plain: bool = True
+    tls: bool = True
+    data_dir: Path = field(default_factory=default_data_dir)
+    domains: list[str] = field(default_factory=lambda: ["localhost"])
+    difficulty: int = 20
+    cert: Path | None = None
+    key: Path | None = None
+    allow_plain_auth: bool = False
+    log_level: str = "INFO"
+    server_name: str = "mmtp-server"
+    max_frame_bytes: int = 4 * 1024 * 1024
+    stamp_validity_seconds: int = 2 * 24 * 3600
+    idle_timeout: float = 300.0
+    handshake_timeout: float = 10.0
+    max_connections: int = 1024
+    max_connections_per_ip: int = 32
+    # A client whose unread answers exceed this is not read from until it catches up.
+    output_high_water: int = 1024 * 1024
+    failure_limit: int = 10
+    failure_window_seconds: float = 60.0
+    failure_block_seconds: float = 300.0
+    mailbox_max_messages: int = 100_000
+    fsync: bool = True
+
+    def validate(self) -> ServerConfig:
+        problems: list[str] = []
+        if not self.plain and not self.tls:
+            problems.append("both listeners are off: enable plain or tls")
+        for name in ("port", "secure_port"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 0 <= value <= 65535:
+                problems.append(f"{name} must be a port number 0-65535 (0 picks a free one)")
+        if not self.domains:
+            problems.append("domains must list at least one domain this server serves")
+        self.domains = [d.lower() for d in self.domains]
+        for domain in self.domains:
+            if not is_valid_domain(domain):
+                problems.append(f"domain {domain!r} is not a DNS name with a dot, or localhost")
+        if not isinstance(self.difficulty, int) or not 0 <= self.difficulty <= 40:
+            problems.append("difficulty must be a whole number of bits from 0 to 40")
+        if (self.cert is None) != (self.key is None):
+            problems.append("cert and key go together: give both, or neither for a self-signed one")
+        if self.log_level.upper() not in LOG_LEVELS:
+            problems.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        self.log_level = self.log_level.upper()
+        if self.max_frame_bytes < 4096:
+            problems.append("max_frame_bytes must be at least 4096")
+        for name in ("max_connections", "max_connections_per_ip", "failure_limit"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1")
+        for name in ("idle_timeout", "handshake_timeout", "stamp_validity_seconds"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive")
+        if problems:
+            raise LocalError("invalid server configuration:\n  - " + "\n  - ".join(problems))
+        return self
+
+    def with_overrides(self, **overrides: Any) -> ServerConfig:
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **clean)
+
+
+_PATH_FIELDS = {"data_dir", "cert", "key"}
+
+
+def config_from_mapping(values: dict[str, Any], source: str = "config") -> ServerConfig:
+    """Build a config from TOML-like keys (`secure-port` and `secure_port` both accepted)."""
+    known = {f.name: f for f in dataclasses.fields(ServerConfig)}
+    kwargs: dict[str, Any] = {}
+    for raw_key, value in values.items():
+        key = raw_key.replace("-", "_")
+        if key not in known:
+            raise LocalError(f"{source}: unknown option {raw_key!r}")
+        if key in _PATH_FIELDS:
+            if not isinstance(value, str):
+                raise LocalError(f"{source}: {raw_key} must be a path string")
+            value = Path(value).expanduser()
+        elif key == "domains":
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(d, str) for d in value):
+                raise LocalError(f"{source}: domains must be a list of strings")
+        else:
+            expected = type(getattr(ServerConfig(), key))
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise LocalError(f"{source}: {raw_key} must be a {expected.__name__}")
+        kwargs[key] = value
+    return ServerConfig(**kwargs)
+
+
+def load_config(path: Path) -> ServerConfig:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise LocalError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise LocalError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise LocalError(f"config file {path} is not valid TOML: {exc}") from None
+    section = data.get("server", data)
+    if not isinstance(section, dict):
+        raise LocalError(f"{path}: [server] must be a table")
+    return config_from_mapping(section, str(path))
