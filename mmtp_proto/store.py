@@ -1,0 +1,219 @@
+"""Durable server storage: one SQLite file in WAL mode (messages, keys, spent stamps).
+
+Writes are staged in an open transaction and made durable by `commit()`, which the server
+calls once per loop turn (group commit): every SEND answered in that turn shares one
+commit and one fsync, and no answer leaves before its commit is on disk. Every stored
+message carries a checksum of its own bytes, so a damaged row is detected, never served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("mmtp.store")
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS keys (
+    email TEXT PRIMARY KEY,
+    armored TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    registered_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    message_hash TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    packet TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    UNIQUE (recipient, message_id)
+);
+CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (recipient, seq);
+CREATE TABLE IF NOT EXISTS spent_stamps (
+    stamp TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS spent_by_expiry ON spent_stamps (expires_at);
+"""
+
+
+def _checksum(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    email: str
+    armored: str
+    fingerprint: str
+    registered_at: int
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    seq: int
+    packet: dict[str, Any]
+
+
+class StoreError(Exception):
+    """The database could not do what was asked (disk full, read-only, damaged)."""
+
+
+class Store:
+    def __init__(self, path: Path, *, fsync: bool = True) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: in WAL mode every COMMIT fsyncs the log, which is what "durable" means.
+            self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'OFF'}")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the database {path}: {exc}") from exc
+        self._in_tx = False
+
+    # ------------------------------------------------------------------ transactions
+
+    @property
+    def pending(self) -> bool:
+        return self._in_tx
+
+    def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        try:
+            if not self._in_tx:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._in_tx = True
+            return self._db.execute(sql, tuple(params))
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
+
+    def commit(self) -> None:
+        if not self._in_tx:
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.rollback()
+            raise StoreError(f"commit failed: {exc}") from exc
+        self._in_tx = False
+
+    def rollback(self) -> None:
+        if self._in_tx:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                log.warning("rollback failed: %s", exc)
+            self._in_tx = False
+
+    def close(self) -> None:
+        try:
+            self.commit()
+        finally:
+            self._db.close()
+
+    # ------------------------------------------------------------------ keys
+
+    def get_key(self, email: str) -> KeyRecord | None:
+        row = self._db.execute(
+            "SELECT email, armored, fingerprint, registered_at FROM keys WHERE email = ?",
+            (email,),
+        ).fetchone()
+        return KeyRecord(*row) if row else None
+
+    def put_key(self, email: str, armored: str, fingerprint: str, now: int) -> None:
+        self._write(
+            "INSERT INTO keys (email, armored, fingerprint, registered_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (email) DO UPDATE SET armored = excluded.armored,"
+            " fingerprint = excluded.fingerprint, registered_at = excluded.registered_at",
+            (email, armored, fingerprint, now),
+        )
+
+    # ------------------------------------------------------------------ messages
+
+    def find_message_hash(self, recipient: str, message_id: str) -> str | None:
+        row = self._db.execute(
+            "SELECT message_hash FROM messages WHERE recipient = ? AND message_id = ?",
+            (recipient, message_id),
+        ).fetchone()
+        return row[0] if row else None
+
+    def is_spent(self, stamp_key: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM spent_stamps WHERE stamp = ?", (stamp_key,))
+        return row.fetchone() is not None
+
+    def add_message(
+        self,
+        *,
+        recipient: str,
+        message_id: str,
+        message_hash: str,
+        packet: dict[str, Any],
+        received_at: int,
+        stamp_key: str,
+        stamp_expires_at: int,
+    ) -> int:
+        """Store a message and spend its stamp in the same transaction (SPEC §4)."""
+        text = json.dumps(packet, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        self._write(
+            "INSERT INTO spent_stamps (stamp, expires_at) VALUES (?, ?)",
+            (stamp_key, stamp_expires_at),
+        )
+        cur = self._write(
+            "INSERT INTO messages (recipient, message_id, message_hash, received_at, packet,"
+            " checksum) VALUES (?, ?, ?, ?, ?, ?)",
+            (recipient, message_id, message_hash, received_at, text, _checksum(text)),
+        )
+        return int(cur.lastrowid or 0)
+
+    def count_messages(self, recipient: str) -> int:
+        row = self._db.execute("SELECT COUNT(*) FROM messages WHERE recipient = ?", (recipient,))
+        return int(row.fetchone()[0])
+
+    def list_messages(
+        self, recipient: str, after_seq: int, limit: int
+    ) -> tuple[list[StoredMessage], bool]:
+        rows = self._db.execute(
+            "SELECT seq, packet, checksum FROM messages WHERE recipient = ? AND seq > ?"
+            " ORDER BY seq LIMIT ?",
+            (recipient, after_seq, limit + 1),
+        ).fetchall()
+        more = len(rows) > limit
+        result: list[StoredMessage] = []
+        for seq, text, checksum in rows[:limit]:
+            if _checksum(text) != checksum:
+                log.error("message row %d for %s is damaged; not serving it", seq, recipient)
+                continue
+            result.append(StoredMessage(seq, json.loads(text)))
+        return result, more
+
+    def last_seq(self, recipient: str) -> int:
+        row = self._db.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE recipient = ?", (recipient,)
+        )
+        return int(row.fetchone()[0])
+
+    def delete_messages(self, recipient: str, message_ids: list[str]) -> int:
+        deleted = 0
+        for message_id in dict.fromkeys(message_ids):
+            cur = self._write(
+                "DELETE FROM messages WHERE recipient = ? AND message_id = ?",
+                (recipient, message_id),
+            )
+            deleted += cur.rowcount
+        return deleted
+
+    def purge_expired_stamps(self, now: int) -> int:
+        cur = self._write("DELETE FROM spent_stamps WHERE expires_at < ?", (now,))
+        return cur.rowcount
