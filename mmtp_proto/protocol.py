@@ -1,0 +1,397 @@
+"""What each MMTP action answers, given a store and a session (SPEC §5). No sockets.
+
+The server feeds it one frame line at a time and sends back whatever it returns; tests can
+drive it the same way with bytes and dicts. Writes are staged in the store; the caller
+commits before it lets any answer marked `durable` leave.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import PROTOCOL, __version__, errors, pgp
+from .address import normalize_address, parse_address
+from .canonical import auth_challenge
+from .config import ServerConfig
+from .errors import MMTPError
+from .framing import NO_ID, parse_json, parse_request, peek_id, with_id
+from .hashcash import verify_stamp
+from .packet import is_message_id, validate_packet
+from .ratelimit import FailureLimiter
+from .store import Store, StoreError
+
+log = logging.getLogger("mmtp.protocol")
+
+ACTIONS = ("SEND", "RECEIVE", "CHECK", "DELETE", "REGISTER_KEY", "REQUEST_PUBLIC_KEY", "AUTH")
+DEFAULT_RECEIVE_LIMIT = 100
+MAX_RECEIVE_LIMIT = 1000
+MAX_DELETE_IDS = 1000
+MAX_ARMOR_CHARS = 256 * 1024
+_KEY_CACHE_SIZE = 1024
+
+
+@dataclass
+class Session:
+    """Per-connection protocol state."""
+
+    peer: str
+    tls: bool
+    nonce: str = field(default_factory=lambda: secrets.token_hex(16))
+    authenticated: str | None = None
+
+
+@dataclass
+class Outcome:
+    response: dict[str, Any]
+    # True when the answer promises something was stored: it must wait for the commit.
+    durable: bool = False
+    close: bool = False
+    action: str = "-"
+
+
+def _ok(**fields: Any) -> dict[str, Any]:
+    return {"status": "OK", **fields}
+
+
+def _cursor(seq: int) -> str:
+    return f"s{seq}"
+
+
+def _parse_cursor(value: object) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, str) and len(value) < 20 and value[:1] == "s" and value[1:].isdigit():
+        return int(value[1:])
+    raise MMTPError(errors.BAD_REQUEST, "since must be a cursor returned by an earlier RECEIVE")
+
+
+class Protocol:
+    def __init__(
+        self,
+        config: ServerConfig,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.server_name = f"{config.server_name}/{__version__}"
+        self.domains = frozenset(config.domains)
+        self.failures = FailureLimiter(
+            config.failure_limit, config.failure_window_seconds, config.failure_block_seconds
+        )
+        self._keys: OrderedDict[tuple[str, str], pgp.PublicKey] = OrderedDict()
+        self._handlers: dict[str, Callable[[Session, dict[str, Any], int], Outcome]] = {
+            "SEND": self._send,
+            "RECEIVE": self._receive,
+            "CHECK": self._check,
+            "DELETE": self._delete,
+            "REGISTER_KEY": self._register_key,
+            "REQUEST_PUBLIC_KEY": self._request_public_key,
+            "AUTH": self._auth,
+        }
+
+    # ------------------------------------------------------------------ entry points
+
+    def greeting(self, session: Session) -> dict[str, Any]:
+        return _ok(
+            message="MMTP Server Ready",
+            protocol=PROTOCOL,
+            server=self.server_name,
+            domains=sorted(self.domains),
+            difficulty=self.config.difficulty,
+            maxFrameBytes=self.config.max_frame_bytes,
+            stampValiditySeconds=self.config.stamp_validity_seconds,
+            nonce=session.nonce,
+            tls=session.tls,
+            features={
+                "plainAuth": self.config.allow_plain_auth,
+                "pipelining": True,
+                "relay": False,
+                "maxReceiveLimit": MAX_RECEIVE_LIMIT,
+            },
+            actions=list(ACTIONS),
+        )
+
+    def handle_line(self, session: Session, line: bytes) -> Outcome:
+        request_id: Any = NO_ID
+        action = "-"
+        try:
+            value = parse_json(line)
+            request_id = peek_id(value)
+            request = parse_request(value)
+            action = request.action
+            handler = self._handlers.get(request.action)
+            if handler is None:
+                raise MMTPError(
+                    errors.UNKNOWN_ACTION,
+                    f"unknown action {request.action[:40]!r}; this server knows "
+                    + ", ".join(ACTIONS),
+                )
+            outcome = handler(session, request.data, int(self.clock()))
+        except MMTPError as exc:
+            outcome = Outcome(exc.to_response())
+        except StoreError as exc:
+            self.store.rollback()
+            log.error("storage error during %s: %s", action, exc)
+            outcome = Outcome(storage_failure().to_response())
+        except Exception:
+            self.store.rollback()
+            log.exception("internal error during %s", action)
+            outcome = Outcome(
+                MMTPError(
+                    errors.INTERNAL, "the server failed on this request; try again later"
+                ).to_response()
+            )
+        outcome.action = action if action in self._handlers else "-"
+        with_id(outcome.response, request_id)
+        return outcome
+
+    # ------------------------------------------------------------------ helpers
+
+    def _email(self, data: dict[str, Any], key: str = "email") -> str:
+        if key not in data:
+            raise MMTPError(errors.BAD_REQUEST, f"data.{key} is missing")
+        return normalize_address(data[key], key)
+
+    def _require_local(self, email: str) -> None:
+        if parse_address(email).domain not in self.domains:
+            raise MMTPError(
+                errors.NOT_LOCAL,
+                f"{email} is not on a domain this server serves "
+                f"({', '.join(sorted(self.domains))}); this server does not relay",
+            )
+
+    def _require_auth_as(self, session: Session, email: str) -> None:
+        if session.authenticated is None:
+            raise MMTPError(errors.AUTH_REQUIRED, f"authenticate as {email} first (AUTH)")
+        if session.authenticated != email:
+            raise MMTPError(
+                errors.FORBIDDEN,
+                f"this connection is authenticated as {session.authenticated}, not {email}",
+            )
+
+    def _public_key(self, email: str) -> pgp.PublicKey | None:
+        record = self.store.get_key(email)
+        if record is None:
+            return None
+        cache_key = (email, record.fingerprint)
+        key = self._keys.get(cache_key)
+        if key is None:
+            key = pgp.PublicKey.from_armored(record.armored)
+            self._keys[cache_key] = key
+            if len(self._keys) > _KEY_CACHE_SIZE:
+                self._keys.popitem(last=False)
+        else:
+            self._keys.move_to_end(cache_key)
+        return key
+
+    def _rate_check(self, session: Session, now: int) -> None:
+        if self.failures.blocked(session.peer, now):
+            raise MMTPError(
+                errors.RATE_LIMITED,
+                "too many failed attempts from your address; wait a few minutes and try again",
+            )
+
+    # ------------------------------------------------------------------ actions
+
+    def _send(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
+        packet = validate_packet(data.get("packet"), now=now)
+        self._require_local(packet.recipient)
+        if self.store.get_key(packet.recipient) is None:
+            raise MMTPError(
+                errors.UNKNOWN_RECIPIENT,
+                f"{packet.recipient} has no mailbox here (no key registered); check the address",
+            )
+        stamp = verify_stamp(
+            packet.stamp,
+            difficulty=self.config.difficulty,
+            resource=packet.recipient,
+            message_hash=packet.message_hash,
+            now=now,
+            validity_seconds=self.config.stamp_validity_seconds,
+        )
+        verified = False
+        if packet.signature is not None:
+            sender_key = self._public_key(packet.sender)
+            if sender_key is not None:
+                if not pgp.verify_detached(packet.signature_input(), packet.signature, sender_key):
+                    raise MMTPError(
+                        errors.SIGNATURE_INVALID,
+                        f"the signature does not verify against the key registered for "
+                        f"{packet.sender}; sign the message with that key",
+                    )
+                verified = True
+        if (
+            parse_address(packet.sender).domain in self.domains
+            and session.authenticated != packet.sender
+            and not verified
+        ):
+            raise MMTPError(
+                errors.FORBIDDEN,
+                f"{packet.sender} is a local address: authenticate as it (AUTH) or sign the "
+                "message with its registered key",
+            )
+        summary = {
+            "messageId": packet.message_id,
+            "encrypted": packet.encrypted,
+            "signed": packet.signature is not None,
+            "signatureVerified": verified,
+        }
+        stored_hash = self.store.find_message_hash(packet.recipient, packet.message_id)
+        if stored_hash is not None:
+            if stored_hash != packet.message_hash:
+                raise MMTPError(
+                    errors.BAD_REQUEST,
+                    "a different message with this messageId is already stored; "
+                    "use a fresh messageId",
+                )
+            return Outcome(_ok(message="Message already delivered", duplicate=True, **summary))
+        if self.store.count_messages(packet.recipient) >= self.config.mailbox_max_messages:
+            raise MMTPError(
+                errors.MAILBOX_FULL, f"the mailbox of {packet.recipient} is full; try later"
+            )
+        if self.store.is_spent(stamp.spent_key):
+            raise MMTPError(
+                errors.POW_REPLAYED, "this HashCash stamp was already spent; mint a new one"
+            )
+        stored = dict(packet.raw)
+        stored["meta"] = {**packet.raw["meta"], "signatureVerified": verified, "receivedAt": now}
+        self.store.add_message(
+            recipient=packet.recipient,
+            message_id=packet.message_id,
+            message_hash=packet.message_hash,
+            packet=stored,
+            received_at=now,
+            stamp_key=stamp.spent_key,
+            stamp_expires_at=stamp.date + self.config.stamp_validity_seconds,
+        )
+        return Outcome(
+            _ok(message="Message delivered successfully", duplicate=False, **summary),
+            durable=True,
+        )
+
+    def _receive(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
+        email = self._email(data)
+        self._require_auth_as(session, email)
+        after = _parse_cursor(data.get("since"))
+        limit = data.get("limit", DEFAULT_RECEIVE_LIMIT)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise MMTPError(errors.BAD_REQUEST, "limit must be an integer from 1 to 1000")
+        messages, more = self.store.list_messages(email, after, limit)
+        last = messages[-1].seq if messages else after
+        return Outcome(
+            _ok(
+                messages=[m.packet for m in messages],
+                count=len(messages),
+                more=more,
+                cursor=_cursor(last),
+            )
+        )
+
+    def _check(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
+        email = self._email(data)
+        self._require_auth_as(session, email)
+        return Outcome(_ok(count=self.store.count_messages(email)))
+
+    def _delete(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
+        email = self._email(data)
+        self._require_auth_as(session, email)
+        ids = data.get("messageIds")
+        if not isinstance(ids, list) or len(ids) > MAX_DELETE_IDS:
+            raise MMTPError(
+                errors.BAD_REQUEST, f"messageIds must be a list of at most {MAX_DELETE_IDS} ids"
+            )
+        if not all(is_message_id(i) for i in ids):
+            raise MMTPError(errors.BAD_REQUEST, "every messageId must be 32 lowercase hex")
+        deleted = self.store.delete_messages(email, ids)
+        return Outcome(_ok(deleted=deleted), durable=deleted > 0)
+
+    def _register_key(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
+        self._rate_check(session, now)
+        try:
+            return self._register_key_checked(session, data, now)
+        except MMTPError as exc:
+            if exc.code != errors.NOT_LOCAL:
+                self.failures.record_failure(session.peer, now)
+            raise
+
+    def _register_key_checked(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
+        email = self._email(data)
+        self._require_local(email)
+        armored = data.get("publicKey")
+        if not isinstance(armored, str) or len(armored) > MAX_ARMOR_CHARS:
+            raise MMTPError(errors.KEY_INVALID, "publicKey must be an ASCII-armored OpenPGP key")
+        key = pgp.validate_public_key_for(armored, email, now=datetime.fromtimestamp(now, UTC))
+        existing = self.store.get_key(email)
+        if existing is not None and existing.fingerprint == key.fingerprint:
+            return Outcome(
+                _ok(message="This key is already registered", fingerprint=key.fingerprint)
+            )
+        if existing is not None:
+            if session.authenticated is None:
+                raise MMTPError(
+                    errors.KEY_EXISTS,
+                    f"{email} already has a key; authenticate as {email} (AUTH) to replace it",
+                )
+            if session.authenticated != email:
+                raise MMTPError(
+                    errors.FORBIDDEN,
+                    f"this connection is authenticated as {session.authenticated}, not {email}",
+                )
+        self.store.put_key(email, key.armored, key.fingerprint, now)
+        verb = "replaced" if existing else "registered"
+        return Outcome(
+            _ok(message=f"Public key {verb} successfully", fingerprint=key.fingerprint),
+            durable=True,
+        )
+
+    def _request_public_key(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
+        email = self._email(data)
+        self._require_local(email)
+        record = self.store.get_key(email)
+        if record is None:
+            raise MMTPError(errors.KEY_NOT_FOUND, f"no public key is registered for {email}")
+        return Outcome(_ok(email=email, publicKey=record.armored, fingerprint=record.fingerprint))
+
+    def _auth(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
+        if not session.tls and not self.config.allow_plain_auth:
+            raise MMTPError(
+                errors.TLS_REQUIRED,
+                "AUTH is refused over a plain connection; connect with TLS (port "
+                f"{self.config.secure_port})",
+            )
+        self._rate_check(session, now)
+        try:
+            email = self._email(data)
+            signature = data.get("signature")
+            if not isinstance(signature, str) or len(signature) > MAX_ARMOR_CHARS:
+                raise MMTPError(errors.BAD_REQUEST, "data.signature must be an armored signature")
+            key = self._public_key(email)
+            challenge = auth_challenge(self.server_name, session.nonce, email)
+            if key is None or not pgp.verify_detached(challenge, signature, key):
+                raise MMTPError(
+                    errors.AUTH_FAILED,
+                    f"authentication as {email} failed: sign this connection's challenge with "
+                    "the private key registered for that address",
+                )
+        except MMTPError:
+            self.failures.record_failure(session.peer, now)
+            raise
+        session.authenticated = email
+        return Outcome(_ok(message="Authenticated", email=email))
+
+
+def storage_failure() -> MMTPError:
+    return MMTPError(
+        errors.INTERNAL,
+        "the server could not store this durably (storage error); nothing was kept — retry later",
+    )
