@@ -67,7 +67,13 @@ def _cursor(seq: int) -> str:
 def _parse_cursor(value: object) -> int:
     if value is None:
         return 0
-    if isinstance(value, str) and len(value) < 20 and value[:1] == "s" and value[1:].isdigit():
+    if (
+        isinstance(value, str)
+        and len(value) < 20
+        and value[:1] == "s"
+        and value[1:].isascii()
+        and value[1:].isdigit()
+    ):
         return int(value[1:])
     raise MMTPError(errors.BAD_REQUEST, "since must be a cursor returned by an earlier RECEIVE")
 

@@ -83,6 +83,9 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the database {path}: {exc}") from exc
         self._in_tx = False
+        # Set when staged writes were thrown away, so the server can withdraw every answer
+        # that promised them; cleared by the server once it has done so.
+        self.lost_writes = False
 
     # ------------------------------------------------------------------ transactions
 
@@ -111,6 +114,7 @@ class Store:
 
     def rollback(self) -> None:
         if self._in_tx:
+            self.lost_writes = True
             try:
                 self._db.execute("ROLLBACK")
             except sqlite3.Error as exc:
