@@ -41,8 +41,8 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[bytes]:
         """Return the complete, non-blank lines in `data` (without the LF).
 
-        Raises FrameTooLarge once a line exceeds the limit; the decoder is then broken
-        and accepts nothing more, because the rest of that line cannot be trusted.
+        Once a line exceeds the limit, the lines before it are still returned, `broken`
+        becomes true and nothing more is accepted: the rest of that line cannot be trusted.
         """
         if self.broken:
             return []
@@ -55,7 +55,7 @@ class FrameDecoder:
             if end < 0:
                 break
             if end - start > self.max_frame_bytes:
-                self._fail()
+                return self._fail(lines)
             line = bytes(buf[start:end])
             start = end + 1
             self._scan_from = start
@@ -65,13 +65,16 @@ class FrameDecoder:
             del buf[:start]
         self._scan_from = len(buf)
         if len(buf) > self.max_frame_bytes:
-            self._fail()
+            return self._fail(lines)
         return lines
 
-    def _fail(self) -> None:
+    def _fail(self, lines: list[bytes]) -> list[bytes]:
         self.broken = True
         self._buffer.clear()
-        raise FrameTooLarge(self.max_frame_bytes)
+        return lines
+
+    def error(self) -> FrameTooLarge:
+        return FrameTooLarge(self.max_frame_bytes)
 
 
 def _reject_constant(name: str) -> Any:

@@ -1,0 +1,532 @@
+"""The MMTP server: one thread, `selectors`, non-blocking sockets and TLS handshakes.
+
+A thin shell around `protocol.Protocol`: it moves bytes, keeps time and enforces the
+resource limits of SPEC §7. Every loop turn ends with one store commit (group commit);
+answers produced in that turn leave only after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import resource
+import selectors
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from . import errors
+from .config import ServerConfig
+from .errors import LocalError, MMTPError
+from .framing import NO_ID, FrameDecoder, encode_frame, with_id
+from .protocol import Protocol, Session, storage_failure
+from .store import Store, StoreError
+
+log = logging.getLogger("mmtp.server")
+
+READ_CHUNK = 65536
+LINES_PER_TURN = 64
+PURGE_INTERVAL = 600.0
+TICK = 1.0
+# Connections over a cap are told why before they are closed; past this many extra
+# sockets in that state we close at once rather than spend more on them.
+REJECT_SLACK = 64
+
+
+class _Conn:
+    __slots__ = (
+        "addr",
+        "closing",
+        "decoder",
+        "handshaking",
+        "held",
+        "last_active",
+        "lines",
+        "out",
+        "peer",
+        "rejecting",
+        "session",
+        "sock",
+        "tls",
+    )
+
+    def __init__(self, sock: socket.socket, addr: tuple, tls: bool, max_frame: int) -> None:
+        self.sock = sock
+        self.addr = addr
+        self.peer = str(addr[0])
+        self.tls = tls
+        self.handshaking = tls
+        self.decoder = FrameDecoder(max_frame)
+        self.lines: deque[bytes] = deque()
+        self.out = bytearray()
+        # Answers waiting for this turn's commit, each with the request id to echo if the
+        # commit fails and a durable answer must be withdrawn (None: not durable).
+        self.held: list[tuple[bytes, Any]] = []
+        self.session = Session(peer=self.peer, tls=tls)
+        self.last_active = time.monotonic()
+        self.closing = False
+        self.rejecting: str | None = None
+
+
+def _raise_nofile_limit(wanted: int) -> None:
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("could not raise the open-files limit: %s", exc)
+
+
+class Server:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config.validate()
+        self.plain_address: tuple[str, int] | None = None
+        self.tls_address: tuple[str, int] | None = None
+        self.tls_fingerprint: str | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._listeners: list[socket.socket] = []
+        self._ssl_context: ssl.SSLContext | None = None
+        self._conns: dict[socket.socket, _Conn] = {}
+        self._per_ip: dict[str, int] = {}
+        self._pending: set[_Conn] = set()
+        self._store: Store | None = None
+        self._protocol: Protocol | None = None
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._thread: threading.Thread | None = None
+        self._bound = False
+        self._finished = threading.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None
+        return self._store
+
+    def bind(self) -> None:
+        """Open the store and the listeners; errors come back as LocalError."""
+        if self._bound:
+            return
+        cfg = self.config
+        _raise_nofile_limit(max(4096, cfg.max_connections + REJECT_SLACK + 64))
+        data_dir = Path(cfg.data_dir)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LocalError(f"cannot create the data directory {data_dir}: {exc}") from None
+        try:
+            self._store = Store(data_dir / "mmtp.db", fsync=cfg.fsync)
+        except StoreError as exc:
+            raise LocalError(str(exc)) from None
+        self._protocol = Protocol(cfg, self._store)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        try:
+            if cfg.tls:
+                from .certs import ensure_certificate, server_ssl_context
+
+                cert, key, self.tls_fingerprint = ensure_certificate(
+                    data_dir, cfg.domains, cfg.cert, cfg.key
+                )
+                self._ssl_context = server_ssl_context(cert, key)
+            if cfg.plain:
+                self.plain_address = self._listen(cfg.port, tls=False)
+            if cfg.tls:
+                self.tls_address = self._listen(cfg.secure_port, tls=True)
+        except BaseException:
+            self._close_listeners()
+            self._store.close()
+            raise
+        self._bound = True
+
+    def _listen(self, port: int, *, tls: bool) -> tuple[str, int]:
+        host = self.config.host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(1024)
+        except OSError as exc:
+            sock.close()
+            hint = ""
+            if exc.errno == errno.EADDRINUSE:
+                hint = " (another program is using that port: stop it or pick another port)"
+            elif exc.errno == errno.EACCES:
+                hint = " (ports below 1024 need privileges: use 8025/8026)"
+            raise LocalError(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
+        sock.setblocking(False)
+        assert self._selector is not None
+        self._selector.register(sock, selectors.EVENT_READ, "tls" if tls else "plain")
+        self._listeners.append(sock)
+        address = sock.getsockname()
+        return (str(address[0]), int(address[1]))
+
+    def start(self) -> Server:
+        """Bind, then run the loop in a background thread (for embedding and tests)."""
+        self.bind()
+        self._thread = threading.Thread(target=self._run, name="mmtp-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self.bind()
+        self._run()
+
+    def request_stop(self) -> None:
+        """Ask the loop to finish; safe to call from a signal handler or another thread."""
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.request_stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        elif self._bound:
+            self._finished.wait(timeout)
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _log_start(self) -> None:
+        cfg = self.config
+        if self.plain_address:
+            log.info("listening (plain) on %s:%d", *self.plain_address)
+        if self.tls_address:
+            log.info("listening (TLS) on %s:%d", *self.tls_address)
+            log.info("TLS certificate SHA-256 fingerprint %s", self.tls_fingerprint)
+        log.info(
+            "serving %s at difficulty %d bits; data in %s",
+            ", ".join(cfg.domains),
+            cfg.difficulty,
+            cfg.data_dir,
+        )
+
+    # ------------------------------------------------------------------ the loop
+
+    def _run(self) -> None:
+        assert self._selector is not None and self._protocol is not None
+        self._log_start()
+        next_tick = time.monotonic()
+        next_purge = 0.0
+        ready: set[_Conn] = set()
+        try:
+            while not self._stop.is_set():
+                timeout = 0.0 if ready else max(0.0, min(TICK, next_tick - time.monotonic()))
+                for key, mask in self._selector.select(timeout):
+                    self._dispatch(key, mask)
+                ready = self._process_lines()
+                now = time.monotonic()
+                if now >= next_tick:
+                    next_tick = now + TICK
+                    self._expire(now)
+                    if now >= next_purge:
+                        next_purge = now + PURGE_INTERVAL
+                        self._purge()
+        except Exception:
+            log.exception("the server loop failed")
+            raise
+        finally:
+            self._shutdown()
+
+    def _dispatch(self, key: selectors.SelectorKey, mask: int) -> None:
+        tag = key.data
+        if tag == "wake":
+            with contextlib.suppress(OSError):
+                self._wake_r.recv(4096)
+        elif tag in ("plain", "tls"):
+            self._accept(key.fileobj, tls=tag == "tls")  # type: ignore[arg-type]
+        else:
+            conn: _Conn = tag
+            if conn.handshaking:
+                self._handshake(conn)
+            else:
+                if mask & selectors.EVENT_READ:
+                    self._read(conn)
+                if mask & selectors.EVENT_WRITE and conn.sock.fileno() >= 0:
+                    self._flush(conn)
+
+    def _accept(self, listener: socket.socket, *, tls: bool) -> None:
+        cfg = self.config
+        for _ in range(64):
+            try:
+                sock, addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # EMFILE and friends: leave the backlog for the next turn.
+                log.warning("accept failed: %s", exc)
+                return
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            peer = str(addr[0])
+            over_total = len(self._conns) >= cfg.max_connections
+            over_ip = self._per_ip.get(peer, 0) >= cfg.max_connections_per_ip
+            if (over_total or over_ip) and len(self._conns) >= cfg.max_connections + REJECT_SLACK:
+                sock.close()
+                continue
+            if tls:
+                assert self._ssl_context is not None
+                try:
+                    sock = self._ssl_context.wrap_socket(
+                        sock, server_side=True, do_handshake_on_connect=False
+                    )
+                except (OSError, ssl.SSLError):
+                    sock.close()
+                    continue
+            conn = _Conn(sock, addr, tls, cfg.max_frame_bytes)
+            self._conns[sock] = conn
+            self._per_ip[peer] = self._per_ip.get(peer, 0) + 1
+            assert self._selector is not None
+            self._selector.register(sock, selectors.EVENT_READ, conn)
+            if over_total or over_ip:
+                conn.rejecting = "on this server" if over_total else "from your address"
+                log.info("refusing %s: too many connections", peer)
+            else:
+                log.info("connection from %s:%s (%s)", peer, addr[1], "TLS" if tls else "plain")
+            if not tls:
+                self._greet(conn)
+
+    def _greet(self, conn: _Conn) -> None:
+        assert self._protocol is not None
+        if conn.rejecting:
+            err = MMTPError(
+                errors.TOO_MANY_CONNECTIONS,
+                f"too many connections {conn.rejecting}; close some and try again later",
+            )
+            conn.out += encode_frame(err.to_response())
+            conn.closing = True
+        else:
+            conn.out += encode_frame(self._protocol.greeting(conn.session))
+        self._flush(conn)
+
+    def _handshake(self, conn: _Conn) -> None:
+        sock = conn.sock
+        assert isinstance(sock, ssl.SSLSocket) and self._selector is not None
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._selector.modify(sock, selectors.EVENT_READ, conn)
+            return
+        except ssl.SSLWantWriteError:
+            self._selector.modify(sock, selectors.EVENT_WRITE, conn)
+            return
+        except (ssl.SSLError, OSError) as exc:
+            log.info("TLS handshake with %s failed: %s", conn.peer, exc)
+            self._close(conn)
+            return
+        conn.handshaking = False
+        conn.last_active = time.monotonic()
+        self._greet(conn)
+
+    def _read(self, conn: _Conn) -> None:
+        if conn.closing or conn.decoder.broken:
+            return
+        sock = conn.sock
+        while True:
+            try:
+                data = sock.recv(READ_CHUNK)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+                break
+            except ssl.SSLWantWriteError:
+                break
+            except (OSError, ssl.SSLError):
+                self._close(conn)
+                return
+            if not data:
+                # The peer closed its side: answer what it sent, then close.
+                conn.closing = True
+                break
+            conn.last_active = time.monotonic()
+            self._pending.add(conn)
+            conn.lines.extend(conn.decoder.feed(data))
+            if conn.decoder.broken:
+                conn.lines.append(b"")  # marks where the oversized frame stood
+                conn.closing = True
+                log.info("%s sent a frame over %d bytes", conn.peer, conn.decoder.max_frame_bytes)
+                break
+            # TLS may hold decrypted bytes that select() cannot see.
+            if not (conn.tls and sock.pending()):  # type: ignore[attr-defined]
+                break
+        if conn.closing and not conn.lines and not conn.out and not conn.held:
+            self._close(conn)
+
+    def _process_lines(self) -> set[_Conn]:
+        """Answer buffered requests, commit once, then release the answers."""
+        protocol, store = self._protocol, self._store
+        assert protocol is not None and store is not None
+        touched = [c for c in self._pending if c.sock in self._conns]
+        self._pending = set()
+        if not touched:
+            return set()
+        still_ready: set[_Conn] = set()
+        high_water = self.config.output_high_water
+        for conn in touched:
+            budget = LINES_PER_TURN
+            while conn.lines and budget and len(conn.out) < high_water and not conn.handshaking:
+                line = conn.lines.popleft()
+                if not line:  # the oversized-frame marker: answer it, then close
+                    error = conn.decoder.error().to_response()
+                    conn.held.append((encode_frame(error), None))
+                    conn.lines.clear()
+                    break
+                budget -= 1
+                outcome = protocol.handle_line(conn.session, line)
+                self._log_outcome(conn, outcome.action, outcome.response)
+                request_id = outcome.response.get("id", NO_ID) if outcome.durable else None
+                conn.held.append((encode_frame(outcome.response), request_id))
+            if conn.lines:
+                self._pending.add(conn)
+                if len(conn.out) < high_water:
+                    still_ready.add(conn)
+        failed = False
+        try:
+            store.commit()
+        except StoreError as exc:
+            log.error("commit failed, withdrawing this turn's acknowledgements: %s", exc)
+            failed = True
+        if store.lost_writes:
+            failed = True
+            store.lost_writes = False
+        for conn in touched:
+            for frame, durable_id in conn.held:
+                if failed and durable_id is not None:
+                    frame = encode_frame(with_id(storage_failure().to_response(), durable_id))
+                conn.out += frame
+            conn.held.clear()
+            if conn.sock in self._conns:
+                self._flush(conn)
+        return still_ready
+
+    def _log_outcome(self, conn: _Conn, action: str, response: dict) -> None:
+        if response.get("status") == "OK":
+            log.info("%s %s OK", conn.peer, action)
+        else:
+            log.info("%s %s ERROR %s", conn.peer, action, response["error"]["code"])
+
+    def _flush(self, conn: _Conn) -> None:
+        sock = conn.sock
+        while conn.out:
+            try:
+                sent = sock.send(conn.out)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
+                break
+            except ssl.SSLWantReadError:
+                break
+            except (OSError, ssl.SSLError):
+                self._close(conn)
+                return
+            del conn.out[:sent]
+        if not conn.out and conn.closing and not conn.lines and not conn.held:
+            self._close(conn)
+            return
+        self._update_interest(conn)
+
+    def _update_interest(self, conn: _Conn) -> None:
+        if conn.sock not in self._conns or conn.handshaking:
+            return
+        events = 0
+        reading = not conn.closing and len(conn.out) < self.config.output_high_water
+        if reading:
+            events |= selectors.EVENT_READ
+        if conn.out:
+            events |= selectors.EVENT_WRITE
+        assert self._selector is not None
+        if events == 0:
+            # Nothing to wait for until the client drains its answers; keep the fd quiet.
+            events = selectors.EVENT_WRITE
+        key = self._selector.get_key(conn.sock)
+        if key.events != events:
+            self._selector.modify(conn.sock, events, conn)
+
+    def _close(self, conn: _Conn) -> None:
+        if self._conns.pop(conn.sock, None) is None:
+            return
+        assert self._selector is not None
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._selector.unregister(conn.sock)
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+        left = self._per_ip.get(conn.peer, 1) - 1
+        if left > 0:
+            self._per_ip[conn.peer] = left
+        else:
+            self._per_ip.pop(conn.peer, None)
+        if not conn.rejecting:
+            log.info("closed %s:%s", conn.peer, conn.addr[1])
+
+    def _expire(self, now: float) -> None:
+        cfg = self.config
+        for conn in list(self._conns.values()):
+            limit = cfg.handshake_timeout if conn.handshaking else cfg.idle_timeout
+            if conn.rejecting:
+                limit = min(limit, cfg.handshake_timeout)
+            if now - conn.last_active > limit:
+                log.info(
+                    "%s timed out (%s)", conn.peer, "handshake" if conn.handshaking else "idle"
+                )
+                self._close(conn)
+        assert self._protocol is not None
+        self._protocol.failures.prune(time.time())
+
+    def _purge(self) -> None:
+        store = self._store
+        assert store is not None
+        try:
+            purged = store.purge_expired_stamps(int(time.time()))
+            store.commit()
+            if purged:
+                log.info("purged %d expired stamps", purged)
+        except StoreError as exc:
+            store.rollback()
+            store.lost_writes = False
+            log.warning("could not purge expired stamps: %s", exc)
+
+    def _shutdown(self) -> None:
+        log.info("stopping: finishing in-flight requests")
+        for sock in self._listeners:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(sock)  # type: ignore[union-attr]
+        self._close_listeners()
+        with contextlib.suppress(Exception):
+            self._process_lines()
+        deadline = time.monotonic() + 5.0
+        while any(c.out for c in self._conns.values()) and time.monotonic() < deadline:
+            for conn in list(self._conns.values()):
+                if conn.out:
+                    self._flush(conn)
+            time.sleep(0.01)
+        for conn in list(self._conns.values()):
+            self._close(conn)
+        if self._store is not None:
+            try:
+                self._store.close()
+            except StoreError as exc:
+                log.error("closing the store failed: %s", exc)
+        if self._selector is not None:
+            self._selector.close()
+        for s in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                s.close()
+        self._finished.set()
+        log.info("stopped")
+
+    def _close_listeners(self) -> None:
+        for sock in self._listeners:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self._listeners.clear()
