@@ -1,0 +1,148 @@
+"""Sealing a message for sending and opening a received one: the client's side of SPEC §3.
+
+Pure: keys and packets in, packets and results out. Encrypting covers the canonical JSON of
+the clear content (subject included); the signature covers the SPEC's signature input.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import pgp
+from .canonical import canonical_json, message_hash
+from .errors import LocalError, MMTPError
+from .packet import build_packet, signature_input_of, validate_clear_content
+
+UNSIGNED = "unsigned"
+VERIFIED = "verified"
+BAD = "bad"
+UNKNOWN = "unknown"
+
+
+def seal(
+    *,
+    sender: str,
+    recipient: str,
+    content: dict[str, Any],
+    encrypt_to: list[pgp.PublicKey] | None = None,
+    sign_with: pgp.PrivateKey | None = None,
+    type: str = "SEND",
+    in_reply_to: str | None = None,
+    references: list[str] | None = None,
+    message_id: str | None = None,
+    timestamp: int | None = None,
+) -> dict[str, Any]:
+    """Build a packet, encrypted to `encrypt_to` and signed by `sign_with` when given.
+
+    The stamp is left empty: minting is slow and belongs to the caller (with progress).
+    """
+    validate_clear_content(content)
+    sent_content = content
+    if encrypt_to:
+        sent_content = {"encrypted": pgp.encrypt(canonical_json(content), encrypt_to)}
+    packet = build_packet(
+        sender=sender,
+        recipient=recipient,
+        content=sent_content,
+        type=type,
+        message_id=message_id,
+        timestamp=timestamp,
+        in_reply_to=in_reply_to,
+        references=references,
+    )
+    if sign_with is not None:
+        packet["verification"]["signature"] = pgp.sign_detached(
+            signature_input_of(packet), sign_with
+        )
+        packet["meta"]["signed"] = True
+    return packet
+
+
+@dataclass
+class OpenedMessage:
+    packet: dict[str, Any]
+    subject: str = ""
+    body: str = ""
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    encrypted: bool = False
+    decrypted: bool = True
+    integrity_ok: bool = True
+    signature: str = UNSIGNED
+    signer_fingerprint: str | None = None
+    problem: str | None = None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.packet.get("meta", {})
+
+    @property
+    def message_id(self) -> str:
+        return str(self.meta.get("messageId", ""))
+
+    @property
+    def sender(self) -> str:
+        return str(self.packet.get("sender", ""))
+
+    @property
+    def recipient(self) -> str:
+        return str(self.packet.get("recipient", ""))
+
+    @property
+    def timestamp(self) -> int:
+        value = self.meta.get("timestamp", 0)
+        return value if isinstance(value, int) else 0
+
+
+def open_packet(
+    packet: dict[str, Any],
+    *,
+    my_key: pgp.PrivateKey | None = None,
+    sender_key: pgp.PublicKey | None = None,
+) -> OpenedMessage:
+    """Decrypt, check integrity and verify the signature; never raises for bad input."""
+    opened = OpenedMessage(packet=packet)
+    content = packet.get("content")
+    verification = packet.get("verification") or {}
+    if not isinstance(content, dict):
+        opened.integrity_ok, opened.problem = False, "the message has no content"
+        return opened
+    try:
+        opened.integrity_ok = message_hash(content) == verification.get("messageHash")
+    except (TypeError, ValueError):
+        opened.integrity_ok = False
+    if not opened.integrity_ok:
+        opened.problem = "the content does not match its hash: it was altered"
+    clear: Any = content
+    if "encrypted" in content:
+        opened.encrypted = True
+        opened.decrypted = False
+        if my_key is None:
+            opened.problem = "encrypted, and no private key is available to read it"
+        else:
+            try:
+                clear = json.loads(pgp.decrypt(str(content["encrypted"]), my_key))
+                validate_clear_content(clear)
+                opened.decrypted = True
+            except (LocalError, MMTPError, ValueError) as exc:
+                opened.problem = f"could not decrypt: {exc}"
+    if opened.decrypted and isinstance(clear, dict):
+        opened.subject = str(clear.get("subject", ""))
+        opened.body = str(clear.get("body", ""))
+        opened.attachments = list(clear.get("attachments") or [])
+    signature = verification.get("signature")
+    if signature:
+        if sender_key is None:
+            opened.signature = UNKNOWN
+        else:
+            try:
+                ok = opened.integrity_ok and pgp.verify_detached(
+                    signature_input_of(packet), str(signature), sender_key
+                )
+            except (KeyError, TypeError, ValueError):
+                ok = False
+            opened.signature = VERIFIED if ok else BAD
+            if ok:
+                opened.signer_fingerprint = sender_key.fingerprint
+    return opened
