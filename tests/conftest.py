@@ -1,0 +1,71 @@
+"""Shared fixtures: real servers on free loopback ports, data and config dirs under tmp_path."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mmtp_proto.config import ServerConfig
+from mmtp_proto.known_servers import KnownServers
+from mmtp_proto.server import Server
+
+DOMAINS = ["localhost", "example.com"]
+TEST_DIFFICULTY = 6
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the user's real config, data or cache dirs."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var, sub in (
+        ("XDG_CONFIG_HOME", "config"),
+        ("XDG_DATA_HOME", "data"),
+        ("XDG_CACHE_HOME", "cache"),
+        ("XDG_STATE_HOME", "state"),
+    ):
+        monkeypatch.setenv(var, str(home / sub))
+
+
+def make_config(data_dir: Path, **overrides) -> ServerConfig:
+    values = dict(
+        host="127.0.0.1",
+        port=0,
+        secure_port=0,
+        data_dir=data_dir,
+        domains=list(DOMAINS),
+        difficulty=TEST_DIFFICULTY,
+        log_level="DEBUG",
+    )
+    values.update(overrides)
+    return ServerConfig(**values)
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start servers on free ports (port 0); all are stopped at teardown."""
+    started: list[Server] = []
+
+    def start(data_dir: Path | None = None, **overrides) -> Server:
+        server = Server(make_config(data_dir or tmp_path / "server", **overrides)).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        with contextlib.suppress(Exception):
+            server.stop()
+
+
+@pytest.fixture
+def server(start_server: Callable[..., Server]) -> Server:
+    return start_server()
+
+
+@pytest.fixture
+def known_servers(tmp_path: Path) -> KnownServers:
+    return KnownServers(tmp_path / "known_servers")
