@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import LocalError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("mmtp.certs")
 
 TLS_DIR = "tls"
 CERT_NAME = "server.crt"

@@ -1,0 +1,225 @@
+"""`mmtp-server`: read the configuration, start the server, stop cleanly on SIGINT/SIGTERM.
+
+Exit status: 0 after a clean stop, 2 for a configuration or usage error, 1 when the server
+cannot start (port in use, unreadable certificate, ...) or fails while running, 130 when
+interrupted before it started. Errors meant for the operator are one line on stderr,
+`mmtp-server: error: ...`, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from importlib import metadata
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from . import __version__
+from .config import LOG_LEVELS, ServerConfig, default_data_dir, load_config
+from .errors import LocalError
+
+PROG = "mmtp-server"
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+
+log = logging.getLogger("mmtp.cli")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("mmtp")
+    except metadata.PackageNotFoundError:
+        return __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = ServerConfig()
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "MMTP server. Settings come from the defaults, then the --config file, then the "
+            "flags given here (a flag overrides the file; a flag not given keeps the file's "
+            "value)."
+        ),
+    )
+    # Every override defaults to None: with_overrides() then keeps the file's value.
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        type=Path,
+        help="TOML file; options under a [server] table or at the top level",
+    )
+    parser.add_argument(
+        "--host",
+        help=f"address to listen on (default {defaults.host}; 0.0.0.0 or :: for all)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        metavar="PORT",
+        help=f"plain TCP port (default {defaults.port}; 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--secure-port",
+        type=int,
+        metavar="PORT",
+        help=f"TLS port (default {defaults.secure_port}; 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--plain",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the plain TCP listener (default on)",
+    )
+    parser.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the TLS listener (default on)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"mail store and self-signed certificate (default {default_data_dir()})",
+    )
+    parser.add_argument(
+        "--domain",
+        action="append",
+        dest="domains",
+        metavar="DOMAIN",
+        help="a domain this server serves; repeat for several (replaces the file's list; "
+        "default localhost)",
+    )
+    parser.add_argument(
+        "--difficulty",
+        type=int,
+        metavar="BITS",
+        help=f"HashCash bits a SEND must carry (default {defaults.difficulty})",
+    )
+    parser.add_argument(
+        "--cert",
+        type=Path,
+        metavar="FILE",
+        help="PEM certificate chain (default: a self-signed one in DATA_DIR/tls)",
+    )
+    parser.add_argument("--key", type=Path, metavar="FILE", help="PEM private key for --cert")
+    parser.add_argument(
+        "--allow-plain-auth",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="accept AUTH over the plain listener (default off: AUTH needs TLS)",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help=f"log verbosity (default {defaults.log_level})",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    return parser
+
+
+def build_config(args: argparse.Namespace) -> ServerConfig:
+    """Defaults, then the file, then the flags given; validated. Raises LocalError."""
+    config = load_config(args.config) if args.config is not None else ServerConfig()
+    overrides: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "secure_port": args.secure_port,
+        "plain": args.plain,
+        "tls": args.tls,
+        "data_dir": args.data_dir.expanduser() if args.data_dir is not None else None,
+        "domains": args.domains,
+        "difficulty": args.difficulty,
+        "cert": args.cert.expanduser() if args.cert is not None else None,
+        "key": args.key.expanduser() if args.key is not None else None,
+        "allow_plain_auth": args.allow_plain_auth,
+        "log_level": args.log_level,
+    }
+    return config.with_overrides(**overrides).validate()
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_mmtp_cli", False)]:
+        root.removeHandler(old)
+    handler._mmtp_cli = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def _error(message: object) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C before the stop handlers were in place: nothing was running yet.
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = build_config(args)
+    except LocalError as exc:
+        _error(exc)
+        return EXIT_CONFIG
+    setup_logging(config.log_level)
+    log.info("%s %s starting", PROG, _version())
+    if args.config is not None:
+        log.info("configuration from %s", args.config)
+
+    try:
+        from .server import Server
+
+        server = Server(config)
+    except LocalError as exc:
+        _error(exc)
+        return EXIT_CONFIG
+
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        name = signal.Signals(signum).name
+        if stopping:
+            log.warning("%s again: already stopping (SIGKILL forces it)", name)
+        else:
+            stopping = True
+            log.info("%s received: stopping", name)
+        server.request_stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.serve_forever()
+    except LocalError as exc:
+        _error(exc)
+        return EXIT_FAILURE
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        _error(f"{exc.strerror or exc}{where}")
+        return EXIT_FAILURE
+    except Exception:
+        log.exception("the server stopped on an unexpected error")
+        return EXIT_FAILURE
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
