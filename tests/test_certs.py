@@ -241,10 +241,20 @@ def test_given_key_that_does_not_exist_is_a_clear_error(tmp_path: Path) -> None:
         ensure_certificate(tmp_path, ["localhost"], cert_path, tmp_path / "nokey.pem")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_given_key_that_is_not_readable_is_a_clear_error(tmp_path: Path) -> None:
+def test_given_key_that_is_not_readable_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cert_path, key_path, _ = _write_pair(tmp_path)
     key_path.chmod(0)
+    if os.geteuid() == 0:  # root reads any file: make this one refuse as it would for `mmtp`
+        real_read_bytes = Path.read_bytes
+
+        def read_bytes(self: Path) -> bytes:
+            if self == key_path:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_read_bytes(self)
+
+        monkeypatch.setattr(Path, "read_bytes", read_bytes)
     with pytest.raises(LocalError, match="not readable"):
         ensure_certificate(tmp_path, ["localhost"], cert_path, key_path)
 
