@@ -1,0 +1,135 @@
+"""Contacts' public keys: pinned on first use, a changed key is held back and reported.
+
+The pinned keys live in the keystore's contacts dir (files 0600); offered keys that differ
+from the pinned one are kept in `key_changes.json` next to them until the user pins the new
+key or dismisses the warning. Plain module: no Textual.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmtp_proto import pgp
+from mmtp_proto.address import normalize_address
+from mmtp_proto.errors import LocalError
+from mmtp_proto.keystore import Keystore
+
+PINNED = "pinned"  # first time seen: now pinned
+SAME = "same"
+CHANGED = "changed"
+
+
+@dataclass
+class KeyChange:
+    email: str
+    pinned: str
+    offered: str
+    armored: str
+
+    @property
+    def text(self) -> str:
+        return (
+            f"The key of {self.email} has CHANGED. Pinned {self.pinned}, the server now "
+            f"offers {self.offered}. Someone may be impersonating them: confirm the new "
+            "fingerprint with them before pinning it (Keys pane)."
+        )
+
+
+@dataclass
+class Contact:
+    email: str
+    fingerprint: str
+    algorithm: str
+    name: str
+
+
+class Contacts:
+    def __init__(self, keystore: Keystore) -> None:
+        self.keystore = keystore
+
+    @property
+    def _changes_path(self) -> Path:
+        return self.keystore.path / "contacts" / "key_changes.json"
+
+    def _changes(self) -> dict[str, dict[str, str]]:
+        try:
+            return json.loads(self._changes_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _write_changes(self, changes: dict[str, dict[str, str]]) -> None:
+        path = self._changes_path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(changes, fh)
+
+    def get(self, email: str) -> pgp.PublicKey | None:
+        try:
+            return self.keystore.load_contact(normalize_address(email))
+        except (LocalError, ValueError):
+            return None
+
+    def observe(self, email: str, key: pgp.PublicKey) -> str:
+        """A key the server offers for `email`: pin it if new; record a change if it differs."""
+        email = normalize_address(email)
+        pinned = self.get(email)
+        if pinned is None:
+            self.keystore.save_contact(email, key.armored)
+            return PINNED
+        if pinned.fingerprint == key.fingerprint:
+            return SAME
+        changes = self._changes()
+        changes[email] = {
+            "pinned": pinned.fingerprint,
+            "offered": key.fingerprint,
+            "armored": key.armored,
+        }
+        self._write_changes(changes)
+        return CHANGED
+
+    def pin(self, email: str, key: pgp.PublicKey) -> None:
+        """Pin `key` (replacing the old one) and clear any warning about it."""
+        email = normalize_address(email)
+        self.keystore.save_contact(email, key.armored)
+        self.dismiss(email)
+
+    def pin_offered(self, email: str) -> bool:
+        change = self.changes().get(normalize_address(email))
+        if change is None:
+            return False
+        self.pin(change.email, pgp.PublicKey.from_armored(change.armored))
+        return True
+
+    def dismiss(self, email: str) -> None:
+        changes = self._changes()
+        if changes.pop(normalize_address(email), None) is not None:
+            self._write_changes(changes)
+
+    def changes(self) -> dict[str, KeyChange]:
+        return {
+            email: KeyChange(email, c["pinned"], c["offered"], c["armored"])
+            for email, c in self._changes().items()
+        }
+
+    def remove(self, email: str) -> None:
+        email = normalize_address(email)
+        self.keystore.remove_contact(email)
+        self.dismiss(email)
+
+    def all(self) -> list[Contact]:
+        directory = self.keystore.path / "contacts"
+        out: list[Contact] = []
+        if not directory.is_dir():
+            return out
+        for path in sorted(directory.glob("*.pub.asc")):
+            stem = path.name.removesuffix(".pub.asc")
+            name, _, domain = stem.rpartition("@")
+            email = f"({name})%({domain})"
+            key = self.get(email)
+            if key is not None:
+                out.append(Contact(email, key.fingerprint, key.algorithm, key.name))
+        return out

@@ -1,0 +1,71 @@
+"""Every key binding as data: an id (remappable from the config's [keymap]), keys, the
+action it runs, words for the footer and help. Screens turn these into Textual Bindings;
+this module itself does not import Textual."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Key:
+    id: str
+    keys: str
+    action: str
+    description: str
+    show: bool = True
+    priority: bool = False
+
+
+APP = (
+    Key("app.help", "question_mark,f1", "help", "Help"),
+    Key("app.quit", "ctrl+q", "quit", "Quit", priority=True),
+    Key("app.theme", "ctrl+t", "toggle_theme", "Theme", show=False),
+)
+
+MAIN = (
+    Key("main.compose", "c", "compose", "Compose"),
+    Key("main.reply", "r", "reply", "Reply"),
+    Key("main.reply_quote", "R", "reply_quote", "Reply+quote"),
+    Key("main.forward", "f", "forward", "Forward"),
+    Key("main.fetch", "g", "fetch", "Get mail"),
+    Key("main.search", "slash", "search", "Search"),
+    Key("main.toggle_read", "u", "toggle_read", "Read/unread"),
+    Key("main.move", "m", "move", "Move"),
+    Key("main.archive", "a", "move_to('Archive')", "Archive", show=False),
+    Key("main.delete", "d,delete", "delete", "Delete"),
+    Key("main.save_attachment", "s", "save_attachment", "Save att."),
+    Key("main.keys", "k", "keys", "Keys"),
+    Key("main.accounts", "A", "accounts", "Accounts", show=False),
+    Key("main.folders", "1", "focus('folders')", "Folders", show=False),
+    Key("main.list", "2", "focus('messages')", "List", show=False),
+    Key("main.reader", "3", "focus('reader')", "Reader", show=False),
+    Key("main.quit", "q", "app.quit", "Quit"),
+)
+
+COMPOSE = (
+    Key("compose.send", "ctrl+s", "send", "Send", priority=True),
+    Key("compose.editor", "ctrl+e", "editor", "$EDITOR", priority=True),
+    Key("compose.draft", "ctrl+d", "save_draft", "Save draft", priority=True),
+    Key("compose.attach", "ctrl+o", "attach", "Attach", priority=True),
+    Key("compose.cancel", "escape", "cancel", "Cancel/close", priority=True),
+)
+
+KEYS = (
+    Key("keys.generate", "g", "generate", "Generate"),
+    Key("keys.passphrase", "p", "change_passphrase", "Passphrase"),
+    Key("keys.export", "x", "export", "Export"),
+    Key("keys.register", "r", "register", "Register"),
+    Key("keys.fetch", "f", "fetch_contact", "Fetch contact"),
+    Key("keys.pin", "n", "pin_offered", "Pin new key"),
+    Key("keys.remove", "d,delete", "remove_contact", "Remove"),
+    Key("keys.close", "escape", "close", "Back"),
+)
+
+ALL = APP + MAIN + COMPOSE + KEYS
+
+
+def validate(overrides: dict[str, str]) -> list[str]:
+    """Problems with a [keymap] table, in words (unknown ids)."""
+    known = {k.id for k in ALL}
+    return [f"unknown binding id {name!r} in [keymap]" for name in overrides if name not in known]

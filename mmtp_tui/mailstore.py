@@ -1,0 +1,370 @@
+"""The local mail store: SQLite in the user's data dir, one file for all accounts.
+
+Messages keep their packet as received, plus what opening it found (decrypted subject and
+body, cached for search and offline reading; signature and integrity status). Folders are
+names; threads are keyed by the first of `references`, else `inReplyTo`, else the message's
+own id. Plain module: no Textual.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FOLDERS = ("Inbox", "Sent", "Drafts", "Archive", "Trash")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    account TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    folder TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    subject TEXT NOT NULL DEFAULT '',
+    body TEXT NOT NULL DEFAULT '',
+    timestamp INTEGER NOT NULL DEFAULT 0,
+    received_at INTEGER NOT NULL DEFAULT 0,
+    read INTEGER NOT NULL DEFAULT 0,
+    encrypted INTEGER NOT NULL DEFAULT 0,
+    decrypted INTEGER NOT NULL DEFAULT 1,
+    integrity_ok INTEGER NOT NULL DEFAULT 1,
+    signature TEXT NOT NULL DEFAULT 'unsigned',
+    signer_fingerprint TEXT,
+    problem TEXT,
+    in_reply_to TEXT,
+    refs TEXT NOT NULL DEFAULT '[]',
+    thread TEXT NOT NULL,
+    attachments TEXT NOT NULL DEFAULT '[]',
+    packet TEXT NOT NULL DEFAULT '{}',
+    UNIQUE (account, message_id, direction)
+);
+CREATE INDEX IF NOT EXISTS messages_folder ON messages (account, folder, timestamp);
+CREATE INDEX IF NOT EXISTS messages_thread ON messages (account, thread);
+CREATE TABLE IF NOT EXISTS drafts (
+    id INTEGER PRIMARY KEY,
+    account TEXT NOT NULL,
+    recipient TEXT NOT NULL DEFAULT '',
+    subject TEXT NOT NULL DEFAULT '',
+    body TEXT NOT NULL DEFAULT '',
+    in_reply_to TEXT,
+    refs TEXT NOT NULL DEFAULT '[]',
+    updated INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    account TEXT PRIMARY KEY,
+    cursor TEXT NOT NULL
+);
+"""
+
+
+@dataclass
+class StoredMessage:
+    id: int
+    account: str
+    message_id: str
+    direction: str
+    folder: str
+    sender: str
+    recipient: str
+    subject: str
+    body: str
+    timestamp: int
+    received_at: int
+    read: bool
+    encrypted: bool
+    decrypted: bool
+    integrity_ok: bool
+    signature: str
+    signer_fingerprint: str | None
+    problem: str | None
+    in_reply_to: str | None
+    refs: list[str]
+    thread: str
+    attachments: list[dict[str, Any]]
+    packet: dict[str, Any] = field(repr=False, default_factory=dict)
+    depth: int = 0  # set by thread ordering: 0 for a thread's first message shown
+
+
+@dataclass
+class Draft:
+    id: int
+    account: str
+    recipient: str
+    subject: str
+    body: str
+    in_reply_to: str | None
+    refs: list[str]
+    updated: int
+
+
+def thread_key(message_id: str, in_reply_to: str | None, refs: Iterable[str] | None) -> str:
+    refs = [r for r in (refs or []) if isinstance(r, str) and r]
+    if refs:
+        return refs[0]
+    return in_reply_to or message_id
+
+
+class MailStore:
+    """Thread-safe (one connection behind a lock): workers and the UI share it."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        path.chmod(0o600)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _rows(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _exec(self, sql: str, args: tuple = ()) -> int:
+        with self._lock:
+            return self._db.execute(sql, args).rowcount
+
+    # ------------------------------------------------------------------ messages
+
+    def add_message(
+        self,
+        account: str,
+        *,
+        packet: dict[str, Any],
+        direction: str,
+        folder: str,
+        subject: str,
+        body: str,
+        read: bool = False,
+        encrypted: bool = False,
+        decrypted: bool = True,
+        integrity_ok: bool = True,
+        signature: str = "unsigned",
+        signer_fingerprint: str | None = None,
+        problem: str | None = None,
+        attachments: list[dict[str, Any]] | None = None,
+    ) -> bool:
+        """Store one message; False if this account already has it (same id, direction)."""
+        meta = packet.get("meta") or {}
+        message_id = str(meta.get("messageId", ""))
+        refs = [r for r in meta.get("references") or [] if isinstance(r, str)]
+        in_reply_to = meta.get("inReplyTo") if isinstance(meta.get("inReplyTo"), str) else None
+        timestamp = meta.get("timestamp") if isinstance(meta.get("timestamp"), int) else 0
+        received = meta.get("receivedAt")
+        received = received if isinstance(received, int) else int(time.time())
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO messages (account, message_id, direction, folder, sender,"
+                " recipient, subject, body, timestamp, received_at, read, encrypted, decrypted,"
+                " integrity_ok, signature, signer_fingerprint, problem, in_reply_to, refs,"
+                " thread, attachments, packet)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    account,
+                    message_id,
+                    direction,
+                    folder,
+                    str(packet.get("sender", "")),
+                    str(packet.get("recipient", "")),
+                    subject,
+                    body,
+                    timestamp,
+                    received,
+                    int(read),
+                    int(encrypted),
+                    int(decrypted),
+                    int(integrity_ok),
+                    signature,
+                    signer_fingerprint,
+                    problem,
+                    in_reply_to,
+                    json.dumps(refs),
+                    thread_key(message_id, in_reply_to, refs),
+                    json.dumps(attachments or []),
+                    json.dumps(packet),
+                ),
+            )
+            return cur.rowcount == 1
+
+    @staticmethod
+    def _message(row: sqlite3.Row) -> StoredMessage:
+        values = dict(row)
+        for key in ("read", "encrypted", "decrypted", "integrity_ok"):
+            values[key] = bool(values[key])
+        values["refs"] = json.loads(values["refs"])
+        values["attachments"] = json.loads(values["attachments"])
+        values["packet"] = json.loads(values["packet"])
+        return StoredMessage(**values)
+
+    def get(self, row_id: int) -> StoredMessage | None:
+        rows = self._rows("SELECT * FROM messages WHERE id = ?", (row_id,))
+        return self._message(rows[0]) if rows else None
+
+    def find(self, account: str, message_id: str) -> StoredMessage | None:
+        rows = self._rows(
+            "SELECT * FROM messages WHERE account = ? AND message_id = ? ORDER BY direction",
+            (account, message_id),
+        )
+        return self._message(rows[0]) if rows else None
+
+    def folder(self, account: str, folder: str) -> list[StoredMessage]:
+        """A folder's messages, threads together: threads by their newest message first,
+        each thread oldest first, replies indented by `depth`."""
+        rows = self._rows(
+            "SELECT * FROM messages WHERE account = ? AND folder = ? ORDER BY timestamp, id",
+            (account, folder),
+        )
+        return order_threads([self._message(r) for r in rows])
+
+    def thread(self, account: str, thread: str) -> list[StoredMessage]:
+        rows = self._rows(
+            "SELECT * FROM messages WHERE account = ? AND thread = ? AND folder != 'Trash'"
+            " ORDER BY timestamp, id",
+            (account, thread),
+        )
+        return [self._message(r) for r in rows]
+
+    def search(self, account: str, text: str) -> list[StoredMessage]:
+        """Subject, sender and (decrypted) body, case-insensitive; Trash excluded."""
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self._rows(
+            "SELECT * FROM messages WHERE account = ? AND folder != 'Trash' AND ("
+            " subject LIKE ? ESCAPE '\\' OR sender LIKE ? ESCAPE '\\' OR body LIKE ? ESCAPE '\\')"
+            " ORDER BY timestamp DESC, id DESC",
+            (account, pattern, pattern, pattern),
+        )
+        return [self._message(r) for r in rows]
+
+    def counts(self, account: str) -> dict[str, tuple[int, int]]:
+        """folder -> (total, unread)."""
+        result = {name: (0, 0) for name in FOLDERS}
+        for row in self._rows(
+            "SELECT folder, COUNT(*), SUM(1 - read) FROM messages WHERE account = ?"
+            " GROUP BY folder",
+            (account,),
+        ):
+            result[row[0]] = (int(row[1]), int(row[2] or 0))
+        result["Drafts"] = (len(self.drafts(account)), 0)
+        return result
+
+    def contacts(self, account: str) -> list[str]:
+        rows = self._rows(
+            "SELECT sender AS a FROM messages WHERE account = ? AND direction = 'in' UNION"
+            " SELECT recipient AS a FROM messages WHERE account = ? AND direction = 'out'",
+            (account, account),
+        )
+        return sorted({str(r[0]) for r in rows})
+
+    def set_read(self, row_id: int, read: bool = True) -> None:
+        self._exec("UPDATE messages SET read = ? WHERE id = ?", (int(read), row_id))
+
+    def move(self, row_id: int, folder: str) -> None:
+        self._exec("UPDATE messages SET folder = ? WHERE id = ?", (folder, row_id))
+
+    def delete(self, row_id: int) -> str:
+        """To Trash; from Trash, for good. Answers 'trash' or 'deleted'."""
+        message = self.get(row_id)
+        if message is None:
+            return "deleted"
+        if message.folder != "Trash":
+            self.move(row_id, "Trash")
+            return "trash"
+        self._exec("DELETE FROM messages WHERE id = ?", (row_id,))
+        return "deleted"
+
+    # ------------------------------------------------------------------ drafts
+
+    def save_draft(
+        self,
+        account: str,
+        recipient: str,
+        subject: str,
+        body: str,
+        *,
+        in_reply_to: str | None = None,
+        refs: list[str] | None = None,
+        draft_id: int | None = None,
+    ) -> int:
+        now = int(time.time())
+        with self._lock:
+            if draft_id is not None:
+                self._db.execute(
+                    "UPDATE drafts SET recipient=?, subject=?, body=?, in_reply_to=?, refs=?,"
+                    " updated=? WHERE id=?",
+                    (recipient, subject, body, in_reply_to, json.dumps(refs or []), now, draft_id),
+                )
+                return draft_id
+            cur = self._db.execute(
+                "INSERT INTO drafts (account, recipient, subject, body, in_reply_to, refs,"
+                " updated) VALUES (?,?,?,?,?,?,?)",
+                (account, recipient, subject, body, in_reply_to, json.dumps(refs or []), now),
+            )
+            return int(cur.lastrowid or 0)
+
+    def drafts(self, account: str) -> list[Draft]:
+        rows = self._rows(
+            "SELECT * FROM drafts WHERE account = ? ORDER BY updated DESC, id DESC", (account,)
+        )
+        out = []
+        for row in rows:
+            values = dict(row)
+            values["refs"] = json.loads(values["refs"])
+            out.append(Draft(**values))
+        return out
+
+    def delete_draft(self, draft_id: int) -> None:
+        self._exec("DELETE FROM drafts WHERE id = ?", (draft_id,))
+
+    # ------------------------------------------------------------------ cursors
+
+    def cursor(self, account: str) -> str | None:
+        rows = self._rows("SELECT cursor FROM cursors WHERE account = ?", (account,))
+        return str(rows[0][0]) if rows else None
+
+    def set_cursor(self, account: str, cursor: str) -> None:
+        self._exec(
+            "INSERT INTO cursors (account, cursor) VALUES (?, ?)"
+            " ON CONFLICT(account) DO UPDATE SET cursor = excluded.cursor",
+            (account, cursor),
+        )
+
+
+def order_threads(messages: list[StoredMessage]) -> list[StoredMessage]:
+    """Group by thread: newest thread first, messages of a thread oldest first; a message
+    whose parent is shown above it gets depth parent+1."""
+    groups: dict[str, list[StoredMessage]] = {}
+    for message in messages:
+        groups.setdefault(message.thread, []).append(message)
+    ordered: list[StoredMessage] = []
+    for group in sorted(
+        groups.values(), key=lambda g: max((m.timestamp, m.id) for m in g), reverse=True
+    ):
+        depth_of: dict[str, int] = {}
+        for message in group:
+            parent = message.in_reply_to
+            message.depth = (
+                depth_of[parent] + 1
+                if parent in depth_of
+                else (1 if ordered_in_thread(message, group) else 0)
+            )
+            depth_of[message.message_id] = message.depth
+            ordered.append(message)
+    return ordered
+
+
+def ordered_in_thread(message: StoredMessage, group: list[StoredMessage]) -> bool:
+    """A reply whose parent is not in this folder is still shown under the thread's first."""
+    return bool(message.in_reply_to) and group[0] is not message

@@ -1,0 +1,315 @@
+"""One account at work: its keys (unlocked once per session, kept in memory only), its
+contacts, its local store, and short connections to its server. Plain module: no Textual;
+the app's workers call these blocking methods from threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmtp_proto import pgp
+from mmtp_proto.address import normalize_address
+from mmtp_proto.client import Client, SendResult
+from mmtp_proto.errors import LocalError, MMTPError
+from mmtp_proto.keystore import Keystore
+from mmtp_proto.known_servers import KnownServers
+from mmtp_proto.message import OpenedMessage, open_packet, seal
+from mmtp_proto.packet import clear_content
+
+from .config import Account, data_dir
+from .contacts import CHANGED, Contacts
+from .mailstore import MailStore
+
+FingerprintPrompt = Callable[[str, int, str], bool]
+
+
+def default_store_path() -> Path:
+    return data_dir() / "mail.sqlite3"
+
+
+def default_keystore() -> Keystore:
+    return Keystore(data_dir() / "keystore")
+
+
+def error_text(exc: BaseException) -> str:
+    """Words for a person: the server's message, or our own."""
+    if isinstance(exc, MMTPError):
+        return f"{exc.message} ({exc.code})"
+    if isinstance(exc, LocalError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}"
+    return f"unexpected problem: {exc}"
+
+
+@dataclass
+class KeyInfo:
+    email: str
+    fingerprint: str
+    algorithm: str
+    created: str
+    protected: bool
+    registered: bool | None = None  # None: not known (offline)
+
+
+@dataclass
+class Sealed:
+    packet: dict[str, Any]
+    content: dict[str, Any]
+    bits: int
+    encrypted: bool
+    signed: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+class AccountSession:
+    def __init__(
+        self,
+        account: Account,
+        *,
+        store: MailStore,
+        keystore: Keystore | None = None,
+        known_servers: KnownServers | None = None,
+        on_new_fingerprint: FingerprintPrompt | None = None,
+    ) -> None:
+        self.account = account
+        self.store = store
+        self.keystore = keystore or default_keystore()
+        self.known_servers = known_servers or KnownServers()
+        self.on_new_fingerprint = on_new_fingerprint
+        self.contacts = Contacts(self.keystore)
+        self._key: pgp.PrivateKey | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def address(self) -> str:
+        return self.account.address
+
+    # ------------------------------------------------------------------ keys
+
+    def has_key(self) -> bool:
+        return self.keystore.has_private(self.address)
+
+    def needs_passphrase(self) -> bool:
+        if self._key is not None or not self.has_key():
+            return False
+        return self.keystore.private_is_protected(self.address)
+
+    def unlock(self, passphrase: str | None) -> pgp.PrivateKey:
+        """Load the private key (LocalError on a wrong passphrase); kept in memory only."""
+        self._key = self.keystore.load_private(self.address, passphrase)
+        return self._key
+
+    def key(self) -> pgp.PrivateKey:
+        if self._key is None:
+            if self.needs_passphrase():
+                raise LocalError("the key is locked: enter its passphrase first")
+            self.unlock(None)
+        assert self._key is not None
+        return self._key
+
+    def set_key(self, key: pgp.PrivateKey) -> None:
+        self.keystore.save_private(key, self.address)
+        self._key = key
+
+    def generate_key(self, algorithm: str, passphrase: str | None) -> pgp.PrivateKey:
+        """A new key: saved protected by `passphrase` (if any), kept unlocked in memory."""
+        key = pgp.generate_key(
+            self.address,
+            self.account.display_name or self.account.name,
+            algorithm=algorithm,
+            passphrase=passphrase or None,
+        )
+        self.set_key(key)
+        return key
+
+    def import_key(self, path: Path, passphrase: str | None) -> pgp.PrivateKey:
+        try:
+            text = path.expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            raise LocalError(f"cannot read {path}: {exc.strerror}") from None
+        key = pgp.PrivateKey.from_armored(text, passphrase or None)
+        emails = [e.lower() for e in key.public.emails]
+        if self.address not in emails:
+            raise LocalError(
+                f"that key is for {', '.join(emails) or 'no address'}, not {self.address}"
+            )
+        self.set_key(key)
+        return key
+
+    def change_passphrase(self, new: str | None) -> None:
+        key = self.key()
+        self.keystore.save_private(key.with_passphrase(new or None), self.address)
+
+    def key_info(self) -> KeyInfo | None:
+        """Our key as the Keys pane shows it (None without a key; fingerprint hidden while
+        the key is locked)."""
+        if not self.has_key():
+            return None
+        try:
+            key = self.key()
+        except LocalError:
+            return KeyInfo(self.address, "(locked: enter the passphrase)", "?", "?", True)
+        public = key.public
+        return KeyInfo(
+            self.address,
+            public.fingerprint,
+            public.algorithm,
+            public.created.strftime("%Y-%m-%d"),
+            key.is_protected,
+        )
+
+    # ------------------------------------------------------------------ connections
+
+    def client(self) -> Client:
+        return Client(
+            self.account.host,
+            self.account.port,
+            self.account.secure_port,
+            use_tls=self.account.use_tls,
+            verify=self.account.verify,
+            ca_file=Path(self.account.ca_file) if self.account.ca_file else None,
+            known_servers=self.known_servers,
+            keystore=self.keystore,
+            on_new_fingerprint=self.on_new_fingerprint,
+            timeout=20.0,
+        )
+
+    @contextlib.contextmanager
+    def connected(self, *, auth: bool = True) -> Iterator[Client]:
+        client = self.client()
+        client.connect()
+        try:
+            if auth:
+                key = self.key()
+                client.add_private_key(key, self.address)
+                client.auth(self.address, key)
+            yield client
+        finally:
+            client.disconnect()
+
+    def register(self, *, replace: bool = False) -> str:
+        """Register our public key; replacing one needs AUTH with the old key, so a
+        replacement here is only possible while the registered key is ours."""
+        key = self.key()
+        with self.connected(auth=replace) as client:
+            return client.register_key(self.address, key.public.armored)
+
+    def registered_fingerprint(self) -> str | None:
+        with self.connected(auth=False) as client:
+            try:
+                return client.request_public_key(self.address).fingerprint
+            except MMTPError as exc:
+                if exc.code == "KEY_NOT_FOUND":
+                    return None
+                raise
+
+    def check(self) -> int:
+        with self.connected() as client:
+            return client.check(self.address)
+
+    # ------------------------------------------------------------------ contacts
+
+    def contact_key(self, client: Client | None, email: str) -> tuple[pgp.PublicKey | None, str]:
+        """The pinned key, checked against what the server offers when connected.
+
+        Returns (key to use, status): a changed key is NOT used: the pinned one is."""
+        email = normalize_address(email)
+        pinned = self.contacts.get(email)
+        if client is None:
+            return pinned, "pinned" if pinned else "unknown"
+        try:
+            offered = client.request_public_key(email)
+        except MMTPError as exc:
+            if exc.code in ("KEY_NOT_FOUND", "NOT_LOCAL") and pinned is not None:
+                return pinned, "pinned"
+            raise
+        status = self.contacts.observe(email, offered)
+        if status == CHANGED:
+            return pinned, CHANGED
+        return offered if pinned is None else pinned, status
+
+    def fetch_contact(self, email: str) -> tuple[pgp.PublicKey | None, str]:
+        with self.connected(auth=False) as client:
+            return self.contact_key(client, email)
+
+    # ------------------------------------------------------------------ messages
+
+    def open(self, packet: dict[str, Any], client: Client | None) -> tuple[OpenedMessage, str]:
+        sender = str(packet.get("sender", ""))
+        status = "unknown"
+        sender_key = None
+        if (packet.get("verification") or {}).get("signature"):
+            try:
+                sender_key, status = self.contact_key(client, sender)
+            except (MMTPError, LocalError):
+                sender_key = self.contacts.get(sender)
+        my_key = None
+        with contextlib.suppress(LocalError):
+            my_key = self.key()
+        return open_packet(packet, my_key=my_key, sender_key=sender_key), status
+
+    def seal(
+        self,
+        client: Client,
+        recipient: str,
+        subject: str,
+        body: str,
+        *,
+        encrypt: bool = True,
+        sign: bool = True,
+        attachments: list[dict[str, Any]] | None = None,
+        type: str = "SEND",
+        in_reply_to: str | None = None,
+        references: list[str] | None = None,
+    ) -> Sealed:
+        recipient = normalize_address(recipient)
+        content = clear_content(subject, body, attachments)
+        warnings: list[str] = []
+        encrypt_to = None
+        if encrypt:
+            key, status = self.contact_key(client, recipient)
+            if status == CHANGED:
+                change = self.contacts.changes()[recipient]
+                raise LocalError(change.text)
+            if key is None:
+                raise LocalError(f"no key known for {recipient}: cannot encrypt")
+            encrypt_to = [key]
+        packet = seal(
+            sender=self.address,
+            recipient=recipient,
+            content=content,
+            encrypt_to=encrypt_to,
+            sign_with=self.key() if sign else None,
+            type=type,
+            in_reply_to=in_reply_to,
+            references=references,
+        )
+        bits = int(client.greeting.get("difficulty", 20))
+        return Sealed(packet, content, bits, bool(encrypt_to), sign, warnings)
+
+    def transmit(self, client: Client, sealed: Sealed, stamp: dict[str, Any]) -> SendResult:
+        sealed.packet["meta"]["hashcashToken"] = stamp
+        result = client.send_packet(sealed.packet)
+        content = sealed.content
+        self.store.add_message(
+            self.account.name,
+            packet=sealed.packet,
+            direction="out",
+            folder="Sent",
+            subject=str(content.get("subject", "")),
+            body=str(content.get("body", "")),
+            read=True,
+            encrypted=sealed.encrypted,
+            signature="verified"
+            if result.signature_verified
+            else ("unknown" if sealed.signed else "unsigned"),
+            signer_fingerprint=self.key().public.fingerprint if sealed.signed else None,
+            attachments=list(content.get("attachments") or []),
+        )
+        return result
