@@ -1,0 +1,73 @@
+"""TUI fixtures: a real server (low difficulty), accounts with Ed25519 keys, settings files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mmtp_proto.keystore import Keystore
+from mmtp_proto.known_servers import KnownServers
+from mmtp_proto.server import Server
+from mmtp_tui import config
+from mmtp_tui.mailstore import MailStore
+from mmtp_tui.session import AccountSession
+
+ALICE = "(alice)%(localhost)"
+BOB = "(bob)%(localhost)"
+
+
+def account_for(server: Server, name: str, address: str) -> config.Account:
+    host, port = server.plain_address
+    _, secure = server.tls_address
+    return config.Account(
+        name=name,
+        address=address,
+        display_name=name.title(),
+        host=host,
+        port=port,
+        secure_port=secure,
+        verify="tofu",
+    )
+
+
+@pytest.fixture
+def make_session(tmp_path: Path) -> Callable[..., AccountSession]:
+    """A session for `name` with its own keystore and store (another user on this machine)."""
+
+    stores: list[MailStore] = []
+
+    def make(server: Server, name: str, address: str, *, register: bool = True) -> AccountSession:
+        home = tmp_path / f"user-{name}"
+        store = MailStore(home / "mail.sqlite3")
+        stores.append(store)
+        session = AccountSession(
+            account_for(server, name, address),
+            store=store,
+            keystore=Keystore(home / "keystore"),
+            known_servers=KnownServers(home / "known_servers"),
+            on_new_fingerprint=lambda host, port, fp: True,
+        )
+        session.generate_key("ed25519", None)
+        if register:
+            session.register()
+        return session
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def tui_settings(tmp_path: Path) -> Callable[..., config.Settings]:
+    """Settings for the app under test, in the isolated config dir, with one account whose
+    key is generated and registered."""
+
+    def make(server: Server, name: str = "alice", address: str = ALICE) -> config.Settings:
+        settings = config.Settings(path=config.default_config_path())
+        settings.add_account(account_for(server, name, address))
+        settings.save()
+        return settings
+
+    return make

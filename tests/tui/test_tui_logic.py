@@ -1,0 +1,125 @@
+"""The plain modules, driven against a real server: no Textual here."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from mmtp_proto.mint_process import MintJob
+from mmtp_tui import config
+from mmtp_tui.mailstore import MailStore
+from mmtp_tui.sync import fetch
+
+ALICE = "(alice)%(localhost)"
+BOB = "(bob)%(localhost)"
+
+
+def test_settings_round_trip_through_toml(tmp_path):
+    settings = config.Settings(path=tmp_path / "tui.toml", theme="light")
+    settings.add_account(
+        config.Account(name="a b", address="(A)%(Localhost)", port=1, secure_port=2)
+    )
+    settings.keymap["main.compose"] = "ctrl+n"
+    settings.save()
+    loaded = config.load(tmp_path / "tui.toml")
+    assert loaded.account.address == "(a)%(localhost)"
+    assert loaded.keymap == {"main.compose": "ctrl+n"}
+    assert loaded.theme == "light"
+    assert (tmp_path / "tui.toml").stat().st_mode & 0o777 == 0o600
+
+
+def test_mint_job_in_a_child_process_finds_a_valid_stamp():
+    job = MintJob(BOB, 8, "0" * 64).start()
+    deadline = time.monotonic() + 30
+    stamp = None
+    while stamp is None and time.monotonic() < deadline:
+        stamp = job.poll(0.05)
+    assert stamp is not None and stamp["token"].startswith("1:8:")
+    assert job.tries >= 1
+
+
+def test_mint_job_cancel_kills_the_child():
+    job = MintJob(BOB, 40, "0" * 64).start()
+    job.poll(0.2)
+    job.cancel()
+    with pytest.raises(Exception, match="cancelled"):
+        job.poll()
+
+
+def send(session, to, subject, body, **kwargs):
+    with session.connected() as client:
+        sealed = session.seal(client, to, subject, body, **kwargs)
+        job = MintJob(
+            sealed.packet["recipient"], sealed.bits, sealed.packet["verification"]["messageHash"]
+        ).start()
+        stamp = None
+        while stamp is None:
+            stamp = job.poll(0.05)
+        return session.transmit(client, sealed, stamp)
+
+
+def test_send_fetch_reply_thread(server, make_session):
+    alice = make_session(server, "alice", ALICE)
+    bob = make_session(server, "bob", BOB)
+    first = send(alice, BOB, "Hello", "secret body")
+    assert first.encrypted and first.signed
+    result = fetch(bob)
+    assert result.new == 1
+    (got,) = bob.store.folder("bob", "Inbox")
+    assert got.subject == "Hello" and got.body == "secret body"
+    assert got.encrypted and got.signature == "verified" and got.integrity_ok
+    with bob.connected() as client:
+        assert client.check(BOB) == 0  # deleted once stored
+    send(
+        bob,
+        ALICE,
+        "Re: Hello",
+        "answer",
+        type="REPLY",
+        in_reply_to=got.message_id,
+        references=[got.message_id],
+    )
+    fetch(alice)
+    thread = alice.store.thread("alice", got.message_id)
+    assert [m.subject for m in thread] == ["Hello", "Re: Hello"]
+    assert alice.store.search("alice", "answer")[0].subject == "Re: Hello"
+
+
+def test_changed_contact_key_is_reported_and_not_used(server, make_session, tmp_path):
+    alice = make_session(server, "alice", ALICE)
+    bob = make_session(server, "bob", BOB)
+    alice.fetch_contact(BOB)
+    # Bob replaces his key (authenticated with the old one).
+    old = bob.key()
+    bob.generate_key("ed25519", None)
+    with bob.connected(auth=False) as client:
+        client.auth(BOB, old)
+        client.register_key(BOB, bob.key().public.armored)
+    _key, status = alice.fetch_contact(BOB)
+    assert status == "changed"
+    assert "CHANGED" in alice.contacts.changes()[BOB].text
+    with pytest.raises(Exception, match="CHANGED"):
+        send(alice, BOB, "x", "y")
+    assert alice.contacts.pin_offered(BOB)
+    send(alice, BOB, "x", "y")
+
+
+def test_store_folders_move_delete(tmp_path):
+    store = MailStore(tmp_path / "m.sqlite3")
+    packet = {"sender": BOB, "recipient": ALICE, "meta": {"messageId": "a" * 32, "timestamp": 5}}
+    assert store.add_message(
+        "alice", packet=packet, direction="in", folder="Inbox", subject="s", body="b"
+    )
+    assert not store.add_message(
+        "alice", packet=packet, direction="in", folder="Inbox", subject="s", body="b"
+    )
+    (m,) = store.folder("alice", "Inbox")
+    assert store.counts("alice")["Inbox"] == (1, 1)
+    store.set_read(m.id)
+    store.move(m.id, "Archive")
+    assert store.counts("alice")["Archive"] == (1, 0)
+    assert store.delete(m.id) == "trash"
+    assert store.delete(m.id) == "deleted"
+    assert store.get(m.id) is None
+    store.close()
