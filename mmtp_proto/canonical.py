@@ -26,7 +26,7 @@ def _refuse_floats(value: Any) -> None:
             raise ValueError("floats are not allowed in hashed or signed values")
         if isinstance(item, dict):
             stack.extend(item.values())
-        elif isinstance(item, list):
+        elif isinstance(item, list | tuple):
             stack.extend(item)
 
 

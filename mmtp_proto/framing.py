@@ -81,6 +81,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        # 1e400 parses to infinity, which no JSON encoder can write back.
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result = dict(pairs)
     if len(result) != len(pairs):
@@ -114,7 +122,10 @@ def parse_json(line: bytes) -> Any:
     try:
         text = line.decode("utf-8")
         value = json.loads(
-            text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys
+            text,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_no_duplicate_keys,
         )
     except UnicodeDecodeError:
         raise MMTPError(BAD_JSON, "the frame is not valid UTF-8; send UTF-8 JSON") from None
