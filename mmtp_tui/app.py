@@ -1,0 +1,224 @@
+"""The Textual application: picks the account, asks for the passphrase once per session,
+runs the local server when the account wants one, and shows the screens."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+
+from mmtp_proto.errors import LocalError
+from mmtp_proto.keystore import Keystore
+from mmtp_proto.known_servers import KnownServers
+
+from . import keymap
+from .bindings import bindings
+from .config import Account, Settings
+from .local_server import LocalServer
+from .mailstore import MailStore
+from .screens.dialogs import ChoiceScreen, ConfirmScreen, PassphraseScreen
+from .screens.help import HelpScreen
+from .screens.main import MainScreen
+from .screens.setup import SetupScreen
+from .session import AccountSession, default_keystore, default_store_path
+
+THEMES = {"dark": "textual-dark", "light": "textual-light"}
+
+
+class MailApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "mmtp"
+    BINDINGS = bindings(keymap.APP)
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        account: str | None = None,
+        theme: str | None = None,
+        low_bandwidth: bool | None = None,
+        store: MailStore | None = None,
+        keystore: Keystore | None = None,
+        known_servers: KnownServers | None = None,
+        local_server: LocalServer | None = None,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        if account:
+            if account not in settings.accounts:
+                raise LocalError(f"no account named {account!r} in {settings.path}")
+            settings.active = account
+        self.theme_name = theme or settings.theme
+        self.low_bandwidth = settings.low_bandwidth if low_bandwidth is None else low_bandwidth
+        self._store = store
+        self._keystore = keystore
+        self._known_servers = known_servers
+        self.local_server = local_server
+        self.session: AccountSession | None = None
+        problems = keymap.validate(settings.keymap)
+        if problems:
+            raise LocalError(problems[0])
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def store(self) -> MailStore:
+        if self._store is None:
+            self._store = MailStore(default_store_path())
+        return self._store
+
+    def make_session(self, account: Account) -> AccountSession:
+        known = self._known_servers or KnownServers()
+        if account.local_server and self.local_server is not None and self.local_server.info:
+            known = KnownServers(self.local_server.directory / "known_servers")
+            known.forget(account.host, account.secure_port)
+            known.pin(account.host, account.secure_port, self.local_server.info.fingerprint)
+        return AccountSession(
+            account,
+            store=self.store,
+            keystore=self._keystore or default_keystore(),
+            known_servers=known,
+            on_new_fingerprint=self.ask_fingerprint,
+        )
+
+    def start_local_server(self, account: Account) -> None:
+        """Blocking (call from a worker): start or reuse the local server; point the account
+        at it."""
+        if self.local_server is None:
+            self.local_server = LocalServer()
+        info = self.local_server.info or self.local_server.start()
+        account.host, account.port, account.secure_port = info.host, info.port, info.secure_port
+
+    def ask_fingerprint(self, host: str, port: int, fingerprint: str) -> bool:
+        """From a worker thread: ask the user to accept a new server certificate."""
+        answer: list[bool] = []
+        event = threading.Event()
+
+        def done(value: bool | None) -> None:
+            answer.append(bool(value))
+            event.set()
+
+        question = (
+            f"First connection to {host}:{port}.\nIts TLS certificate fingerprint is\n\n"
+            f"{fingerprint}\n\nTrust it (it will be pinned; a change later is refused)?"
+        )
+        self.call_from_thread(self.push_screen, ConfirmScreen(question, yes="Trust"), done)
+        event.wait()
+        return answer[0]
+
+    # ------------------------------------------------------------------ life cycle
+
+    def on_mount(self) -> None:
+        self.theme = THEMES.get(self.theme_name, "textual-dark")
+        if self.low_bandwidth:
+            self.animation_level = "none"
+        if self.settings.keymap:
+            self.set_keymap(self.settings.keymap)
+        account = self.settings.account
+        if account is None:
+            self.push_screen(SetupScreen(first_run=True))
+        else:
+            self.start_account(account)
+
+    def start_account(self, account: Account) -> None:
+        if account.local_server:
+            self.notify("Starting the local server…", timeout=2)
+            self.run_worker(
+                lambda: self._start_local_then(account),
+                thread=True,
+                exit_on_error=False,
+                name="local-server",
+            )
+            return
+        self.open_session(self.make_session(account))
+
+    def _start_local_then(self, account: Account) -> None:
+        try:
+            self.start_local_server(account)
+        except LocalError as exc:
+            self.call_from_thread(
+                self.notify, f"The local server did not start: {exc}", severity="error"
+            )
+        self.call_from_thread(lambda: self.open_session(self.make_session(account)))
+
+    def open_session(self, session: AccountSession) -> None:
+        self.session = session
+        if session.needs_passphrase():
+            self.ask_passphrase(session)
+            return
+        self.show_main(session)
+
+    def ask_passphrase(self, session: AccountSession) -> None:
+        def unlock(passphrase: str | None) -> None:
+            if passphrase is None:
+                self.notify(
+                    "Locked: you can read mail already here; sending and fetching "
+                    "need the passphrase.",
+                    severity="warning",
+                )
+                self.show_main(session)
+                return
+            try:
+                session.unlock(passphrase)
+            except LocalError as exc:
+                self.notify(str(exc), severity="error")
+                self.ask_passphrase(session)
+                return
+            self.show_main(session)
+
+        self.push_screen(PassphraseScreen(f"Passphrase for the key of {session.address}:"), unlock)
+
+    def show_main(self, session: AccountSession) -> None:
+        self.switch_screen(MainScreen(session)) if self._has_base_screen() else self.push_screen(
+            MainScreen(session)
+        )
+
+    def _has_base_screen(self) -> bool:
+        return len(self.screen_stack) > 1
+
+    def on_unmount(self) -> None:
+        if self.local_server is not None:
+            self.local_server.stop()
+        if self._store is not None:
+            self._store.close()
+
+    # ------------------------------------------------------------------ app actions
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_toggle_theme(self) -> None:
+        self.theme_name = "light" if self.theme_name == "dark" else "dark"
+        self.theme = THEMES[self.theme_name]
+
+    def action_accounts(self) -> None:
+        choices = [(name, f"{name}: {a.address}") for name, a in self.settings.accounts.items()]
+        choices.append(("+", "Add an account…"))
+
+        def chosen(name: str | None) -> None:
+            if name == "+":
+                self.push_screen(SetupScreen(first_run=False))
+            elif name:
+                self.settings.active = name
+                self.settings.save()
+                self.start_account(self.settings.accounts[name])
+
+        self.push_screen(ChoiceScreen("Accounts (the active one is used):", choices), chosen)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Help", "Show every key binding", self.action_help)
+        yield SystemCommand("Theme", "Switch dark/light", self.action_toggle_theme)
+        yield SystemCommand("Accounts", "Switch or add accounts", self.action_accounts)
+        if isinstance(screen, MainScreen):
+            for key in keymap.MAIN:
+                if "(" in key.action or key.action.startswith("app."):
+                    continue
+                yield SystemCommand(
+                    key.description,
+                    f"{key.id} ({key.keys})",
+                    lambda action=key.action: screen.run_action(action),
+                )

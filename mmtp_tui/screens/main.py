@@ -1,0 +1,345 @@
+"""The main screen: folders, the message list (threads grouped), the reader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, OptionList
+
+from mmtp_proto.errors import LocalError, MMTPError
+from mmtp_proto.packet import decode_attachment
+
+from .. import keymap
+from ..bindings import bindings
+from ..mailstore import FOLDERS, StoredMessage
+from ..messages import Done, Failed
+from ..session import AccountSession, error_text
+from ..sync import fetch
+from ..widgets.folder_list import FolderList
+from ..widgets.message_list import MessageList
+from ..widgets.reader import Reader
+from .dialogs import ChoiceScreen, ConfirmScreen, PromptScreen
+
+
+def quote(message: StoredMessage) -> str:
+    lines = (message.body or "").splitlines() or [""]
+    return f"\n\nOn {message.timestamp} {message.sender} wrote:\n" + "\n".join(
+        f"> {line}" for line in lines
+    )
+
+
+class MainScreen(Screen):
+    BINDINGS = bindings(keymap.MAIN)
+
+    def __init__(self, session: AccountSession) -> None:
+        super().__init__()
+        self.session = session
+        self.folder = "Inbox"
+        self.search_text: str | None = None
+        self.shown: list[StoredMessage] = []
+
+    @property
+    def store(self):
+        return self.session.store
+
+    @property
+    def account_name(self) -> str:
+        return self.session.account.name
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="main-body"):
+            yield FolderList(id="folders")
+            with Vertical(id="main-right"):
+                yield MessageList(id="messages")
+                yield Reader(id="reader")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = f"mmtp — {self.session.address}"
+        self.refresh_view()
+        self.query_one("#messages", MessageList).focus()
+        self.action_fetch()
+        interval = max(10, int(self.session.account.check_interval or 60))
+        self.set_interval(interval, self.check_new, name="check")
+
+    # ------------------------------------------------------------------ view
+
+    def refresh_view(self) -> None:
+        counts = self.store.counts(self.account_name)
+        self.query_one(FolderList).show_counts(counts, self.folder)
+        if self.search_text is not None:
+            self.shown = self.store.search(self.account_name, self.search_text)
+            self.sub_title = f"search: {self.search_text} ({len(self.shown)}) · Esc clears"
+        elif self.folder == "Drafts":
+            self.shown = []
+            self.sub_title = "Drafts: Enter opens one"
+        else:
+            self.shown = self.store.folder(self.account_name, self.folder)
+            unread = counts.get(self.folder, (0, 0))[1]
+            self.sub_title = f"{self.folder} · {len(self.shown)} messages, {unread} unread"
+        table = self.query_one(MessageList)
+        if self.folder == "Drafts" and self.search_text is None:
+            table.clear()
+            for draft in self.store.drafts(self.account_name):
+                table.add_row(
+                    "",
+                    draft.recipient,
+                    draft.subject or "(no subject)",
+                    "draft",
+                    key=f"d{draft.id}",
+                )
+        else:
+            table.show(self.shown, outgoing=self.folder == "Sent")
+        self.show_selected()
+
+    def selected(self) -> StoredMessage | None:
+        row_id = self.query_one(MessageList).selected_id()
+        return self.store.get(row_id) if row_id is not None else None
+
+    def show_selected(self) -> None:
+        message = self.selected()
+        thread = self.store.thread(self.account_name, message.thread) if message else []
+        self.query_one(Reader).show(message, thread)
+
+    @on(OptionList.OptionHighlighted, "#folders")
+    def folder_chosen(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option.id and event.option.id != self.folder:
+            self.folder = str(event.option.id)
+            self.search_text = None
+            self.refresh_view()
+
+    @on(DataTable.RowHighlighted, "#messages")
+    def row_highlighted(self) -> None:
+        self.show_selected()
+
+    @on(DataTable.RowSelected, "#messages")
+    def row_selected(self, event: DataTable.RowSelected) -> None:
+        key = event.row_key.value or ""
+        if key.startswith("d"):
+            self.open_draft(int(key[1:]))
+            return
+        message = self.selected()
+        if message is not None and not message.read:
+            self.store.set_read(message.id, True)
+            self.refresh_view()
+        self.query_one(Reader).focus()
+
+    def on_key(self, event) -> None:
+        if event.key == "escape" and self.search_text is not None:
+            self.search_text = None
+            self.refresh_view()
+            event.stop()
+
+    # ------------------------------------------------------------------ fetching
+
+    def action_fetch(self) -> None:
+        self.sub_title = "getting mail…"
+        self.fetch_worker()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="fetch")
+    def fetch_worker(self) -> None:
+        try:
+            result = fetch(self.session)
+            self.post_message(Done("fetch", result))
+        except (MMTPError, LocalError, OSError) as exc:
+            self.post_message(Failed(error_text(exc), what="fetch"))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="check")
+    def check_new(self) -> None:
+        try:
+            count = self.session.check()
+        except (MMTPError, LocalError, OSError):
+            return  # offline: the next check tries again
+        if count:
+            self.post_message(Done("check", count))
+
+    def on_done(self, message: Done) -> None:
+        if message.what == "fetch":
+            result = message.value
+            for warning in result.warnings:
+                self.notify(warning, title="KEY CHANGED", severity="error", timeout=30)
+            if result.new:
+                self.notify(f"{result.new} new message{'s' * (result.new != 1)}.", title="New mail")
+            self.refresh_view()
+        elif message.what == "check":
+            self.action_fetch()
+
+    def on_failed(self, message: Failed) -> None:
+        if message.what == "fetch":
+            self.notify(
+                f"Could not get mail: {message.text}. Mail already here still works offline.",
+                title="Offline",
+                severity="warning",
+            )
+            self.refresh_view()
+        else:
+            self.notify(message.text, severity="error")
+
+    # ------------------------------------------------------------------ actions
+
+    def action_focus(self, wid: str) -> None:
+        self.query_one(f"#{wid}").focus()
+
+    def action_compose(self) -> None:
+        from .compose import ComposeScreen
+
+        self.app.push_screen(ComposeScreen(self.session), lambda _: self.refresh_view())
+
+    def open_draft(self, draft_id: int) -> None:
+        from .compose import ComposeScreen
+
+        draft = next((d for d in self.store.drafts(self.account_name) if d.id == draft_id), None)
+        if draft is not None:
+            self.app.push_screen(
+                ComposeScreen(
+                    self.session,
+                    to=draft.recipient,
+                    subject=draft.subject,
+                    body=draft.body,
+                    in_reply_to=draft.in_reply_to,
+                    references=draft.refs,
+                    draft_id=draft.id,
+                ),
+                lambda _: self.refresh_view(),
+            )
+
+    def _reply(self, *, quoted: bool) -> None:
+        from .compose import ComposeScreen
+
+        message = self.selected()
+        if message is None:
+            self.notify("Select a message to reply to.", severity="warning")
+            return
+        to = message.recipient if message.direction == "out" else message.sender
+        subject = (
+            message.subject
+            if message.subject.lower().startswith("re:")
+            else (f"Re: {message.subject}")
+        )
+        self.app.push_screen(
+            ComposeScreen(
+                self.session,
+                to=to,
+                subject=subject,
+                body=quote(message) if quoted else "",
+                type="REPLY",
+                in_reply_to=message.message_id,
+                references=[*message.refs, message.message_id],
+            ),
+            lambda _: self.refresh_view(),
+        )
+
+    def action_reply(self) -> None:
+        self._reply(quoted=False)
+
+    def action_reply_quote(self) -> None:
+        self._reply(quoted=True)
+
+    def action_forward(self) -> None:
+        from .compose import ComposeScreen
+
+        message = self.selected()
+        if message is None:
+            self.notify("Select a message to forward.", severity="warning")
+            return
+        body = (
+            f"\n\n---- Forwarded message ----\nFrom: {message.sender}\nTo: {message.recipient}\n"
+            f"Subject: {message.subject}\n\n{message.body}"
+        )
+        self.app.push_screen(
+            ComposeScreen(
+                self.session,
+                subject=f"Fwd: {message.subject}",
+                body=body,
+                type="FORWARD",
+                attachments=message.attachments,
+            ),
+            lambda _: self.refresh_view(),
+        )
+
+    def action_toggle_read(self) -> None:
+        message = self.selected()
+        if message is not None:
+            self.store.set_read(message.id, not message.read)
+            self.refresh_view()
+
+    def action_move(self) -> None:
+        message = self.selected()
+        if message is None:
+            return
+        choices = [(f, f) for f in FOLDERS if f not in ("Drafts", message.folder)]
+        self.app.push_screen(
+            ChoiceScreen("Move to which folder?", choices),
+            lambda folder: self.action_move_to(folder) if folder else None,
+        )
+
+    def action_move_to(self, folder: str) -> None:
+        message = self.selected()
+        if message is not None:
+            self.store.move(message.id, folder)
+            self.notify(f"Moved to {folder}.")
+            self.refresh_view()
+
+    def action_delete(self) -> None:
+        message = self.selected()
+        if message is None:
+            return
+        if message.folder != "Trash":
+            self.store.delete(message.id)
+            self.notify("Moved to Trash (delete it there for good).")
+            self.refresh_view()
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.store.delete(message.id)
+                self.notify("Deleted for good.")
+                self.refresh_view()
+
+        self.app.push_screen(ConfirmScreen("Delete this message for good?"), answer)
+
+    def action_search(self) -> None:
+        def run(text: str | None) -> None:
+            if text:
+                self.search_text = text
+                self.refresh_view()
+
+        self.app.push_screen(
+            PromptScreen("Search subject, sender and body:", self.search_text or ""), run
+        )
+
+    def action_save_attachment(self) -> None:
+        message = self.selected()
+        if message is None or not message.attachments:
+            self.notify("This message has no attachments.", severity="warning")
+            return
+        default = str(Path.home() / "Downloads")
+
+        def save(directory: str | None) -> None:
+            if not directory:
+                return
+            target = Path(directory).expanduser()
+            try:
+                target.mkdir(parents=True, exist_ok=True)
+                for att in message.attachments:
+                    name = Path(str(att.get("filename") or "attachment")).name
+                    (target / name).write_bytes(decode_attachment(att))
+            except (OSError, ValueError, MMTPError) as exc:
+                self.notify(f"Could not save: {error_text(exc)}", severity="error")
+                return
+            self.notify(f"Saved {len(message.attachments)} attachment(s) to {target}.")
+
+        self.app.push_screen(PromptScreen("Save the attachments into folder:", default), save)
+
+    def action_keys(self) -> None:
+        from .keys import KeysScreen
+
+        self.app.push_screen(KeysScreen(self.session), lambda _: self.refresh_view())
+
+    def action_accounts(self) -> None:
+        self.app.action_accounts()  # type: ignore[attr-defined]

@@ -1,0 +1,202 @@
+"""First run (and "add an account"): address, server, TLS verification, key, registration.
+
+"Run a local server for me" is checked on first run: nothing else needs to be filled in."""
+
+from __future__ import annotations
+
+import getpass
+import re
+from pathlib import Path
+from typing import ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
+
+from mmtp_proto.errors import LocalError, MMTPError
+
+from ..config import Account
+from ..messages import Done, Failed, Stage
+from ..session import error_text
+
+
+def default_local_name() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "me"
+    name = re.sub(r"[^a-z0-9._+-]", "", user.lower()).strip(".") or "me"
+    return name[:64]
+
+
+class SetupScreen(Screen):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+s", "create", "Create account", priority=True, id="setup.create"),
+        Binding("escape", "cancel", "Cancel", id="setup.cancel"),
+    ]
+
+    def __init__(self, *, first_run: bool = True) -> None:
+        super().__init__()
+        self.first_run = first_run
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        local = self.first_run
+        with VerticalScroll(id="setup-form"):
+            yield Static(
+                "[b]Welcome to MMTP mail.[/b] Fill in what you need, then [b]ctrl+s[/b]. "
+                "With 'Run a local server for me' nothing else is needed.",
+                id="setup-intro",
+            )
+            yield Checkbox("Run a local server for me", value=local, id="local")
+            yield Label("Address, as (name)%(domain)")
+            yield Input(f"({default_local_name()})%(localhost)", id="address")
+            yield Label("Your name (shown on your key)")
+            yield Input(default_local_name().title(), id="display-name")
+            with Horizontal(classes="row"):
+                yield Input("127.0.0.1", placeholder="server host", id="host", disabled=local)
+                yield Input("8025", placeholder="port", id="port", disabled=local)
+                yield Input("8026", placeholder="TLS port", id="secure-port", disabled=local)
+            yield Label("TLS verification")
+            yield Select(
+                [
+                    ("tofu: pin the certificate on first use (default)", "tofu"),
+                    ("ca: check against certificate authorities", "ca"),
+                    ("insecure: do not check (testing only)", "insecure"),
+                ],
+                value="tofu",
+                allow_blank=False,
+                id="verify",
+                disabled=local,
+            )
+            yield Label("Key")
+            yield Select(
+                [
+                    ("RSA-4096 (default; takes a while to make)", "rsa4096"),
+                    ("Ed25519 (fast, modern)", "ed25519"),
+                ],
+                value="rsa4096",
+                allow_blank=False,
+                id="algorithm",
+            )
+            yield Input(
+                password=True, placeholder="passphrase for the key (recommended)", id="passphrase"
+            )
+            yield Input(
+                placeholder="or import a private key file (path), optional", id="import-path"
+            )
+            yield Button("Create account (ctrl+s)", variant="primary", id="create")
+            yield Static("", id="setup-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "mmtp — set up an account"
+        self.query_one("#address", Input).focus()
+
+    @on(Checkbox.Changed, "#local")
+    def local_changed(self, event: Checkbox.Changed) -> None:
+        for wid in ("#host", "#port", "#secure-port", "#verify"):
+            self.query_one(wid).disabled = event.value
+
+    @on(Button.Pressed, "#create")
+    def create_pressed(self) -> None:
+        self.action_create()
+
+    def action_cancel(self) -> None:
+        if not self.first_run:
+            self.dismiss(None)
+
+    def _value(self, wid: str) -> str:
+        return self.query_one(wid, Input).value.strip()
+
+    def action_create(self) -> None:
+        try:
+            port, secure = int(self._value("#port")), int(self._value("#secure-port"))
+        except ValueError:
+            self.notify("Ports must be numbers.", severity="error")
+            return
+        address = self._value("#address")
+        name = re.sub(r"[^A-Za-z0-9_-]", "", address.split(")%(")[0].strip("(")) or "me"
+        settings = self.app.settings  # type: ignore[attr-defined]
+        base, n = name, 2
+        while name in settings.accounts:
+            name, n = f"{base}{n}", n + 1
+        account = Account(
+            name=name,
+            address=address,
+            display_name=self._value("#display-name"),
+            host=self._value("#host"),
+            port=port,
+            secure_port=secure,
+            verify=str(self.query_one("#verify", Select).value),
+            local_server=self.query_one("#local", Checkbox).value,
+        )
+        try:
+            account.validate()
+        except LocalError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        passphrase = self.query_one("#passphrase", Input).value
+        algorithm = str(self.query_one("#algorithm", Select).value)
+        import_path = self._value("#import-path")
+        self.query_one("#create", Button).disabled = True
+        self.set_up(account, algorithm, passphrase, import_path)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="setup")
+    def set_up(self, account: Account, algorithm: str, passphrase: str, import_path: str) -> None:
+        app = self.app
+        try:
+            if account.local_server:
+                self.post_message(Stage("Starting the local server…"))
+                app.start_local_server(account)  # type: ignore[attr-defined]
+            self.post_message(Stage(f"Connecting to {account.host}:{account.secure_port}…"))
+            session = app.make_session(account)  # type: ignore[attr-defined]
+            with session.connected(auth=False) as client:
+                domains = client.greeting.get("domains", [])
+            domain = account.address.rsplit("%(", 1)[-1].rstrip(")")
+            if domains and domain not in domains:
+                raise LocalError(
+                    f"this server serves {', '.join(domains)}, not {domain}: change the address"
+                )
+            if import_path:
+                self.post_message(Stage("Importing the key…"))
+                session.import_key(Path(import_path), passphrase or None)
+            elif session.has_key():
+                self.post_message(Stage("Using the key already in the keystore…"))
+                session.unlock(passphrase or None)
+            else:
+                label = "RSA-4096 (this can take a minute)" if algorithm == "rsa4096" else algorithm
+                self.post_message(Stage(f"Generating an {label} key…"))
+                session.generate_key(algorithm, passphrase or None)
+            self.post_message(Stage("Registering the key with the server…"))
+            registered = session.registered_fingerprint()
+            mine = session.key().public.fingerprint
+            if registered is None:
+                session.register()
+            elif registered != mine:
+                raise LocalError(
+                    f"{account.address} is already registered with another key "
+                    f"({registered}); choose another address or import that key"
+                )
+            self.post_message(Done("setup", session))
+        except (MMTPError, LocalError, OSError, ValueError) as exc:
+            self.post_message(Failed(error_text(exc), what="setup"))
+
+    def on_stage(self, message: Stage) -> None:
+        self.query_one("#setup-status", Static).update(message.text)
+
+    def on_failed(self, message: Failed) -> None:
+        self.query_one("#setup-status", Static).update(f"[red]{message.text}[/red]")
+        self.notify(message.text, title="Setup failed", severity="error", timeout=10)
+        self.query_one("#create", Button).disabled = False
+
+    def on_done(self, message: Done) -> None:
+        session = message.value
+        app = self.app
+        app.settings.add_account(session.account)  # type: ignore[attr-defined]
+        app.settings.save()  # type: ignore[attr-defined]
+        self.notify(f"Account {session.address} is ready.")
+        app.open_session(session)  # type: ignore[attr-defined]
