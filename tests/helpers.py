@@ -1,0 +1,273 @@
+"""Shared helpers for the wire tests: raw sockets, real keys, packets and stamps.
+
+`Wire` is deliberately dumber than `mmtp_proto.client.Connection`: it sends whatever bytes a
+test crafts and hands back every answer as a dict, errors included, so tests can look at the
+exact frames the server produces. Keys are real Ed25519 OpenPGP keys, made once per test run.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+import socket
+import ssl
+import time
+from typing import Any
+
+from mmtp_proto import hashcash, pgp
+from mmtp_proto.canonical import auth_challenge
+from mmtp_proto.message import seal
+from mmtp_proto.packet import clear_content, signature_input_of
+from mmtp_proto.server import Server
+
+DIFFICULTY = 6
+TIMEOUT = 10.0
+
+ALICE = "(alice)%(localhost)"
+BOB = "(bob)%(localhost)"
+CAROL = "(carol)%(localhost)"
+MALLORY = "(mallory)%(localhost)"
+BOB_EXAMPLE = "(bob)%(example.com)"
+# A sender on a domain the test servers do not serve (they serve localhost and example.com).
+DAVE_REMOTE = "(dave)%(remote.org)"
+
+
+# ---------------------------------------------------------------------------- keys
+
+
+@functools.cache
+def key_for(email: str) -> pgp.PrivateKey:
+    """One Ed25519 key per address for the whole test run (cached: keys are immutable)."""
+    name = email[1 : email.index(")")].capitalize()
+    return pgp.generate_key(email, name, algorithm="ed25519")
+
+
+def public_armored(email: str) -> str:
+    return key_for(email).public.armored
+
+
+def _crc24(data: bytes) -> int:
+    crc = 0xB704CE
+    for byte in data:
+        crc ^= byte << 16
+        for _ in range(8):
+            crc <<= 1
+            if crc & 0x1000000:
+                crc ^= 0x1864CFB
+    return crc & 0xFFFFFF
+
+
+def dearmor(armored: str) -> bytes:
+    """The binary packets inside one ASCII-armored block (RFC 4880 §6.2)."""
+    lines = armored.strip().splitlines()
+    body_start = lines.index("") + 1
+    body = [line for line in lines[body_start:-1] if not line.startswith("=")]
+    return base64.b64decode("".join(body))
+
+
+def armor_public_key_block(data: bytes) -> str:
+    """Binary key packets as one ASCII-armored public key block, with its CRC-24."""
+    text = base64.b64encode(data).decode("ascii")
+    body = "\n".join(text[i : i + 64] for i in range(0, len(text), 64))
+    crc = base64.b64encode(_crc24(data).to_bytes(3, "big")).decode("ascii")
+    return (
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n"
+        f"{body}\n={crc}\n-----END PGP PUBLIC KEY BLOCK-----\n"
+    )
+
+
+def auth_signature(greeting: dict[str, Any], email: str, key: pgp.PrivateKey | None = None) -> str:
+    """The AUTH signature for this connection's greeting (server name and nonce)."""
+    challenge = auth_challenge(str(greeting["server"]), str(greeting["nonce"]), email)
+    return pgp.sign_detached(challenge, key or key_for(email))
+
+
+# ---------------------------------------------------------------------------- sockets
+
+
+class Wire:
+    """One raw connection to a test server: bytes out, dict answers in, nothing hidden."""
+
+    def __init__(self, server: Server, *, tls: bool = True, timeout: float = TIMEOUT) -> None:
+        address = server.tls_address if tls else server.plain_address
+        assert address is not None, "that listener is off"
+        self.tls = tls
+        raw = socket.create_connection(address, timeout=timeout)
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            try:
+                self.sock: socket.socket = context.wrap_socket(raw, server_hostname="localhost")
+            except BaseException:
+                raw.close()
+                raise
+        else:
+            self.sock = raw
+        self._buffer = b""
+        self._ids = 0
+        try:
+            self.greeting = self.read()
+        except BaseException:
+            self.sock.close()
+            raise
+
+    # -- bytes
+
+    def send_bytes(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send_frame(self, value: Any) -> None:
+        self.send_bytes(json.dumps(value, separators=(",", ":")).encode("utf-8") + b"\n")
+
+    def read_line(self) -> bytes:
+        """The next line from the server (without LF); raises EOFError when it closed."""
+        while b"\n" not in self._buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("the server closed the connection")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+    def read(self) -> dict[str, Any]:
+        value = json.loads(self.read_line())
+        assert isinstance(value, dict), value
+        return value
+
+    def closed_by_server(self) -> bool:
+        """True when the server has closed (EOF or reset) with nothing more to say."""
+        try:
+            self.read_line()
+        except (EOFError, ConnectionResetError, ssl.SSLError, BrokenPipeError):
+            return True
+        return False
+
+    # -- requests
+
+    def next_id(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    def request(self, action: str, data: dict[str, Any] | None = None, **extra: Any):
+        """Send one request with a fresh id; return the answer (OK or ERROR) as a dict."""
+        request_id = extra.pop("id", self.next_id())
+        frame = {"action": action, "id": request_id, "data": data or {}, **extra}
+        self.send_frame(frame)
+        answer = self.read()
+        assert answer.get("id") == request_id, (frame, answer)
+        return answer
+
+    def ok(self, action: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        answer = self.request(action, data)
+        assert answer["status"] == "OK", answer
+        return answer
+
+    def error(self, action: str, data: dict[str, Any] | None = None) -> str:
+        """Send a request that must fail; return its error code (and check the error shape)."""
+        answer = self.request(action, data)
+        return error_code(answer)
+
+    # -- actions
+
+    def register(self, email: str, key: pgp.PrivateKey | None = None) -> dict[str, Any]:
+        armored = (key or key_for(email)).public.armored
+        return self.request("REGISTER_KEY", {"email": email, "publicKey": armored})
+
+    def auth(self, email: str, key: pgp.PrivateKey | None = None) -> dict[str, Any]:
+        signature = auth_signature(self.greeting, email, key)
+        return self.request("AUTH", {"email": email, "signature": signature})
+
+    def send(self, packet: dict[str, Any]) -> dict[str, Any]:
+        return self.request("SEND", {"packet": packet})
+
+    def receive(self, email: str, **data: Any) -> dict[str, Any]:
+        return self.ok("RECEIVE", {"email": email, **data})
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Wire:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def error_code(answer: dict[str, Any]) -> str:
+    """The code of an ERROR answer, after checking the SPEC §1 error shape."""
+    assert answer["status"] == "ERROR", answer
+    error = answer["error"]
+    assert isinstance(error["code"], str)
+    assert isinstance(error["message"], str) and error["message"], answer
+    assert answer["message"] == error["message"], answer
+    return error["code"]
+
+
+def registered(server: Server, *emails: str) -> None:
+    """Register the test key of each address on `server` (over TLS, as a client would)."""
+    with Wire(server) as wire:
+        for email in emails:
+            answer = wire.register(email)
+            assert answer["status"] == "OK", answer
+
+
+# ---------------------------------------------------------------------------- packets
+
+
+def stamp_for(
+    packet: dict[str, Any], *, bits: int = DIFFICULTY, now: int | None = None, **kw: Any
+) -> dict[str, Any]:
+    """A real stamp for this packet's recipient and content hash."""
+    return hashcash.mint(
+        packet["recipient"], bits, packet["verification"]["messageHash"], now=now, **kw
+    )
+
+
+def make_packet(
+    sender: str,
+    recipient: str,
+    *,
+    subject: str = "Hello",
+    body: str = "A test message.",
+    sign: bool = False,
+    sign_with: pgp.PrivateKey | None = None,
+    encrypt: bool = False,
+    stamp: bool = True,
+    message_id: str | None = None,
+    timestamp: int | None = None,
+) -> dict[str, Any]:
+    """A packet as a client builds it: sealed (optionally encrypted/signed) and stamped."""
+    packet = seal(
+        sender=sender,
+        recipient=recipient,
+        content=clear_content(subject, body),
+        encrypt_to=[key_for(recipient).public] if encrypt else None,
+        sign_with=sign_with or (key_for(sender) if sign else None),
+        message_id=message_id,
+        timestamp=timestamp,
+    )
+    if stamp:
+        packet["meta"]["hashcashToken"] = stamp_for(packet)
+    return packet
+
+
+def resign(packet: dict[str, Any], key: pgp.PrivateKey) -> dict[str, Any]:
+    """Sign (again) the packet's signature input with `key`."""
+    packet["verification"]["signature"] = pgp.sign_detached(signature_input_of(packet), key)
+    packet["meta"]["signed"] = True
+    return packet
+
+
+def with_other_id(packet: dict[str, Any], message_id: str) -> dict[str, Any]:
+    """The same content (so the same stamp binding) under another messageId."""
+    copy = json.loads(json.dumps(packet))
+    copy["meta"]["messageId"] = message_id
+    return copy
+
+
+def hex_id(n: int) -> str:
+    """A deterministic, valid messageId (32 lowercase hex) for readable tests."""
+    return hashlib.sha256(f"id-{n}-{time.time_ns()}".encode()).hexdigest()[:32]
