@@ -391,9 +391,11 @@ class Client:
             except LocalError:
                 if attempt == retries:
                     raise
+                # connect() forgets who this connection was: remember it to log in again.
+                authenticated_as = self.authenticated_as
                 self.connect(secure=self._conn_tls())
-                if self.authenticated_as:
-                    self.auth(self.authenticated_as)
+                if authenticated_as:
+                    self.auth(authenticated_as)
             except MMTPError as exc:
                 if exc.code != errors.POW_EXPIRED or attempt == retries:
                     raise
