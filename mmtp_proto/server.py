@@ -377,7 +377,11 @@ class Server:
         high_water = self.config.output_high_water
         for conn in touched:
             budget = LINES_PER_TURN
-            while conn.lines and budget and len(conn.out) < high_water and not conn.handshaking:
+            # Answers held for this turn's commit count against the high-water mark too:
+            # otherwise one turn could queue LINES_PER_TURN large answers (say, RECEIVEs of
+            # a full mailbox) for a client that never reads them.
+            queued = len(conn.out)
+            while conn.lines and budget and queued < high_water and not conn.handshaking:
                 line = conn.lines.popleft()
                 if not line:  # the oversized-frame marker: answer it, then close
                     error = conn.decoder.error().to_response()
@@ -388,11 +392,11 @@ class Server:
                 outcome = protocol.handle_line(conn.session, line)
                 self._log_outcome(conn, outcome.action, outcome.response)
                 request_id = outcome.response.get("id", NO_ID) if outcome.durable else None
-                conn.held.append((encode_frame(outcome.response), request_id))
+                frame = encode_frame(outcome.response)
+                queued += len(frame)
+                conn.held.append((frame, request_id))
             if conn.lines:
                 self._pending.add(conn)
-                if len(conn.out) < high_water:
-                    still_ready.add(conn)
         failed = False
         try:
             store.commit()
@@ -410,6 +414,10 @@ class Server:
             conn.held.clear()
             if conn.sock in self._conns:
                 self._flush(conn)
+                # Decided after the flush: a client that reads promptly has room again now
+                # and its remaining pipelined requests must not wait for the next event.
+                if conn.lines and len(conn.out) < high_water and conn.sock in self._conns:
+                    still_ready.add(conn)
         return still_ready
 
     def _log_outcome(self, conn: _Conn, action: str, response: dict) -> None:
