@@ -125,6 +125,21 @@ class Connection:
             ) from None
         except (ssl.SSLError, OSError) as exc:
             raise LocalError(f"TLS with {self.host}:{self.port} failed: {exc}") from None
+        try:
+            self._check_certificate(sock, verify, known, on_new)
+        except BaseException:
+            # The handshake is done, so the TLS socket owns the descriptor: close it here.
+            sock.close()
+            raise
+        return sock
+
+    def _check_certificate(
+        self,
+        sock: ssl.SSLSocket,
+        verify: str,
+        known: KnownServers | None,
+        on_new: Callable[[str, int, str], bool] | None,
+    ) -> None:
         der = sock.getpeercert(binary_form=True)
         if der is None:
             raise LocalError(f"{self.host}:{self.port} sent no TLS certificate")
@@ -133,13 +148,11 @@ class Connection:
             known = known or KnownServers()
             if not known.check(self.host, self.port, self.fingerprint):
                 if on_new is not None and not on_new(self.host, self.port, self.fingerprint):
-                    sock.close()
                     raise LocalError(
                         f"the certificate of {self.host}:{self.port} was not accepted "
                         f"(fingerprint {self.fingerprint})"
                     )
                 known.pin(self.host, self.port, self.fingerprint)
-        return sock
 
     def _read_frame(self) -> dict[str, Any]:
         while not self._lines:
