@@ -36,6 +36,10 @@ TICK = 1.0
 # Connections over a cap are told why before they are closed; past this many extra
 # sockets in that state we close at once rather than spend more on them.
 REJECT_SLACK = 64
+# An OK answer to these promises that something is stored, even when it was staged by an
+# earlier request of the same turn (a duplicate SEND, the same key registered twice): it
+# waits for the commit like the answer that staged it, and is withdrawn if the commit fails.
+ACKNOWLEDGING_ACTIONS = frozenset({"SEND", "REGISTER_KEY"})
 
 
 class _Conn:
@@ -391,7 +395,11 @@ class Server:
                 budget -= 1
                 outcome = protocol.handle_line(conn.session, line)
                 self._log_outcome(conn, outcome.action, outcome.response)
-                request_id = outcome.response.get("id", NO_ID) if outcome.durable else None
+                durable = outcome.durable or (
+                    outcome.action in ACKNOWLEDGING_ACTIONS
+                    and outcome.response.get("status") == "OK"
+                )
+                request_id = outcome.response.get("id", NO_ID) if durable else None
                 frame = encode_frame(outcome.response)
                 queued += len(frame)
                 conn.held.append((frame, request_id))
