@@ -1,0 +1,187 @@
+"""Durable SEND throughput and latency against aiosmtpd + Maildir (fsync), side by side.
+
+Three servers run at once, each in its own subprocess and data directory: ours with fsync
+(the default), ours with ``fsync = false``, and the aiosmtpd peer. For each concurrency the
+variants run one right after the other, so the ratios compare like with like on a busy
+machine. Stamps (difficulty 8) are minted and signatures made before the clock starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from common import Section, Target, fmt_ms, fmt_rate, mmtp_server, percentile, rate
+from loadgen import Job, LoadResult, run_load
+
+ALICE = "(alice)%(example.com)"
+BOB = "(bob)%(example.com)"
+REMOTE = "(x)%(remote.example)"
+
+
+def register_keys(port: int) -> dict[str, str]:
+    """Give bob (the recipient) and alice (a local signer) Ed25519 keys; armored privates."""
+    from mmtp_proto import pgp
+    from mmtp_proto.client import Connection
+
+    keys = {}
+    conn = Connection("127.0.0.1", port, tls=False)
+    try:
+        for email, name in ((BOB, "Bob"), (ALICE, "Alice")):
+            key = pgp.generate_key(email, name, algorithm="ed25519")
+            conn.request("REGISTER_KEY", {"email": email, "publicKey": key.public.armored})
+            keys[email] = key.armored
+    finally:
+        conn.close()
+    return keys
+
+
+def _register_same(port: int, keys: dict[str, str]) -> None:
+    from mmtp_proto import pgp
+    from mmtp_proto.client import Connection
+
+    conn = Connection("127.0.0.1", port, tls=False)
+    try:
+        for email, armored in keys.items():
+            public = pgp.PrivateKey.from_armored(armored).public.armored
+            conn.request("REGISTER_KEY", {"email": email, "publicKey": public})
+    finally:
+        conn.close()
+
+
+def _summary(result: LoadResult) -> tuple[float, float, float]:
+    return (
+        rate(result.requests, result.elapsed),
+        percentile(result.latencies, 50),
+        percentile(result.latencies, 99),
+    )
+
+
+def run(quick: bool, log=print) -> Section:
+    import peer_smtp
+
+    section = Section(
+        "Durable SEND (2 KB bodies, difficulty 8, stamps pre-minted)",
+        ["variant", "conns", "msgs", "msg/s", "p50 ms", "p99 ms", "vs peer"],
+    )
+    levels = (1, 16, 64)
+    # requests per connection at each level, and the deadline of each timed run
+    per_conn = {1: 300, 16: 60, 64: 20} if quick else {1: 2000, 16: 400, 64: 120}
+    seconds = 4.0 if quick else 10.0
+    processes = 2
+
+    peer_version = peer_smtp.ensure_env(log)
+    if peer_version is None:
+        section.notes.append("aiosmtpd peer skipped: could not create benchmarks/.env")
+    else:
+        section.notes.append(
+            f"peer: aiosmtpd {peer_version} in benchmarks/.env, Maildir with fsync of the file "
+            "and of new/ before 250 (stores in the event loop's thread pool); driven by smtplib "
+            "(EHLO once per connection, then MAIL/RCPT/DATA per message)"
+        )
+
+    with contextlib.ExitStack() as stack:
+        durable = stack.enter_context(mmtp_server("send", difficulty=8, fsync=True))
+        nofsync = stack.enter_context(mmtp_server("send-nofsync", difficulty=8, fsync=False))
+        peer_port = stack.enter_context(peer_smtp.peer_server()) if peer_version else None
+        keys = register_keys(durable.port)
+        _register_same(nofsync.port, keys)
+
+        results: dict[tuple[str, int], tuple[float, float, float, int]] = {}
+        for level in levels:
+            n = per_conn[level]
+            variants: list[tuple[str, Job]] = [
+                ("ours, durable, unsigned", Job("mmtp", durable.port, 0, n, seconds)),
+                (
+                    "ours, durable, signed (Ed25519)",
+                    Job("mmtp", durable.port, 0, n, seconds, sender=ALICE, signing_key=keys[ALICE]),
+                ),
+                ("ours, fsync off, unsigned", Job("mmtp", nofsync.port, 0, n, seconds)),
+            ]
+            if peer_port:
+                variants.insert(
+                    1, ("aiosmtpd + Maildir fsync", Job("smtp", peer_port, 0, n, seconds))
+                )
+            for name, job in variants:
+                log(f"  SEND: {name}, {level} connection(s)...")
+                result = run_load(job, level, processes)
+                if result.errors:
+                    section.notes.append(
+                        f"{name} at {level}: {result.errors} errors, first: {result.first_error}"
+                    )
+                throughput, p50, p99 = _summary(result)
+                results[(name, level)] = (throughput, p50, p99, result.requests)
+
+        peer_name = "aiosmtpd + Maildir fsync"
+        for level in levels:
+            peer = results.get((peer_name, level))
+            for (name, lvl), (throughput, p50, p99, count) in results.items():
+                if lvl != level:
+                    continue
+                versus = f"{throughput / peer[0]:.2f}x" if peer and peer[0] else "-"
+                section.rows.append(
+                    [
+                        name,
+                        str(level),
+                        str(count),
+                        fmt_rate(throughput),
+                        fmt_ms(p50),
+                        fmt_ms(p99),
+                        versus,
+                    ]
+                )
+
+    ours16 = results.get(("ours, durable, unsigned", 16))
+    signed16 = results.get(("ours, durable, signed (Ed25519)", 16))
+    peer16 = results.get((peer_name, 16))
+    off16 = results.get(("ours, fsync off, unsigned", 16))
+    if ours16 and peer16 and peer16[0]:
+        ratio = ours16[0] / peer16[0]
+        section.targets.append(
+            Target(
+                "durable SEND at 16 connections >= 5x the aiosmtpd peer (unsigned)",
+                f"{ratio:.2f}x ({fmt_rate(ours16[0])} vs {fmt_rate(peer16[0])} msg/s)",
+                ">= 5x",
+                ratio >= 5,
+            )
+        )
+        if signed16:
+            ratio_s = signed16[0] / peer16[0]
+            section.targets.append(
+                Target(
+                    "  the same, signed (Ed25519, verified by the server)",
+                    f"{ratio_s:.2f}x ({fmt_rate(signed16[0])} msg/s)",
+                    ">= 5x",
+                    ratio_s >= 5,
+                )
+            )
+    else:
+        section.targets.append(
+            Target(
+                "durable SEND at 16 connections >= 5x the aiosmtpd peer",
+                "peer not run",
+                ">= 5x",
+                None,
+            )
+        )
+    for label, row in (("unsigned", ours16), ("signed", signed16)):
+        if row:
+            section.targets.append(
+                Target(
+                    f"p99 SEND latency at 16 connections < 20 ms ({label})",
+                    f"{fmt_ms(row[2])} ms",
+                    "< 20 ms",
+                    row[2] < 0.020,
+                )
+            )
+    if ours16 and off16 and ours16[0]:
+        section.notes.append(
+            f"fsync off / durable at 16 connections: {off16[0] / ours16[0]:.2f}x throughput "
+            "(what durability costs with group commit)"
+        )
+    d1, d16 = results.get(("ours, durable, unsigned", 1)), ours16
+    if d1 and d16 and d1[0]:
+        section.notes.append(
+            f"group commit: durable unsigned at 16 connections does {d16[0] / d1[0]:.2f}x the "
+            "messages/s of 1 connection"
+        )
+    return section
