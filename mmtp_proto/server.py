@@ -68,9 +68,10 @@ class _Conn:
         self.decoder = FrameDecoder(max_frame)
         self.lines: deque[bytes] = deque()
         self.out = bytearray()
-        # Answers waiting for this turn's commit, each with the request id to echo if the
-        # commit fails and a durable answer must be withdrawn (None: not durable).
-        self.held: list[tuple[bytes, Any]] = []
+        # Answers waiting for this turn's commit: (frame, durable, request id). A durable
+        # answer is withdrawn if the commit fails; the id (NO_ID when the request had none;
+        # None is a real id, JSON null) is echoed in the INTERNAL answer that replaces it.
+        self.held: list[tuple[bytes, bool, Any]] = []
         self.session = Session(peer=self.peer, tls=tls)
         self.last_active = time.monotonic()
         self.closing = False
@@ -389,7 +390,7 @@ class Server:
                 line = conn.lines.popleft()
                 if not line:  # the oversized-frame marker: answer it, then close
                     error = conn.decoder.error().to_response()
-                    conn.held.append((encode_frame(error), None))
+                    conn.held.append((encode_frame(error), False, NO_ID))
                     conn.lines.clear()
                     break
                 budget -= 1
@@ -399,10 +400,9 @@ class Server:
                     outcome.action in ACKNOWLEDGING_ACTIONS
                     and outcome.response.get("status") == "OK"
                 )
-                request_id = outcome.response.get("id", NO_ID) if durable else None
                 frame = encode_frame(outcome.response)
                 queued += len(frame)
-                conn.held.append((frame, request_id))
+                conn.held.append((frame, durable, outcome.response.get("id", NO_ID)))
             if conn.lines:
                 self._pending.add(conn)
         failed = False
@@ -415,9 +415,9 @@ class Server:
             failed = True
             store.lost_writes = False
         for conn in touched:
-            for frame, durable_id in conn.held:
-                if failed and durable_id is not None:
-                    frame = encode_frame(with_id(storage_failure().to_response(), durable_id))
+            for frame, durable, request_id in conn.held:
+                if failed and durable:
+                    frame = encode_frame(with_id(storage_failure().to_response(), request_id))
                 conn.out += frame
             conn.held.clear()
             if conn.sock in self._conns:
