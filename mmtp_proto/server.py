@@ -68,10 +68,8 @@ class _Conn:
         self.decoder = FrameDecoder(max_frame)
         self.lines: deque[bytes] = deque()
         self.out = bytearray()
-        # Answers waiting for this turn's commit: (frame, durable, request id). A durable
-        # answer is withdrawn if the commit fails; the id (NO_ID when the request had none;
-        # None is a real id, JSON null) is echoed in the INTERNAL answer that replaces it.
-        self.held: list[tuple[bytes, bool, Any]] = []
+        # Answers waiting for this turn's commit (see Server._process_lines).
+        self.held: list[bytes] = []
         self.session = Session(peer=self.peer, tls=tls)
         self.last_active = time.monotonic()
         self.closing = False
@@ -380,6 +378,10 @@ class Server:
             return set()
         still_ready: set[_Conn] = set()
         high_water = self.config.output_high_water
+        # Held durable answers whose writes sit in the open transaction, with the request
+        # id to echo if they must be withdrawn (NO_ID when the request had none; None is a
+        # real id, JSON null).
+        promised: list[tuple[_Conn, int, Any]] = []
         for conn in touched:
             budget = LINES_PER_TURN
             # Answers held for this turn's commit count against the high-water mark too:
@@ -390,11 +392,17 @@ class Server:
                 line = conn.lines.popleft()
                 if not line:  # the oversized-frame marker: answer it, then close
                     error = conn.decoder.error().to_response()
-                    conn.held.append((encode_frame(error), False, NO_ID))
+                    conn.held.append(encode_frame(error))
                     conn.lines.clear()
                     break
                 budget -= 1
                 outcome = protocol.handle_line(conn.session, line)
+                if store.lost_writes:
+                    # A storage error rolled back what earlier requests of this turn staged:
+                    # withdraw those answers now. Later requests start a new transaction,
+                    # and their answers depend on the commit below as usual.
+                    store.lost_writes = False
+                    self._withdraw(promised)
                 self._log_outcome(conn, outcome.action, outcome.response)
                 durable = outcome.durable or (
                     outcome.action in ACKNOWLEDGING_ACTIONS
@@ -402,22 +410,21 @@ class Server:
                 )
                 frame = encode_frame(outcome.response)
                 queued += len(frame)
-                conn.held.append((frame, durable, outcome.response.get("id", NO_ID)))
+                if durable:
+                    promised.append((conn, len(conn.held), outcome.response.get("id", NO_ID)))
+                conn.held.append(frame)
             if conn.lines:
                 self._pending.add(conn)
-        failed = False
         try:
             store.commit()
         except StoreError as exc:
             log.error("commit failed, withdrawing this turn's acknowledgements: %s", exc)
-            failed = True
+            self._withdraw(promised)
         if store.lost_writes:
-            failed = True
             store.lost_writes = False
+            self._withdraw(promised)
         for conn in touched:
-            for frame, durable, request_id in conn.held:
-                if failed and durable:
-                    frame = encode_frame(with_id(storage_failure().to_response(), request_id))
+            for frame in conn.held:
                 conn.out += frame
             conn.held.clear()
             if conn.sock in self._conns:
@@ -427,6 +434,13 @@ class Server:
                 if conn.lines and len(conn.out) < high_water and conn.sock in self._conns:
                     still_ready.add(conn)
         return still_ready
+
+    @staticmethod
+    def _withdraw(promised: list[tuple[_Conn, int, Any]]) -> None:
+        """Replace held durable answers whose writes were lost with INTERNAL."""
+        for conn, index, request_id in promised:
+            conn.held[index] = encode_frame(with_id(storage_failure().to_response(), request_id))
+        promised.clear()
 
     def _log_outcome(self, conn: _Conn, action: str, response: dict) -> None:
         if response.get("status") == "OK":
