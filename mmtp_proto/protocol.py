@@ -189,7 +189,8 @@ class Protocol:
         record = self.store.get_key(email)
         if record is None:
             return None
-        cache_key = (email, record.fingerprint)
+        # Keyed by the material, not the fingerprint: an updated key keeps its fingerprint.
+        cache_key = (email, record.armored)
         key = self._keys.get(cache_key)
         if key is None:
             key = pgp.PublicKey.from_armored(record.armored)
@@ -338,7 +339,11 @@ class Protocol:
             raise MMTPError(errors.KEY_INVALID, "publicKey must be an ASCII-armored OpenPGP key")
         key = pgp.validate_public_key_for(armored, email, now=datetime.fromtimestamp(now, UTC))
         existing = self.store.get_key(email)
-        if existing is not None and existing.fingerprint == key.fingerprint:
+        # Identical means the same material, not only the same primary key: an update of the
+        # same key (new subkey, new expiry, new user id) is a change like any other. Both
+        # sides are compared as this PGPy version armors them.
+        stored = self._public_key(email) if existing is not None else None
+        if stored is not None and stored.armored == key.armored:
             return Outcome(
                 _ok(message="This key is already registered", fingerprint=key.fingerprint)
             )
@@ -354,7 +359,12 @@ class Protocol:
                     f"this connection is authenticated as {session.authenticated}, not {email}",
                 )
         self.store.put_key(email, key.armored, key.fingerprint, now)
-        verb = "replaced" if existing else "registered"
+        if existing is None:
+            verb = "registered"
+        elif existing.fingerprint == key.fingerprint:
+            verb = "updated"
+        else:
+            verb = "replaced"
         return Outcome(
             _ok(message=f"Public key {verb} successfully", fingerprint=key.fingerprint),
             durable=True,
