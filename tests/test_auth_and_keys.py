@@ -7,6 +7,7 @@ AUTH_FAILED, and the per-address RATE_LIMITED after repeated failures.
 
 from __future__ import annotations
 
+import pgpy
 import pytest
 from helpers import (
     ALICE,
@@ -23,6 +24,7 @@ from helpers import (
     make_packet,
     registered,
 )
+from pgpy.constants import EllipticCurveOID, KeyFlags, PubKeyAlgorithm
 
 from mmtp_proto import pgp
 from mmtp_proto.canonical import auth_challenge
@@ -34,6 +36,19 @@ pytestmark = pytest.mark.secure
 def alice_second_key() -> pgp.PrivateKey:
     """Another key for alice: what she registers when she replaces hers."""
     return pgp.generate_key(ALICE, "Alice", algorithm="ed25519")
+
+
+@pytest.fixture(scope="module")
+def alice_updated_public_key() -> str:
+    """Alice's own key (same fingerprint) after she added an encryption subkey."""
+    key, _ = pgpy.PGPKey.from_blob(key_for(ALICE).armored)
+    key.add_subkey(
+        pgpy.PGPKey.new(PubKeyAlgorithm.ECDH, EllipticCurveOID.Curve25519),
+        usage={KeyFlags.EncryptCommunications, KeyFlags.EncryptStorage},
+    )
+    armored = str(key.pubkey)
+    assert pgp.PublicKey.from_armored(armored).fingerprint == key_for(ALICE).public.fingerprint
+    return armored
 
 
 def directory_fingerprint(server, email: str) -> str:
@@ -94,6 +109,35 @@ def test_replacing_a_key_as_the_owner_is_ok(server, alice_second_key):
     with Wire(server) as wire:
         assert error_code(wire.auth(ALICE)) == "AUTH_FAILED"
         assert wire.auth(ALICE, alice_second_key)["status"] == "OK"
+
+
+def test_updating_a_key_with_the_same_fingerprint_needs_auth(server, alice_updated_public_key):
+    """Same primary key, new material (a subkey added): a change, not the identical key."""
+    registered(server, ALICE, BOB)
+    update = {"email": ALICE, "publicKey": alice_updated_public_key}
+    with Wire(server) as wire:
+        assert wire.error("REGISTER_KEY", update) == "KEY_EXISTS"
+        wire.auth(BOB)
+        assert wire.error("REGISTER_KEY", update) == "FORBIDDEN"
+    with Wire(server, tls=False) as wire:
+        served = wire.ok("REQUEST_PUBLIC_KEY", {"email": ALICE})["publicKey"]
+    assert served == key_for(ALICE).public.armored
+
+
+def test_owner_can_update_a_key_with_the_same_fingerprint(server, alice_updated_public_key):
+    registered(server, ALICE)
+    with Wire(server) as wire:
+        wire.auth(ALICE)
+        answer = wire.ok("REGISTER_KEY", {"email": ALICE, "publicKey": alice_updated_public_key})
+        assert answer["fingerprint"] == key_for(ALICE).public.fingerprint
+        served = wire.ok("REQUEST_PUBLIC_KEY", {"email": ALICE})["publicKey"]
+    assert served == pgp.PublicKey.from_armored(alice_updated_public_key).armored
+    assert served != key_for(ALICE).public.armored
+    # Registering what is now stored is "identical" again, with or without AUTH, and the
+    # server uses the updated key from now on (the same primary key still signs).
+    with Wire(server) as wire:
+        assert wire.ok("REGISTER_KEY", {"email": ALICE, "publicKey": served})["status"] == "OK"
+        assert wire.auth(ALICE)["status"] == "OK"
 
 
 def test_registered_key_survives_a_restart(start_server, tmp_path, alice_second_key):
