@@ -96,7 +96,10 @@ class Server:
         self._listeners: list[socket.socket] = []
         self._ssl_context: ssl.SSLContext | None = None
         self._conns: dict[socket.socket, _Conn] = {}
+        # Admitted connections per address; connections being refused (over a cap, told
+        # so before they are closed) count in neither cap, only in self._rejecting.
         self._per_ip: dict[str, int] = {}
+        self._rejecting = 0
         self._pending: set[_Conn] = set()
         self._store: Store | None = None
         self._protocol: Protocol | None = None
@@ -277,9 +280,9 @@ class Server:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer = str(addr[0])
-            over_total = len(self._conns) >= cfg.max_connections
+            over_total = len(self._conns) - self._rejecting >= cfg.max_connections
             over_ip = self._per_ip.get(peer, 0) >= cfg.max_connections_per_ip
-            if (over_total or over_ip) and len(self._conns) >= cfg.max_connections + REJECT_SLACK:
+            if (over_total or over_ip) and self._rejecting >= REJECT_SLACK:
                 sock.close()
                 continue
             if tls:
@@ -293,13 +296,14 @@ class Server:
                     continue
             conn = _Conn(sock, addr, tls, cfg.max_frame_bytes)
             self._conns[sock] = conn
-            self._per_ip[peer] = self._per_ip.get(peer, 0) + 1
             assert self._selector is not None
             self._selector.register(sock, selectors.EVENT_READ, conn)
             if over_total or over_ip:
                 conn.rejecting = "on this server" if over_total else "from your address"
+                self._rejecting += 1
                 log.info("refusing %s: too many connections", peer)
             else:
+                self._per_ip[peer] = self._per_ip.get(peer, 0) + 1
                 log.info("connection from %s:%s (%s)", peer, addr[1], "TLS" if tls else "plain")
             if not tls:
                 self._greet(conn)
@@ -491,13 +495,15 @@ class Server:
             self._selector.unregister(conn.sock)
         with contextlib.suppress(OSError):
             conn.sock.close()
+        if conn.rejecting:
+            self._rejecting -= 1
+            return
         left = self._per_ip.get(conn.peer, 1) - 1
         if left > 0:
             self._per_ip[conn.peer] = left
         else:
             self._per_ip.pop(conn.peer, None)
-        if not conn.rejecting:
-            log.info("closed %s:%s", conn.peer, conn.addr[1])
+        log.info("closed %s:%s", conn.peer, conn.addr[1])
 
     def _expire(self, now: float) -> None:
         cfg = self.config
