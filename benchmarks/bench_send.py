@@ -22,8 +22,8 @@ def register_keys(port: int, recipients: int = 1) -> dict[str, str]:
     """Ed25519 keys for alice (a local signer) and `recipients` mailboxes (bob, bob1, ...).
 
     Returns the armored private keys by address. Each timed run sends to a mailbox of its
-    own: the server's cost per SEND grows with the recipient's mailbox (see RESULTS.md), so
-    sharing one would make later runs pay for earlier ones.
+    own: the server's cost per SEND grows with the recipient's mailbox (see RESULTS.md,
+    mailbox section), so sharing one would make later runs pay for earlier ones.
     """
     from mmtp_proto import pgp
 
@@ -74,6 +74,11 @@ def run(quick: bool, log=print) -> Section:
     processes = 2
 
     peer_version = peer_smtp.ensure_env(log)
+    section.notes.append(
+        "each timed run sends to a mailbox of its own: the server counts the recipient's "
+        "messages (SELECT COUNT(*), O(mailbox)) on every SEND, so a shared mailbox would make "
+        "later runs slower; the mailbox section shows the effect"
+    )
     if peer_version is None:
         section.notes.append("aiosmtpd peer skipped: could not create benchmarks/.env")
     else:
