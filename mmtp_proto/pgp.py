@@ -8,8 +8,10 @@ here from signatures this module verifies itself, reading only hashed (signed) s
 
 from __future__ import annotations
 
+import base64
 import binascii
 import contextlib
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -471,6 +473,9 @@ def _now(now: datetime | None) -> datetime:
     return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
 
 
+_STATE_TTL = timedelta(seconds=60)
+
+
 def _fingerprint(key: Any) -> str:
     return str(key.fingerprint).replace(" ", "").upper()
 
@@ -519,11 +524,29 @@ class PublicKey:
         self.name = _name_part(key.userids[0].userid or "") if key.userids else ""
         self.algorithm = _algorithm_name(key)
         self.created = key.created
+        self._cached_state: tuple[datetime, _State] | None = None
+        self._part_fingerprints: dict[int, str] = {}
         self.expires = self._state(None).expires
         return self
 
     def _state(self, now: datetime | None) -> _State:
-        return _analyze(self._verifier, _now(now))
+        if now is not None:
+            return _analyze(self._verifier, _now(now))
+        # Analysing a key verifies all its self-signatures; the server asks on every signed
+        # SEND. Reuse the verdict for a minute: an expiry is then noticed up to 60 s late.
+        current = datetime.now(UTC)
+        cached = self._cached_state
+        if cached is None or not timedelta(0) <= current - cached[0] <= _STATE_TTL:
+            cached = (current, _analyze(self._verifier, current))
+            self._cached_state = cached
+        return cached[1]
+
+    def _part_fingerprint(self, part: Any) -> str:
+        # PGPy hashes the key packet anew for every fingerprint; parts live as long as the key.
+        found = self._part_fingerprints.get(id(part))
+        if found is None:
+            found = self._part_fingerprints[id(part)] = _fingerprint(part)
+        return found
 
     def __repr__(self) -> str:
         return f"PublicKey({self.fingerprint}, {self.algorithm}, {self.emails})"
@@ -848,15 +871,40 @@ def verify_detached(
 ) -> bool:
     """True only for a sound binary-mode signature over `data` by a live signing part of `key`."""
     try:
-        return _verify_detached(bytes(data), signature, key, _now(now))
+        return _verify_detached(bytes(data), signature, key, now)
     except Exception:
         return False
 
 
-def _verify_detached(data: bytes, signature: str, key: PublicKey, now: datetime) -> bool:
+_SIGNATURE_ARMOR = re.compile(
+    r"-----BEGIN PGP SIGNATURE-----[ \t]*\r?\n"
+    r"(?:[^\r\n]+: [^\r\n]*\r?\n)*"  # armor headers (Version:, Comment:, ...)
+    r"[ \t]*\r?\n"
+    r"(?P<body>[A-Za-z0-9+/=\s]+?)"
+    r"(?:\r?\n=[A-Za-z0-9+/]{4})?[ \t]*\r?\n"
+    r"-----END PGP SIGNATURE-----"
+)
+
+
+def _dearmor_signature(text: str) -> bytes:
+    """The binary signature inside the armor, without PGPy's pure-Python CRC24 pass.
+
+    RFC 9580 §6.1 says the CRC24 footer must not decide acceptance anyway: the signature's
+    own cryptography is what protects it.
+    """
+    match = _SIGNATURE_ARMOR.search(text)
+    if match is None:
+        raise ValueError("not an ASCII-armored OpenPGP signature")
+    return base64.b64decode("".join(match["body"].split()), validate=True)
+
+
+def _verify_detached(
+    data: bytes, signature: str, key: PublicKey, requested_now: datetime | None
+) -> bool:
     if not isinstance(signature, str) or not signature.strip():
         return False
-    sig = pgpy.PGPSignature.from_blob(signature)
+    now = _now(requested_now)
+    sig = pgpy.PGPSignature.from_blob(bytearray(_dearmor_signature(signature)))
     if sig._signature is None or sig.type != SignatureType.BinaryDocument:
         return False
     lifetime = _hashed(sig, "SignatureExpirationTime")
@@ -868,8 +916,8 @@ def _verify_detached(data: bytes, signature: str, key: PublicKey, now: datetime)
     issuer_fpr = _hashed(sig, "IssuerFingerprint")
     issuer = str(issuer_fpr[-1].issuer_fingerprint).replace(" ", "").upper() if issuer_fpr else ""
     keyid = _signer_keyid(sig)
-    for part in key._state(now).signing_keys(key._key, now):
-        fingerprint = _fingerprint(part)
+    for part in key._state(requested_now).signing_keys(key._key, now):
+        fingerprint = key._part_fingerprint(part)
         if issuer and issuer != fingerprint:
             continue
         if keyid and keyid != fingerprint[-16:]:
