@@ -560,3 +560,27 @@ def test_revoked_user_id_does_not_count() -> None:
     (uid,) = key.userids
     uid |= key.revoke(uid)
     assert "revoked" in _rejected(_public(key))
+
+
+def test_signature_verifies_whatever_its_crc24_footer_says(alice: pgp.PrivateKey) -> None:
+    # RFC 9580 §6.1: the armor checksum must not decide acceptance; the signature does.
+    data = b"covered bytes"
+    signature = pgp.sign_detached(data, alice)
+    lines = signature.strip().splitlines()
+    body = [line for line in lines[1:-1] if line and not line.startswith("=")]
+    without_crc = "\n".join([lines[0], "", *body, lines[-1]]) + "\n"
+    wrong_crc = "\n".join([lines[0], "Version: x", "", *body, "=AAAA", lines[-1]]) + "\n"
+    crlf = signature.replace("\n", "\r\n")
+    for variant in (without_crc, wrong_crc, crlf):
+        assert pgp.verify_detached(data, variant, alice.public)
+        assert not pgp.verify_detached(data + b"!", variant, alice.public)
+
+
+def test_verifying_with_the_current_time_still_checks_expiry(alice: pgp.PrivateKey) -> None:
+    data = b"covered bytes"
+    signature = pgp.sign_detached(data, alice)
+    assert pgp.verify_detached(data, signature, alice.public)  # fills the one-minute cache
+    far_future = datetime.now(UTC) + timedelta(days=365 * 200)
+    past = datetime(2000, 1, 1, tzinfo=UTC)  # before the key existed
+    assert pgp.verify_detached(data, signature, alice.public, now=far_future)
+    assert not pgp.verify_detached(data, signature, alice.public, now=past)
