@@ -474,7 +474,14 @@ class Server:
         if conn.sock not in self._conns or conn.handshaking:
             return
         events = 0
-        reading = not conn.closing and len(conn.out) < self.config.output_high_water
+        # Not read from while its answers pile up (a client that does not read), nor while
+        # a turn's worth of its requests waits to be handled (a client that sends faster
+        # than the server answers): either way the server would buffer without bound.
+        reading = (
+            not conn.closing
+            and len(conn.out) < self.config.output_high_water
+            and len(conn.lines) < LINES_PER_TURN
+        )
         if reading:
             events |= selectors.EVENT_READ
         if conn.out:
