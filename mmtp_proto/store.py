@@ -188,19 +188,31 @@ class Store:
     def list_messages(
         self, recipient: str, after_seq: int, limit: int
     ) -> tuple[list[StoredMessage], bool]:
-        rows = self._db.execute(
-            "SELECT seq, packet, checksum FROM messages WHERE recipient = ? AND seq > ?"
-            " ORDER BY seq LIMIT ?",
-            (recipient, after_seq, limit + 1),
-        ).fetchall()
-        more = len(rows) > limit
+        """Up to `limit` intact messages after `after_seq`, and whether rows remain after them.
+
+        Damaged rows are skipped and do not take a place in the page, so a page is empty
+        only when nothing intact is left: a client paging until `more` is false finishes
+        even when damaged rows fill a whole page.
+        """
         result: list[StoredMessage] = []
-        for seq, text, checksum in rows[:limit]:
-            if _checksum(text) != checksum:
-                log.error("message row %d for %s is damaged; not serving it", seq, recipient)
-                continue
-            result.append(StoredMessage(seq, json.loads(text)))
-        return result, more
+        position = after_seq
+        while True:
+            wanted = limit - len(result)
+            rows = self._db.execute(
+                "SELECT seq, packet, checksum FROM messages WHERE recipient = ? AND seq > ?"
+                " ORDER BY seq LIMIT ?",
+                (recipient, position, wanted + 1),
+            ).fetchall()
+            for seq, text, checksum in rows[:wanted]:
+                position = seq
+                if _checksum(text) != checksum:
+                    log.error("message row %d for %s is damaged; not serving it", seq, recipient)
+                    continue
+                result.append(StoredMessage(seq, json.loads(text)))
+            if len(rows) <= wanted:
+                return result, False
+            if len(result) == limit:
+                return result, True
 
     def last_seq(self, recipient: str) -> int:
         row = self._db.execute(
