@@ -1,0 +1,435 @@
+"""Helpers for the durability, limits and resilience tests (SPEC §7).
+
+Everything here is real: loopback sockets, TLS, the `mmtp-server` entry point in a child
+process, SQLite on disk. `Wire` is a deliberately small client that sends whatever bytes a
+test crafts and hands back every answer (errors included) as a dict, with a deadline on
+every read so a misbehaving server fails a test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import os
+import random
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any
+
+from mmtp_proto import hashcash, pgp
+from mmtp_proto.canonical import auth_challenge
+from mmtp_proto.framing import FrameDecoder, encode_frame, parse_json
+from mmtp_proto.message import seal
+from mmtp_proto.packet import clear_content, new_message_id
+
+DIFFICULTY = 6
+DOMAINS = ("localhost", "example.com")
+RECIPIENT = "(bob)%(example.com)"
+# A sender on a domain the server does not serve needs neither AUTH nor a signature.
+REMOTE_SENDER = "(load)%(remote.example)"
+READ_TIMEOUT = 15.0
+START_TIMEOUT = 30.0
+MAX_ANSWER_BYTES = 256 * 1024 * 1024
+
+_LISTENING = re.compile(r"listening \((plain|TLS)\) on (\S+):(\d+)")
+
+
+class Closed(Exception):
+    """The server closed the connection (EOF or reset)."""
+
+
+# ---------------------------------------------------------------------------- keys, packets
+
+
+@functools.cache
+def key_for(email: str) -> pgp.PrivateKey:
+    """A real Ed25519 OpenPGP key for `email`, made once per test run."""
+    return pgp.generate_key(email, email.strip("()").split(")")[0], algorithm="ed25519")
+
+
+def packet_for(
+    recipient: str = RECIPIENT,
+    *,
+    body: str = "hello",
+    subject: str = "load",
+    sender: str = REMOTE_SENDER,
+    bits: int = DIFFICULTY,
+) -> dict[str, Any]:
+    """An unsigned, unencrypted packet with a fresh messageId and a valid stamp."""
+    packet = seal(sender=sender, recipient=recipient, content=clear_content(subject, body))
+    packet["meta"]["hashcashToken"] = hashcash.mint(
+        packet["recipient"], bits, packet["verification"]["messageHash"]
+    )
+    return packet
+
+
+def same_stamp_new_id(packet: dict[str, Any]) -> dict[str, Any]:
+    """The same content and stamp under a fresh messageId: a replay of the stamp."""
+    replay = copy.deepcopy(packet)
+    replay["meta"]["messageId"] = new_message_id()
+    return replay
+
+
+# ---------------------------------------------------------------------------- the wire
+
+
+def client_tls_context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+class Wire:
+    """One client connection: raw bytes out, answers in, every read under a deadline."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        tls: bool = False,
+        timeout: float = READ_TIMEOUT,
+        greet: bool = True,
+    ) -> None:
+        self.address = address
+        self.timeout = timeout
+        raw = socket.create_connection(address, timeout=timeout)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock: socket.socket = raw
+        try:
+            if tls:
+                self.sock = client_tls_context().wrap_socket(raw)
+            self._decoder = FrameDecoder(MAX_ANSWER_BYTES)
+            self._lines: deque[bytes] = deque()
+            self._ids = 0
+            self.greeting: dict[str, Any] = self.recv() if greet else {}
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def __enter__(self) -> Wire:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send_in_background(self, data: bytes) -> threading.Thread:
+        """sendall() in a thread, for a client that writes more than it reads."""
+
+        def run() -> None:
+            with contextlib.suppress(OSError):
+                self.sock.sendall(data)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    def send(self, action: str, data: dict[str, Any] | None = None, **extra: Any) -> int:
+        """Send one request with a fresh numeric id; return the id."""
+        self._ids += 1
+        frame = {"action": action, "id": self._ids, "data": data or {}, **extra}
+        self.sock.sendall(encode_frame(frame))
+        return self._ids
+
+    def send_batch(self, requests: list[tuple[str, dict[str, Any]]]) -> list[int]:
+        """Several requests in one write, so the server reads them in the same turn."""
+        frames = []
+        for action, data in requests:
+            self._ids += 1
+            frames.append(encode_frame({"action": action, "id": self._ids, "data": data}))
+        self.sock.sendall(b"".join(frames))
+        return list(range(self._ids - len(frames) + 1, self._ids + 1))
+
+    def recv(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next answer; `Closed` at EOF, `TimeoutError` past the deadline."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while not self._lines:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no answer in time")
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                raise TimeoutError("no answer in time") from None
+            except (ConnectionResetError, BrokenPipeError, ssl.SSLError) as exc:
+                raise Closed(str(exc)) from None
+            if not data:
+                raise Closed("EOF")
+            self._lines.extend(self._decoder.feed(data))
+        value = parse_json(self._lines.popleft())
+        assert isinstance(value, dict), value
+        return value
+
+    def request(self, action: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        request_id = self.send(action, data)
+        answer = self.recv()
+        assert answer.get("id") == request_id, (request_id, answer)
+        return answer
+
+    def wait_closed(self, timeout: float) -> list[dict[str, Any]]:
+        """Read until the server closes; return the answers seen. TimeoutError if it doesn't."""
+        frames: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                frames.append(self.recv(timeout=max(0.0, deadline - time.monotonic())))
+            except Closed:
+                return frames
+
+    def auth(self, email: str, key: pgp.PrivateKey | None = None) -> dict[str, Any]:
+        challenge = auth_challenge(str(self.greeting["server"]), str(self.greeting["nonce"]), email)
+        signature = pgp.sign_detached(challenge, key or key_for(email))
+        return self.request("AUTH", {"email": email, "signature": signature})
+
+
+def code_of(answer: dict[str, Any]) -> str:
+    """The error code of an answer, or "OK" for an OK answer."""
+    if answer.get("status") == "OK":
+        return "OK"
+    return str(answer["error"]["code"])
+
+
+def register(address: tuple[str, int], email: str = RECIPIENT) -> None:
+    with Wire(address) as wire:
+        key = key_for(email)
+        answer = wire.request("REGISTER_KEY", {"email": email, "publicKey": key.public.armored})
+        assert answer["status"] == "OK", answer
+
+
+def receive_all(tls_address: tuple[str, int], email: str = RECIPIENT) -> list[dict[str, Any]]:
+    """Every stored message for `email`, paged with the cursor, over TLS with AUTH."""
+    with Wire(tls_address, tls=True) as wire:
+        assert wire.auth(email)["status"] == "OK"
+        messages: list[dict[str, Any]] = []
+        since = None
+        while True:
+            data: dict[str, Any] = {"email": email, "limit": 1000}
+            if since is not None:
+                data["since"] = since
+            answer = wire.request("RECEIVE", data)
+            assert answer["status"] == "OK", answer
+            messages.extend(answer["messages"])
+            since = answer["cursor"]
+            if not answer["more"]:
+                return messages
+
+
+def mailbox_counts(tls_address: tuple[str, int], email: str = RECIPIENT) -> Counter[str]:
+    """How many times each messageId is stored for `email`."""
+    return Counter(m["meta"]["messageId"] for m in receive_all(tls_address, email))
+
+
+def timed_send(address: tuple[str, int], packet: dict[str, Any] | None = None) -> float:
+    """Seconds a fresh client needs to connect, be greeted and get a SEND acknowledged."""
+    packet = packet or packet_for()
+    start = time.monotonic()
+    with Wire(address) as wire:
+        answer = wire.request("SEND", {"packet": packet})
+    elapsed = time.monotonic() - start
+    assert answer["status"] == "OK", answer
+    return elapsed
+
+
+class SendLoad:
+    """`senders` threads sending SENDs until the server goes away or the block ends.
+
+    Records every acknowledged packet by messageId, every refusal, and how many requests
+    were sent whose answer never came (cut off by the server going away).
+    """
+
+    def __init__(self, address: tuple[str, int], senders: int = 8, seed: int = 0) -> None:
+        self.address = address
+        self.acked: dict[str, dict[str, Any]] = {}
+        self.refused: list[dict[str, Any]] = []
+        self.cut_off = 0  # requests sent whose answer never came
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(random.Random(seed + i),), daemon=True)
+            for i in range(senders)
+        ]
+
+    def __enter__(self) -> SendLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+        assert not any(t.is_alive() for t in self._threads)
+
+    def _run(self, rng: random.Random) -> None:
+        try:
+            wire = Wire(self.address, timeout=20)
+        except (OSError, Closed):
+            return
+        with wire:
+            while not self._stop.is_set():
+                # Some requests go one at a time, some pipelined in small batches.
+                batch = [packet_for(body=f"{rng.random()}" * rng.randint(1, 40))]
+                batch += [packet_for() for _ in range(rng.choice((0, 0, 2, 4)))]
+                try:
+                    for packet in batch:
+                        wire.send("SEND", {"packet": packet})
+                except OSError:
+                    with self._lock:
+                        self.cut_off += len(batch)
+                    return
+                for index, packet in enumerate(batch):
+                    try:
+                        answer = wire.recv()
+                    except (Closed, OSError):
+                        with self._lock:
+                            self.cut_off += len(batch) - index
+                        return
+                    with self._lock:
+                        if answer["status"] == "OK":
+                            assert answer["messageId"] == packet["meta"]["messageId"]
+                            self.acked[answer["messageId"]] = packet
+                        else:
+                            self.refused.append(answer)
+
+
+class Sampler:
+    """Runs `probe()` every `interval` seconds in a thread; keeps the results."""
+
+    def __init__(self, probe: Any, interval: float = 0.2) -> None:
+        self.results: list[Any] = []
+        self.errors: list[BaseException] = []
+        self._probe = probe
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.results.append(self._probe())
+            except BaseException as exc:
+                self.errors.append(exc)
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def proc_status_kb(pid: int, field: str) -> int:
+    """VmRSS, VmHWM, ... of a process, in kB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+class ServerProcess:
+    """`python -m mmtp_proto.server_cli` on free ports, its log in a file we can read."""
+
+    def __init__(self, data_dir: Path, log_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.plain: tuple[str, int] = ("", 0)
+        self.tls: tuple[str, int] = ("", 0)
+        self.log_path = log_dir / "server-0.log"
+        self._starts = 0
+
+    def command(self) -> list[str]:
+        args = [
+            sys.executable,
+            "-m",
+            "mmtp_proto.server_cli",
+            "--port",
+            "0",
+            "--secure-port",
+            "0",
+            "--data-dir",
+            str(self.data_dir),
+            "--difficulty",
+            str(DIFFICULTY),
+            "--log-level",
+            "INFO",
+        ]
+        for domain in DOMAINS:
+            args += ["--domain", domain]
+        return args
+
+    def start(self) -> ServerProcess:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.log_dir / f"server-{self._starts}.log"
+        self._starts += 1
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        found: dict[str, tuple[str, int]] = {}
+        deadline = time.monotonic() + START_TIMEOUT
+        while len(found) < 2:
+            for kind, host, port in _LISTENING.findall(self.log_text()):
+                found[kind] = (host, int(port))
+            if len(found) == 2:
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log_text()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"server did not start:\n{self.log_text()}")
+            time.sleep(0.05)
+        self.plain, self.tls = found["plain"], found["TLS"]
+        return self
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush or commit anything."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def rss_kb(self) -> int:
+        return proc_status_kb(self.pid, "VmRSS")
+
+    def peak_rss_kb(self) -> int:
+        return proc_status_kb(self.pid, "VmHWM")
