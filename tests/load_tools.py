@@ -79,6 +79,41 @@ def same_stamp_new_id(packet: dict[str, Any]) -> dict[str, Any]:
     return replay
 
 
+def _packet_spans(data: bytes) -> list[tuple[int, int, int]]:
+    """(tag, start, end) of each OpenPGP packet in `data` (old and new length formats)."""
+    spans = []
+    i = 0
+    while i < len(data):
+        header = data[i]
+        if header & 0x40:  # new format
+            tag, first = header & 0x3F, data[i + 1]
+            if first < 192:
+                size, length = 2, first
+            elif first < 224:
+                size, length = 3, ((first - 192) << 8) + data[i + 2] + 192
+            else:
+                size, length = 6, int.from_bytes(data[i + 2 : i + 6], "big")
+        else:
+            tag, size = (header >> 2) & 0x0F, {0: 2, 1: 3, 2: 5}[header & 0x03]
+            length = int.from_bytes(data[i + 1 : i + size], "big")
+        spans.append((tag, i, i + size + length))
+        i += size + length
+    return spans
+
+
+def bloated_public_key(email: str, copies: int) -> str:
+    """A valid public key for `email` whose user id (with its self-signature) is repeated
+    `copies` times: cheap to build, expensive for a server to parse and check."""
+    import pgpy  # only this helper needs PGPy directly
+
+    data = bytes(pgpy.PGPKey.from_blob(key_for(email).public.armored)[0])
+    spans = _packet_spans(data)
+    uid = next(n for n, (tag, _, _) in enumerate(spans) if tag == 13)
+    block = data[spans[uid][1] : spans[uid + 1][2]]
+    bloated = data[: spans[uid + 1][2]] + block * copies + data[spans[uid + 1][2] :]
+    return str(pgpy.PGPKey.from_blob(bloated)[0])
+
+
 # ---------------------------------------------------------------------------- the wire
 
 

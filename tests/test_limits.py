@@ -23,6 +23,7 @@ from load_tools import (
     Sampler,
     ServerProcess,
     Wire,
+    bloated_public_key,
     code_of,
     packet_for,
     receive_all,
@@ -415,6 +416,33 @@ def test_one_byte_every_50ms_does_not_stall_others(start_server):
     for answer in answers.values():
         assert answer["status"] == "OK" and answer["id"] == "slow"
     assert set(answers) == {"plain", "tls"}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="REGISTER_KEY parses and checks keys of up to 256 KiB on the loop thread: a valid "
+    "key with 700 copies of its user id holds every client for seconds (protocol.py/pgp.py "
+    "need a cap on user ids, subkeys and signatures before parsing, or validation off the loop)",
+)
+def test_register_key_with_a_bloated_key_does_not_stall_others(start_server, record_property):
+    server = start_server()
+    register(server.plain_address)
+    email = "(bloat)%(example.com)"
+    armored = bloated_public_key(email, 700)
+    assert len(armored) < 256 * 1024  # within what the server accepts to look at
+    with Sampler(lambda: timed_send(server.plain_address), interval=0.1) as sampler:
+        time.sleep(0.3)
+        started = time.monotonic()
+        with Wire(server.plain_address, timeout=120) as wire:
+            answer = wire.request("REGISTER_KEY", {"email": email, "publicKey": armored})
+        handled = time.monotonic() - started
+        time.sleep(0.3)
+    assert not sampler.errors, sampler.errors
+    worst = max(sampler.results)
+    record_property("register_bloated_key_s", round(handled, 3))
+    record_property("worst_send_latency_s", round(worst, 3))
+    print(f"bloated key: {code_of(answer)} after {handled:.2f} s; worst other SEND {worst:.2f} s")
+    assert worst < 0.5  # a stall, not a slow machine: the normal SEND takes milliseconds
 
 
 # ---------------------------------------------------------------------------- frames
