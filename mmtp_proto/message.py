@@ -6,13 +6,13 @@ the clear content (subject included); the signature covers the SPEC's signature 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import pgp
 from .canonical import canonical_json, message_hash
 from .errors import LocalError, MMTPError
+from .framing import parse_json
 from .packet import build_packet, signature_input_of, validate_clear_content
 
 UNSIGNED = "unsigned"
@@ -75,7 +75,8 @@ class OpenedMessage:
 
     @property
     def meta(self) -> dict[str, Any]:
-        return self.packet.get("meta", {})
+        meta = self.packet.get("meta")
+        return meta if isinstance(meta, dict) else {}
 
     @property
     def message_id(self) -> str:
@@ -101,16 +102,23 @@ def open_packet(
     my_key: pgp.PrivateKey | None = None,
     sender_key: pgp.PublicKey | None = None,
 ) -> OpenedMessage:
-    """Decrypt, check integrity and verify the signature; never raises for bad input."""
-    opened = OpenedMessage(packet=packet)
+    """Decrypt, check integrity and verify the signature; never raises for bad input.
+
+    Everything inside an encrypted content is the sender's word, unseen by any server, so
+    the plaintext is parsed as strictly as a frame (no duplicate keys, bounded nesting).
+    """
+    opened = OpenedMessage(packet=packet if isinstance(packet, dict) else {})
+    packet = opened.packet
     content = packet.get("content")
-    verification = packet.get("verification") or {}
+    verification = packet.get("verification")
+    if not isinstance(verification, dict):
+        verification = {}
     if not isinstance(content, dict):
         opened.integrity_ok, opened.problem = False, "the message has no content"
         return opened
     try:
         opened.integrity_ok = message_hash(content) == verification.get("messageHash")
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         opened.integrity_ok = False
     if not opened.integrity_ok:
         opened.problem = "the content does not match its hash: it was altered"
@@ -122,7 +130,13 @@ def open_packet(
             opened.problem = "encrypted, and no private key is available to read it"
         else:
             try:
-                clear = json.loads(pgp.decrypt(str(content["encrypted"]), my_key))
+                plaintext = pgp.decrypt(str(content["encrypted"]), my_key)
+                try:
+                    clear = parse_json(plaintext)
+                except MMTPError:
+                    raise LocalError(
+                        "what the sender encrypted is not MMTP content (not strict JSON)"
+                    ) from None
                 validate_clear_content(clear)
                 opened.decrypted = True
             except (LocalError, MMTPError, ValueError) as exc:
