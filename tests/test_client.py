@@ -24,10 +24,11 @@ from helpers import (
 )
 
 from mmtp_proto import errors, pgp
+from mmtp_proto.canonical import message_hash
 from mmtp_proto.client import Client, Connection
 from mmtp_proto.errors import LocalError, MMTPError
 from mmtp_proto.known_servers import CertificateChanged, KnownServers
-from mmtp_proto.message import BAD, UNKNOWN, UNSIGNED, VERIFIED, seal
+from mmtp_proto.message import BAD, UNKNOWN, UNSIGNED, VERIFIED, open_packet, seal
 from mmtp_proto.packet import clear_content
 
 pytestmark = pytest.mark.secure
@@ -471,3 +472,58 @@ def test_generate_keys_refuses_an_unknown_algorithm(tmp_path):
     with pytest.raises(LocalError, match="algorithm"):
         client.generate_keys(ALICE, "Alice", algorithm="dsa512")
     assert pgp.ALGORITHMS  # the choices the message lists
+
+
+# ---------------------------------------------------------------------------- hostile mail
+
+
+def test_open_survives_a_hostile_encrypted_payload_delivered_by_the_server(server, tmp_path):
+    """The server cannot look inside encrypted content; the recipient must not crash on it."""
+    registered(server, BOB)
+    hostile = {
+        "nested": b"[" * 100_000 + b"]" * 100_000,
+        "duplicate-keys": b'{"body":"a","body":"b","subject":"s"}',
+        "not-json": b"\xff\xfe not json",
+        "not-an-object": b'"just a string"',
+    }
+    client = make_client(server, tmp_path)
+    client.add_private_key(key_for(BOB))
+    with client:
+        for body in hostile.values():
+            content = {"encrypted": pgp.encrypt(body, [key_for(BOB).public])}
+            packet = seal(sender=DAVE_REMOTE, recipient=BOB, content=clear_content("x", "y"))
+            packet["content"] = content
+            packet["verification"]["messageHash"] = message_hash(content)
+            packet["meta"]["encrypted"] = True
+            packet["meta"]["hashcashToken"] = stamp_for(packet)
+            assert client.send(packet)["status"] == "OK"
+        client.auth(BOB)
+        stored = client.receive(BOB).messages
+        assert len(stored) == len(hostile)
+        for name, packet in zip(hostile, stored, strict=True):
+            opened = client.open(packet)
+            assert opened.encrypted is True, name
+            assert opened.decrypted is False, name
+            assert opened.integrity_ok is True, name
+            assert opened.problem and "could not decrypt" in opened.problem, name
+            assert (opened.subject, opened.body) == ("", ""), name
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        "not a packet",
+        None,
+        {"content": {"subject": "s", "body": "b"}, "verification": "broken"},
+        {"content": {"subject": "s", "body": "b"}, "verification": None, "meta": "x"},
+        {"content": {"subject": "s", "body": "b"}, "verification": {"signature": 7}},
+        {"content": [], "verification": {}},
+    ],
+    ids=["string", "none", "verification-string", "meta-string", "signature-number", "list"],
+)
+def test_open_never_raises_for_a_malformed_packet(packet):
+    opened = open_packet(packet, my_key=key_for(BOB), sender_key=key_for(ALICE).public)
+    assert opened.integrity_ok is False or opened.signature != VERIFIED
+    assert isinstance(opened.message_id, str)
+    assert isinstance(opened.sender, str)
+    assert isinstance(opened.timestamp, int)
