@@ -24,7 +24,10 @@ def _file_stem(email: str) -> str:
 
 def _write_private(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A leftover temporary file keeps its own mode through O_TRUNC (and could be a link
+    # someone planted): start from a file this call creates, 0600 from the first byte.
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
