@@ -33,6 +33,13 @@ def _write_private(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    # The rename lives in the directory: without this a crash can forget a new key that
+    # was already registered (trust on first use), locking its owner out of the address.
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 class Keystore:
