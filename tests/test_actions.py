@@ -620,3 +620,21 @@ def test_request_public_key_errors(server):
         assert wire.error("REQUEST_PUBLIC_KEY", {"email": DAVE_REMOTE}) == "NOT_LOCAL"
         assert wire.error("REQUEST_PUBLIC_KEY", {}) == "BAD_REQUEST"
         assert wire.error("REQUEST_PUBLIC_KEY", {"email": "nobody"}) == "INVALID_ADDRESS"
+
+
+# ---------------------------------------------------------------------------- connections
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "plain"])
+def test_connections_over_the_per_address_cap_are_told_then_closed(start_server, tls):
+    server = start_server(max_connections_per_ip=2)
+    first, second = Wire(server, tls=tls), Wire(server, tls=tls)
+    try:
+        with Wire(server, tls=tls) as third:
+            assert error_code(third.greeting) == "TOO_MANY_CONNECTIONS"
+            assert third.closed_by_server()
+        # The two within the cap work normally.
+        assert error_code(first.request("FROB")) == "UNKNOWN_ACTION"
+    finally:
+        first.close()
+        second.close()

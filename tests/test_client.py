@@ -27,6 +27,7 @@ from mmtp_proto import errors, pgp
 from mmtp_proto.canonical import message_hash
 from mmtp_proto.client import Client, Connection
 from mmtp_proto.errors import LocalError, MMTPError
+from mmtp_proto.keystore import Keystore
 from mmtp_proto.known_servers import CertificateChanged, KnownServers
 from mmtp_proto.message import BAD, UNKNOWN, UNSIGNED, VERIFIED, open_packet, seal
 from mmtp_proto.packet import clear_content
@@ -527,3 +528,18 @@ def test_open_never_raises_for_a_malformed_packet(packet):
     assert isinstance(opened.message_id, str)
     assert isinstance(opened.sender, str)
     assert isinstance(opened.timestamp, int)
+
+
+# ---------------------------------------------------------------------------- keystore
+
+
+def test_private_key_file_is_0600_even_over_a_stale_temporary_file(tmp_path):
+    keystore = Keystore(tmp_path / "keys")
+    path = keystore.private_path(ALICE)
+    stale = path.with_name(path.name + ".tmp")
+    stale.write_text("left over by someone else")
+    stale.chmod(0o644)
+    keystore.save_private(key_for(ALICE))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not stale.exists()
+    assert keystore.load_private(ALICE).public.fingerprint == key_for(ALICE).public.fingerprint
