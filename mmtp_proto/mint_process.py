@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
+import sys
 import time
 from typing import Any
 
@@ -37,6 +38,27 @@ def _child(
         conn.close()
 
 
+def _usable_fileno(stream: Any) -> bool:
+    try:
+        return stream is not None and stream.fileno() >= 0
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def prepare() -> None:
+    """Start multiprocessing's resource tracker now. It inherits stderr's file descriptor;
+    UIs that capture stderr (Textual) give a stream without one, so use the real stderr."""
+    from multiprocessing import resource_tracker
+
+    saved = sys.stderr
+    try:
+        if not _usable_fileno(saved) and _usable_fileno(sys.__stderr__):
+            sys.stderr = sys.__stderr__
+        resource_tracker.ensure_running()
+    finally:
+        sys.stderr = saved
+
+
 class MintJob:
     """One stamp being minted in a child process."""
 
@@ -58,6 +80,7 @@ class MintJob:
         self.cancelled = False
 
     def start(self) -> MintJob:
+        prepare()
         self.started = time.monotonic()
         self._process.start()
         self._child_end.close()

@@ -57,6 +57,7 @@ class MailApp(App):
         self._known_servers = known_servers
         self.local_server = local_server
         self.session: AccountSession | None = None
+        self._waiting: set[threading.Event] = set()  # workers waiting for an answer
         problems = keymap.validate(settings.keymap)
         if problems:
             raise LocalError(problems[0])
@@ -104,9 +105,13 @@ class MailApp(App):
             f"First connection to {host}:{port}.\nIts TLS certificate fingerprint is\n\n"
             f"{fingerprint}\n\nTrust it (it will be pinned; a change later is refused)?"
         )
-        self.call_from_thread(self.push_screen, ConfirmScreen(question, yes="Trust"), done)
-        event.wait()
-        return answer[0]
+        self._waiting.add(event)
+        try:
+            self.call_from_thread(self.push_screen, ConfirmScreen(question, yes="Trust"), done)
+            event.wait()
+        finally:
+            self._waiting.discard(event)
+        return bool(answer and answer[0])
 
     # ------------------------------------------------------------------ life cycle
 
@@ -179,6 +184,8 @@ class MailApp(App):
         return len(self.screen_stack) > 1
 
     def on_unmount(self) -> None:
+        for event in list(self._waiting):
+            event.set()  # a question nobody will answer now: the worker gets "no"
         if self.local_server is not None:
             self.local_server.stop()
         if self._store is not None:
