@@ -95,6 +95,12 @@ class ComposeScreen(Screen[bool]):
         else:
             self.query_one("#to", Input).focus()
 
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter in To or Subject moves on (To → Subject → Body)."""
+        event.stop()
+        target = "#subject" if event.input.id == "to" else "#body"
+        self.query_one(target).focus()
+
     def _show_attachments(self) -> None:
         names = ", ".join(str(a.get("filename")) for a in self.attachments)
         self.query_one("#attachments", Label).update(f"📎 {names}" if names else "")
