@@ -23,7 +23,7 @@ from .config import ServerConfig
 from .errors import MMTPError
 from .framing import NO_ID, parse_json, parse_request, peek_id, with_id
 from .hashcash import verify_stamp
-from .packet import is_message_id, validate_packet
+from .packet import MAX_SIGNATURE_CHARS, is_message_id, validate_packet
 from .ratelimit import FailureLimiter
 from .store import Store, StoreError
 
@@ -389,8 +389,14 @@ class Protocol:
         try:
             email = self._email(data)
             signature = data.get("signature")
-            if not isinstance(signature, str) or len(signature) > MAX_ARMOR_CHARS:
-                raise MMTPError(errors.BAD_REQUEST, "data.signature must be an armored signature")
+            # The same bound as a message signature: a real detached signature is under 2 KB,
+            # and PGPy parses every (unhashed) subpacket of a padded one on the loop thread.
+            if not isinstance(signature, str) or len(signature) > MAX_SIGNATURE_CHARS:
+                raise MMTPError(
+                    errors.BAD_REQUEST,
+                    "data.signature must be an ASCII-armored detached signature of at most "
+                    f"{MAX_SIGNATURE_CHARS} characters",
+                )
             key = self._public_key(email)
             challenge = auth_challenge(self.server_name, session.nonce, email)
             if key is None or not pgp.verify_detached(challenge, signature, key):
