@@ -78,6 +78,23 @@ def armor_public_key_block(data: bytes) -> str:
     )
 
 
+def padded_signature(armored: str, unhashed_bytes: int) -> str:
+    """The same (still valid) signature with about `unhashed_bytes` of extra unhashed
+    subpackets: cheap to make, slow for a PGPy-based verifier to parse."""
+    data = dearmor(armored)
+    assert data[0] & 0x40 and data[1] < 192, "expects a small new-format signature packet"
+    body = data[2 : 2 + data[1]]
+    hashed_end = 6 + int.from_bytes(body[4:6], "big")
+    unhashed_len = int.from_bytes(body[hashed_end : hashed_end + 2], "big")
+    original = body[hashed_end + 2 : hashed_end + 2 + unhashed_len]
+    rest = body[hashed_end + 2 + unhashed_len :]
+    assert original, "expects the signer's Issuer subpacket in the unhashed area"
+    unhashed = original * (min(unhashed_bytes, 65_000) // len(original))
+    body = body[:hashed_end] + len(unhashed).to_bytes(2, "big") + unhashed + rest
+    packet = bytes([0xC2, 0xFF]) + len(body).to_bytes(4, "big") + body
+    return armor_public_key_block(packet).replace("PUBLIC KEY BLOCK", "SIGNATURE")
+
+
 def auth_signature(greeting: dict[str, Any], email: str, key: pgp.PrivateKey | None = None) -> str:
     """The AUTH signature for this connection's greeting (server name and nonce)."""
     challenge = auth_challenge(str(greeting["server"]), str(greeting["nonce"]), email)

@@ -7,6 +7,8 @@ AUTH_FAILED, and the per-address RATE_LIMITED after repeated failures.
 
 from __future__ import annotations
 
+import time
+
 import pgpy
 import pytest
 from helpers import (
@@ -22,6 +24,7 @@ from helpers import (
     error_code,
     key_for,
     make_packet,
+    padded_signature,
     registered,
 )
 from pgpy.constants import EllipticCurveOID, KeyFlags, PubKeyAlgorithm
@@ -289,6 +292,21 @@ def test_auth_without_a_usable_signature_is_bad_request(server, data):
     registered(server, ALICE)
     with Wire(server) as wire:
         assert wire.error("AUTH", data) == "BAD_REQUEST"
+
+
+def test_bloated_auth_signature_is_refused_before_it_is_parsed(server):
+    """A valid signature padded with 65 KB of unhashed subpackets costs PGPy seconds to
+    parse on the loop thread: AUTH takes no more than a message signature may carry."""
+    registered(server, ALICE)
+    with Wire(server) as wire:
+        bloated = padded_signature(auth_signature(wire.greeting, ALICE), 65_000)
+        started = time.monotonic()
+        answer = wire.request("AUTH", {"email": ALICE, "signature": bloated})
+        elapsed = time.monotonic() - started
+        assert error_code(answer) == "BAD_REQUEST"
+        assert "signature" in answer["message"]
+        assert elapsed < 1.0
+        assert wire.auth(ALICE)["status"] == "OK"
 
 
 def test_auth_with_a_garbled_signature_fails(server):
