@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ VERIFY_MODES = ("ca", "tofu", "insecure")
 DEFAULT_TIMEOUT = 30.0
 # Answers can hold 1000 stored messages; allow far more than a request may carry.
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+# Seconds between send attempts after a lost connection (times the attempt number).
+RETRY_PAUSE = 0.25
 
 
 def _fingerprint(der: bytes) -> str:
@@ -396,19 +399,28 @@ class Client:
         return packet
 
     def send_packet(self, packet: dict[str, Any], *, retries: int = 2) -> SendResult:
-        """SEND with safe retries: the same messageId makes a resend a no-op duplicate."""
+        """SEND with safe retries: the same messageId makes a resend a no-op duplicate.
+
+        A lost connection is reopened (over the same transport, authenticated as before);
+        a reconnect that fails uses up a retry like a failed send.
+        """
+        # connect() forgets who the connection was: remember it to log in again.
+        tls, authenticated_as = self._conn_tls(), self.authenticated_as
+        reconnect = False
         for attempt in range(retries + 1):
             try:
+                if reconnect:
+                    self.connect(secure=tls)
+                    if authenticated_as:
+                        self.auth(authenticated_as)
+                    reconnect = False
                 answer = self.send(packet)
                 break
             except LocalError:
                 if attempt == retries:
                     raise
-                # connect() forgets who this connection was: remember it to log in again.
-                authenticated_as = self.authenticated_as
-                self.connect(secure=self._conn_tls())
-                if authenticated_as:
-                    self.auth(authenticated_as)
+                reconnect = True
+                time.sleep(RETRY_PAUSE * attempt)
             except MMTPError as exc:
                 if exc.code != errors.POW_EXPIRED or attempt == retries:
                     raise
