@@ -430,6 +430,31 @@ def test_send_retry_after_a_dropped_connection_authenticates_again(server, tmp_p
     assert stored_ids(server, BOB) == [result.message_id]
 
 
+def test_send_retry_survives_a_failed_reconnect(server, tmp_path, monkeypatch):
+    """A reconnect that fails (the server is briefly away) uses up a retry, not the send."""
+    registered(server, ALICE, BOB)
+    client = make_client(server, tmp_path)
+    client.add_private_key(key_for(ALICE))
+    real_connect = client.connect
+    calls = []
+
+    def flaky_connect(secure=None):
+        calls.append(secure)
+        if len(calls) == 1:
+            raise LocalError("cannot connect to 127.0.0.1: connection refused")
+        return real_connect(secure)
+
+    with client:
+        assert client.auth(ALICE) == ALICE
+        monkeypatch.setattr(client, "connect", flaky_connect)
+        _drop_after_sending(client)
+        result = client.send_mail(ALICE, BOB, "Persistent", "Try, try again.", sign=False)
+        assert result.duplicate is True
+        assert client.authenticated_as == ALICE
+    assert calls == [True, True]
+    assert stored_ids(server, BOB) == [result.message_id]
+
+
 def test_send_packet_gives_up_after_its_retries(server, tmp_path):
     registered(server, BOB)
     client = make_client(server, tmp_path)
