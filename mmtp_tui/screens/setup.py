@@ -1,6 +1,7 @@
 """First run (and "add an account"): address, server, TLS verification, key, registration.
 
-"Run a local server for me" is checked on first run: nothing else needs to be filled in."""
+"Server: (●) Run a local server for me" is chosen on first run: nothing else needs to be
+filled in. "( ) Connect to a server" enables the host, ports and TLS verification fields."""
 
 from __future__ import annotations
 
@@ -12,15 +13,20 @@ from typing import ClassVar
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
+from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
 from mmtp_proto.errors import LocalError, MMTPError
 
 from ..config import Account
 from ..messages import Done, Failed, Stage
 from ..session import error_text
+from ..widgets.choice import Choice, ChoiceSet
+
+SERVER_FIELDS = ("#host", "#port", "#secure-port", "#verify")
+LOCAL_HINT = "The local server chooses its host and ports: nothing to fill in here."
+REMOTE_HINT = "The server's host, its plain port and its TLS port:"
 
 
 def default_local_name() -> str:
@@ -51,15 +57,21 @@ class SetupScreen(Screen):
                 "With 'Run a local server for me' nothing else is needed.",
                 id="setup-intro",
             )
-            yield Checkbox("Run a local server for me", value=local, id="local")
-            yield Label("Address, as (name)%(domain)")
-            yield Input(f"({default_local_name()})%(localhost)", id="address")
-            yield Label("Your name (shown on your key)")
-            yield Input(default_local_name().title(), id="display-name")
-            with Horizontal(classes="row"):
-                yield Input("127.0.0.1", placeholder="server host", id="host", disabled=local)
-                yield Input("8025", placeholder="port", id="port", disabled=local)
-                yield Input("8026", placeholder="TLS port", id="secure-port", disabled=local)
+            yield Label("Server (↑/↓ chooses)", id="server-label")
+            with ChoiceSet(id="server-mode"):
+                yield Choice("Run a local server for me", value=local, id="mode-local")
+                yield Choice("Connect to a server", value=not local, id="mode-remote")
+            yield Static(LOCAL_HINT if local else REMOTE_HINT, id="server-hint")
+            with Horizontal(classes="row -local" if local else "row", id="server-row"):
+                with Vertical(classes="field host-field"):
+                    yield Label("Host", classes="field-caption")
+                    yield Input("127.0.0.1", id="host", disabled=local, classes="server-field")
+                with Vertical(classes="field"):
+                    yield Label("Port", classes="field-caption")
+                    yield Input("8025", id="port", disabled=local, classes="server-field")
+                with Vertical(classes="field"):
+                    yield Label("TLS port", classes="field-caption")
+                    yield Input("8026", id="secure-port", disabled=local, classes="server-field")
             yield Label("TLS verification")
             yield Select(
                 [
@@ -71,7 +83,12 @@ class SetupScreen(Screen):
                 allow_blank=False,
                 id="verify",
                 disabled=local,
+                classes="server-field",
             )
+            yield Label("Address, as (name)%(domain)")
+            yield Input(f"({default_local_name()})%(localhost)", id="address")
+            yield Label("Your name (shown on your key)")
+            yield Input(default_local_name().title(), id="display-name")
             yield Label("Key")
             yield Select(
                 [
@@ -94,12 +111,24 @@ class SetupScreen(Screen):
 
     def on_mount(self) -> None:
         self.title = "mmtp — set up an account"
-        self.query_one("#address", Input).focus()
+        self.query_one("#server-mode", ChoiceSet).focus()
 
-    @on(Checkbox.Changed, "#local")
-    def local_changed(self, event: Checkbox.Changed) -> None:
-        for wid in ("#host", "#port", "#secure-port", "#verify"):
-            self.query_one(wid).disabled = event.value
+    @property
+    def local(self) -> bool:
+        return self.query_one("#mode-local", Choice).value
+
+    @on(ChoiceSet.Changed, "#server-mode")
+    def server_mode_changed(self) -> None:
+        local = self.local
+        for wid in SERVER_FIELDS:
+            self.query_one(wid).disabled = local
+        self.query_one("#server-hint", Static).update(LOCAL_HINT if local else REMOTE_HINT)
+        self.query_one("#server-row").set_class(local, "-local")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter in a field moves on to the next one."""
+        event.stop()
+        self.focus_next()
 
     @on(Button.Pressed, "#create")
     def create_pressed(self) -> None:
@@ -132,7 +161,7 @@ class SetupScreen(Screen):
             port=port,
             secure_port=secure,
             verify=str(self.query_one("#verify", Select).value),
-            local_server=self.query_one("#local", Checkbox).value,
+            local_server=self.local,
         )
         try:
             account.validate()

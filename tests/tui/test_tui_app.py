@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from textual.widgets import Checkbox, Input, Select, TextArea
+from textual.widgets import Input, Select, TextArea
 from textual.worker import WorkerState
 
 from mmtp_tui import config
@@ -54,7 +54,7 @@ async def test_first_run_setup_registers_a_new_account(server):
     app = MailApp(config.load())
     async with app.run_test(size=SIZE) as pilot:
         screen = await wait_for_screen(app, pilot, SetupScreen)
-        screen.query_one("#local", Checkbox).value = False
+        await pilot.press("down")  # Server: ( ) local  (●) connect to a server
         screen.query_one("#address", Input).value = ALICE
         screen.query_one("#host", Input).value = host
         screen.query_one("#port", Input).value = str(port)
@@ -68,6 +68,52 @@ async def test_first_run_setup_registers_a_new_account(server):
     saved = config.load()
     assert saved.account.address == ALICE
     assert saved.path.stat().st_mode & 0o777 == 0o600
+
+
+async def test_setup_by_keyboard_alone_connects_to_the_given_server_and_pins_it(server):
+    """Choosing "Connect to a server" with the arrow keys, then filling every field by
+    typing: the account points at that host and those ports, and the certificate the user
+    accepted is pinned (tofu)."""
+    from mmtp_proto.known_servers import KnownServers
+
+    host, port = server.plain_address
+    _, secure = server.tls_address
+    app = MailApp(config.load())
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await wait_for_screen(app, pilot, SetupScreen)
+        assert screen.query_one("#host", Input).disabled  # local server chosen at first
+        await pilot.press("down")  # (●) Connect to a server
+        await pilot.pause()
+        assert not screen.query_one("#host", Input).disabled
+
+        async def retype(text: str) -> None:
+            await pilot.press("tab", "ctrl+a", "ctrl+k", *text)
+
+        await retype(host)
+        await retype(str(port))
+        await retype(str(secure))
+        await pilot.press("tab")  # TLS verification: tofu (the default) stays
+        await retype(ALICE)
+        await retype("Alice")
+        await pilot.press("tab", "enter", "down", "enter")  # key: Ed25519
+        await pilot.pause()
+        assert screen.query_one("#algorithm", Select).value == "ed25519"
+        await pilot.press("ctrl+s")
+        confirm = await wait_for_screen(app, pilot, ConfirmScreen)
+        assert server.tls_fingerprint in confirm.question
+        await pilot.press("y")
+        await wait_for_screen(app, pilot, MainScreen)
+        await settle(app, pilot)
+        assert app.local_server is None  # no server of our own was started
+    account = config.load().account
+    assert (account.address, account.host, account.port, account.secure_port) == (
+        ALICE,
+        host,
+        port,
+        secure,
+    )
+    assert not account.local_server and account.verify == "tofu"
+    assert KnownServers().get(host, secure) == server.tls_fingerprint
 
 
 async def test_compose_send_receive_read_reply_thread(server, make_session, tui_settings):
