@@ -26,21 +26,21 @@ APP = (
 MAIN = (
     Key("main.compose", "c", "compose", "Compose"),
     Key("main.reply", "r", "reply", "Reply"),
-    Key("main.reply_quote", "R", "reply_quote", "Reply+quote"),
+    Key("main.reply_quote", "R", "reply_quote", "Reply+quote", show=False),
     Key("main.forward", "f", "forward", "Forward"),
     Key("main.fetch", "g", "fetch", "Get mail"),
     Key("main.search", "slash", "search", "Search"),
-    Key("main.toggle_read", "u", "toggle_read", "Read/unread"),
+    Key("main.toggle_read", "u", "toggle_read", "Read/unread", show=False),
     Key("main.move", "m", "move", "Move"),
     Key("main.archive", "a", "move_to('Archive')", "Archive", show=False),
     Key("main.delete", "d,delete", "delete", "Delete"),
-    Key("main.save_attachment", "s", "save_attachment", "Save att."),
+    Key("main.save_attachment", "s", "save_attachment", "Save att.", show=False),
     Key("main.keys", "k", "keys", "Keys"),
     Key("main.accounts", "A", "accounts", "Accounts", show=False),
     Key("main.folders", "1", "focus('folders')", "Folders", show=False),
     Key("main.list", "2", "focus('messages')", "List", show=False),
     Key("main.reader", "3", "focus('reader')", "Reader", show=False),
-    Key("main.quit", "q", "app.quit", "Quit"),
+    Key("main.quit", "q", "app.quit", "Quit", show=False),
 )
 
 COMPOSE = (
@@ -52,12 +52,12 @@ COMPOSE = (
 )
 
 KEYS = (
-    Key("keys.generate", "g", "generate", "Generate"),
+    Key("keys.generate", "g", "generate", "New key"),
     Key("keys.passphrase", "p", "change_passphrase", "Passphrase"),
-    Key("keys.export", "x", "export", "Export"),
+    Key("keys.export", "x", "export", "Export", show=False),
     Key("keys.register", "r", "register", "Register"),
-    Key("keys.fetch", "f", "fetch_contact", "Fetch contact"),
-    Key("keys.pin", "n", "pin_offered", "Pin new key"),
+    Key("keys.fetch", "f", "fetch_contact", "Fetch"),
+    Key("keys.pin", "n", "pin_offered", "Pin new"),
     Key("keys.remove", "d,delete", "remove_contact", "Remove"),
     Key("keys.close", "escape", "close", "Back"),
 )

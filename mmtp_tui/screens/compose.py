@@ -82,7 +82,7 @@ class ComposeScreen(Screen[bool]):
                 yield Label("", id="attachments")
             yield TextArea(body, id="body", soft_wrap=True, show_line_numbers=False)
             yield SendProgress(id="progress")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.title = f"Compose — from {self.session.address}"

@@ -38,14 +38,14 @@ class KeysScreen(Screen[None]):
             yield Label("[b]Contacts' keys[/b] (pinned on first use)")
             yield DataTable(id="contacts", cursor_type="row")
             yield Static("", id="key-warnings")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.title = f"Keys — {self.session.address}"
         table = self.query_one("#contacts", DataTable)
-        table.add_column("Address", key="email", width=26)
+        table.add_column("Address", key="email", width=24)
         table.add_column("Fingerprint", key="fp")
-        table.add_column("Algorithm", key="alg", width=10)
+        table.add_column("Type", key="alg", width=8)
         self.refresh_view()
         table.focus()
         self.check_registration()

@@ -57,7 +57,7 @@ class MainScreen(Screen):
             with Vertical(id="main-right"):
                 yield MessageList(id="messages")
                 yield Reader(id="reader")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.title = f"mmtp — {self.session.address}"
@@ -84,15 +84,7 @@ class MainScreen(Screen):
             self.sub_title = f"{self.folder} · {len(self.shown)} messages, {unread} unread"
         table = self.query_one(MessageList)
         if self.folder == "Drafts" and self.search_text is None:
-            table.clear()
-            for draft in self.store.drafts(self.account_name):
-                table.add_row(
-                    "",
-                    draft.recipient,
-                    draft.subject or "(no subject)",
-                    "draft",
-                    key=f"d{draft.id}",
-                )
+            table.show_drafts(self.store.drafts(self.account_name))
         else:
             table.show(self.shown, outgoing=self.folder == "Sent")
         self.show_selected()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from rich.text import Text
 from textual.widgets import DataTable
 
-from ..mailstore import StoredMessage
+from ..mailstore import Draft, StoredMessage
 
 
 def badges(message: StoredMessage) -> Text:
@@ -25,21 +25,69 @@ def badges(message: StoredMessage) -> Text:
     return text
 
 
-def short_date(timestamp: int) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M")
+def short_date(timestamp: int, *, year: bool = True) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime(
+        "%Y-%m-%d %H:%M" if year else "%m-%d %H:%M"
+    )
+
+
+def column_widths(width: int) -> tuple[int, int, int, bool]:
+    """(from, subject, date, date with year) for a table `width` cells wide: the subject
+    gets what is left, nothing needs a horizontal scrollbar."""
+    year = width >= 100
+    date = 16 if year else 11
+    room = max(20, width - 4 - date - 2 * 4 - 2)  # badges, date, cell padding, scrollbar
+    sender = min(26, max(10, room * 2 // 5))
+    return sender, max(8, room - sender), date, year
 
 
 class MessageList(DataTable):
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = False
+        self.messages: list[StoredMessage] = []
+        self.outgoing = False
+        self.drafts: list[Draft] | None = None
+        self._widths: tuple[int, int, int, bool] | None = None
+
+    def on_resize(self) -> None:
+        if self._widths != column_widths(self.size.width):
+            if self.drafts is not None:
+                self.show_drafts(self.drafts)
+            else:
+                self.show(self.messages, outgoing=self.outgoing)
+
+    def show_drafts(self, drafts: list[Draft]) -> None:
+        self.drafts = drafts
+        self._columns()
+        self.clear()
+        for draft in drafts:
+            self.add_row(
+                "",
+                Text(draft.recipient, overflow="ellipsis", no_wrap=True),
+                Text(draft.subject or "(no subject)", overflow="ellipsis", no_wrap=True),
+                "draft",
+                key=f"d{draft.id}",
+            )
+
+    def _columns(self) -> bool:
+        """(Re)make the columns for the current width; the date's year goes when narrow."""
+        widths = column_widths(self.size.width)
+        if widths == self._widths:
+            return widths[3]
+        self._widths = widths
+        sender, subject, date, year = widths
+        self.clear(columns=True)
         self.add_column("", key="badges", width=4)
-        self.add_column("From", key="from", width=22)
-        self.add_column("Subject", key="subject")
-        self.add_column("Date (UTC)", key="date", width=16)
+        self.add_column("From", key="from", width=sender)
+        self.add_column("Subject", key="subject", width=subject)
+        self.add_column("Date (UTC)" if year else "UTC", key="date", width=date)
+        return year
 
     def show(self, messages: list[StoredMessage], *, outgoing: bool = False) -> None:
         selected = self.selected_id()
+        self.messages, self.outgoing, self.drafts = messages, outgoing, None
+        year = self._columns()
         self.clear()
         for message in messages:
             who = message.recipient if outgoing else message.sender
@@ -50,7 +98,7 @@ class MessageList(DataTable):
                 badges(message),
                 Text(who, style=style, overflow="ellipsis", no_wrap=True),
                 Text(subject, style=style, overflow="ellipsis", no_wrap=True),
-                short_date(message.timestamp),
+                short_date(message.timestamp, year=year),
                 key=str(message.id),
             )
         if selected is not None and str(selected) in self.rows:
