@@ -8,10 +8,8 @@ here from signatures this module verifies itself, reading only hashed (signed) s
 
 from __future__ import annotations
 
-import base64
 import binascii
 import contextlib
-import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from pgpy.packet.packets import (
 )
 from pgpy.packet.subpackets.types import Opaque as _OpaqueSubpacket
 
+from . import openpgp_packets
 from .address import normalize_address
 from .errors import KEY_INVALID, LocalError, MMTPError
 
@@ -160,6 +159,7 @@ def _parse_key(text: str) -> Any:
     """Parse exactly one key (public or secret); raise ValueError saying why not."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError("it is empty")
+    openpgp_packets.check_key_shape(text)
     try:
         key, found = pgpy.PGPKey.from_blob(text)
     except Exception as exc:
@@ -876,35 +876,14 @@ def verify_detached(
         return False
 
 
-_SIGNATURE_ARMOR = re.compile(
-    r"-----BEGIN PGP SIGNATURE-----[ \t]*\r?\n"
-    r"(?:[^\r\n]+: [^\r\n]*\r?\n)*"  # armor headers (Version:, Comment:, ...)
-    r"[ \t]*\r?\n"
-    r"(?P<body>[A-Za-z0-9+/=\s]+?)"
-    r"(?:\r?\n=[A-Za-z0-9+/]{4})?[ \t]*\r?\n"
-    r"-----END PGP SIGNATURE-----"
-)
-
-
-def _dearmor_signature(text: str) -> bytes:
-    """The binary signature inside the armor, without PGPy's pure-Python CRC24 pass.
-
-    RFC 9580 §6.1 says the CRC24 footer must not decide acceptance anyway: the signature's
-    own cryptography is what protects it.
-    """
-    match = _SIGNATURE_ARMOR.search(text)
-    if match is None:
-        raise ValueError("not an ASCII-armored OpenPGP signature")
-    return base64.b64decode("".join(match["body"].split()), validate=True)
-
-
 def _verify_detached(
     data: bytes, signature: str, key: PublicKey, requested_now: datetime | None
 ) -> bool:
     if not isinstance(signature, str) or not signature.strip():
         return False
     now = _now(requested_now)
-    sig = pgpy.PGPSignature.from_blob(bytearray(_dearmor_signature(signature)))
+    # De-armored here: PGPy's own armor parser runs a pure-Python CRC24 over every byte.
+    sig = pgpy.PGPSignature.from_blob(bytearray(openpgp_packets.signature_packet(signature)))
     if sig._signature is None or sig.type != SignatureType.BinaryDocument:
         return False
     lifetime = _hashed(sig, "SignatureExpirationTime")
