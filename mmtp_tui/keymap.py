@@ -28,7 +28,7 @@ MAIN = (
     Key("main.reply", "r", "reply", "Reply"),
     Key("main.reply_quote", "R", "reply_quote", "Reply+quote", show=False),
     Key("main.forward", "f", "forward", "Forward"),
-    Key("main.fetch", "g", "fetch", "Get mail"),
+    Key("main.fetch", "g", "fetch", "Fetch"),
     Key("main.search", "slash", "search", "Search"),
     Key("main.toggle_read", "u", "toggle_read", "Read/unread", show=False),
     Key("main.move", "m", "move", "Move"),

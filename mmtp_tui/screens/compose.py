@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.suggester import SuggestFromList
-from textual.widgets import Checkbox, Footer, Header, Input, Label, TextArea
+from textual.widgets import Footer, Header, Input, Label, TextArea
 
 from mmtp_proto.errors import LocalError, MMTPError
 from mmtp_proto.mint_process import MintJob
@@ -27,6 +27,7 @@ from ..bindings import bindings
 from ..messages import Done, Failed, MintProgress, Stage
 from ..session import AccountSession, error_text
 from ..widgets.send_progress import SendProgress
+from ..widgets.tick import Tick
 from .dialogs import PromptScreen
 
 POLL_SECONDS = 0.12  # ~8 progress updates a second
@@ -77,8 +78,8 @@ class ComposeScreen(Screen[bool]):
                 yield Label("Subj", classes="field-label")
                 yield Input(subject, id="subject")
             with Horizontal(classes="row", id="toggles"):
-                yield Checkbox("Encrypt", value=True, id="encrypt")
-                yield Checkbox("Sign", value=True, id="sign")
+                yield Tick("Encrypt", value=True, id="encrypt")
+                yield Tick("Sign", value=True, id="sign")
                 yield Label("", id="attachments")
             yield TextArea(body, id="body", soft_wrap=True, show_line_numbers=False)
             yield SendProgress(id="progress")
@@ -130,8 +131,8 @@ class ComposeScreen(Screen[bool]):
             to,
             subject,
             body,
-            self.query_one("#encrypt", Checkbox).value,
-            self.query_one("#sign", Checkbox).value,
+            self.query_one("#encrypt", Tick).value,
+            self.query_one("#sign", Tick).value,
         )
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="send")

@@ -81,7 +81,8 @@ class MainScreen(Screen):
         else:
             self.shown = self.store.folder(self.account_name, self.folder)
             unread = counts.get(self.folder, (0, 0))[1]
-            self.sub_title = f"{self.folder} · {len(self.shown)} messages, {unread} unread"
+            count = len(self.shown)
+            self.sub_title = f"{self.folder} · {count} message{'s' * (count != 1)}, {unread} unread"
         table = self.query_one(MessageList)
         if self.folder == "Drafts" and self.search_text is None:
             table.show_drafts(self.store.drafts(self.account_name))
@@ -96,7 +97,10 @@ class MainScreen(Screen):
     def show_selected(self) -> None:
         message = self.selected()
         thread = self.store.thread(self.account_name, message.thread) if message else []
-        self.query_one(Reader).show(message, thread)
+        change = None
+        if message is not None and message.direction == "in":
+            change = self.session.contacts.changes().get(message.sender)
+        self.query_one(Reader).show(message, thread, key_change=change.text if change else None)
 
     @on(OptionList.OptionHighlighted, "#folders")
     def folder_chosen(self, event: OptionList.OptionHighlighted) -> None:

@@ -75,9 +75,20 @@ def render_message(message: StoredMessage, thread: list[StoredMessage]) -> Text:
 
 class Reader(VerticalScroll):
     def compose(self):
+        yield Static("", id="key-change-banner")
         yield Static("Select a message to read it.", id="reader-text")
 
-    def show(self, message: StoredMessage | None, thread: list[StoredMessage]) -> None:
+    def show(
+        self,
+        message: StoredMessage | None,
+        thread: list[StoredMessage],
+        *,
+        key_change: str | None = None,
+    ) -> None:
+        """`key_change`: the warning about the sender's changed key, shown above all else."""
+        banner = self.query_one("#key-change-banner", Static)
+        banner.display = bool(key_change)
+        banner.update(f"⚠ SENDER'S KEY CHANGED ⚠\n{key_change}" if key_change else "")
         body = self.query_one("#reader-text", Static)
         if message is None:
             body.update("Select a message to read it.")

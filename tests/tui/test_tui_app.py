@@ -291,3 +291,34 @@ def test_protocol_package_never_imports_textual(module):
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_reader_shows_a_banner_for_a_sender_whose_key_changed(
+    server, make_session, tui_settings
+):
+    from mmtp_proto import pgp
+
+    bob = make_session(server, "bob", BOB)
+    settings = tui_settings(server)
+    app = MailApp(settings, known_servers=bob.known_servers)
+    async with app.run_test(size=SIZE) as pilot:
+        main = await wait_for_screen(app, pilot, MainScreen)
+        await settle(app, pilot)
+        session = main.session
+        session.contacts.observe(BOB, bob.key().public)  # pinned
+        other = pgp.generate_key(BOB, "Mallory", algorithm="ed25519")
+        assert session.contacts.observe(BOB, other.public) == "changed"
+        session.store.add_message(
+            "alice",
+            packet={"sender": BOB, "recipient": ALICE, "meta": {"messageId": "m1"}},
+            direction="in",
+            folder="Inbox",
+            subject="Trust me",
+            body="New key, same Bob.",
+        )
+        main.refresh_view()
+        await pilot.pause()
+        banner = main.query_one("#key-change-banner")
+        assert banner.display
+        assert "KEY CHANGED" in str(banner.render())
+        assert other.public.fingerprint in str(banner.render())
