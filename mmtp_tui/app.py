@@ -101,9 +101,12 @@ class MailApp(App):
             answer.append(bool(value))
             event.set()
 
+        groups = fingerprint.split(":")
+        half = (len(groups) + 1) // 2
+        shown = ":".join(groups[:half]) + ":\n" + ":".join(groups[half:]) if half > 1 else fingerprint
         question = (
             f"First connection to {host}:{port}.\nIts TLS certificate fingerprint is\n\n"
-            f"{fingerprint}\n\nTrust it (it will be pinned; a change later is refused)?"
+            f"{shown}\n\nTrust it (it will be pinned; a change later is refused)?"
         )
         self._waiting.add(event)
         try:

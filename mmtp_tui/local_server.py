@@ -4,6 +4,11 @@ Its data (mail store, self-signed certificate) lives under the user's data dir. 
 the ports it used last (8025/8026 at first) and falls back to free ones; it is ready when
 its log says it listens, and its log gives the certificate fingerprint, which we pin
 ourselves: we started it, so trust on first use is not needed. Plain module: no Textual.
+
+`server.json` records where it listens, its pid and the pid of the mmtp-tui that owns it.
+A server still running from an mmtp-tui that was killed (its owner is gone) is reused and
+adopted: the next clean quit stops it. One whose owner still runs (a second mmtp-tui of the
+same user) is shared and left to its owner.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class LocalServerInfo:
     secure_port: int
     fingerprint: str
     pid: int
+    owner: int = 0  # the mmtp-tui process that stops it on a clean quit
 
 
 def _port_free(port: int) -> bool:
@@ -61,11 +67,26 @@ def _listening(host: str, port: int) -> bool:
         return False
 
 
+def _is_our_server(pid: int) -> bool:
+    """Is `pid` an mmtp-server (so a recycled pid is never signalled)? Without /proc: yes."""
+    if not Path("/proc/self").exists():
+        return True
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"mmtp_proto.server_cli" in cmdline or b"mmtp-server" in cmdline
+
+
 def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except OSError:
         return False
+    with contextlib.suppress(OSError, IndexError):  # a zombie has exited already
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     return True
 
 
@@ -85,6 +106,8 @@ class LocalServer:
         self.process: subprocess.Popen[str] | None = None
         self.info: LocalServerInfo | None = None
         self.log_lines: list[str] = []
+        self.adopted = False  # reused from an mmtp-tui that is gone: ours to stop now
+        self._reader: threading.Thread | None = None
 
     @property
     def state_path(self) -> Path:
@@ -105,6 +128,10 @@ class LocalServer:
         existing = self.running_elsewhere()
         if existing is not None:
             self.info = existing
+            if existing.owner != os.getpid() and not _alive(existing.owner):
+                self.adopted = True
+                existing.owner = os.getpid()
+                self._write_state(existing)
             return existing
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         plain, secure = self.ports
@@ -142,10 +169,12 @@ class LocalServer:
         found: dict[str, object] = {}
         ready = threading.Event()
 
+        process = self.process
+
         def read() -> None:
-            assert self.process is not None and self.process.stderr is not None
-            with open(self.directory / "server.log", "a", encoding="utf-8") as out:
-                for line in self.process.stderr:
+            assert process.stderr is not None
+            with process.stderr, open(self.directory / "server.log", "a", encoding="utf-8") as out:
+                for line in process.stderr:
                     out.write(line)
                     out.flush()
                     self.log_lines.append(line.rstrip())
@@ -160,7 +189,8 @@ class LocalServer:
                         ready.set()
             ready.set()
 
-        threading.Thread(target=read, name="mmtp-local-server-log", daemon=True).start()
+        self._reader = threading.Thread(target=read, name="mmtp-local-server-log", daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + timeout
         while not ready.wait(0.05):
             if time.monotonic() > deadline:
@@ -181,14 +211,22 @@ class LocalServer:
             secure_port=int(secure_port),
             fingerprint=str(found["fingerprint"]),
             pid=self.process.pid,
+            owner=os.getpid(),
         )
-        self.state_path.write_text(json.dumps(self.info.__dict__), encoding="utf-8")
+        self._write_state(self.info)
         return self.info
 
+    def _write_state(self, info: LocalServerInfo) -> None:
+        self.state_path.write_text(json.dumps(info.__dict__), encoding="utf-8")
+
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server if this object started it."""
+        """Stop the server if this object started or adopted it."""
         process, self.process = self.process, None
         if process is None:
+            if self.adopted and self.info is not None:
+                self.adopted = False
+                self._stop_adopted(self.info.pid, timeout)
+                self._forget_state()
             return
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -197,7 +235,25 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if self._reader is not None:
+            self._reader.join(2)  # it closes the log pipe when the server has gone
+        self._forget_state()
+
+    @staticmethod
+    def _stop_adopted(pid: int, timeout: float) -> None:
+        if not (_alive(pid) and _is_our_server(pid)):
+            return
         with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _forget_state(self) -> None:
+        with contextlib.suppress(OSError, ValueError, KeyError):
             if self.info is not None and json.loads(self.state_path.read_text())["pid"] == (
                 self.info.pid
             ):

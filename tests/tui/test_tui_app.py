@@ -62,7 +62,7 @@ async def test_first_run_setup_registers_a_new_account(server):
         screen.query_one("#algorithm", Select).value = "ed25519"
         await pilot.press("ctrl+s")
         confirm = await wait_for_screen(app, pilot, ConfirmScreen)
-        assert server.tls_fingerprint in confirm.question
+        assert server.tls_fingerprint in confirm.question.replace(":\n", ":")
         await pilot.press("y")
         await wait_for_screen(app, pilot, MainScreen)
     saved = config.load()
@@ -100,7 +100,7 @@ async def test_setup_by_keyboard_alone_connects_to_the_given_server_and_pins_it(
         assert screen.query_one("#algorithm", Select).value == "ed25519"
         await pilot.press("ctrl+s")
         confirm = await wait_for_screen(app, pilot, ConfirmScreen)
-        assert server.tls_fingerprint in confirm.question
+        assert server.tls_fingerprint in confirm.question.replace(":\n", ":")
         await pilot.press("y")
         await wait_for_screen(app, pilot, MainScreen)
         await settle(app, pilot)

@@ -123,3 +123,43 @@ def test_store_folders_move_delete(tmp_path):
     assert store.delete(m.id) == "deleted"
     assert store.get(m.id) is None
     store.close()
+
+
+def test_local_server_left_by_a_killed_tui_is_reused_then_stopped_on_a_clean_quit(tmp_path):
+    import json
+    import os
+
+    from mmtp_tui.local_server import LocalServer, _alive
+
+    first = LocalServer(tmp_path / "local", difficulty=8, ports=(0, 0))
+    info = first.start()
+    try:
+        # The mmtp-tui that started it is killed: its pid is gone, the server runs on.
+        state = json.loads(first.state_path.read_text())
+        state["owner"] = 2**22 + 12345  # no such process
+        first.state_path.write_text(json.dumps(state))
+        second = LocalServer(tmp_path / "local", difficulty=8, ports=(0, 0))
+        again = second.start()
+        assert (again.pid, again.secure_port) == (info.pid, info.secure_port)
+        assert second.adopted
+        assert json.loads(second.state_path.read_text())["owner"] == os.getpid()
+        second.stop()
+        assert not _alive(info.pid)
+        assert not second.state_path.exists()
+    finally:
+        first.stop()
+
+
+def test_local_server_of_a_running_tui_is_shared_not_stopped(tmp_path):
+    from mmtp_tui.local_server import LocalServer, _alive
+
+    first = LocalServer(tmp_path / "local", difficulty=8, ports=(0, 0))
+    info = first.start()
+    try:
+        second = LocalServer(tmp_path / "local", difficulty=8, ports=(0, 0))
+        assert second.start().pid == info.pid and not second.adopted
+        second.stop()
+        assert _alive(info.pid)
+    finally:
+        first.stop()
+    assert not _alive(info.pid)
