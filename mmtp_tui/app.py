@@ -103,7 +103,9 @@ class MailApp(App):
 
         groups = fingerprint.split(":")
         half = (len(groups) + 1) // 2
-        shown = ":".join(groups[:half]) + ":\n" + ":".join(groups[half:]) if half > 1 else fingerprint
+        shown = (
+            ":".join(groups[:half]) + ":\n" + ":".join(groups[half:]) if half > 1 else fingerprint
+        )
         question = (
             f"First connection to {host}:{port}.\nIts TLS certificate fingerprint is\n\n"
             f"{shown}\n\nTrust it (it will be pinned; a change later is refused)?"
