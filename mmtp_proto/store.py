@@ -86,6 +86,9 @@ class Store:
         # Set when staged writes were thrown away, so the server can withdraw every answer
         # that promised them; cleared by the server once it has done so.
         self.lost_writes = False
+        # Mailbox sizes as this connection sees them (uncommitted writes included), so the
+        # MAILBOX_FULL check on every SEND does not count the whole mailbox each time.
+        self._counts: dict[str, int] = {}
 
     # ------------------------------------------------------------------ transactions
 
@@ -115,6 +118,7 @@ class Store:
     def rollback(self) -> None:
         if self._in_tx:
             self.lost_writes = True
+            self._counts.clear()
             try:
                 self._db.execute("ROLLBACK")
             except sqlite3.Error as exc:
@@ -179,11 +183,21 @@ class Store:
             " checksum) VALUES (?, ?, ?, ?, ?, ?)",
             (recipient, message_id, message_hash, received_at, text, _checksum(text)),
         )
+        if recipient in self._counts:
+            self._counts[recipient] += 1
         return int(cur.lastrowid or 0)
 
     def count_messages(self, recipient: str) -> int:
-        row = self._db.execute("SELECT COUNT(*) FROM messages WHERE recipient = ?", (recipient,))
-        return int(row.fetchone()[0])
+        count = self._counts.get(recipient)
+        if count is None:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM messages WHERE recipient = ?", (recipient,)
+            )
+            count = int(row.fetchone()[0])
+            if len(self._counts) >= 100_000:
+                self._counts.clear()
+            self._counts[recipient] = count
+        return count
 
     def list_messages(
         self, recipient: str, after_seq: int, limit: int
@@ -228,6 +242,8 @@ class Store:
                 (recipient, message_id),
             )
             deleted += cur.rowcount
+        if recipient in self._counts:
+            self._counts[recipient] -= deleted
         return deleted
 
     def purge_expired_stamps(self, now: int) -> int:

@@ -1,0 +1,54 @@
+"""The SQLite store on its own: counts, paging and what a rollback leaves behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmtp_proto.store import Store
+
+BOB = "(bob)%(example.com)"
+
+
+def _add(store: Store, n: int) -> None:
+    store.add_message(
+        recipient=BOB,
+        message_id=f"{n:032x}",
+        message_hash="0" * 64,
+        packet={"meta": {"messageId": f"{n:032x}"}},
+        received_at=1,
+        stamp_key=f"stamp-{n}",
+        stamp_expires_at=10,
+    )
+
+
+def test_mailbox_count_follows_adds_deletes_and_rollbacks(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db")
+    assert store.count_messages(BOB) == 0
+    for n in range(3):
+        _add(store, n)
+    assert store.count_messages(BOB) == 3
+    store.commit()
+    assert store.delete_messages(BOB, [f"{1:032x}", f"{99:032x}"]) == 1
+    assert store.count_messages(BOB) == 2
+    _add(store, 7)
+    assert store.count_messages(BOB) == 3
+    store.rollback()  # the delete and the add are gone again
+    assert store.lost_writes
+    assert store.count_messages(BOB) == 3
+    assert [m.packet["meta"]["messageId"][-1] for m in store.list_messages(BOB, 0, 10)[0]] == [
+        "0",
+        "1",
+        "2",
+    ]
+    store.close()
+
+
+def test_a_committed_message_survives_reopening(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db")
+    _add(store, 5)
+    store.commit()
+    store.close()
+    reopened = Store(tmp_path / "db")
+    assert reopened.count_messages(BOB) == 1
+    assert reopened.is_spent("stamp-5")
+    reopened.close()
