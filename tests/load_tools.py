@@ -101,17 +101,22 @@ def _packet_spans(data: bytes) -> list[tuple[int, int, int]]:
     return spans
 
 
-def bloated_public_key(email: str, copies: int) -> str:
+def bloated_public_key(email: str, max_chars: int) -> str:
     """A valid public key for `email` whose user id (with its self-signature) is repeated
-    `copies` times: cheap to build, expensive for a server to parse and check."""
+    as often as fits in `max_chars` of armor: cheap to build, expensive for a server that
+    parses and checks it all."""
     import pgpy  # only this helper needs PGPy directly
 
     data = bytes(pgpy.PGPKey.from_blob(key_for(email).public.armored)[0])
     spans = _packet_spans(data)
     uid = next(n for n, (tag, _, _) in enumerate(spans) if tag == 13)
     block = data[spans[uid][1] : spans[uid + 1][2]]
+    # Armor: base64 (4 chars per 3 bytes) in 64-char lines, plus a few header lines.
+    copies = ((max_chars - 200) * 3 // 4 * 64 // 65 - len(data)) // len(block)
     bloated = data[: spans[uid + 1][2]] + block * copies + data[spans[uid + 1][2] :]
-    return str(pgpy.PGPKey.from_blob(bloated)[0])
+    armored = str(pgpy.PGPKey.from_blob(bloated)[0])
+    assert len(armored) <= max_chars, (len(armored), max_chars)
+    return armored
 
 
 # ---------------------------------------------------------------------------- the wire

@@ -33,6 +33,7 @@ from load_tools import (
 
 from mmtp_proto.config import ServerConfig
 from mmtp_proto.framing import encode_frame
+from mmtp_proto.protocol import MAX_ARMOR_CHARS
 
 PROMPT = 2.0  # "answered promptly" while an attack is under way
 
@@ -96,7 +97,9 @@ def test_stalled_tls_handshakes_are_closed_while_others_are_served(start_server)
         with Wire(server.tls_address, tls=True) as other:
             answer = other.request("REQUEST_PUBLIC_KEY", {"email": RECIPIENT})
         assert answer["status"] == "OK"
-        assert time.monotonic() - t0 < PROMPT
+        latency = time.monotonic() - t0
+        print(f"stalled handshakes: another TLS client served in {latency * 1000:.1f} ms")
+        assert latency < PROMPT
         for sock in (silent, partial):
             sock.settimeout(6.0)
             try:
@@ -230,6 +233,7 @@ def test_default_server_takes_1000_connections(start_server):
         assert greeted == 1000
         # With all of them open, a normal client is still admitted and served.
         latency = timed_send(server.plain_address)
+        print(f"1,000 connections open: a new client's SEND took {latency * 1000:.1f} ms")
         assert latency < PROMPT
     finally:
         for sock in socks:
@@ -412,24 +416,24 @@ def test_one_byte_every_50ms_does_not_stall_others(start_server):
     assert not problems, problems
     assert not sampler.errors, sampler.errors
     assert len(sampler.results) >= 10
-    assert max(sampler.results) < PROMPT
+    worst = max(sampler.results)
+    print(f"1 byte / 50 ms clients: {len(sampler.results)} SENDs, worst {worst * 1000:.1f} ms")
+    assert worst < PROMPT
     for answer in answers.values():
         assert answer["status"] == "OK" and answer["id"] == "slow"
     assert set(answers) == {"plain", "tls"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="REGISTER_KEY parses and checks keys of up to 256 KiB on the loop thread: a valid "
-    "key with 700 copies of its user id holds every client for seconds (protocol.py/pgp.py "
-    "need a cap on user ids, subkeys and signatures before parsing, or validation off the loop)",
-)
 def test_register_key_with_a_bloated_key_does_not_stall_others(start_server, record_property):
+    """A valid key whose user id is repeated to fill the server's whole armor limit.
+
+    Parsing and checking such a key with PGPy on the loop thread held every client for
+    seconds (700 copies: 1.9 s); it must be refused or handled without a stall.
+    """
     server = start_server()
     register(server.plain_address)
     email = "(bloat)%(example.com)"
-    armored = bloated_public_key(email, 700)
-    assert len(armored) < 256 * 1024  # within what the server accepts to look at
+    armored = bloated_public_key(email, MAX_ARMOR_CHARS)
     with Sampler(lambda: timed_send(server.plain_address), interval=0.1) as sampler:
         time.sleep(0.3)
         started = time.monotonic()
@@ -442,6 +446,7 @@ def test_register_key_with_a_bloated_key_does_not_stall_others(start_server, rec
     record_property("register_bloated_key_s", round(handled, 3))
     record_property("worst_send_latency_s", round(worst, 3))
     print(f"bloated key: {code_of(answer)} after {handled:.2f} s; worst other SEND {worst:.2f} s")
+    assert code_of(answer) in {"OK", "KEY_INVALID"}
     assert worst < 0.5  # a stall, not a slow machine: the normal SEND takes milliseconds
 
 
