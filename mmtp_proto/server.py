@@ -86,6 +86,20 @@ def _raise_nofile_limit(wanted: int) -> None:
         log.warning("could not raise the open-files limit: %s", exc)
 
 
+def _encode_answer(response: dict[str, Any]) -> bytes:
+    try:
+        return encode_frame(response)
+    except (TypeError, ValueError):
+        # The protocol layer only builds encodable answers; if one slips through, the client
+        # still gets an answer in its place, and the loop goes on.
+        log.exception("an answer could not be encoded")
+        error = MMTPError(errors.INTERNAL, "the server could not encode its answer")
+        try:
+            return encode_frame(with_id(error.to_response(), response.get("id", NO_ID)))
+        except (TypeError, ValueError):
+            return encode_frame(error.to_response())
+
+
 class Server:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config.validate()
@@ -233,7 +247,13 @@ class Server:
             while not self._stop.is_set():
                 timeout = 0.0 if ready else max(0.0, min(TICK, next_tick - time.monotonic()))
                 for key, mask in self._selector.select(timeout):
-                    self._dispatch(key, mask)
+                    try:
+                        self._dispatch(key, mask)
+                    except Exception:
+                        # A bug met by one connection must not stop the server for everyone.
+                        log.exception("unexpected error on a connection; closing it")
+                        if isinstance(key.data, _Conn):
+                            self._close(key.data)
                 ready = self._process_lines()
                 now = time.monotonic()
                 if now >= next_tick:
@@ -412,7 +432,7 @@ class Server:
                     outcome.action in ACKNOWLEDGING_ACTIONS
                     and outcome.response.get("status") == "OK"
                 )
-                frame = encode_frame(outcome.response)
+                frame = _encode_answer(outcome.response)
                 queued += len(frame)
                 if durable:
                     promised.append((conn, len(conn.held), outcome.response.get("id", NO_ID)))

@@ -393,3 +393,38 @@ def test_sigterm_with_requests_in_flight(spawn, record_property):
     assert all(stored[m] == 1 for m in load.acked)
     assert all(count == 1 for count in stored.values())
     assert server.terminate() == 0
+
+
+def test_a_bug_met_by_one_request_does_not_stop_the_server(start_server, monkeypatch):
+    """An answer that cannot be encoded becomes INTERNAL; a crash while reading one
+    connection closes only that connection. Everyone else goes on being served."""
+    server = start_server()
+    protocol = server._protocol
+    original = protocol.handle_line
+
+    def flawed(session, line):
+        outcome = original(session, line)
+        if b"poison-answer" in line:
+            outcome.response["oops"] = float("nan")  # not JSON-encodable
+        return outcome
+
+    monkeypatch.setattr(protocol, "handle_line", flawed)
+    with Wire(server.plain_address) as wire:
+        answer = wire.request("CHECK", {"email": "(poison-answer)%(example.com)"})
+        assert code_of(answer) == "INTERNAL"
+        assert code_of(wire.request("CHECK", {"email": RECIPIENT})) == "AUTH_REQUIRED"
+
+    original_read = server._read
+    doomed_ports: set[int] = set()
+
+    def crashing_read(conn):
+        if conn.addr[1] in doomed_ports:
+            raise RuntimeError("simulated bug")
+        original_read(conn)
+
+    monkeypatch.setattr(server, "_read", crashing_read)
+    with Wire(server.plain_address) as doomed, Wire(server.plain_address) as other:
+        doomed_ports.add(doomed.sock.getsockname()[1])
+        doomed.send_raw(b'{"action":"CHECK","data":{}}\n')
+        assert doomed.wait_closed(5.0) == []
+        assert code_of(other.request("CHECK", {"email": RECIPIENT})) == "AUTH_REQUIRED"
