@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from collections import Counter
 
@@ -130,3 +131,20 @@ def signature_packet(text: str) -> bytes:
     elif body[:1] != b"\x03":
         raise ValueError("unsupported signature version")
     return data
+
+
+def material_digest(text: str, kind: str = "PUBLIC KEY BLOCK") -> str:
+    """A digest of the packets in a key, independent of their order and of header formats.
+
+    Two exports of one key can list the same user ids and signatures in another order (PGPy
+    reorders user ids when it re-armors); they still hold the identical key.
+    """
+    data = dearmor(text, kind)
+    parts = sorted(
+        bytes([tag]) + data[start : start + length] for tag, start, length in packets(data)
+    )
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(4, "big"))
+        digest.update(part)
+    return digest.hexdigest()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import PROTOCOL, __version__, errors, pgp
+from . import PROTOCOL, __version__, errors, openpgp_packets, pgp
 from .address import normalize_address, parse_address
 from .canonical import auth_challenge
 from .config import ServerConfig
@@ -340,10 +340,11 @@ class Protocol:
         key = pgp.validate_public_key_for(armored, email, now=datetime.fromtimestamp(now, UTC))
         existing = self.store.get_key(email)
         # Identical means the same material, not only the same primary key: an update of the
-        # same key (new subkey, new expiry, new user id) is a change like any other. Both
-        # sides are compared as this PGPy version armors them.
-        stored = self._public_key(email) if existing is not None else None
-        if stored is not None and stored.armored == key.armored:
+        # same key (new subkey, new expiry, new user id) is a change like any other. Packets
+        # are compared as a set: exports of one key may list them in another order.
+        if existing is not None and openpgp_packets.material_digest(
+            existing.armored
+        ) == openpgp_packets.material_digest(key.armored):
             return Outcome(
                 _ok(message="This key is already registered", fingerprint=key.fingerprint)
             )

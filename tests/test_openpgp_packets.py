@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import base64
 
+import pgpy
 import pytest
-from helpers import key_for, padded_signature
-from load_tools import bloated_public_key
+from helpers import Wire, key_for, padded_signature
+from pgpy.constants import (
+    CompressionAlgorithm,
+    EllipticCurveOID,
+    HashAlgorithm,
+    KeyFlags,
+    PubKeyAlgorithm,
+    SymmetricKeyAlgorithm,
+)
 
 from mmtp_proto import openpgp_packets, pgp
 from mmtp_proto.errors import KEY_INVALID, MMTPError
@@ -16,8 +24,24 @@ pytestmark = pytest.mark.secure
 EMAIL = "(census)%(example.com)"
 
 
+def _key_with_user_ids(email: str, count: int) -> str:
+    """A sound Ed25519 key with `count` self-signed user ids for `email`."""
+    key = pgpy.PGPKey.new(PubKeyAlgorithm.EdDSA, EllipticCurveOID.Ed25519)
+    for n in range(count):
+        key.add_uid(
+            pgpy.PGPUID.new(f"User {n}", email=email),
+            usage={KeyFlags.Sign, KeyFlags.Certify},
+            hashes=[HashAlgorithm.SHA256],
+            ciphers=[SymmetricKeyAlgorithm.AES256],
+            compression=[CompressionAlgorithm.Uncompressed],
+        )
+    subkey = pgpy.PGPKey.new(PubKeyAlgorithm.ECDH, EllipticCurveOID.Curve25519)
+    key.add_subkey(subkey, usage={KeyFlags.EncryptCommunications, KeyFlags.EncryptStorage})
+    return str(key.pubkey)
+
+
 def test_a_key_with_too_many_user_ids_is_refused_before_parsing() -> None:
-    armored = bloated_public_key(EMAIL, openpgp_packets.MAX_USER_IDS + 1)
+    armored = _key_with_user_ids(EMAIL, openpgp_packets.MAX_USER_IDS + 1)
     with pytest.raises(MMTPError) as caught:
         pgp.validate_public_key_for(armored, EMAIL)
     assert caught.value.code == KEY_INVALID
@@ -25,8 +49,27 @@ def test_a_key_with_too_many_user_ids_is_refused_before_parsing() -> None:
 
 
 def test_a_key_with_a_few_repeated_user_ids_is_still_read() -> None:
-    armored = bloated_public_key(EMAIL, 3)
-    assert EMAIL in pgp.validate_public_key_for(armored, EMAIL).emails
+    armored = _key_with_user_ids(EMAIL, 3)
+    assert pgp.validate_public_key_for(armored, EMAIL).emails == [EMAIL] * 3
+
+
+def test_the_same_key_in_another_packet_order_has_the_same_material() -> None:
+    armored = _key_with_user_ids(EMAIL, 3)
+    rearmored = pgp.validate_public_key_for(armored, EMAIL).armored
+    again = pgp.PublicKey.from_armored(rearmored).armored
+    digest = openpgp_packets.material_digest
+    assert digest(armored) == digest(rearmored) == digest(again)
+    assert digest(armored) != digest(_key_with_user_ids(EMAIL, 3))
+
+
+def test_registering_an_identical_multi_user_id_key_again_is_ok(server) -> None:
+    email = "(multi)%(example.com)"
+    armored = _key_with_user_ids(email, 2)
+    with Wire(server, tls=False) as wire:
+        first = wire.request("REGISTER_KEY", {"email": email, "publicKey": armored})
+        again = wire.request("REGISTER_KEY", {"email": email, "publicKey": armored})
+    assert first["status"] == again["status"] == "OK", again
+    assert again["fingerprint"] == first["fingerprint"]
 
 
 def test_a_signature_with_padded_subpackets_does_not_verify() -> None:
