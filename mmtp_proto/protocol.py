@@ -33,6 +33,9 @@ ACTIONS = ("SEND", "RECEIVE", "CHECK", "DELETE", "REGISTER_KEY", "REQUEST_PUBLIC
 DEFAULT_RECEIVE_LIMIT = 100
 MAX_RECEIVE_LIMIT = 1000
 MAX_DELETE_IDS = 1000
+# One RECEIVE answer stops near this size (`more` says the rest waits): a mailbox filled
+# with large messages must not make one answer gigabytes long.
+RECEIVE_BYTE_BUDGET = 8 * 1024 * 1024
 MAX_ARMOR_CHARS = 64 * 1024
 _KEY_CACHE_SIZE = 1024
 
@@ -293,7 +296,9 @@ class Protocol:
         limit = data.get("limit", DEFAULT_RECEIVE_LIMIT)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise MMTPError(errors.BAD_REQUEST, "limit must be an integer from 1 to 1000")
-        messages, more = self.store.list_messages(email, after, limit)
+        messages, more = self.store.list_messages(
+            email, after, limit, max_bytes=RECEIVE_BYTE_BUDGET
+        )
         last = messages[-1].seq if messages else after
         return Outcome(
             _ok(

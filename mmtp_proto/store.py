@@ -200,16 +200,18 @@ class Store:
         return count
 
     def list_messages(
-        self, recipient: str, after_seq: int, limit: int
+        self, recipient: str, after_seq: int, limit: int, max_bytes: int | None = None
     ) -> tuple[list[StoredMessage], bool]:
         """Up to `limit` intact messages after `after_seq`, and whether rows remain after them.
 
         Damaged rows are skipped and do not take a place in the page, so a page is empty
         only when nothing intact is left: a client paging until `more` is false finishes
-        even when damaged rows fill a whole page.
+        even when damaged rows fill a whole page. With `max_bytes`, the page also stops
+        before the stored packets would exceed that size (it always holds at least one).
         """
         result: list[StoredMessage] = []
         position = after_seq
+        size = 0
         while True:
             wanted = limit - len(result)
             rows = self._db.execute(
@@ -218,10 +220,13 @@ class Store:
                 (recipient, position, wanted + 1),
             ).fetchall()
             for seq, text, checksum in rows[:wanted]:
+                if max_bytes is not None and result and size + len(text) > max_bytes:
+                    return result, True
                 position = seq
                 if _checksum(text) != checksum:
                     log.error("message row %d for %s is damaged; not serving it", seq, recipient)
                     continue
+                size += len(text)
                 result.append(StoredMessage(seq, json.loads(text)))
             if len(rows) <= wanted:
                 return result, False

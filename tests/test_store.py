@@ -52,3 +52,17 @@ def test_a_committed_message_survives_reopening(tmp_path: Path) -> None:
     assert reopened.count_messages(BOB) == 1
     assert reopened.is_spent("stamp-5")
     reopened.close()
+
+
+def test_a_page_stops_at_its_byte_budget_but_holds_at_least_one(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db")
+    for n in range(5):
+        _add(store, n)
+    one = len('{"meta":{"messageId":"' + "0" * 32 + '"}}')
+    page, more = store.list_messages(BOB, 0, 100, max_bytes=2 * one)
+    assert (len(page), more) == (2, True)
+    page, more = store.list_messages(BOB, page[-1].seq, 100, max_bytes=1)
+    assert (len(page), more) == (1, True)
+    page, more = store.list_messages(BOB, 0, 100, max_bytes=100 * one)
+    assert (len(page), more) == (5, False)
+    store.close()
