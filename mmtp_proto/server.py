@@ -31,6 +31,8 @@ log = logging.getLogger("mmtp.server")
 
 READ_CHUNK = 65536
 LINES_PER_TURN = 64
+# How many times one turn looks again (without waiting) for requests that can join its commit.
+GATHER_ROUNDS = 4
 PURGE_INTERVAL = 600.0
 TICK = 1.0
 # Connections over a cap are told why before they are closed; past this many extra
@@ -247,13 +249,7 @@ class Server:
             while not self._stop.is_set():
                 timeout = 0.0 if ready else max(0.0, min(TICK, next_tick - time.monotonic()))
                 for key, mask in self._selector.select(timeout):
-                    try:
-                        self._dispatch(key, mask)
-                    except Exception:
-                        # A bug met by one connection must not stop the server for everyone.
-                        log.exception("unexpected error on a connection; closing it")
-                        if isinstance(key.data, _Conn):
-                            self._close(key.data)
+                    self._dispatch_safely(key, mask)
                 ready = self._process_lines()
                 now = time.monotonic()
                 if now >= next_tick:
@@ -267,6 +263,15 @@ class Server:
             raise
         finally:
             self._shutdown()
+
+    def _dispatch_safely(self, key: selectors.SelectorKey, mask: int) -> None:
+        try:
+            self._dispatch(key, mask)
+        except Exception:
+            # A bug met by one connection must not stop the server for everyone.
+            log.exception("unexpected error on a connection; closing it")
+            if isinstance(key.data, _Conn):
+                self._close(key.data)
 
     def _dispatch(self, key: selectors.SelectorKey, mask: int) -> None:
         tag = key.data
@@ -394,24 +399,68 @@ class Server:
 
     def _process_lines(self) -> set[_Conn]:
         """Answer buffered requests, commit once, then release the answers."""
-        protocol, store = self._protocol, self._store
-        assert protocol is not None and store is not None
-        touched = [c for c in self._pending if c.sock in self._conns]
-        self._pending = set()
-        if not touched:
-            return set()
-        still_ready: set[_Conn] = set()
-        high_water = self.config.output_high_water
+        store = self._store
+        assert store is not None
+        touched: dict[_Conn, None] = {}
         # Held durable answers whose writes sit in the open transaction, with the request
         # id to echo if they must be withdrawn (NO_ID when the request had none; None is a
         # real id, JSON null).
         promised: list[tuple[_Conn, int, Any]] = []
+        for round_ in range(GATHER_ROUNDS):
+            batch = [c for c in self._pending if c.sock in self._conns]
+            self._pending = set()
+            if not batch:
+                break
+            touched.update(dict.fromkeys(batch))
+            self._answer(batch, promised)
+            if round_ == GATHER_ROUNDS - 1 or not store.pending:
+                break
+            # Requests that arrived while these were answered can share the commit: look
+            # for them without waiting, so batches grow under load and latency does not.
+            if not self._poll_now():
+                break
+        if not touched:
+            return set()
+        try:
+            store.commit()
+        except StoreError as exc:
+            log.error("commit failed, withdrawing this turn's acknowledgements: %s", exc)
+            self._withdraw(promised)
+        if store.lost_writes:
+            store.lost_writes = False
+            self._withdraw(promised)
+        high_water = self.config.output_high_water
+        still_ready: set[_Conn] = set()
         for conn in touched:
+            for frame in conn.held:
+                conn.out += frame
+            conn.held.clear()
+            if conn.sock in self._conns:
+                self._flush(conn)
+                # Decided after the flush: a client that reads promptly has room again now
+                # and its remaining pipelined requests must not wait for the next event.
+                if conn.lines and len(conn.out) < high_water and conn.sock in self._conns:
+                    still_ready.add(conn)
+        return still_ready
+
+    def _poll_now(self) -> bool:
+        assert self._selector is not None
+        events = self._selector.select(0)
+        for key, mask in events:
+            self._dispatch_safely(key, mask)
+        return bool(events)
+
+    def _answer(self, batch: list[_Conn], promised: list[tuple[_Conn, int, Any]]) -> None:
+        """Handle up to LINES_PER_TURN requests of each connection; hold the answers."""
+        protocol, store = self._protocol, self._store
+        assert protocol is not None and store is not None
+        high_water = self.config.output_high_water
+        for conn in batch:
             budget = LINES_PER_TURN
             # Answers held for this turn's commit count against the high-water mark too:
-            # otherwise one turn could queue LINES_PER_TURN large answers (say, RECEIVEs of
-            # a full mailbox) for a client that never reads them.
-            queued = len(conn.out)
+            # otherwise one turn could queue many large answers (say, RECEIVEs of a full
+            # mailbox) for a client that never reads them.
+            queued = len(conn.out) + sum(len(frame) for frame in conn.held)
             while conn.lines and budget and queued < high_water and not conn.handshaking:
                 line = conn.lines.popleft()
                 if not line:  # the oversized-frame marker: answer it, then close
@@ -424,7 +473,7 @@ class Server:
                 if store.lost_writes:
                     # A storage error rolled back what earlier requests of this turn staged:
                     # withdraw those answers now. Later requests start a new transaction,
-                    # and their answers depend on the commit below as usual.
+                    # and their answers depend on the commit as usual.
                     store.lost_writes = False
                     self._withdraw(promised)
                 self._log_outcome(conn, outcome.action, outcome.response)
@@ -439,25 +488,6 @@ class Server:
                 conn.held.append(frame)
             if conn.lines:
                 self._pending.add(conn)
-        try:
-            store.commit()
-        except StoreError as exc:
-            log.error("commit failed, withdrawing this turn's acknowledgements: %s", exc)
-            self._withdraw(promised)
-        if store.lost_writes:
-            store.lost_writes = False
-            self._withdraw(promised)
-        for conn in touched:
-            for frame in conn.held:
-                conn.out += frame
-            conn.held.clear()
-            if conn.sock in self._conns:
-                self._flush(conn)
-                # Decided after the flush: a client that reads promptly has room again now
-                # and its remaining pipelined requests must not wait for the next event.
-                if conn.lines and len(conn.out) < high_water and conn.sock in self._conns:
-                    still_ready.add(conn)
-        return still_ready
 
     @staticmethod
     def _withdraw(promised: list[tuple[_Conn, int, Any]]) -> None:
