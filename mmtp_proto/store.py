@@ -89,6 +89,7 @@ class Store:
         # Mailbox sizes as this connection sees them (uncommitted writes included), so the
         # MAILBOX_FULL check on every SEND does not count the whole mailbox each time.
         self._counts: dict[str, int] = {}
+        self._keys: dict[str, KeyRecord] = {}
 
     # ------------------------------------------------------------------ transactions
 
@@ -119,6 +120,7 @@ class Store:
         if self._in_tx:
             self.lost_writes = True
             self._counts.clear()
+            self._keys.clear()
             try:
                 self._db.execute("ROLLBACK")
             except sqlite3.Error as exc:
@@ -134,11 +136,23 @@ class Store:
     # ------------------------------------------------------------------ keys
 
     def get_key(self, email: str) -> KeyRecord | None:
+        # Every SEND looks up the recipient's and the sender's key; registered keys are few
+        # and change rarely, so they are kept in memory (unknown addresses are not: anyone
+        # can make up as many of those as they like).
+        record = self._keys.get(email)
+        if record is not None:
+            return record
         row = self._db.execute(
             "SELECT email, armored, fingerprint, registered_at FROM keys WHERE email = ?",
             (email,),
         ).fetchone()
-        return KeyRecord(*row) if row else None
+        if row is None:
+            return None
+        record = KeyRecord(*row)
+        if len(self._keys) >= 100_000:
+            self._keys.clear()
+        self._keys[email] = record
+        return record
 
     def put_key(self, email: str, armored: str, fingerprint: str, now: int) -> None:
         self._write(
@@ -147,6 +161,7 @@ class Store:
             " fingerprint = excluded.fingerprint, registered_at = excluded.registered_at",
             (email, armored, fingerprint, now),
         )
+        self._keys[email] = KeyRecord(email, armored, fingerprint, now)
 
     # ------------------------------------------------------------------ messages
 

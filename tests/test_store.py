@@ -66,3 +66,15 @@ def test_a_page_stops_at_its_byte_budget_but_holds_at_least_one(tmp_path: Path) 
     page, more = store.list_messages(BOB, 0, 100, max_bytes=100 * one)
     assert (len(page), more) == (5, False)
     store.close()
+
+
+def test_a_rolled_back_key_is_forgotten(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db")
+    store.put_key(BOB, "armored-1", "F1", 1)
+    store.commit()
+    store.put_key(BOB, "armored-2", "F2", 2)
+    assert store.get_key(BOB).fingerprint == "F2"
+    store.rollback()
+    assert store.get_key(BOB).fingerprint == "F1"
+    assert store.get_key("(nobody)%(example.com)") is None
+    store.close()
