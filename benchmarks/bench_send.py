@@ -75,9 +75,8 @@ def run(quick: bool, log=print) -> Section:
 
     peer_version = peer_smtp.ensure_env(log)
     section.notes.append(
-        "each timed run sends to a mailbox of its own: the server counts the recipient's "
-        "messages (SELECT COUNT(*), O(mailbox)) on every SEND, so a shared mailbox would make "
-        "later runs slower; the mailbox section shows the effect"
+        "each timed run sends to a mailbox of its own, so every run starts from the same "
+        "state; the mailbox section compares SENDs into an empty and a full mailbox"
     )
     if peer_version is None:
         section.notes.append("aiosmtpd peer skipped: could not create benchmarks/.env")
