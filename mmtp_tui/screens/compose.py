@@ -9,9 +9,9 @@ import shlex
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
@@ -95,6 +95,25 @@ class ComposeScreen(Screen[bool]):
             self.query_one("#body", TextArea).move_cursor((0, 0))
         else:
             self.query_one("#to", Input).focus()
+
+    # Tab goes To → Subject → Body → Encrypt → Sign, as in other mail clients, although the
+    # toggles stand above the body on screen.
+    _TAB_ORDER: ClassVar[dict[tuple[str, str], str]] = {
+        ("tab", "subject"): "#body",
+        ("tab", "body"): "#encrypt",
+        ("shift+tab", "encrypt"): "#body",
+        ("shift+tab", "body"): "#subject",
+        ("tab", "sign"): "#to",
+        ("shift+tab", "to"): "#sign",
+    }
+
+    def on_key(self, event: events.Key) -> None:
+        focused = self.focused
+        target = self._TAB_ORDER.get((event.key, focused.id or "")) if focused else None
+        if target is not None:
+            event.prevent_default()
+            event.stop()
+            self.query_one(target).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         """Enter in To or Subject moves on (To → Subject → Body)."""

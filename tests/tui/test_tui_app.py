@@ -322,3 +322,21 @@ async def test_reader_shows_a_banner_for_a_sender_whose_key_changed(
         assert banner.display
         assert "KEY CHANGED" in str(banner.render())
         assert other.public.fingerprint in str(banner.render())
+
+
+async def test_compose_tab_order_is_to_subject_body_then_toggles(
+    server, make_session, tui_settings
+):
+    bob = make_session(server, "bob", BOB)
+    app = MailApp(tui_settings(server), known_servers=bob.known_servers)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for_screen(app, pilot, MainScreen)
+        await pilot.press("c")
+        compose = await wait_for_screen(app, pilot, ComposeScreen)
+        order = [compose.focused.id]
+        for _ in range(5):
+            await pilot.press("tab")
+            order.append(compose.focused.id)
+        assert order == ["to", "subject", "body", "encrypt", "sign", "to"]
+        await pilot.press("shift+tab", "shift+tab", "shift+tab", "shift+tab")
+        assert compose.focused.id == "subject"
