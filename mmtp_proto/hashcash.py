@@ -13,11 +13,8 @@ Replay protection is the store's job: it remembers :attr:`Stamp.spent_key` until
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
-import multiprocessing
-import multiprocessing.connection
-import os
+import multiprocessing  # noqa: F401  (tests patch hashcash.multiprocessing.get_context)
 import re
 import secrets
 import time
@@ -59,8 +56,6 @@ _PADDED = tuple(b"%0*d" % (_BLOCK_DIGITS, i) for i in range(_BLOCK))  # tails 00
 _CHUNK = 4096  # candidates between checkpoints when step != 1
 _RAND_CHARS = 16  # 96 random bits by default
 _COUNTER_ROOM = 20  # token characters left free for the counter when minting
-# mint_parallel gives worker i the counters from i * _SLICE on (7 days each at 1.6M/s).
-_SLICE = 10**12
 
 
 class MintCancelled(Exception):
@@ -413,41 +408,6 @@ def mint(
     raise AssertionError("unreachable: _chunks never ends")  # pragma: no cover
 
 
-def _worker(
-    conn: multiprocessing.connection.Connection,
-    resource: str,
-    bits: int,
-    message_hash: str,
-    now: int,
-    rand: str,
-    start: int,
-    interval: float,
-) -> None:
-    """One mint_parallel child: reports ("p", tries) now and then, then ("ok", stamp).
-
-    It exits when the parent goes away (the next report hits a closed pipe).
-    """
-    try:
-        result = mint(
-            resource,
-            bits,
-            message_hash,
-            now=now,
-            rand=rand,
-            start=start,
-            progress=lambda tries: conn.send(("p", tries)),
-            progress_interval=interval,
-        )
-        conn.send(("ok", result))
-    except (OSError, KeyboardInterrupt):  # parent gone, or Ctrl-C hit the process group
-        pass
-    except Exception as exc:
-        with contextlib.suppress(OSError):
-            conn.send(("err", f"{type(exc).__name__}: {exc}"))
-    finally:
-        conn.close()
-
-
 def mint_parallel(
     resource: str,
     bits: int,
@@ -460,87 +420,19 @@ def mint_parallel(
     progress_interval: float = 0.1,
     cancel: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
-    """:func:`mint` on ``processes`` cores (default: all), each on its own counter range.
+    """:func:`mint` on several cores: :func:`mmtp_proto.hashcash_parallel.mint_parallel`."""
+    # Not a module-level import: hashcash_parallel imports this module, and whenever it is loaded
+    # first (as in every spawned child) a module-level import back would find it half-built.
+    from .hashcash_parallel import mint_parallel as run
 
-    Children are started with the "spawn" method (safe in a threaded program such as the
-    TUI), report progress through a pipe, and are terminated and reaped as soon as one finds
-    a stamp, on cancel, or on any error. ``progress`` gets the total tries of all children.
-    With one process this is just :func:`mint` in this process.
-    """
-    count = (os.cpu_count() or 1) if processes is None else processes
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ValueError("processes must be a positive integer")
-    now = int(time.time()) if now is None else now
-    prefix = _prepare(resource, bits, message_hash, now, rand)
-    rand = prefix.decode("ascii").split(":")[5]  # the same stamp layout for every child
-    if count == 1:
-        return mint(
-            resource,
-            bits,
-            message_hash,
-            now=now,
-            rand=rand,
-            progress=progress,
-            progress_interval=progress_interval,
-            cancel=cancel,
-        )
-
-    ctx = multiprocessing.get_context("spawn")
-    children: list[tuple[multiprocessing.process.BaseProcess, Any]] = []
-    try:
-        for i in range(count):
-            reader, writer = ctx.Pipe(duplex=False)
-            child = ctx.Process(
-                target=_worker,
-                args=(writer, resource, bits, message_hash, now, rand, i * _SLICE),
-                kwargs={"interval": progress_interval},
-                name=f"mmtp-hashcash-{i}",
-                daemon=True,
-            )
-            try:
-                child.start()
-            except BaseException:
-                reader.close()
-                raise
-            finally:
-                writer.close()  # the child holds the only write end: EOF means it ended
-            children.append((child, reader))
-        tries = [0] * count
-        open_readers = {reader: i for i, (_, reader) in enumerate(children)}
-        last = time.monotonic()
-        while open_readers:
-            ready = multiprocessing.connection.wait(list(open_readers), timeout=progress_interval)
-            for reader in ready:
-                i = open_readers[reader]
-                try:
-                    kind, value = reader.recv()
-                except EOFError:
-                    del open_readers[reader]
-                    continue
-                if kind == "p":
-                    tries[i] = value
-                elif kind == "ok":
-                    if progress is not None:
-                        progress(sum(tries))
-                    return value
-                else:
-                    raise RuntimeError(f"a HashCash worker failed: {value}")
-            moment = time.monotonic()
-            if moment - last >= progress_interval:
-                last = moment
-                if progress is not None:
-                    progress(sum(tries))
-                if cancel is not None and cancel():
-                    raise MintCancelled(f"minting cancelled after {sum(tries)} tries")
-        raise RuntimeError("every HashCash worker exited without finding a stamp")
-    finally:
-        for child, _ in children:
-            if child.is_alive():
-                child.terminate()
-        for child, reader in children:
-            child.join(timeout=5)
-            if child.is_alive():  # pragma: no cover - SIGTERM ignored?
-                child.kill()
-                child.join()
-            child.close()
-            reader.close()
+    return run(
+        resource,
+        bits,
+        message_hash,
+        processes=processes,
+        now=now,
+        rand=rand,
+        progress=progress,
+        progress_interval=progress_interval,
+        cancel=cancel,
+    )
