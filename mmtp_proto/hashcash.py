@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import multiprocessing  # noqa: F401  (tests patch hashcash.multiprocessing.get_context)
 import re
 import secrets
 import time

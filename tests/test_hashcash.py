@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mmtp_proto import hashcash
 from mmtp_proto.errors import (
     POW_EXPIRED,
     POW_INSUFFICIENT,
@@ -255,7 +254,7 @@ def test_mint_parallel_with_one_process_stays_in_process(monkeypatch):
     def no_processes(*args, **kwargs):
         raise AssertionError("must not start processes")
 
-    monkeypatch.setattr(hashcash.multiprocessing, "get_context", no_processes)
+    monkeypatch.setattr(multiprocessing, "get_context", no_processes)
     stamp = mint_parallel(BOB, 8, HASH, processes=1, now=NOW)
     verify(stamp, difficulty=8)
 
