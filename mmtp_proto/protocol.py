@@ -48,6 +48,9 @@ class Session:
     tls: bool
     nonce: str = field(default_factory=lambda: secrets.token_hex(16))
     authenticated: str | None = None
+    # The key AUTH was proven with: when the address's key is replaced by someone else's
+    # connection, this one stops counting as authenticated.
+    auth_fingerprint: str | None = None
 
 
 @dataclass
@@ -97,6 +100,11 @@ class Protocol:
         self.failures = FailureLimiter(
             config.failure_limit, config.failure_window_seconds, config.failure_block_seconds
         )
+        # Called before a request other than SEND runs while this turn has staged writes, so
+        # what it reads (a key for AUTH, messages for RECEIVE) is committed, never a write a
+        # failed commit could still take back. The server sets it to its commit step; SENDs,
+        # the hot path, still share one commit.
+        self.settle: Callable[[], None] | None = None
         self._keys: OrderedDict[tuple[str, str], pgp.PublicKey] = OrderedDict()
         self._handlers: dict[str, Callable[[Session, dict[str, Any], int], Outcome]] = {
             "SEND": self._send,
@@ -139,6 +147,8 @@ class Protocol:
             request = parse_request(value)
             action = request.action
             handler = self._handlers.get(request.action)
+            if request.action != "SEND" and self.settle is not None and self.store.pending:
+                self.settle()
             if handler is None:
                 raise MMTPError(
                     errors.UNKNOWN_ACTION,
@@ -179,8 +189,19 @@ class Protocol:
                 f"({', '.join(sorted(self.domains))}); this server does not relay",
             )
 
+    def _current_identity(self, session: Session) -> str | None:
+        """Who this connection is authenticated as, if that key is still the registered one."""
+        email = session.authenticated
+        if email is None:
+            return None
+        record = self.store.get_key(email)
+        if record is None or record.fingerprint != session.auth_fingerprint:
+            session.authenticated = session.auth_fingerprint = None
+            return None
+        return email
+
     def _require_auth_as(self, session: Session, email: str) -> None:
-        if session.authenticated is None:
+        if self._current_identity(session) is None:
             raise MMTPError(errors.AUTH_REQUIRED, f"authenticate as {email} first (AUTH)")
         if session.authenticated != email:
             raise MMTPError(
@@ -242,7 +263,7 @@ class Protocol:
                 verified = True
         if (
             parse_address(packet.sender).domain in self.domains
-            and session.authenticated != packet.sender
+            and self._current_identity(session) != packet.sender
             and not verified
         ):
             raise MMTPError(
@@ -354,7 +375,7 @@ class Protocol:
                 _ok(message="This key is already registered", fingerprint=key.fingerprint)
             )
         if existing is not None:
-            if session.authenticated is None:
+            if self._current_identity(session) is None:
                 raise MMTPError(
                     errors.KEY_EXISTS,
                     f"{email} already has a key; authenticate as {email} (AUTH) to replace it",
@@ -365,6 +386,9 @@ class Protocol:
                     f"this connection is authenticated as {session.authenticated}, not {email}",
                 )
         self.store.put_key(email, key.armored, key.fingerprint, now)
+        if session.authenticated == email:
+            # The owner replaced its own key here: it stays authenticated.
+            session.auth_fingerprint = key.fingerprint
         if existing is None:
             verb = "registered"
         elif existing.fingerprint == key.fingerprint:
@@ -415,6 +439,7 @@ class Protocol:
             self.failures.record_failure(session.peer, now)
             raise
         session.authenticated = email
+        session.auth_fingerprint = key.fingerprint
         return Outcome(_ok(message="Authenticated", email=email))
 
 

@@ -117,6 +117,10 @@ class Server:
         self._per_ip: dict[str, int] = {}
         self._rejecting = 0
         self._pending: set[_Conn] = set()
+        # Held durable answers whose writes sit in the open transaction, with the request id
+        # to echo if they must be withdrawn (NO_ID when the request had none; None is a real
+        # id, JSON null).
+        self._promised: list[tuple[_Conn, int, Any]] = []
         self._store: Store | None = None
         self._protocol: Protocol | None = None
         self._stop = threading.Event()
@@ -150,6 +154,7 @@ class Server:
         except StoreError as exc:
             raise LocalError(str(exc)) from None
         self._protocol = Protocol(cfg, self._store)
+        self._protocol.settle = self._settle
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         try:
@@ -402,17 +407,13 @@ class Server:
         store = self._store
         assert store is not None
         touched: dict[_Conn, None] = {}
-        # Held durable answers whose writes sit in the open transaction, with the request
-        # id to echo if they must be withdrawn (NO_ID when the request had none; None is a
-        # real id, JSON null).
-        promised: list[tuple[_Conn, int, Any]] = []
         for round_ in range(GATHER_ROUNDS):
             batch = [c for c in self._pending if c.sock in self._conns]
             self._pending = set()
             if not batch:
                 break
             touched.update(dict.fromkeys(batch))
-            self._answer(batch, promised)
+            self._answer(batch)
             if round_ == GATHER_ROUNDS - 1 or not store.pending:
                 break
             # Requests that arrived while these were answered can share the commit: look
@@ -421,14 +422,7 @@ class Server:
                 break
         if not touched:
             return set()
-        try:
-            store.commit()
-        except StoreError as exc:
-            log.error("commit failed, withdrawing this turn's acknowledgements: %s", exc)
-            self._withdraw(promised)
-        if store.lost_writes:
-            store.lost_writes = False
-            self._withdraw(promised)
+        self._settle()
         high_water = self.config.output_high_water
         still_ready: set[_Conn] = set()
         for conn in touched:
@@ -450,7 +444,22 @@ class Server:
             self._dispatch_safely(key, mask)
         return bool(events)
 
-    def _answer(self, batch: list[_Conn], promised: list[tuple[_Conn, int, Any]]) -> None:
+    def _settle(self) -> None:
+        """Commit what this turn staged so far; withdraw its promises if that fails."""
+        store = self._store
+        assert store is not None
+        try:
+            store.commit()
+        except StoreError as exc:
+            log.error("commit failed, withdrawing this turn's acknowledgements: %s", exc)
+            self._withdraw(self._promised)
+        if store.lost_writes:
+            store.lost_writes = False
+            self._withdraw(self._promised)
+        # Whatever was not withdrawn is on disk now.
+        self._promised.clear()
+
+    def _answer(self, batch: list[_Conn]) -> None:
         """Handle up to LINES_PER_TURN requests of each connection; hold the answers."""
         protocol, store = self._protocol, self._store
         assert protocol is not None and store is not None
@@ -475,7 +484,7 @@ class Server:
                     # withdraw those answers now. Later requests start a new transaction,
                     # and their answers depend on the commit as usual.
                     store.lost_writes = False
-                    self._withdraw(promised)
+                    self._withdraw(self._promised)
                 self._log_outcome(conn, outcome.action, outcome.response)
                 durable = outcome.durable or (
                     outcome.action in ACKNOWLEDGING_ACTIONS
@@ -484,7 +493,7 @@ class Server:
                 frame = _encode_answer(outcome.response)
                 queued += len(frame)
                 if durable:
-                    promised.append((conn, len(conn.held), outcome.response.get("id", NO_ID)))
+                    self._promised.append((conn, len(conn.held), outcome.response.get("id", NO_ID)))
                 conn.held.append(frame)
             if conn.lines:
                 self._pending.add(conn)
