@@ -32,6 +32,7 @@ VERIFY_MODES = ("ca", "tofu", "insecure")
 DEFAULT_TIMEOUT = 30.0
 # Answers can hold 1000 stored messages; allow far more than a request may carry.
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+_NOT_ECHOED = object()
 # Seconds between send attempts after a lost connection (times the attempt number).
 RETRY_PAUSE = 0.25
 
@@ -79,6 +80,7 @@ class Connection:
             raise LocalError(f"TLS verification must be one of {', '.join(VERIFY_MODES)}")
         self.host, self.port, self.tls = host, port, tls
         self.fingerprint: str | None = None
+        self.closed = False
         try:
             raw = socket.create_connection((host, port), timeout=timeout)
         except OSError as exc:
@@ -158,6 +160,19 @@ class Connection:
                 known.pin(self.host, self.port, self.fingerprint)
 
     def _read_frame(self) -> dict[str, Any]:
+        try:
+            return self._read_frame_unchecked()
+        except (LocalError, MMTPError) as exc:
+            # A late or garbled answer would be taken for the next request's: the
+            # connection is out of step with the server, so it is closed, not reused.
+            self.close()
+            if isinstance(exc, MMTPError):
+                raise LocalError(
+                    f"{self.host}:{self.port} sent something that is not MMTP"
+                ) from None
+            raise
+
+    def _read_frame_unchecked(self) -> dict[str, Any]:
         while not self._lines:
             try:
                 data = self.sock.recv(65536)
@@ -176,9 +191,12 @@ class Connection:
         return value
 
     def send_frames(self, requests: list[dict[str, Any]]) -> None:
+        if self.closed:
+            raise LocalError(f"the connection to {self.host}:{self.port} is closed; connect again")
         try:
             self.sock.sendall(b"".join(encode_frame(r) for r in requests))
         except OSError as exc:
+            self.close()
             raise LocalError(f"connection to {self.host}:{self.port} lost: {exc}") from None
 
     def request(self, action: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -191,13 +209,20 @@ class Connection:
         self.send_frames(framed)
         answers = [self._read_frame() for _ in framed]
         for request, answer in zip(framed, answers, strict=True):
-            if answer.get("id") != request["id"] and answer.get("status") == "OK":
-                raise LocalError("the server answered out of order")
+            # Every answer echoes its id, except an error for a frame the server could not
+            # read as a request (FRAME_TOO_LARGE).
+            echoed = answer.get("id", _NOT_ECHOED)
+            if echoed != request["id"] and not (
+                echoed is _NOT_ECHOED and answer.get("status") == "ERROR"
+            ):
+                self.close()
+                raise LocalError("the server answered out of order; the connection was closed")
             if answer.get("status") != "OK":
                 raise MMTPError.from_response(answer)
         return answers
 
     def close(self) -> None:
+        self.closed = True
         with contextlib.suppress(OSError):
             self.sock.close()
 
@@ -266,7 +291,7 @@ class Client:
         self.authenticated_as = None
 
     def is_connected(self) -> bool:
-        return self.connection is not None
+        return self.connection is not None and not self.connection.closed
 
     def __enter__(self) -> Client:
         if self.connection is None:

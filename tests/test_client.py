@@ -568,3 +568,23 @@ def test_private_key_file_is_0600_even_over_a_stale_temporary_file(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert not stale.exists()
     assert keystore.load_private(ALICE).public.fingerprint == key_for(ALICE).public.fingerprint
+
+
+def test_a_late_answer_closes_the_connection_instead_of_answering_the_next_request(
+    server, monkeypatch
+):
+    protocol = server._protocol
+    original = protocol.handle_line
+
+    def slow(session, line):
+        if b'"CHECK"' in line:
+            time.sleep(1.0)
+        return original(session, line)
+
+    monkeypatch.setattr(protocol, "handle_line", slow)
+    connection = Connection(*server.plain_address, tls=False, timeout=0.3)
+    with pytest.raises(LocalError, match="did not answer in time"):
+        connection.request("CHECK", {"email": "(bob)%(example.com)"})
+    assert connection.closed
+    with pytest.raises(LocalError, match="closed; connect again"):
+        connection.request("REQUEST_PUBLIC_KEY", {"email": "(bob)%(example.com)"})
