@@ -376,7 +376,10 @@ class Server:
         sock = conn.sock
         while True:
             try:
-                data = sock.recv(READ_CHUNK)
+                # Never read past the frame limit: the unfinished line held plus this read
+                # stays within maxFrameBytes + 1, the byte that proves a frame too large.
+                room = conn.decoder.max_frame_bytes + 1 - conn.decoder.buffered
+                data = sock.recv(min(READ_CHUNK, room))
             except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
                 break
             except ssl.SSLWantWriteError:
