@@ -8,23 +8,22 @@ answers produced in that turn leave only after it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
-import resource
 import selectors
 import socket
 import ssl
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 from . import errors
 from .config import ServerConfig
 from .errors import LocalError, MMTPError
-from .framing import NO_ID, FrameDecoder, encode_frame, with_id
-from .protocol import Protocol, Session, storage_failure
+from .framing import NO_ID, encode_frame, with_id
+from .listeners import open_listener, raise_nofile_limit
+from .peer import Peer, encode_answer
+from .protocol import Protocol, storage_failure
 from .store import Store, StoreError
 
 log = logging.getLogger("mmtp.server")
@@ -44,64 +43,6 @@ REJECT_SLACK = 64
 ACKNOWLEDGING_ACTIONS = frozenset({"SEND", "REGISTER_KEY"})
 
 
-class _Conn:
-    __slots__ = (
-        "addr",
-        "closing",
-        "decoder",
-        "handshaking",
-        "held",
-        "last_active",
-        "lines",
-        "out",
-        "peer",
-        "rejecting",
-        "session",
-        "sock",
-        "tls",
-    )
-
-    def __init__(self, sock: socket.socket, addr: tuple, tls: bool, max_frame: int) -> None:
-        self.sock = sock
-        self.addr = addr
-        self.peer = str(addr[0])
-        self.tls = tls
-        self.handshaking = tls
-        self.decoder = FrameDecoder(max_frame)
-        self.lines: deque[bytes] = deque()
-        self.out = bytearray()
-        # Answers waiting for this turn's commit (see Server._process_lines).
-        self.held: list[bytes] = []
-        self.session = Session(peer=self.peer, tls=tls)
-        self.last_active = time.monotonic()
-        self.closing = False
-        self.rejecting: str | None = None
-
-
-def _raise_nofile_limit(wanted: int) -> None:
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        if soft != resource.RLIM_INFINITY and soft < target:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ValueError, OSError) as exc:
-        log.warning("could not raise the open-files limit: %s", exc)
-
-
-def _encode_answer(response: dict[str, Any]) -> bytes:
-    try:
-        return encode_frame(response)
-    except (TypeError, ValueError):
-        # The protocol layer only builds encodable answers; if one slips through, the client
-        # still gets an answer in its place, and the loop goes on.
-        log.exception("an answer could not be encoded")
-        error = MMTPError(errors.INTERNAL, "the server could not encode its answer")
-        try:
-            return encode_frame(with_id(error.to_response(), response.get("id", NO_ID)))
-        except (TypeError, ValueError):
-            return encode_frame(error.to_response())
-
-
 class Server:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config.validate()
@@ -111,16 +52,16 @@ class Server:
         self._selector: selectors.BaseSelector | None = None
         self._listeners: list[socket.socket] = []
         self._ssl_context: ssl.SSLContext | None = None
-        self._conns: dict[socket.socket, _Conn] = {}
+        self._conns: dict[socket.socket, Peer] = {}
         # Admitted connections per address; connections being refused (over a cap, told
         # so before they are closed) count in neither cap, only in self._rejecting.
         self._per_ip: dict[str, int] = {}
         self._rejecting = 0
-        self._pending: set[_Conn] = set()
+        self._pending: set[Peer] = set()
         # Held durable answers whose writes sit in the open transaction, with the request id
         # to echo if they must be withdrawn (NO_ID when the request had none; None is a real
         # id, JSON null).
-        self._promised: list[tuple[_Conn, int, Any]] = []
+        self._promised: list[tuple[Peer, int, Any]] = []
         self._store: Store | None = None
         self._protocol: Protocol | None = None
         self._stop = threading.Event()
@@ -143,7 +84,7 @@ class Server:
         if self._bound:
             return
         cfg = self.config
-        _raise_nofile_limit(max(4096, cfg.max_connections + REJECT_SLACK + 64))
+        raise_nofile_limit(max(4096, cfg.max_connections + REJECT_SLACK + 64))
         data_dir = Path(cfg.data_dir)
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
@@ -176,22 +117,7 @@ class Server:
         self._bound = True
 
     def _listen(self, port: int, *, tls: bool) -> tuple[str, int]:
-        host = self.config.host
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.listen(1024)
-        except OSError as exc:
-            sock.close()
-            hint = ""
-            if exc.errno == errno.EADDRINUSE:
-                hint = " (another program is using that port: stop it or pick another port)"
-            elif exc.errno == errno.EACCES:
-                hint = " (ports below 1024 need privileges: use 8025/8026)"
-            raise LocalError(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
-        sock.setblocking(False)
+        sock = open_listener(self.config.host, port)
         assert self._selector is not None
         self._selector.register(sock, selectors.EVENT_READ, "tls" if tls else "plain")
         self._listeners.append(sock)
@@ -249,7 +175,7 @@ class Server:
         self._log_start()
         next_tick = time.monotonic()
         next_purge = 0.0
-        ready: set[_Conn] = set()
+        ready: set[Peer] = set()
         try:
             while not self._stop.is_set():
                 timeout = 0.0 if ready else max(0.0, min(TICK, next_tick - time.monotonic()))
@@ -275,7 +201,7 @@ class Server:
         except Exception:
             # A bug met by one connection must not stop the server for everyone.
             log.exception("unexpected error on a connection; closing it")
-            if isinstance(key.data, _Conn):
+            if isinstance(key.data, Peer):
                 self._close(key.data)
 
     def _dispatch(self, key: selectors.SelectorKey, mask: int) -> None:
@@ -286,7 +212,7 @@ class Server:
         elif tag in ("plain", "tls"):
             self._accept(key.fileobj, tls=tag == "tls")  # type: ignore[arg-type]
         else:
-            conn: _Conn = tag
+            conn: Peer = tag
             if conn.handshaking:
                 self._handshake(conn)
             else:
@@ -324,7 +250,7 @@ class Server:
                 except (OSError, ssl.SSLError):
                     sock.close()
                     continue
-            conn = _Conn(sock, addr, tls, cfg.max_frame_bytes)
+            conn = Peer(sock, addr, tls, cfg.max_frame_bytes)
             self._conns[sock] = conn
             assert self._selector is not None
             self._selector.register(sock, selectors.EVENT_READ, conn)
@@ -338,7 +264,7 @@ class Server:
             if not tls:
                 self._greet(conn)
 
-    def _greet(self, conn: _Conn) -> None:
+    def _greet(self, conn: Peer) -> None:
         assert self._protocol is not None
         if conn.rejecting:
             err = MMTPError(
@@ -351,7 +277,7 @@ class Server:
             conn.out += encode_frame(self._protocol.greeting(conn.session))
         self._flush(conn)
 
-    def _handshake(self, conn: _Conn) -> None:
+    def _handshake(self, conn: Peer) -> None:
         sock = conn.sock
         assert isinstance(sock, ssl.SSLSocket) and self._selector is not None
         try:
@@ -370,7 +296,7 @@ class Server:
         conn.last_active = time.monotonic()
         self._greet(conn)
 
-    def _read(self, conn: _Conn) -> None:
+    def _read(self, conn: Peer) -> None:
         if conn.closing or conn.decoder.broken:
             return
         sock = conn.sock
@@ -405,11 +331,11 @@ class Server:
         if conn.closing and not conn.lines and not conn.out and not conn.held:
             self._close(conn)
 
-    def _process_lines(self) -> set[_Conn]:
+    def _process_lines(self) -> set[Peer]:
         """Answer buffered requests, commit once, then release the answers."""
         store = self._store
         assert store is not None
-        touched: dict[_Conn, None] = {}
+        touched: dict[Peer, None] = {}
         for round_ in range(GATHER_ROUNDS):
             batch = [c for c in self._pending if c.sock in self._conns]
             self._pending = set()
@@ -427,7 +353,7 @@ class Server:
             return set()
         self._settle()
         high_water = self.config.output_high_water
-        still_ready: set[_Conn] = set()
+        still_ready: set[Peer] = set()
         for conn in touched:
             for frame in conn.held:
                 conn.out += frame
@@ -462,7 +388,7 @@ class Server:
         # Whatever was not withdrawn is on disk now.
         self._promised.clear()
 
-    def _answer(self, batch: list[_Conn]) -> None:
+    def _answer(self, batch: list[Peer]) -> None:
         """Handle up to LINES_PER_TURN requests of each connection; hold the answers."""
         protocol, store = self._protocol, self._store
         assert protocol is not None and store is not None
@@ -493,7 +419,7 @@ class Server:
                     outcome.action in ACKNOWLEDGING_ACTIONS
                     and outcome.response.get("status") == "OK"
                 )
-                frame = _encode_answer(outcome.response)
+                frame = encode_answer(outcome.response)
                 queued += len(frame)
                 if durable:
                     self._promised.append((conn, len(conn.held), outcome.response.get("id", NO_ID)))
@@ -502,19 +428,19 @@ class Server:
                 self._pending.add(conn)
 
     @staticmethod
-    def _withdraw(promised: list[tuple[_Conn, int, Any]]) -> None:
+    def _withdraw(promised: list[tuple[Peer, int, Any]]) -> None:
         """Replace held durable answers whose writes were lost with INTERNAL."""
         for conn, index, request_id in promised:
             conn.held[index] = encode_frame(with_id(storage_failure().to_response(), request_id))
         promised.clear()
 
-    def _log_outcome(self, conn: _Conn, action: str, response: dict) -> None:
+    def _log_outcome(self, conn: Peer, action: str, response: dict) -> None:
         if response.get("status") == "OK":
             log.info("%s %s OK", conn.peer, action)
         else:
             log.info("%s %s ERROR %s", conn.peer, action, response["error"]["code"])
 
-    def _flush(self, conn: _Conn) -> None:
+    def _flush(self, conn: Peer) -> None:
         sock = conn.sock
         while conn.out:
             try:
@@ -532,7 +458,7 @@ class Server:
             return
         self._update_interest(conn)
 
-    def _update_interest(self, conn: _Conn) -> None:
+    def _update_interest(self, conn: Peer) -> None:
         if conn.sock not in self._conns or conn.handshaking:
             return
         events = 0
@@ -556,7 +482,7 @@ class Server:
         if key.events != events:
             self._selector.modify(conn.sock, events, conn)
 
-    def _close(self, conn: _Conn) -> None:
+    def _close(self, conn: Peer) -> None:
         if self._conns.pop(conn.sock, None) is None:
             return
         assert self._selector is not None
