@@ -88,6 +88,7 @@ class ServerConfig:
 
 
 _PATH_FIELDS = {"data_dir", "cert", "key"}
+_KIND = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
 
 
 def config_from_mapping(values: dict[str, Any], source: str = "config") -> ServerConfig:
@@ -112,7 +113,7 @@ def config_from_mapping(values: dict[str, Any], source: str = "config") -> Serve
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise LocalError(f"{source}: {raw_key} must be a {expected.__name__}")
+                raise LocalError(f"{source}: {raw_key} must be {_KIND[expected]}")
         kwargs[key] = value
     return ServerConfig(**kwargs)
 
