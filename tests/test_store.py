@@ -78,3 +78,26 @@ def test_a_rolled_back_key_is_forgotten(tmp_path: Path) -> None:
     assert store.get_key(BOB).fingerprint == "F1"
     assert store.get_key("(nobody)%(example.com)") is None
     store.close()
+
+
+def test_purge_forgets_only_stamps_that_can_no_longer_verify(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db")
+    for n in range(3):
+        _add(store, n)  # each stamp expires at 10
+    store.add_message(
+        recipient=BOB,
+        message_id=f"{9:032x}",
+        message_hash="0" * 64,
+        packet={"meta": {}},
+        received_at=1,
+        stamp_key="stamp-late",
+        stamp_expires_at=100,
+    )
+    store.commit()
+    assert store.purge_expired_stamps(10) == 0  # still valid at its last second
+    assert store.purge_expired_stamps(11) == 3
+    store.commit()
+    assert not store.is_spent("stamp-0")
+    assert store.is_spent("stamp-late")
+    assert store.count_messages(BOB) == 4  # messages stay; only the spent-stamp records go
+    store.close()
