@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from textual import on, work
@@ -27,9 +28,8 @@ from .dialogs import ChoiceScreen, ConfirmScreen, PromptScreen
 
 def quote(message: StoredMessage) -> str:
     lines = (message.body or "").splitlines() or [""]
-    return f"\n\nOn {message.timestamp} {message.sender} wrote:\n" + "\n".join(
-        f"> {line}" for line in lines
-    )
+    when = datetime.fromtimestamp(message.timestamp, UTC).strftime("%a, %d %b %Y %H:%M UTC")
+    return f"\n\nOn {when}, {message.sender} wrote:\n" + "\n".join(f"> {line}" for line in lines)
 
 
 class MainScreen(Screen):

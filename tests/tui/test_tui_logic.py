@@ -163,3 +163,14 @@ def test_local_server_of_a_running_tui_is_shared_not_stopped(tmp_path):
     finally:
         first.stop()
     assert not _alive(info.pid)
+
+
+def test_a_quoted_reply_names_the_date_in_words_not_seconds() -> None:
+    from types import SimpleNamespace
+
+    from mmtp_tui.screens.main import quote
+
+    message = SimpleNamespace(timestamp=1795983980, sender="(root)%(localhost)", body="a\nb")
+    text = quote(message)
+    assert "On Sun, 29 Nov 2026 20:26 UTC, (root)%(localhost) wrote:\n> a\n> b" in text
+    assert "1795983980" not in text
