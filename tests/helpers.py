@@ -16,7 +16,7 @@ import ssl
 import time
 from typing import Any
 
-from mmtp_proto import hashcash, pgp
+from mmtp_proto import hashcash, openpgp_packets, pgp
 from mmtp_proto.canonical import auth_challenge
 from mmtp_proto.message import seal
 from mmtp_proto.packet import clear_content, signature_input_of
@@ -60,22 +60,27 @@ def _crc24(data: bytes) -> int:
 
 
 def dearmor(armored: str) -> bytes:
-    """The binary packets inside one ASCII-armored block (RFC 4880 §6.2)."""
-    lines = armored.strip().splitlines()
-    body_start = lines.index("") + 1
-    body = [line for line in lines[body_start:-1] if not line.startswith("=")]
-    return base64.b64decode("".join(body))
+    """The binary packets inside one ASCII-armored block, whatever its kind."""
+    kind = armored.strip().splitlines()[0].removeprefix("-----BEGIN PGP ").removesuffix("-----")
+    return openpgp_packets.dearmor(armored, kind)
 
 
-def armor_public_key_block(data: bytes) -> str:
-    """Binary key packets as one ASCII-armored public key block, with its CRC-24."""
+def armor(data: bytes, kind: str = "PUBLIC KEY BLOCK") -> str:
+    """Binary OpenPGP packets as one ASCII-armored block of `kind`, with its CRC-24."""
     text = base64.b64encode(data).decode("ascii")
     body = "\n".join(text[i : i + 64] for i in range(0, len(text), 64))
     crc = base64.b64encode(_crc24(data).to_bytes(3, "big")).decode("ascii")
-    return (
-        "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n"
-        f"{body}\n={crc}\n-----END PGP PUBLIC KEY BLOCK-----\n"
-    )
+    return f"-----BEGIN PGP {kind}-----\n\n{body}\n={crc}\n-----END PGP {kind}-----\n"
+
+
+def split_packets(armored: str) -> list[tuple[int, bytes]]:
+    """(tag, whole packet with its header) for each packet of an armored block."""
+    data = dearmor(armored)
+    found, start = [], 0
+    for tag, body, length in openpgp_packets.packets(data):
+        found.append((tag, data[start : body + length]))
+        start = body + length
+    return found
 
 
 def padded_signature(armored: str, unhashed_bytes: int) -> str:
@@ -92,7 +97,7 @@ def padded_signature(armored: str, unhashed_bytes: int) -> str:
     unhashed = original * (min(unhashed_bytes, 65_000) // len(original))
     body = body[:hashed_end] + len(unhashed).to_bytes(2, "big") + unhashed + rest
     packet = bytes([0xC2, 0xFF]) + len(body).to_bytes(4, "big") + body
-    return armor_public_key_block(packet).replace("PUBLIC KEY BLOCK", "SIGNATURE")
+    return armor(packet, "SIGNATURE")
 
 
 def auth_signature(greeting: dict[str, Any], email: str, key: pgp.PrivateKey | None = None) -> str:

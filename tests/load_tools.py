@@ -25,7 +25,7 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
-from mmtp_proto import hashcash, pgp
+from mmtp_proto import hashcash, openpgp_packets, pgp
 from mmtp_proto.canonical import auth_challenge
 from mmtp_proto.framing import FrameDecoder, encode_frame, parse_json
 from mmtp_proto.message import seal
@@ -80,24 +80,11 @@ def same_stamp_new_id(packet: dict[str, Any]) -> dict[str, Any]:
 
 
 def _packet_spans(data: bytes) -> list[tuple[int, int, int]]:
-    """(tag, start, end) of each OpenPGP packet in `data` (old and new length formats)."""
-    spans = []
-    i = 0
-    while i < len(data):
-        header = data[i]
-        if header & 0x40:  # new format
-            tag, first = header & 0x3F, data[i + 1]
-            if first < 192:
-                size, length = 2, first
-            elif first < 224:
-                size, length = 3, ((first - 192) << 8) + data[i + 2] + 192
-            else:
-                size, length = 6, int.from_bytes(data[i + 2 : i + 6], "big")
-        else:
-            tag, size = (header >> 2) & 0x0F, {0: 2, 1: 3, 2: 5}[header & 0x03]
-            length = int.from_bytes(data[i + 1 : i + size], "big")
-        spans.append((tag, i, i + size + length))
-        i += size + length
+    """(tag, start, end) of each OpenPGP packet in `data`, headers included."""
+    spans, start = [], 0
+    for tag, body, length in openpgp_packets.packets(data):
+        spans.append((tag, start, body + length))
+        start = body + length
     return spans
 
 

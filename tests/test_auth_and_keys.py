@@ -18,7 +18,7 @@ from helpers import (
     DAVE_REMOTE,
     MALLORY,
     Wire,
-    armor_public_key_block,
+    armor,
     auth_signature,
     dearmor,
     error_code,
@@ -156,7 +156,7 @@ def test_registered_key_survives_a_restart(start_server, tmp_path, alice_second_
 
 def test_rearmored_public_key_is_accepted(server):
     """The armor is only transport: the same packets armored anew are the same key."""
-    armored = armor_public_key_block(dearmor(key_for(ALICE).public.armored))
+    armored = armor(dearmor(key_for(ALICE).public.armored))
     with Wire(server) as wire:
         answer = wire.request("REGISTER_KEY", {"email": ALICE, "publicKey": armored})
     assert answer["status"] == "OK", answer
@@ -199,9 +199,7 @@ def test_garbage_key_is_key_invalid(server, public_key):
 
 
 def test_two_keys_in_one_block_is_key_invalid(server):
-    both = armor_public_key_block(
-        dearmor(key_for(ALICE).public.armored) + dearmor(key_for(BOB).public.armored)
-    )
+    both = armor(dearmor(key_for(ALICE).public.armored) + dearmor(key_for(BOB).public.armored))
     with Wire(server) as wire:
         answer = wire.request("REGISTER_KEY", {"email": ALICE, "publicKey": both})
     assert error_code(answer) == "KEY_INVALID"

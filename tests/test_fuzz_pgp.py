@@ -3,11 +3,10 @@ clean error, never an unexpected exception."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 
 import pytest
-from helpers import key_for
+from helpers import armor, key_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,12 +19,6 @@ EMAIL = "(fuzz)%(example.com)"
 SETTINGS = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-
-
-def _armor(data: bytes, kind: str) -> str:
-    body = base64.b64encode(data).decode()
-    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
-    return f"-----BEGIN PGP {kind}-----\n\n" + "\n".join(lines) + f"\n-----END PGP {kind}-----\n"
 
 
 def _mutations(data: bytes) -> st.SearchStrategy[bytes]:
@@ -48,7 +41,7 @@ _SIG_BYTES = openpgp_packets.dearmor(_SIGNATURE, "SIGNATURE")
 @SETTINGS
 @given(
     st.one_of(
-        st.text(max_size=300), _mutations(_KEY_BYTES).map(lambda b: _armor(b, "PUBLIC KEY BLOCK"))
+        st.text(max_size=300), _mutations(_KEY_BYTES).map(lambda b: armor(b, "PUBLIC KEY BLOCK"))
     )
 )
 def test_public_key_parsing_yields_a_key_or_key_invalid(text: str) -> None:
@@ -64,7 +57,7 @@ def test_public_key_parsing_yields_a_key_or_key_invalid(text: str) -> None:
 
 @SETTINGS
 @given(
-    st.one_of(st.text(max_size=300), _mutations(_SIG_BYTES).map(lambda b: _armor(b, "SIGNATURE")))
+    st.one_of(st.text(max_size=300), _mutations(_SIG_BYTES).map(lambda b: armor(b, "SIGNATURE")))
 )
 def test_signature_checking_yields_a_boolean(signature: str) -> None:
     assert isinstance(pgp.verify_detached(b"payload", signature, key_for(EMAIL).public), bool)

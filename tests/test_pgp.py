@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import re
@@ -10,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pgpy
 import pytest
+from helpers import armor, split_packets
 from pgpy.constants import (
     CompressionAlgorithm,
     EllipticCurveOID,
@@ -79,51 +79,6 @@ def _public(key: pgpy.PGPKey) -> str:
 # --- a tiny OpenPGP packet splitter (RFC 4880 §4.2), to tamper with keys byte by byte ----------
 
 
-def _dearmor(text: str) -> bytes:
-    lines = text.strip().splitlines()
-    body = lines[lines.index("") + 1 : -1]
-    return base64.b64decode("".join(line for line in body if not line.startswith("=")))
-
-
-def _crc24(data: bytes) -> int:
-    crc = 0xB704CE
-    for byte in data:
-        crc ^= byte << 16
-        for _ in range(8):
-            crc <<= 1
-            if crc & 0x1000000:
-                crc ^= 0x1864CFB
-    return crc & 0xFFFFFF
-
-
-def _armor(data: bytes, kind: str = "PUBLIC KEY BLOCK") -> str:
-    b64 = base64.b64encode(data).decode()
-    lines = "\n".join(b64[i : i + 64] for i in range(0, len(b64), 64))
-    crc = base64.b64encode(_crc24(data).to_bytes(3, "big")).decode()
-    return f"-----BEGIN PGP {kind}-----\n\n{lines}\n={crc}\n-----END PGP {kind}-----\n"
-
-
-def _packets(armored: str) -> list[tuple[int, bytes]]:
-    """(tag, whole packet) pairs; both header formats, no partial lengths (keys never use them)."""
-    data, out, i = _dearmor(armored), [], 0
-    while i < len(data):
-        first = data[i]
-        if first & 0x40:
-            tag, octet = first & 0x3F, data[i + 1]
-            if octet < 192:
-                head, length = 2, octet
-            elif octet < 224:
-                head, length = 3, ((octet - 192) << 8) + data[i + 2] + 192
-            else:
-                head, length = 6, int.from_bytes(data[i + 2 : i + 6], "big")
-        else:
-            tag, size = (first >> 2) & 0x0F, {0: 1, 1: 2, 2: 4}[first & 3]
-            head, length = 1 + size, int.from_bytes(data[i + 1 : i + 1 + size], "big")
-        out.append((tag, data[i : i + head + length]))
-        i += head + length
-    return out
-
-
 def _flip_last_byte(packet: bytes) -> bytes:
     return packet[:-1] + bytes([packet[-1] ^ 0x01])
 
@@ -151,7 +106,7 @@ def test_generated_ed25519_key_describes_itself(alice: pgp.PrivateKey) -> None:
 
 def test_generated_rsa_key_has_rsa_subkey_of_the_same_size(rosa: pgp.PrivateKey) -> None:
     assert rosa.public.algorithm == "RSA-2048"
-    tags = [tag for tag, _ in _packets(rosa.public.armored)]
+    tags = [tag for tag, _ in split_packets(rosa.public.armored)]
     assert tags.count(TAG_PUBLIC_SUBKEY) == 1
     assert pgp.validate_public_key_for(rosa.public.armored, ROSA).algorithm == "RSA-2048"
 
@@ -273,10 +228,10 @@ def test_encrypt_to_several_recipients(
 
 
 def test_encrypt_uses_the_encryption_subkey(alice: pgp.PrivateKey) -> None:
-    subkey = next(p for tag, p in _packets(alice.public.armored) if tag == TAG_PUBLIC_SUBKEY)
+    subkey = next(p for tag, p in split_packets(alice.public.armored) if tag == TAG_PUBLIC_SUBKEY)
     body = subkey[2:]  # new-format header, short length
     subkey_id = hashlib.sha1(b"\x99" + len(body).to_bytes(2, "big") + body).digest()[-8:]
-    (tag, session_key), _data = _packets(pgp.encrypt(b"x", [alice.public]))
+    (tag, session_key), _data = split_packets(pgp.encrypt(b"x", [alice.public]))
     assert tag == 1  # public-key encrypted session key: version, then the recipient key id
     assert session_key[3:11] == subkey_id
 
@@ -307,12 +262,12 @@ def test_decrypt_garbage(alice: pgp.PrivateKey, text: str) -> None:
 
 
 def test_decrypt_tampered_ciphertext(alice: pgp.PrivateKey) -> None:
-    packets = _packets(pgp.encrypt(b"secret words", [alice.public]))
+    packets = split_packets(pgp.encrypt(b"secret words", [alice.public]))
     tampered = b"".join(
         _flip_last_byte(p) if tag == 18 else p for tag, p in packets
     )  # 18: integrity-protected data
     with pytest.raises(LocalError):
-        pgp.decrypt(_armor(tampered, "MESSAGE"), alice)
+        pgp.decrypt(armor(tampered, "MESSAGE"), alice)
 
 
 def test_decrypt_refuses_a_public_key_block(alice: pgp.PrivateKey) -> None:
@@ -335,7 +290,7 @@ def test_sign_verify(which: str, request: pytest.FixtureRequest) -> None:
 
 
 def test_signature_is_binary_mode_sha256(alice: pgp.PrivateKey) -> None:
-    (tag, packet), *_ = _packets(pgp.sign_detached(b"data", alice))
+    (tag, packet), *_ = split_packets(pgp.sign_detached(b"data", alice))
     assert tag == TAG_SIGNATURE
     body = packet[2:]  # new-format header, short length
     version, sigtype, _pubalg, halg = body[0], body[1], body[2], body[3]
@@ -363,9 +318,9 @@ def test_verify_garbage_signature_is_false(alice: pgp.PrivateKey, signature: obj
 
 def test_verify_tampered_or_foreign_armor_is_false(alice: pgp.PrivateKey) -> None:
     signature = pgp.sign_detached(b"data", alice)
-    (_, packet), *_ = _packets(signature)
+    (_, packet), *_ = split_packets(signature)
     assert not pgp.verify_detached(
-        b"data", _armor(_flip_last_byte(packet), "SIGNATURE"), alice.public
+        b"data", armor(_flip_last_byte(packet), "SIGNATURE"), alice.public
     )
     assert not pgp.verify_detached(b"data", alice.public.armored, alice.public)
     assert not pgp.verify_detached(b"data", pgp.encrypt(b"data", [alice.public]), alice.public)
@@ -445,8 +400,10 @@ def test_garbage_armor_is_rejected(text: str) -> None:
 
 
 def test_two_keys_in_one_block_are_rejected(alice: pgp.PrivateKey, bob: pgp.PrivateKey) -> None:
-    both = b"".join(p for _, p in _packets(alice.public.armored) + _packets(bob.public.armored))
-    assert "more than one key" in _rejected(_armor(both))
+    both = b"".join(
+        p for _, p in split_packets(alice.public.armored) + split_packets(bob.public.armored)
+    )
+    assert "more than one key" in _rejected(armor(both))
 
 
 def test_wrong_email_is_rejected(alice: pgp.PrivateKey) -> None:
@@ -471,9 +428,9 @@ def test_key_with_a_revocation_by_another_key_is_rejected(bob: pgp.PrivateKey) -
     key = _pgpy_key()
     foreign = _pgpy_key(BOB)
     revocation = foreign.revoke(foreign, reason=RevocationReason.Retired)
-    packets = _packets(_public(key))
+    packets = split_packets(_public(key))
     spliced = packets[0][1] + bytes(revocation.__bytes__()) + b"".join(p for _, p in packets[1:])
-    assert "revocation" in _rejected(_armor(spliced))
+    assert "revocation" in _rejected(armor(spliced))
 
 
 def test_small_rsa_is_rejected() -> None:
@@ -520,39 +477,39 @@ def test_revoked_encryption_subkey_leaves_no_encryption_key() -> None:
 
 
 def test_broken_subkey_binding_is_rejected(alice: pgp.PrivateKey) -> None:
-    packets = _packets(alice.public.armored)
+    packets = split_packets(alice.public.armored)
     assert [tag for tag, _ in packets] == [6, TAG_USER_ID, 2, TAG_PUBLIC_SUBKEY, 2]
     broken = b"".join(p for _, p in packets[:-1]) + _flip_last_byte(packets[-1][1])
-    assert "not validly bound" in _rejected(_armor(broken))
+    assert "not validly bound" in _rejected(armor(broken))
 
 
 def test_subkey_bound_by_another_key_is_rejected(
     alice: pgp.PrivateKey, bob: pgp.PrivateKey
 ) -> None:
-    mine, theirs = _packets(alice.public.armored), _packets(bob.public.armored)
+    mine, theirs = split_packets(alice.public.armored), split_packets(bob.public.armored)
     spliced = b"".join(p for _, p in mine[:3] + theirs[3:])
-    assert "not validly bound" in _rejected(_armor(spliced))
+    assert "not validly bound" in _rejected(armor(spliced))
 
 
 def test_subkey_without_binding_is_rejected(alice: pgp.PrivateKey) -> None:
-    packets = _packets(alice.public.armored)
-    assert "not validly bound" in _rejected(_armor(b"".join(p for _, p in packets[:-1])))
+    packets = split_packets(alice.public.armored)
+    assert "not validly bound" in _rejected(armor(b"".join(p for _, p in packets[:-1])))
 
 
 def test_broken_user_id_self_signature_is_rejected(alice: pgp.PrivateKey) -> None:
-    packets = _packets(alice.public.armored)
+    packets = split_packets(alice.public.armored)
     broken = b"".join(_flip_last_byte(p) if i == 2 else p for i, (_, p) in enumerate(packets))
-    assert "self-signature" in _rejected(_armor(broken))
+    assert "self-signature" in _rejected(armor(broken))
 
 
 def test_user_id_without_self_signature_does_not_count(alice: pgp.PrivateKey) -> None:
     # An attacker may append any user id to a key; without the owner's signature it is ignored.
-    packets = _packets(alice.public.armored)
+    packets = split_packets(alice.public.armored)
     extra_uid = BOB.encode()
     uid_packet = bytes([0xC0 | TAG_USER_ID, len(extra_uid)]) + extra_uid
     spliced = b"".join(p for _, p in packets) + uid_packet
-    assert pgp.validate_public_key_for(_armor(spliced), ALICE)
-    assert BOB in _rejected(_armor(spliced), BOB)
+    assert pgp.validate_public_key_for(armor(spliced), ALICE)
+    assert BOB in _rejected(armor(spliced), BOB)
 
 
 def test_revoked_user_id_does_not_count() -> None:
