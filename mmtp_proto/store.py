@@ -248,12 +248,6 @@ class Store:
             if len(result) == limit:
                 return result, True
 
-    def last_seq(self, recipient: str) -> int:
-        row = self._db.execute(
-            "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE recipient = ?", (recipient,)
-        )
-        return int(row.fetchone()[0])
-
     def delete_messages(self, recipient: str, message_ids: list[str]) -> int:
         deleted = 0
         for message_id in dict.fromkeys(message_ids):
