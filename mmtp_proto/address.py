@@ -57,3 +57,8 @@ def parse_address(value: object, field: str = "address") -> Address:
 def normalize_address(value: object, field: str = "address") -> str:
     """The lowercased string form used everywhere on the wire and in storage."""
     return str(parse_address(value, field))
+
+
+def domain_of(normalized: str) -> str:
+    """The domain of an address that `normalize_address` already produced (no re-validation)."""
+    return normalized[normalized.index(")%(") + 3 : -1]

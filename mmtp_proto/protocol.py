@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import PROTOCOL, __version__, errors, openpgp_packets, pgp
-from .address import normalize_address, parse_address
+from .address import domain_of, normalize_address
 from .canonical import auth_challenge
 from .config import ServerConfig
 from .errors import MMTPError
@@ -182,7 +182,7 @@ class Protocol:
         return normalize_address(data[key], key)
 
     def _require_local(self, email: str) -> None:
-        if parse_address(email).domain not in self.domains:
+        if domain_of(email) not in self.domains:
             raise MMTPError(
                 errors.NOT_LOCAL,
                 f"{email} is not on a domain this server serves "
@@ -262,7 +262,7 @@ class Protocol:
                     )
                 verified = True
         if (
-            parse_address(packet.sender).domain in self.domains
+            domain_of(packet.sender) in self.domains
             and self._current_identity(session) != packet.sender
             and not verified
         ):

@@ -313,3 +313,11 @@ def test_is_valid_domain_accepts_dns_names_and_localhost(domain):
 )
 def test_is_valid_domain_refuses_anything_else(domain):
     assert not is_valid_domain(domain)
+
+
+@pytest.mark.parametrize("raw", ["(a)%(b.c)", "(X.y+Z)%(Mail.Example.COM)", "(n)%(localhost)"])
+def test_domain_of_a_normalized_address_is_its_parsed_domain(raw: str) -> None:
+    from mmtp_proto.address import domain_of
+
+    normalized = normalize_address(raw)
+    assert domain_of(normalized) == parse_address(normalized).domain
