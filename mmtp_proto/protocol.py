@@ -285,7 +285,11 @@ class Protocol:
                     "a different message with this messageId is already stored; "
                     "use a fresh messageId",
                 )
-            return Outcome(_ok(message="Message already delivered", duplicate=True, **summary))
+            # The original may be staged in this very turn: the answer waits for its commit
+            # and is withdrawn with it.
+            return Outcome(
+                _ok(message="Message already delivered", duplicate=True, **summary), durable=True
+            )
         if self.store.count_messages(packet.recipient) >= self.config.mailbox_max_messages:
             raise MMTPError(
                 errors.MAILBOX_FULL, f"the mailbox of {packet.recipient} is full; try later"

@@ -37,10 +37,6 @@ TICK = 1.0
 # Connections over a cap are told why before they are closed; past this many extra
 # sockets in that state we close at once rather than spend more on them.
 REJECT_SLACK = 64
-# An OK answer to these promises that something is stored, even when it was staged by an
-# earlier request of the same turn (a duplicate SEND, the same key registered twice): it
-# waits for the commit like the answer that staged it, and is withdrawn if the commit fails.
-ACKNOWLEDGING_ACTIONS = frozenset({"SEND", "REGISTER_KEY"})
 
 
 class Server:
@@ -415,13 +411,9 @@ class Server:
                     store.lost_writes = False
                     self._withdraw(self._promised)
                 self._log_outcome(conn, outcome.action, outcome.response)
-                durable = outcome.durable or (
-                    outcome.action in ACKNOWLEDGING_ACTIONS
-                    and outcome.response.get("status") == "OK"
-                )
                 frame = encode_answer(outcome.response)
                 queued += len(frame)
-                if durable:
+                if outcome.durable:
                     self._promised.append((conn, len(conn.held), outcome.response.get("id", NO_ID)))
                 conn.held.append(frame)
             if conn.lines:

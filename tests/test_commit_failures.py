@@ -104,3 +104,18 @@ def _frame(action: str, request_id: int, data: dict) -> bytes:
 def _another_key(email: str) -> pgp.PrivateKey:
     """A key for `email` other than the one the helpers register for it."""
     return pgp.generate_key(email, "Someone else", algorithm="ed25519")
+
+
+def test_a_key_registered_twice_in_a_failed_turn_is_ok_only_where_it_was_stored(start_server):
+    server = start_server()
+    key = _another_key(CAROL).public.armored
+    with Wire(server, tls=False) as wire:
+        _fail_next_commit_with_writes(server)
+        request = {"email": CAROL, "publicKey": key}
+        wire.send_bytes(_frame("REGISTER_KEY", 1, request) + _frame("REGISTER_KEY", 2, request))
+        first, second = wire.read(), wire.read()
+        # The first registration was lost with the failed commit; the second ran on what was
+        # committed (no key), registered it again, and that commit held.
+        assert first["error"]["code"] == "INTERNAL"
+        assert second["status"] == "OK" and "registered" in second["message"], second
+        assert wire.request("REQUEST_PUBLIC_KEY", {"email": CAROL})["status"] == "OK"
