@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -69,3 +71,34 @@ def server(start_server: Callable[..., Server]) -> Server:
 @pytest.fixture
 def known_servers(tmp_path: Path) -> KnownServers:
     return KnownServers(tmp_path / "known_servers")
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """One real PostgreSQL for the whole test session (see tests/postgres_server.py).
+
+    Skipped with a how-to when none is installed, unless MMTP_REQUIRE_POSTGRES is set (CI),
+    where a missing server is a failure.
+    """
+    from postgres_server import HOW_TO_GET_ONE, find_bindir, running_postgres
+
+    bindir = find_bindir()
+    if bindir is None:
+        if os.environ.get("MMTP_REQUIRE_POSTGRES"):
+            pytest.fail(HOW_TO_GET_ONE)
+        pytest.skip(HOW_TO_GET_ONE)
+    with running_postgres(bindir) as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh, empty database of its own for one test, dropped after it."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex}"
+    with psycopg.connect(postgres_server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield postgres_server_url.replace("/mmtp?", f"/{name}?", 1)
+    with psycopg.connect(postgres_server_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
