@@ -104,7 +104,11 @@ class TestDNS:
             self.port = port
             self._servers = [udp, tcp]
             for server in self._servers:
-                server.start_thread()
+                # A short poll interval keeps stop() (which waits for one poll) fast.
+                thread = threading.Thread(
+                    target=server.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+                )
+                thread.start()
             return self
         raise RuntimeError("no port free for both UDP and TCP")
 
