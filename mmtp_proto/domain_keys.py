@@ -41,6 +41,7 @@ DEFAULT_TTL = 3600
 # Rotation publishes old and new side by side; a list much longer than that is not a key list.
 MAX_KEYS = 16
 REFETCH_INTERVAL = 60.0
+MAX_CACHED_DOMAINS = 10_000
 
 
 def compute_key_id(raw_public: bytes) -> str:
@@ -221,11 +222,14 @@ def verify_domain_auth(
 
 
 def check_auth_domains(receiver_domain: str, domain: str, local_domains: Iterable[str]) -> None:
-    """SPEC §8.3: the signature must be for one of our domains, and not from it."""
-    if receiver_domain not in set(local_domains):
+    """SPEC §8.3: the signature must be for one of our domains, and not from it. Stricter than
+    the letter of §8.3: no remote may authenticate as *any* domain this server serves (it would
+    send us to fetch keys from ourselves, and our users' mail never arrives by relay)."""
+    local = set(local_domains)
+    if receiver_domain not in local:
         raise MMTPError(AUTH_FAILED, f"{receiver_domain!r} is not a domain this server serves")
-    if receiver_domain == domain:
-        raise MMTPError(AUTH_FAILED, "a server cannot domain-authenticate as its own domain")
+    if domain in local:
+        raise MMTPError(AUTH_FAILED, f"{domain} is served here; a remote cannot authenticate as it")
 
 
 @dataclass
@@ -248,9 +252,11 @@ class DomainKeyCache:
         self,
         clock: Callable[[], float] = time.monotonic,
         refetch_interval: float = REFETCH_INTERVAL,
+        max_domains: int = MAX_CACHED_DOMAINS,
     ) -> None:
         self.clock = clock
         self.refetch_interval = refetch_interval
+        self.max_domains = max_domains
         self._entries: dict[str, _Fetched] = {}
         self._last_fetch: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -285,14 +291,29 @@ class DomainKeyCache:
         keys = parse_key_list(answer_keys)
         with self._lock:
             now = self.clock()
-            self._last_fetch[domain] = now
+            self._note_fetch(domain, now)
             self._entries[domain] = _Fetched(keys, now + clamp_ttl(ttl))
         return keys
 
     def failed(self, domain: str) -> None:
         """A fetch that did not get an answer: counts against the refetch interval."""
         with self._lock:
-            self._last_fetch[domain] = self.clock()
+            self._note_fetch(domain, self.clock())
+
+    def _note_fetch(self, domain: str, now: float) -> None:
+        # DOMAIN_AUTH names any domain it likes: forget what no longer matters before growing.
+        if len(self._last_fetch) >= self.max_domains:
+            for name, when in list(self._last_fetch.items()):
+                entry = self._entries.get(name)
+                if now - when >= self.refetch_interval and (entry is None or entry.expires <= now):
+                    del self._last_fetch[name]
+                    self._entries.pop(name, None)
+            while len(self._last_fetch) >= self.max_domains:
+                oldest = next(iter(self._last_fetch))
+                del self._last_fetch[oldest]
+                self._entries.pop(oldest, None)
+        self._last_fetch.pop(domain, None)
+        self._last_fetch[domain] = now
 
 
 # --- files ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any, Literal
 
 from . import errors
+from .dsn import clean_diagnostic
 from .errors import MMTPError
 from .hashcash import DEFAULT_VALIDITY_SECONDS, parse_stamp
 from .routing import NO_ROUTE, REMOTE_REFUSED, REMOTE_UNAVAILABLE
@@ -23,6 +24,8 @@ RETRY_CAP = 3600.0
 JITTER = 0.2
 # The last retry happens this long before the stamp expires: the remote's clock may run ahead.
 FINAL_MARGIN = 300.0
+# A remote's words passed on to a client are untrusted: cleaned and kept short.
+LOOKUP_MESSAGE_CHARS = 200
 
 Stage = Literal["send", "domain_auth"]
 
@@ -106,12 +109,16 @@ def lookup_error(code: str, message: str, remote: str) -> MMTPError:
     """The error a client gets when a POLICY or REQUEST_PUBLIC_KEY made on its behalf at
     `remote` failed with `code` (SPEC §6): KEY_NOT_FOUND and NO_ROUTE pass through, a
     permanent failure becomes REMOTE_REFUSED naming the remote code, anything else
-    REMOTE_UNAVAILABLE."""
+    REMOTE_UNAVAILABLE. The remote's words are untrusted: cleaned and shortened."""
+    said = clean_diagnostic(message, LOOKUP_MESSAGE_CHARS)
     if code in (errors.KEY_NOT_FOUND, NO_ROUTE):
-        return MMTPError(code, message)
+        return MMTPError(code, said or f"{remote} answered {code}")
+    because = f": {said}" if said else ""
     if code in PERMANENT_CODES or code in DOMAIN_AUTH_PERMANENT:
-        return MMTPError(REMOTE_REFUSED, f"{remote} refused the lookup with {code}")
-    return MMTPError(REMOTE_UNAVAILABLE, f"{remote} could not answer now ({code}); try again later")
+        return MMTPError(REMOTE_REFUSED, f"{remote} refused the lookup with {code}{because}")
+    return MMTPError(
+        REMOTE_UNAVAILABLE, f"{remote} could not answer now ({code}{because}); try again later"
+    )
 
 
 def retry_delay(

@@ -25,6 +25,7 @@ from typing import Literal
 
 import dns.exception
 import dns.name
+import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
@@ -44,6 +45,7 @@ DEFAULT_NEGATIVE_TTL = 60
 # Cache no DNS answer longer than a day, whatever its TTL says: a record fixed by its owner
 # must reach us eventually.
 MAX_TTL = 86_400
+MAX_CACHE_ENTRIES = 10_000
 
 Source = Literal["static", "srv", "address"]
 _Kind = Literal["ok", "nxdomain", "nodata"]
@@ -142,6 +144,7 @@ class DnsCache:
     """DNS answers by (name, type), each kept for its TTL as measured by `clock`."""
 
     clock: Callable[[], float] = time.monotonic
+    max_entries: int = MAX_CACHE_ENTRIES
     _entries: dict[tuple[str, str], _Entry] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -157,11 +160,26 @@ class DnsCache:
 
     def put(self, name: str, rdtype: str, kind: _Kind, records: tuple, ttl: int) -> _Entry:
         ttl = max(0, min(int(ttl), MAX_TTL))
-        entry = _Entry(kind, records, self.clock() + ttl)
+        now = self.clock()
+        entry = _Entry(kind, records, now + ttl)
         if ttl > 0:
             with self._lock:
+                if len(self._entries) >= self.max_entries:
+                    self._make_room(now)
+                self._entries.pop((name, rdtype), None)
                 self._entries[(name, rdtype)] = entry
         return entry
+
+    def _make_room(self, now: float) -> None:
+        """Lookups for made-up domains must not grow memory without end: drop what expired,
+        then the oldest entries."""
+        for key in [k for k, e in self._entries.items() if e.expires <= now]:
+            del self._entries[key]
+        while len(self._entries) >= self.max_entries:
+            del self._entries[next(iter(self._entries))]
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def clear(self) -> None:
         with self._lock:
@@ -191,7 +209,7 @@ class Resolver:
         self.cache = DnsCache(clock)
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
-        self._dns_server = parse_host_port(dns_server, what="DNS server") if dns_server else None
+        self._dns_server = _parse_dns_server(dns_server) if dns_server else None
         self._dns: dns.resolver.Resolver | None = None
 
     # --- public API ---------------------------------------------------------------------
@@ -307,8 +325,7 @@ class Resolver:
         if self._dns is None:
             if self._dns_server is not None:
                 resolver = dns.resolver.Resolver(configure=False)
-                resolver.nameservers = [self._dns_server[0]]
-                resolver.port = self._dns_server[1]
+                resolver.nameservers = [dns.nameserver.Do53Nameserver(*self._dns_server)]
             else:
                 try:
                     resolver = dns.resolver.Resolver()
@@ -322,6 +339,15 @@ class Resolver:
             resolver.cache = None
             self._dns = resolver
         return self._dns
+
+
+def _parse_dns_server(text: str) -> tuple[str, int]:
+    host, port = parse_host_port(text, what="DNS server")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise LocalError(f"DNS server {text!r}: give an IP address, e.g. 127.0.0.1:53") from None
+    return host, port
 
 
 def _records(rrset) -> tuple:

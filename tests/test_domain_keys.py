@@ -248,9 +248,9 @@ def test_parse_key_list_is_bounded(tmp_path: Path) -> None:
 
 def test_check_auth_domains() -> None:
     check_auth_domains("b.test", "a.test", ["b.test", "localhost"])
-    for receiver, sender in (("c.test", "a.test"), ("b.test", "b.test")):
+    for receiver, sender in (("c.test", "a.test"), ("b.test", "b.test"), ("b.test", "localhost")):
         with pytest.raises(MMTPError) as info:
-            check_auth_domains(receiver, sender, ["b.test"])
+            check_auth_domains(receiver, sender, ["b.test", "localhost"])
         assert info.value.code == AUTH_FAILED
 
 
@@ -306,3 +306,18 @@ def test_cache_failed_fetch_waits_a_minute() -> None:
     clock.now += 60
     assert cache.may_fetch("a.test", "0" * 16)
     assert cache.may_fetch("other.test", "0" * 16)  # per domain
+
+
+def test_cache_stays_bounded(tmp_path: Path) -> None:
+    clock = Clock()
+    cache = DomainKeyCache(clock, max_domains=10)
+    ring = DomainKeyring.load_or_create(tmp_path)
+    cache.store("real.test", ring.published(), 3600)
+    for index in range(50):
+        cache.failed(f"made-up-{index}.test")
+        clock.now += 1
+    assert len(cache._last_fetch) <= 10
+    # Pruning drops the oldest first, so the stored domain went; a fresh store works again.
+    cache.store("real.test", ring.published(), 3600)
+    assert cache.key("real.test", ring.active.id) is not None
+    assert not cache.may_fetch("made-up-49.test", "0" * 16)

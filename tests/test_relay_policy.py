@@ -176,3 +176,11 @@ def test_next_attempt_pulls_the_last_try_in_then_bounces() -> None:
     assert next_attempt_at(9_000, 7, expires, rand=lambda: 0.0) == expires - FINAL_MARGIN
     assert next_attempt_at(expires - FINAL_MARGIN, 1, expires) is None
     assert next_attempt_at(expires + 1, 1, expires) is None
+
+
+def test_lookup_errors_clean_remote_words() -> None:
+    hostile = "\x1b[2J" + "spam " * 200
+    for code in ("KEY_NOT_FOUND", "INVALID_ADDRESS", "RATE_LIMITED"):
+        err = lookup_error(code, hostile, "b:1")
+        assert "\x1b" not in err.message and len(err.message) < 300
+    assert lookup_error("KEY_NOT_FOUND", "", "b:1").message == "b:1 answered KEY_NOT_FOUND"

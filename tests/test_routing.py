@@ -298,9 +298,25 @@ def test_failures_are_not_cached(dnsd: TestDNS, clock: Clock) -> None:
     assert resolver.resolve("b.test")[0].addresses == (PUBLIC_1,)
 
 
-def test_bad_dns_server_option() -> None:
+@pytest.mark.parametrize("text", ["127.0.0.1", "ns.example:53", "127.0.0.1:0", "[::1]"])
+def test_bad_dns_server_option(text: str) -> None:
     with pytest.raises(LocalError):
-        Resolver(dns_server="127.0.0.1")
+        Resolver(dns_server=text)
+
+
+def test_dns_server_option_accepts_ipv6() -> None:
+    Resolver(dns_server="[::1]:5353")
+
+
+def test_cache_stays_bounded(dnsd: TestDNS, clock: Clock) -> None:
+    for index in range(30):
+        dnsd.add(f"d{index}.test", "A", PUBLIC_1)
+    resolver = make(dnsd, clock)
+    resolver.cache.max_entries = 10
+    for index in range(30):
+        resolver.resolve(f"d{index}.test")
+    assert len(resolver.cache) <= 10
+    assert resolver.resolve("d29.test")[0].host == "d29.test"
 
 
 # --- caching -----------------------------------------------------------------------------
