@@ -1,8 +1,8 @@
 """The MMTP server: one thread, `selectors`, non-blocking sockets and TLS handshakes.
 
-A thin shell around `protocol.Protocol`: it moves bytes, keeps time and enforces the
-resource limits of SPEC §7. Every loop turn ends with one store commit (group commit);
-answers produced in that turn leave only after it.
+A thin shell around `server_connection.ServerConnection`: it moves bytes, keeps time and
+decides admission (the connection caps of SPEC §7). Every loop turn ends with one store
+commit (group commit, `Protocol.commit`); answers produced in that turn leave only after it.
 """
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ import ssl
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
-from . import errors
 from .config import ServerConfig
-from .errors import LocalError, MMTPError
-from .framing import NO_ID, encode_frame, with_id
-from .listeners import open_listener, raise_nofile_limit
-from .peer import Peer, encode_answer
-from .protocol import Protocol, storage_failure
+from .errors import LocalError
+from .listeners import open_listener, raise_nofile_limit, write_ready_file
+from .peer import Peer
+from .protocol import Protocol
+from .server_connection import ServerConnection
 from .store import Store, StoreError
 
 log = logging.getLogger("mmtp.server")
@@ -54,10 +52,6 @@ class Server:
         self._per_ip: dict[str, int] = {}
         self._rejecting = 0
         self._pending: set[Peer] = set()
-        # Held durable answers whose writes sit in the open transaction, with the request id
-        # to echo if they must be withdrawn (NO_ID when the request had none; None is a real
-        # id, JSON null).
-        self._promised: list[tuple[Peer, int, Any]] = []
         self._store: Store | None = None
         self._protocol: Protocol | None = None
         self._stop = threading.Event()
@@ -91,7 +85,6 @@ class Server:
         except StoreError as exc:
             raise LocalError(str(exc)) from None
         self._protocol = Protocol(cfg, self._store)
-        self._protocol.settle = self._settle
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         try:
@@ -106,6 +99,14 @@ class Server:
                 self.plain_address = self._listen(cfg.port, tls=False)
             if cfg.tls:
                 self.tls_address = self._listen(cfg.secure_port, tls=True)
+            if cfg.ready_file is not None:
+                # Listening already: connections made from now on wait in the backlog.
+                write_ready_file(
+                    cfg.ready_file,
+                    plain=self.plain_address,
+                    tls=self.tls_address,
+                    fingerprint=self.tls_fingerprint,
+                )
         except BaseException:
             self._close_listeners()
             self._store.close()
@@ -246,12 +247,16 @@ class Server:
                 except (OSError, ssl.SSLError):
                     sock.close()
                     continue
-            conn = Peer(sock, addr, tls, cfg.max_frame_bytes)
+            refused = None
+            if over_total or over_ip:
+                refused = "on this server" if over_total else "from your address"
+            assert self._protocol is not None
+            state = ServerConnection(self._protocol, peer=peer, tls=tls, refused=refused)
+            conn = Peer(sock, addr, tls, state)
             self._conns[sock] = conn
             assert self._selector is not None
             self._selector.register(sock, selectors.EVENT_READ, conn)
-            if over_total or over_ip:
-                conn.rejecting = "on this server" if over_total else "from your address"
+            if refused:
                 self._rejecting += 1
                 log.info("refusing %s: too many connections", peer)
             else:
@@ -261,16 +266,8 @@ class Server:
                 self._greet(conn)
 
     def _greet(self, conn: Peer) -> None:
-        assert self._protocol is not None
-        if conn.rejecting:
-            err = MMTPError(
-                errors.TOO_MANY_CONNECTIONS,
-                f"too many connections {conn.rejecting}; close some and try again later",
-            )
-            conn.out += encode_frame(err.to_response())
-            conn.closing = True
-        else:
-            conn.out += encode_frame(self._protocol.greeting(conn.session))
+        conn.conn.start()
+        conn.take_output()
         self._flush(conn)
 
     def _handshake(self, conn: Peer) -> None:
@@ -293,15 +290,14 @@ class Server:
         self._greet(conn)
 
     def _read(self, conn: Peer) -> None:
-        if conn.closing or conn.decoder.broken:
+        state = conn.conn
+        if state.closing:
             return
         sock = conn.sock
         while True:
             try:
-                # Never read past the frame limit: the unfinished line held plus this read
-                # stays within maxFrameBytes + 1, the byte that proves a frame too large.
-                room = conn.decoder.max_frame_bytes + 1 - conn.decoder.buffered
-                data = sock.recv(min(READ_CHUNK, room))
+                # Never read past the frame limit (see ServerConnection.receive_room).
+                data = sock.recv(min(READ_CHUNK, state.receive_room))
             except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
                 break
             except ssl.SSLWantWriteError:
@@ -311,26 +307,23 @@ class Server:
                 return
             if not data:
                 # The peer closed its side: answer what it sent, then close.
-                conn.closing = True
+                state.receive_data(b"")
                 break
             conn.last_active = time.monotonic()
             self._pending.add(conn)
-            conn.lines.extend(conn.decoder.feed(data))
-            if conn.decoder.broken:
-                conn.lines.append(b"")  # marks where the oversized frame stood
-                conn.closing = True
-                log.info("%s sent a frame over %d bytes", conn.peer, conn.decoder.max_frame_bytes)
+            state.receive_data(data)
+            if state.closing:
                 break
             # TLS may hold decrypted bytes that select() cannot see.
             if not (conn.tls and sock.pending()):  # type: ignore[attr-defined]
                 break
-        if conn.closing and not conn.lines and not conn.out and not conn.held:
+        if state.finished and not conn.out:
             self._close(conn)
 
     def _process_lines(self) -> set[Peer]:
         """Answer buffered requests, commit once, then release the answers."""
-        store = self._store
-        assert store is not None
+        protocol = self._protocol
+        assert protocol is not None
         touched: dict[Peer, None] = {}
         for round_ in range(GATHER_ROUNDS):
             batch = [c for c in self._pending if c.sock in self._conns]
@@ -339,7 +332,7 @@ class Server:
                 break
             touched.update(dict.fromkeys(batch))
             self._answer(batch)
-            if round_ == GATHER_ROUNDS - 1 or not store.pending:
+            if round_ == GATHER_ROUNDS - 1 or not protocol.commits.pending:
                 break
             # Requests that arrived while these were answered can share the commit: look
             # for them without waiting, so batches grow under load and latency does not.
@@ -347,18 +340,20 @@ class Server:
                 break
         if not touched:
             return set()
-        self._settle()
+        protocol.commit()
         high_water = self.config.output_high_water
         still_ready: set[Peer] = set()
         for conn in touched:
-            for frame in conn.held:
-                conn.out += frame
-            conn.held.clear()
+            conn.take_output()
             if conn.sock in self._conns:
                 self._flush(conn)
                 # Decided after the flush: a client that reads promptly has room again now
                 # and its remaining pipelined requests must not wait for the next event.
-                if conn.lines and len(conn.out) < high_water and conn.sock in self._conns:
+                if (
+                    conn.conn.pending_requests
+                    and len(conn.out) < high_water
+                    and conn.sock in self._conns
+                ):
                     still_ready.add(conn)
         return still_ready
 
@@ -369,68 +364,13 @@ class Server:
             self._dispatch_safely(key, mask)
         return bool(events)
 
-    def _settle(self) -> None:
-        """Commit what this turn staged so far; withdraw its promises if that fails."""
-        store = self._store
-        assert store is not None
-        try:
-            store.commit()
-        except StoreError as exc:
-            log.error("commit failed, withdrawing this turn's acknowledgements: %s", exc)
-            self._withdraw(self._promised)
-        if store.lost_writes:
-            store.lost_writes = False
-            self._withdraw(self._promised)
-        # Whatever was not withdrawn is on disk now.
-        self._promised.clear()
-
     def _answer(self, batch: list[Peer]) -> None:
         """Handle up to LINES_PER_TURN requests of each connection; hold the answers."""
-        protocol, store = self._protocol, self._store
-        assert protocol is not None and store is not None
         high_water = self.config.output_high_water
         for conn in batch:
-            budget = LINES_PER_TURN
-            # Answers held for this turn's commit count against the high-water mark too:
-            # otherwise one turn could queue many large answers (say, RECEIVEs of a full
-            # mailbox) for a client that never reads them.
-            queued = len(conn.out) + sum(len(frame) for frame in conn.held)
-            while conn.lines and budget and queued < high_water and not conn.handshaking:
-                line = conn.lines.popleft()
-                if not line:  # the oversized-frame marker: answer it, then close
-                    error = conn.decoder.error().to_response()
-                    conn.held.append(encode_frame(error))
-                    conn.lines.clear()
-                    break
-                budget -= 1
-                outcome = protocol.handle_line(conn.session, line)
-                if store.lost_writes:
-                    # A storage error rolled back what earlier requests of this turn staged:
-                    # withdraw those answers now. Later requests start a new transaction,
-                    # and their answers depend on the commit as usual.
-                    store.lost_writes = False
-                    self._withdraw(self._promised)
-                self._log_outcome(conn, outcome.action, outcome.response)
-                frame = encode_answer(outcome.response)
-                queued += len(frame)
-                if outcome.durable:
-                    self._promised.append((conn, len(conn.held), outcome.response.get("id", NO_ID)))
-                conn.held.append(frame)
-            if conn.lines:
+            conn.conn.process(LINES_PER_TURN, high_water - len(conn.out))
+            if conn.conn.pending_requests:
                 self._pending.add(conn)
-
-    @staticmethod
-    def _withdraw(promised: list[tuple[Peer, int, Any]]) -> None:
-        """Replace held durable answers whose writes were lost with INTERNAL."""
-        for conn, index, request_id in promised:
-            conn.held[index] = encode_frame(with_id(storage_failure().to_response(), request_id))
-        promised.clear()
-
-    def _log_outcome(self, conn: Peer, action: str, response: dict) -> None:
-        if response.get("status") == "OK":
-            log.info("%s %s OK", conn.peer, action)
-        else:
-            log.info("%s %s ERROR %s", conn.peer, action, response["error"]["code"])
 
     def _flush(self, conn: Peer) -> None:
         sock = conn.sock
@@ -445,7 +385,7 @@ class Server:
                 self._close(conn)
                 return
             del conn.out[:sent]
-        if not conn.out and conn.closing and not conn.lines and not conn.held:
+        if not conn.out and conn.conn.finished:
             self._close(conn)
             return
         self._update_interest(conn)
@@ -458,9 +398,9 @@ class Server:
         # a turn's worth of its requests waits to be handled (a client that sends faster
         # than the server answers): either way the server would buffer without bound.
         reading = (
-            not conn.closing
+            not conn.conn.closing
             and len(conn.out) < self.config.output_high_water
-            and len(conn.lines) < LINES_PER_TURN
+            and conn.conn.pending_requests < LINES_PER_TURN
         )
         if reading:
             events |= selectors.EVENT_READ
@@ -482,7 +422,7 @@ class Server:
             self._selector.unregister(conn.sock)
         with contextlib.suppress(OSError):
             conn.sock.close()
-        if conn.rejecting:
+        if conn.refused:
             self._rejecting -= 1
             return
         left = self._per_ip.get(conn.peer, 1) - 1
@@ -496,7 +436,7 @@ class Server:
         cfg = self.config
         for conn in list(self._conns.values()):
             limit = cfg.handshake_timeout if conn.handshaking else cfg.idle_timeout
-            if conn.rejecting:
+            if conn.refused:
                 limit = min(limit, cfg.handshake_timeout)
             if now - conn.last_active > limit:
                 log.info(
@@ -509,6 +449,8 @@ class Server:
     def _purge(self) -> None:
         store = self._store
         assert store is not None
+        # Between turns: no answer rests on the open transaction, so a failure here
+        # withdraws nothing.
         try:
             purged = store.purge_expired_stamps(int(time.time()))
             store.commit()
@@ -516,7 +458,6 @@ class Server:
                 log.info("purged %d expired stamps", purged)
         except StoreError as exc:
             store.rollback()
-            store.lost_writes = False
             log.warning("could not purge expired stamps: %s", exc)
 
     def _shutdown(self) -> None:
