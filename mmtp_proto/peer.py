@@ -9,24 +9,26 @@ from .server_connection import ServerConnection
 
 
 class Peer:
-    """A socket, its TLS handshake, its clock and its unsent bytes; `conn` does the rest."""
+    """A socket, its TLS handshake, its clock and its unsent bytes; `connection` does the rest."""
 
-    __slots__ = ("addr", "conn", "handshaking", "last_active", "out", "peer", "sock", "tls")
+    __slots__ = ("addr", "connection", "handshaking", "last_active", "out", "peer", "sock", "tls")
 
-    def __init__(self, sock: socket.socket, addr: tuple, tls: bool, conn: ServerConnection) -> None:
+    def __init__(
+        self, sock: socket.socket, addr: tuple, tls: bool, connection: ServerConnection
+    ) -> None:
         self.sock = sock
         self.addr = addr
         self.peer = str(addr[0])
         self.tls = tls
         self.handshaking = tls
-        self.conn = conn
-        # Bytes handed out by `conn` that the socket has not taken yet.
+        self.connection = connection
+        # Bytes handed out by `connection` that the socket has not taken yet.
         self.out = bytearray()
         self.last_active = time.monotonic()
 
     @property
     def refused(self) -> bool:
-        return self.conn.refused is not None
+        return self.connection.refused is not None
 
     def take_output(self) -> None:
-        self.out += self.conn.data_to_send()
+        self.out += self.connection.data_to_send()

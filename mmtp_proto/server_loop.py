@@ -151,7 +151,7 @@ class ServerLoop:
                 self._greet(conn)
 
     def _greet(self, conn: Peer) -> None:
-        conn.conn.start()
+        conn.connection.start()
         conn.take_output()
         self._flush(conn)
 
@@ -175,7 +175,7 @@ class ServerLoop:
         self._greet(conn)
 
     def _read(self, conn: Peer) -> None:
-        state = conn.conn
+        state = conn.connection
         if state.closing:
             return
         sock = conn.sock
@@ -235,7 +235,7 @@ class ServerLoop:
                 # Decided after the flush: a client that reads promptly has room again now
                 # and its remaining pipelined requests must not wait for the next event.
                 if (
-                    conn.conn.pending_requests
+                    conn.connection.pending_requests
                     and len(conn.out) < high_water
                     and conn.sock in self._conns
                 ):
@@ -253,8 +253,8 @@ class ServerLoop:
         """Handle up to LINES_PER_TURN requests of each connection; hold the answers."""
         high_water = self.config.output_high_water
         for conn in batch:
-            conn.conn.process(LINES_PER_TURN, high_water - len(conn.out))
-            if conn.conn.pending_requests:
+            conn.connection.process(LINES_PER_TURN, high_water - len(conn.out))
+            if conn.connection.pending_requests:
                 self._pending.add(conn)
 
     def _flush(self, conn: Peer) -> None:
@@ -270,7 +270,7 @@ class ServerLoop:
                 self._close(conn)
                 return
             del conn.out[:sent]
-        if not conn.out and conn.conn.finished:
+        if not conn.out and conn.connection.finished:
             self._close(conn)
             return
         self._update_interest(conn)
@@ -283,9 +283,9 @@ class ServerLoop:
         # a turn's worth of its requests waits to be handled (a client that sends faster
         # than the server answers): either way the server would buffer without bound.
         reading = (
-            not conn.conn.closing
+            not conn.connection.closing
             and len(conn.out) < self.config.output_high_water
-            and conn.conn.pending_requests < LINES_PER_TURN
+            and conn.connection.pending_requests < LINES_PER_TURN
         )
         if reading:
             events |= selectors.EVENT_READ
