@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import make_config
-from helpers import BOB, DAVE_REMOTE, auth_signature, make_packet, public_armored
+from helpers import (
+    ALICE,
+    BOB,
+    CAROL,
+    DAVE_REMOTE,
+    auth_signature,
+    error_code,
+    make_packet,
+    public_armored,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -76,6 +86,43 @@ def greeted(turns: Turns, **kw: Any) -> tuple[ServerConnection, dict[str, Any]]:
     return conn, greeting
 
 
+class MemoryWire:
+    """`wire.Wire`'s reading and writing calls over a ServerConnection: each write is one
+    turn of the loop, whose answers are then read in order."""
+
+    def __init__(self, turns: Turns, *, tls: bool = True) -> None:
+        self.turns = turns
+        self.conn = turns.connect(tls=tls)
+        self._answers = deque(frames(self.conn.data_to_send()))
+        self.greeting = self._answers.popleft()
+        self._ids = 0
+
+    def __enter__(self) -> MemoryWire:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.receive_data(b"")
+
+    def send_bytes(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+        while self.conn.pending_requests:
+            self._answers.extend(self.turns.turn(self.conn)[0])
+
+    def send_frame(self, value: Any) -> None:
+        self.send_bytes(encode_frame(value))
+
+    def read(self) -> dict[str, Any]:
+        return self._answers.popleft()
+
+    def request(self, action: str, data: dict[str, Any] | None = None, **extra: Any):
+        self._ids += 1
+        request_id = extra.pop("id") if "id" in extra else self._ids
+        self.send_frame({"action": action, "id": request_id, "data": data or {}, **extra})
+        answer = self.read()
+        assert answer.get("id") == request_id, (action, request_id, answer)
+        return answer
+
+
 def register(turns: Turns, email: str = BOB) -> None:
     conn, _ = greeted(turns)
     (answer,) = turns.exchange(
@@ -122,17 +169,140 @@ def test_a_refused_connection_is_told_why_then_closed(turns, why):
     [None, 0, 7, -3, "abc", "", {"a": [1, {"b": None}]}, [1, "two"], True, "ünï"],
     ids=repr,
 )
-def test_ids_are_echoed_on_ok_and_error(turns, request_id):
-    register(turns)
-    conn, _ = greeted(turns)
-    answers = turns.exchange(
-        conn,
-        request("REQUEST_PUBLIC_KEY", request_id, email=BOB),
-        request("REQUEST_PUBLIC_KEY", request_id, email="(nobody)%(localhost)"),
-        request("NOPE", request_id),
-    )
-    assert [code(a) for a in answers] == ["OK", "KEY_NOT_FOUND", "UNKNOWN_ACTION"]
-    assert all(a["id"] == request_id for a in answers)
+def test_id_is_echoed_on_ok_and_error(turns, request_id):
+    register(turns, ALICE)
+    with MemoryWire(turns) as wire:
+        ok = wire.request("REQUEST_PUBLIC_KEY", {"email": ALICE}, id=request_id)
+        assert ok["status"] == "OK"
+        assert ok["id"] == request_id
+        err = wire.request("REQUEST_PUBLIC_KEY", {"email": CAROL}, id=request_id)
+        assert error_code(err) == "KEY_NOT_FOUND"
+        assert err["id"] == request_id
+        unknown = wire.request("NOPE", id=request_id)
+        assert error_code(unknown) == "UNKNOWN_ACTION"
+        assert unknown["id"] == request_id
+
+
+def test_no_id_key_when_the_request_had_none(turns):
+    register(turns, ALICE)
+    with MemoryWire(turns) as wire:
+        wire.send_frame({"action": "REQUEST_PUBLIC_KEY", "data": {"email": ALICE}})
+        ok = wire.read()
+        wire.send_frame({"action": "REQUEST_PUBLIC_KEY", "data": {"email": CAROL}})
+        err = wire.read()
+        wire.send_frame({"action": "FROB"})
+        unknown = wire.read()
+    assert ok["status"] == "OK" and "id" not in ok
+    assert error_code(err) == "KEY_NOT_FOUND" and "id" not in err
+    assert error_code(unknown) == "UNKNOWN_ACTION" and "id" not in unknown
+
+
+def test_data_may_be_omitted(turns):
+    with MemoryWire(turns) as wire:
+        wire.send_frame({"action": "CHECK", "id": 1})
+        answer = wire.read()
+    # No data means an empty object: the email is missing, not the envelope broken.
+    assert error_code(answer) == "BAD_REQUEST"
+    assert "email" in answer["message"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"\xff\xfe{}",
+        b'{"action": "CHECK", "data": {"email": "\xc3"}}',
+        b'{"action": "CHECK", "id": NaN}',
+        b'{"action": "CHECK", "id": Infinity}',
+        b'{"action": "CHECK", "id": -Infinity}',
+        b"garbage",
+        b'{"action": "CHECK"',
+        b'{"action": "CHECK", "action": "SEND"}',
+        b"{'action': 'CHECK'}",
+    ],
+    ids=[
+        "invalid-utf8",
+        "truncated-utf8",
+        "nan",
+        "infinity",
+        "minus-infinity",
+        "garbage",
+        "unterminated",
+        "duplicate-key",
+        "single-quotes",
+    ],
+)
+def test_unparseable_bytes_get_bad_json_and_the_connection_stays_usable(turns, line):
+    register(turns, ALICE)
+    with MemoryWire(turns) as wire:
+        wire.send_bytes(line + b"\n")
+        answer = wire.read()
+        assert error_code(answer) == "BAD_JSON"
+        assert "id" not in answer
+        assert wire.request("REQUEST_PUBLIC_KEY", {"email": ALICE})["status"] == "OK"
+
+
+@pytest.mark.parametrize(
+    ("frame", "echoed_id"),
+    [
+        ([{"action": "CHECK"}], None),
+        ("CHECK", None),
+        (42, None),
+        (None, None),
+        ({"id": 5, "data": {}}, 5),
+        ({"id": "x", "action": 7}, "x"),
+        ({"id": 6, "action": None}, 6),
+        ({"id": 8, "action": "CHECK", "data": []}, 8),
+        ({"id": 9, "action": "CHECK", "data": "email"}, 9),
+        ({"id": 10, "action": "CHECK", "data": None}, 10),
+    ],
+    ids=[
+        "array",
+        "string",
+        "number",
+        "null",
+        "missing-action",
+        "numeric-action",
+        "null-action",
+        "array-data",
+        "string-data",
+        "null-data",
+    ],
+)
+def test_malformed_envelope_gets_bad_request_and_the_connection_stays_usable(
+    turns, frame, echoed_id
+):
+    register(turns, ALICE)
+    with MemoryWire(turns) as wire:
+        wire.send_frame(frame)
+        answer = wire.read()
+        assert error_code(answer) == "BAD_REQUEST"
+        if echoed_id is None:
+            assert "id" not in answer
+        else:
+            assert answer["id"] == echoed_id
+        assert wire.request("REQUEST_PUBLIC_KEY", {"email": ALICE})["status"] == "OK"
+
+
+def test_blank_and_whitespace_lines_are_ignored(turns):
+    register(turns, ALICE)
+    with MemoryWire(turns) as wire:
+        wire.send_bytes(b"\n\n\r\n   \n\t\n \r \t\r\n\r\r\n")
+        first = wire.request("REQUEST_PUBLIC_KEY", {"email": ALICE}, id="first")
+        wire.send_bytes(b"\r\n\n")
+        # CRLF after a frame is fine too: JSON allows trailing white space.
+        wire.send_bytes(b'{"action":"REQUEST_PUBLIC_KEY","id":"second","data":{"email":"x"}}\r\n')
+        second = wire.read()
+    assert first["status"] == "OK"
+    assert second["id"] == "second"
+    assert error_code(second) == "INVALID_ADDRESS"
+
+
+def test_unknown_action_is_refused_by_name(turns):
+    with MemoryWire(turns) as wire:
+        for action in ("FROB", "send", "Receive", ""):
+            answer = wire.request(action)
+            assert error_code(answer) == "UNKNOWN_ACTION", action
+        assert wire.request("CHECK", {"email": ALICE})["status"] == "ERROR"
 
 
 def test_an_answer_to_a_request_without_id_has_no_id(turns):
