@@ -1,8 +1,8 @@
 """Durable server storage: one SQLite file in WAL mode (messages, keys, spent stamps).
 
-Writes are staged in an open transaction and made durable by `commit()`, which `group_commit`
-calls once per loop turn: every SEND answered in that turn shares one
-commit and one fsync, and no answer leaves before its commit is on disk. Every stored
+Writes are staged in an open transaction and made durable by `commit()`, which
+`group_commit.GroupCommit` calls once per loop turn: every SEND answered in that turn shares
+one commit and one fsync, and no answer leaves before its commit is on disk. Every stored
 message carries a checksum of its own bytes, so a damaged row is detected, never served.
 """
 

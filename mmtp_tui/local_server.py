@@ -186,11 +186,7 @@ class LocalServer:
         self._reader = threading.Thread(target=read, name="mmtp-local-server-log", daemon=True)
         self._reader.start()
         deadline = time.monotonic() + timeout
-        ready: dict | None = None
-        while ready is None:
-            ready = self._read_ready_file()
-            if ready is not None:
-                break
+        while (ready := self._read_ready_file()) is None:
             if process.poll() is not None:
                 self._reader.join(2)  # so its last words are in log_lines
                 self.stop()
