@@ -48,6 +48,8 @@ class ServerConfig:
     failure_block_seconds: float = 300.0
     mailbox_max_messages: int = 100_000
     fsync: bool = True
+    # Written (JSON: pid, plain and tls [host, port], fingerprint) once the server listens.
+    ready_file: Path | None = None
 
     def validate(self) -> ServerConfig:
         problems: list[str] = []
@@ -87,7 +89,7 @@ class ServerConfig:
         return dataclasses.replace(self, **clean)
 
 
-_PATH_FIELDS = {"data_dir", "cert", "key"}
+_PATH_FIELDS = {"data_dir", "cert", "key", "ready_file"}
 _KIND = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
 
 

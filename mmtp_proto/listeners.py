@@ -1,11 +1,16 @@
-"""Listening sockets and the open-files limit: what the server needs from the OS at start."""
+"""Listening sockets, the open-files limit and the ready file: the server's start, OS side."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import logging
+import os
 import resource
 import socket
+import tempfile
+from pathlib import Path
 
 from .errors import LocalError
 
@@ -40,3 +45,37 @@ def raise_nofile_limit(wanted: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     except (ValueError, OSError) as exc:
         log.warning("could not raise the open-files limit: %s", exc)
+
+
+def write_ready_file(
+    path: Path,
+    *,
+    plain: tuple[str, int] | None,
+    tls: tuple[str, int] | None,
+    fingerprint: str | None,
+) -> None:
+    """Say where the server listens, for whoever started it (`mmtp-server --ready-file`).
+
+    Written to a temporary file in the same directory and renamed into place, so a reader
+    polling for the file sees it whole or not at all. Mode 0600: only its owner reads it.
+    """
+    content = {
+        "pid": os.getpid(),
+        "plain": list(plain) if plain else None,
+        "tls": list(tls) if tls else None,
+        "fingerprint": fingerprint,
+    }
+    path = path.expanduser()
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(content, out)
+                out.write("\n")
+            os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+    except OSError as exc:
+        raise LocalError(f"cannot write the ready file {path}: {exc.strerror or exc}") from None

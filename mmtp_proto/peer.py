@@ -1,66 +1,34 @@
-"""One client connection as the server sees it, and how its answers become bytes."""
+"""The socket side of one connection: what the server loop keeps next to its protocol state."""
 
 from __future__ import annotations
 
-import logging
 import socket
 import time
-from collections import deque
-from typing import Any
 
-from . import errors
-from .errors import MMTPError
-from .framing import NO_ID, FrameDecoder, encode_frame, with_id
-from .protocol import Session
-
-log = logging.getLogger("mmtp.server")
+from .server_connection import ServerConnection
 
 
 class Peer:
-    """Buffers and state of one connection; the server loop moves its bytes."""
+    """A socket, its TLS handshake, its clock and its unsent bytes; `connection` does the rest."""
 
-    __slots__ = (
-        "addr",
-        "closing",
-        "decoder",
-        "handshaking",
-        "held",
-        "last_active",
-        "lines",
-        "out",
-        "peer",
-        "rejecting",
-        "session",
-        "sock",
-        "tls",
-    )
+    __slots__ = ("addr", "connection", "handshaking", "last_active", "out", "peer", "sock", "tls")
 
-    def __init__(self, sock: socket.socket, addr: tuple, tls: bool, max_frame: int) -> None:
+    def __init__(
+        self, sock: socket.socket, addr: tuple, tls: bool, connection: ServerConnection
+    ) -> None:
         self.sock = sock
         self.addr = addr
         self.peer = str(addr[0])
         self.tls = tls
         self.handshaking = tls
-        self.decoder = FrameDecoder(max_frame)
-        self.lines: deque[bytes] = deque()
+        self.connection = connection
+        # Bytes handed out by `connection` that the socket has not taken yet.
         self.out = bytearray()
-        # Answers waiting for this turn's commit (see Server._process_lines).
-        self.held: list[bytes] = []
-        self.session = Session(peer=self.peer, tls=tls)
         self.last_active = time.monotonic()
-        self.closing = False
-        self.rejecting: str | None = None
 
+    @property
+    def refused(self) -> bool:
+        return self.connection.refused is not None
 
-def encode_answer(response: dict[str, Any]) -> bytes:
-    try:
-        return encode_frame(response)
-    except (TypeError, ValueError):
-        # The protocol layer only builds encodable answers; if one slips through, the client
-        # still gets an answer in its place, and the loop goes on.
-        log.exception("an answer could not be encoded")
-        error = MMTPError(errors.INTERNAL, "the server could not encode its answer")
-        try:
-            return encode_frame(with_id(error.to_response(), response.get("id", NO_ID)))
-        except (TypeError, ValueError):
-            return encode_frame(error.to_response())
+    def take_output(self) -> None:
+        self.out += self.connection.data_to_send()

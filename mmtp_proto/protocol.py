@@ -1,30 +1,30 @@
 """What each MMTP action answers, given a store and a session (SPEC §5). No sockets.
 
-The server feeds it one frame line at a time and sends back whatever it returns; tests can
-drive it the same way with bytes and dicts. Writes are staged in the store; the caller
-commits before it lets any answer marked `durable` leave.
+A `server_connection.ServerConnection` feeds it one frame line at a time. Writes are staged
+in the store; an answer marked `durable` is promised to `self.commits` (group_commit) and
+leaves only after `commit()`; a failed commit or a rollback withdraws it.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import PROTOCOL, __version__, errors, openpgp_packets, pgp
+from . import __version__, errors, openpgp_packets, pgp
 from .address import domain_of, normalize_address
 from .canonical import auth_challenge
 from .config import ServerConfig
 from .errors import MMTPError
 from .framing import NO_ID, parse_json, parse_request, peek_id, with_id
+from .group_commit import GroupCommit, Withdrawable
 from .hashcash import verify_stamp
 from .packet import MAX_SIGNATURE_CHARS, is_message_id, validate_packet
 from .ratelimit import FailureLimiter
+from .session import Outcome, Session, cursor, ok, parse_cursor, storage_failure
 from .store import Store, StoreError
 
 log = logging.getLogger("mmtp.protocol")
@@ -38,50 +38,6 @@ MAX_DELETE_IDS = 1000
 RECEIVE_BYTE_BUDGET = 8 * 1024 * 1024
 MAX_ARMOR_CHARS = 64 * 1024
 _KEY_CACHE_SIZE = 1024
-
-
-@dataclass
-class Session:
-    """Per-connection protocol state."""
-
-    peer: str
-    tls: bool
-    nonce: str = field(default_factory=lambda: secrets.token_hex(16))
-    authenticated: str | None = None
-    # The key AUTH was proven with: when the address's key is replaced by someone else's
-    # connection, this one stops counting as authenticated.
-    auth_fingerprint: str | None = None
-
-
-@dataclass
-class Outcome:
-    response: dict[str, Any]
-    # True when the answer promises something was stored: it must wait for the commit.
-    durable: bool = False
-    close: bool = False
-    action: str = "-"
-
-
-def _ok(**fields: Any) -> dict[str, Any]:
-    return {"status": "OK", **fields}
-
-
-def _cursor(seq: int) -> str:
-    return f"s{seq}"
-
-
-def _parse_cursor(value: object) -> int:
-    if value is None:
-        return 0
-    if (
-        isinstance(value, str)
-        and len(value) < 20
-        and value[:1] == "s"
-        and value[1:].isascii()
-        and value[1:].isdigit()
-    ):
-        return int(value[1:])
-    raise MMTPError(errors.BAD_REQUEST, "since must be a cursor returned by an earlier RECEIVE")
 
 
 class Protocol:
@@ -100,11 +56,7 @@ class Protocol:
         self.failures = FailureLimiter(
             config.failure_limit, config.failure_window_seconds, config.failure_block_seconds
         )
-        # Called before a request other than SEND runs while this turn has staged writes, so
-        # what it reads (a key for AUTH, messages for RECEIVE) is committed, never a write a
-        # failed commit could still take back. The server sets it to its commit step; SENDs,
-        # the hot path, still share one commit.
-        self.settle: Callable[[], None] | None = None
+        self.commits: GroupCommit[Withdrawable] = GroupCommit(store)
         self._keys: OrderedDict[tuple[str, str], pgp.PublicKey] = OrderedDict()
         self._handlers: dict[str, Callable[[Session, dict[str, Any], int], Outcome]] = {
             "SEND": self._send,
@@ -118,26 +70,6 @@ class Protocol:
 
     # ------------------------------------------------------------------ entry points
 
-    def greeting(self, session: Session) -> dict[str, Any]:
-        return _ok(
-            message="MMTP Server Ready",
-            protocol=PROTOCOL,
-            server=self.server_name,
-            domains=sorted(self.domains),
-            difficulty=self.config.difficulty,
-            maxFrameBytes=self.config.max_frame_bytes,
-            stampValiditySeconds=self.config.stamp_validity_seconds,
-            nonce=session.nonce,
-            tls=session.tls,
-            features={
-                "plainAuth": self.config.allow_plain_auth,
-                "pipelining": True,
-                "relay": False,
-                "maxReceiveLimit": MAX_RECEIVE_LIMIT,
-            },
-            actions=list(ACTIONS),
-        )
-
     def handle_line(self, session: Session, line: bytes) -> Outcome:
         request_id: Any = NO_ID
         action = "-"
@@ -147,8 +79,11 @@ class Protocol:
             request = parse_request(value)
             action = request.action
             handler = self._handlers.get(request.action)
-            if request.action != "SEND" and self.settle is not None and self.store.pending:
-                self.settle()
+            if request.action != "SEND" and self.commits.pending:
+                # What this request reads (a key for AUTH, messages for RECEIVE) must be
+                # committed, never a write a failed commit could still take back. SENDs, the
+                # hot path, still share one commit.
+                self.commit()
             if handler is None:
                 raise MMTPError(
                     errors.UNKNOWN_ACTION,
@@ -159,20 +94,33 @@ class Protocol:
         except MMTPError as exc:
             outcome = Outcome(exc.to_response())
         except StoreError as exc:
-            self.store.rollback()
+            self._withdraw(self.commits.abort())
             log.error("storage error during %s: %s", action, exc)
             outcome = Outcome(storage_failure().to_response())
         except Exception:
-            self.store.rollback()
+            self._withdraw(self.commits.abort())
             log.exception("internal error during %s", action)
             outcome = Outcome(
                 MMTPError(
                     errors.INTERNAL, "the server failed on this request; try again later"
                 ).to_response()
             )
+        # A rollback (here or in an earlier commit step) took back what earlier requests of
+        # this turn staged: their answers are withdrawn now. Later requests start a new
+        # transaction, and their answers depend on the commit as usual.
+        self._withdraw(self.commits.lost())
         outcome.action = action if action in self._handlers else "-"
         with_id(outcome.response, request_id)
         return outcome
+
+    def commit(self) -> None:
+        """Make this turn's writes durable; withdraw the answers a failure took back."""
+        self._withdraw(self.commits.commit())
+
+    @staticmethod
+    def _withdraw(answers: list[Withdrawable]) -> None:
+        for answer in answers:
+            answer.withdraw()
 
     # ------------------------------------------------------------------ helpers
 
@@ -288,7 +236,7 @@ class Protocol:
             # The original may be staged in this very turn: the answer waits for its commit
             # and is withdrawn with it.
             return Outcome(
-                _ok(message="Message already delivered", duplicate=True, **summary), durable=True
+                ok(message="Message already delivered", duplicate=True, **summary), durable=True
             )
         if self.store.count_messages(packet.recipient) >= self.config.mailbox_max_messages:
             raise MMTPError(
@@ -310,14 +258,14 @@ class Protocol:
             stamp_expires_at=stamp.date + self.config.stamp_validity_seconds,
         )
         return Outcome(
-            _ok(message="Message delivered successfully", duplicate=False, **summary),
+            ok(message="Message delivered successfully", duplicate=False, **summary),
             durable=True,
         )
 
     def _receive(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
         email = self._email(data)
         self._require_auth_as(session, email)
-        after = _parse_cursor(data.get("since"))
+        after = parse_cursor(data.get("since"))
         limit = data.get("limit", DEFAULT_RECEIVE_LIMIT)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise MMTPError(errors.BAD_REQUEST, "limit must be an integer from 1 to 1000")
@@ -326,18 +274,18 @@ class Protocol:
         )
         last = messages[-1].seq if messages else after
         return Outcome(
-            _ok(
+            ok(
                 messages=[m.packet for m in messages],
                 count=len(messages),
                 more=more,
-                cursor=_cursor(last),
+                cursor=cursor(last),
             )
         )
 
     def _check(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
         email = self._email(data)
         self._require_auth_as(session, email)
-        return Outcome(_ok(count=self.store.count_messages(email)))
+        return Outcome(ok(count=self.store.count_messages(email)))
 
     def _delete(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
         email = self._email(data)
@@ -350,7 +298,7 @@ class Protocol:
         if not all(is_message_id(i) for i in ids):
             raise MMTPError(errors.BAD_REQUEST, "every messageId must be 32 lowercase hex")
         deleted = self.store.delete_messages(email, ids)
-        return Outcome(_ok(deleted=deleted), durable=deleted > 0)
+        return Outcome(ok(deleted=deleted), durable=deleted > 0)
 
     def _register_key(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
         self._rate_check(session, now)
@@ -376,7 +324,7 @@ class Protocol:
             existing.armored
         ) == openpgp_packets.material_digest(key.armored):
             return Outcome(
-                _ok(message="This key is already registered", fingerprint=key.fingerprint)
+                ok(message="This key is already registered", fingerprint=key.fingerprint)
             )
         if existing is not None:
             if self._current_identity(session) is None:
@@ -400,7 +348,7 @@ class Protocol:
         else:
             verb = "replaced"
         return Outcome(
-            _ok(message=f"Public key {verb} successfully", fingerprint=key.fingerprint),
+            ok(message=f"Public key {verb} successfully", fingerprint=key.fingerprint),
             durable=True,
         )
 
@@ -410,7 +358,7 @@ class Protocol:
         record = self.store.get_key(email)
         if record is None:
             raise MMTPError(errors.KEY_NOT_FOUND, f"no public key is registered for {email}")
-        return Outcome(_ok(email=email, publicKey=record.armored, fingerprint=record.fingerprint))
+        return Outcome(ok(email=email, publicKey=record.armored, fingerprint=record.fingerprint))
 
     def _auth(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
         if not session.tls and not self.config.allow_plain_auth:
@@ -444,11 +392,4 @@ class Protocol:
             raise
         session.authenticated = email
         session.auth_fingerprint = key.fingerprint
-        return Outcome(_ok(message="Authenticated", email=email))
-
-
-def storage_failure() -> MMTPError:
-    return MMTPError(
-        errors.INTERNAL,
-        "the server could not store this durably (storage error); nothing was kept — retry later",
-    )
+        return Outcome(ok(message="Authenticated", email=email))

@@ -1,8 +1,8 @@
-"""The MMTP server: one thread, `selectors`, non-blocking sockets and TLS handshakes.
+"""The MMTP server: one thread running `server_loop.ServerLoop` over its listeners.
 
-A thin shell around `protocol.Protocol`: it moves bytes, keeps time and enforces the
-resource limits of SPEC §7. Every loop turn ends with one store commit (group commit);
-answers produced in that turn leave only after it.
+This part opens the store, the TLS context and the listening sockets, writes the ready
+file, starts and stops the loop (in this thread or a background one) and shuts down
+cleanly. The loop moves bytes; `server_connection.ServerConnection` speaks the protocol.
 """
 
 from __future__ import annotations
@@ -11,59 +11,26 @@ import contextlib
 import logging
 import selectors
 import socket
-import ssl
 import threading
-import time
 from pathlib import Path
-from typing import Any
 
-from . import errors
 from .config import ServerConfig
-from .errors import LocalError, MMTPError
-from .framing import NO_ID, encode_frame, with_id
-from .listeners import open_listener, raise_nofile_limit
-from .peer import Peer, encode_answer
-from .protocol import Protocol, storage_failure
+from .errors import LocalError
+from .listeners import open_listener, raise_nofile_limit, write_ready_file
+from .protocol import Protocol
+from .server_loop import REJECT_SLACK, ServerLoop
 from .store import Store, StoreError
 
 log = logging.getLogger("mmtp.server")
 
-READ_CHUNK = 65536
-LINES_PER_TURN = 64
-# How many times one turn looks again (without waiting) for requests that can join its commit.
-GATHER_ROUNDS = 4
-PURGE_INTERVAL = 600.0
-TICK = 1.0
-# Connections over a cap are told why before they are closed; past this many extra
-# sockets in that state we close at once rather than spend more on them.
-REJECT_SLACK = 64
 
-
-class Server:
+class Server(ServerLoop):
     def __init__(self, config: ServerConfig) -> None:
-        self.config = config.validate()
+        super().__init__(config.validate())
         self.plain_address: tuple[str, int] | None = None
         self.tls_address: tuple[str, int] | None = None
         self.tls_fingerprint: str | None = None
-        self._selector: selectors.BaseSelector | None = None
         self._listeners: list[socket.socket] = []
-        self._ssl_context: ssl.SSLContext | None = None
-        self._conns: dict[socket.socket, Peer] = {}
-        # Admitted connections per address; connections being refused (over a cap, told
-        # so before they are closed) count in neither cap, only in self._rejecting.
-        self._per_ip: dict[str, int] = {}
-        self._rejecting = 0
-        self._pending: set[Peer] = set()
-        # Held durable answers whose writes sit in the open transaction, with the request id
-        # to echo if they must be withdrawn (NO_ID when the request had none; None is a real
-        # id, JSON null).
-        self._promised: list[tuple[Peer, int, Any]] = []
-        self._store: Store | None = None
-        self._protocol: Protocol | None = None
-        self._stop = threading.Event()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
         self._thread: threading.Thread | None = None
         self._bound = False
         self._finished = threading.Event()
@@ -91,7 +58,6 @@ class Server:
         except StoreError as exc:
             raise LocalError(str(exc)) from None
         self._protocol = Protocol(cfg, self._store)
-        self._protocol.settle = self._settle
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         try:
@@ -106,6 +72,14 @@ class Server:
                 self.plain_address = self._listen(cfg.port, tls=False)
             if cfg.tls:
                 self.tls_address = self._listen(cfg.secure_port, tls=True)
+            if cfg.ready_file is not None:
+                # Listening already: connections made from now on wait in the backlog.
+                write_ready_file(
+                    cfg.ready_file,
+                    plain=self.plain_address,
+                    tls=self.tls_address,
+                    fingerprint=self.tls_fingerprint,
+                )
         except BaseException:
             self._close_listeners()
             self._store.close()
@@ -167,357 +141,11 @@ class Server:
     # ------------------------------------------------------------------ the loop
 
     def _run(self) -> None:
-        assert self._selector is not None and self._protocol is not None
         self._log_start()
-        next_tick = time.monotonic()
-        next_purge = 0.0
-        ready: set[Peer] = set()
         try:
-            while not self._stop.is_set():
-                timeout = 0.0 if ready else max(0.0, min(TICK, next_tick - time.monotonic()))
-                for key, mask in self._selector.select(timeout):
-                    self._dispatch_safely(key, mask)
-                ready = self._process_lines()
-                now = time.monotonic()
-                if now >= next_tick:
-                    next_tick = now + TICK
-                    self._expire(now)
-                    if now >= next_purge:
-                        next_purge = now + PURGE_INTERVAL
-                        self._purge()
-        except Exception:
-            log.exception("the server loop failed")
-            raise
+            self._loop()
         finally:
             self._shutdown()
-
-    def _dispatch_safely(self, key: selectors.SelectorKey, mask: int) -> None:
-        try:
-            self._dispatch(key, mask)
-        except Exception:
-            # A bug met by one connection must not stop the server for everyone.
-            log.exception("unexpected error on a connection; closing it")
-            if isinstance(key.data, Peer):
-                self._close(key.data)
-
-    def _dispatch(self, key: selectors.SelectorKey, mask: int) -> None:
-        tag = key.data
-        if tag == "wake":
-            with contextlib.suppress(OSError):
-                self._wake_r.recv(4096)
-        elif tag in ("plain", "tls"):
-            self._accept(key.fileobj, tls=tag == "tls")  # type: ignore[arg-type]
-        else:
-            conn: Peer = tag
-            if conn.handshaking:
-                self._handshake(conn)
-            else:
-                if mask & selectors.EVENT_READ:
-                    self._read(conn)
-                if mask & selectors.EVENT_WRITE and conn.sock.fileno() >= 0:
-                    self._flush(conn)
-
-    def _accept(self, listener: socket.socket, *, tls: bool) -> None:
-        cfg = self.config
-        for _ in range(64):
-            try:
-                sock, addr = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                # EMFILE and friends: leave the backlog for the next turn.
-                log.warning("accept failed: %s", exc)
-                return
-            sock.setblocking(False)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peer = str(addr[0])
-            over_total = len(self._conns) - self._rejecting >= cfg.max_connections
-            over_ip = self._per_ip.get(peer, 0) >= cfg.max_connections_per_ip
-            if (over_total or over_ip) and self._rejecting >= REJECT_SLACK:
-                sock.close()
-                continue
-            if tls:
-                assert self._ssl_context is not None
-                try:
-                    sock = self._ssl_context.wrap_socket(
-                        sock, server_side=True, do_handshake_on_connect=False
-                    )
-                except (OSError, ssl.SSLError):
-                    sock.close()
-                    continue
-            conn = Peer(sock, addr, tls, cfg.max_frame_bytes)
-            self._conns[sock] = conn
-            assert self._selector is not None
-            self._selector.register(sock, selectors.EVENT_READ, conn)
-            if over_total or over_ip:
-                conn.rejecting = "on this server" if over_total else "from your address"
-                self._rejecting += 1
-                log.info("refusing %s: too many connections", peer)
-            else:
-                self._per_ip[peer] = self._per_ip.get(peer, 0) + 1
-                log.info("connection from %s:%s (%s)", peer, addr[1], "TLS" if tls else "plain")
-            if not tls:
-                self._greet(conn)
-
-    def _greet(self, conn: Peer) -> None:
-        assert self._protocol is not None
-        if conn.rejecting:
-            err = MMTPError(
-                errors.TOO_MANY_CONNECTIONS,
-                f"too many connections {conn.rejecting}; close some and try again later",
-            )
-            conn.out += encode_frame(err.to_response())
-            conn.closing = True
-        else:
-            conn.out += encode_frame(self._protocol.greeting(conn.session))
-        self._flush(conn)
-
-    def _handshake(self, conn: Peer) -> None:
-        sock = conn.sock
-        assert isinstance(sock, ssl.SSLSocket) and self._selector is not None
-        try:
-            sock.do_handshake()
-        except ssl.SSLWantReadError:
-            self._selector.modify(sock, selectors.EVENT_READ, conn)
-            return
-        except ssl.SSLWantWriteError:
-            self._selector.modify(sock, selectors.EVENT_WRITE, conn)
-            return
-        except (ssl.SSLError, OSError) as exc:
-            log.info("TLS handshake with %s failed: %s", conn.peer, exc)
-            self._close(conn)
-            return
-        conn.handshaking = False
-        conn.last_active = time.monotonic()
-        self._greet(conn)
-
-    def _read(self, conn: Peer) -> None:
-        if conn.closing or conn.decoder.broken:
-            return
-        sock = conn.sock
-        while True:
-            try:
-                # Never read past the frame limit: the unfinished line held plus this read
-                # stays within maxFrameBytes + 1, the byte that proves a frame too large.
-                room = conn.decoder.max_frame_bytes + 1 - conn.decoder.buffered
-                data = sock.recv(min(READ_CHUNK, room))
-            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
-                break
-            except ssl.SSLWantWriteError:
-                break
-            except (OSError, ssl.SSLError):
-                self._close(conn)
-                return
-            if not data:
-                # The peer closed its side: answer what it sent, then close.
-                conn.closing = True
-                break
-            conn.last_active = time.monotonic()
-            self._pending.add(conn)
-            conn.lines.extend(conn.decoder.feed(data))
-            if conn.decoder.broken:
-                conn.lines.append(b"")  # marks where the oversized frame stood
-                conn.closing = True
-                log.info("%s sent a frame over %d bytes", conn.peer, conn.decoder.max_frame_bytes)
-                break
-            # TLS may hold decrypted bytes that select() cannot see.
-            if not (conn.tls and sock.pending()):  # type: ignore[attr-defined]
-                break
-        if conn.closing and not conn.lines and not conn.out and not conn.held:
-            self._close(conn)
-
-    def _process_lines(self) -> set[Peer]:
-        """Answer buffered requests, commit once, then release the answers."""
-        store = self._store
-        assert store is not None
-        touched: dict[Peer, None] = {}
-        for round_ in range(GATHER_ROUNDS):
-            batch = [c for c in self._pending if c.sock in self._conns]
-            self._pending = set()
-            if not batch:
-                break
-            touched.update(dict.fromkeys(batch))
-            self._answer(batch)
-            if round_ == GATHER_ROUNDS - 1 or not store.pending:
-                break
-            # Requests that arrived while these were answered can share the commit: look
-            # for them without waiting, so batches grow under load and latency does not.
-            if not self._poll_now():
-                break
-        if not touched:
-            return set()
-        self._settle()
-        high_water = self.config.output_high_water
-        still_ready: set[Peer] = set()
-        for conn in touched:
-            for frame in conn.held:
-                conn.out += frame
-            conn.held.clear()
-            if conn.sock in self._conns:
-                self._flush(conn)
-                # Decided after the flush: a client that reads promptly has room again now
-                # and its remaining pipelined requests must not wait for the next event.
-                if conn.lines and len(conn.out) < high_water and conn.sock in self._conns:
-                    still_ready.add(conn)
-        return still_ready
-
-    def _poll_now(self) -> bool:
-        assert self._selector is not None
-        events = self._selector.select(0)
-        for key, mask in events:
-            self._dispatch_safely(key, mask)
-        return bool(events)
-
-    def _settle(self) -> None:
-        """Commit what this turn staged so far; withdraw its promises if that fails."""
-        store = self._store
-        assert store is not None
-        try:
-            store.commit()
-        except StoreError as exc:
-            log.error("commit failed, withdrawing this turn's acknowledgements: %s", exc)
-            self._withdraw(self._promised)
-        if store.lost_writes:
-            store.lost_writes = False
-            self._withdraw(self._promised)
-        # Whatever was not withdrawn is on disk now.
-        self._promised.clear()
-
-    def _answer(self, batch: list[Peer]) -> None:
-        """Handle up to LINES_PER_TURN requests of each connection; hold the answers."""
-        protocol, store = self._protocol, self._store
-        assert protocol is not None and store is not None
-        high_water = self.config.output_high_water
-        for conn in batch:
-            budget = LINES_PER_TURN
-            # Answers held for this turn's commit count against the high-water mark too:
-            # otherwise one turn could queue many large answers (say, RECEIVEs of a full
-            # mailbox) for a client that never reads them.
-            queued = len(conn.out) + sum(len(frame) for frame in conn.held)
-            while conn.lines and budget and queued < high_water and not conn.handshaking:
-                line = conn.lines.popleft()
-                if not line:  # the oversized-frame marker: answer it, then close
-                    error = conn.decoder.error().to_response()
-                    conn.held.append(encode_frame(error))
-                    conn.lines.clear()
-                    break
-                budget -= 1
-                outcome = protocol.handle_line(conn.session, line)
-                if store.lost_writes:
-                    # A storage error rolled back what earlier requests of this turn staged:
-                    # withdraw those answers now. Later requests start a new transaction,
-                    # and their answers depend on the commit as usual.
-                    store.lost_writes = False
-                    self._withdraw(self._promised)
-                self._log_outcome(conn, outcome.action, outcome.response)
-                frame = encode_answer(outcome.response)
-                queued += len(frame)
-                if outcome.durable:
-                    self._promised.append((conn, len(conn.held), outcome.response.get("id", NO_ID)))
-                conn.held.append(frame)
-            if conn.lines:
-                self._pending.add(conn)
-
-    @staticmethod
-    def _withdraw(promised: list[tuple[Peer, int, Any]]) -> None:
-        """Replace held durable answers whose writes were lost with INTERNAL."""
-        for conn, index, request_id in promised:
-            conn.held[index] = encode_frame(with_id(storage_failure().to_response(), request_id))
-        promised.clear()
-
-    def _log_outcome(self, conn: Peer, action: str, response: dict) -> None:
-        if response.get("status") == "OK":
-            log.info("%s %s OK", conn.peer, action)
-        else:
-            log.info("%s %s ERROR %s", conn.peer, action, response["error"]["code"])
-
-    def _flush(self, conn: Peer) -> None:
-        sock = conn.sock
-        while conn.out:
-            try:
-                sent = sock.send(conn.out)
-            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
-                break
-            except ssl.SSLWantReadError:
-                break
-            except (OSError, ssl.SSLError):
-                self._close(conn)
-                return
-            del conn.out[:sent]
-        if not conn.out and conn.closing and not conn.lines and not conn.held:
-            self._close(conn)
-            return
-        self._update_interest(conn)
-
-    def _update_interest(self, conn: Peer) -> None:
-        if conn.sock not in self._conns or conn.handshaking:
-            return
-        events = 0
-        # Not read from while its answers pile up (a client that does not read), nor while
-        # a turn's worth of its requests waits to be handled (a client that sends faster
-        # than the server answers): either way the server would buffer without bound.
-        reading = (
-            not conn.closing
-            and len(conn.out) < self.config.output_high_water
-            and len(conn.lines) < LINES_PER_TURN
-        )
-        if reading:
-            events |= selectors.EVENT_READ
-        if conn.out:
-            events |= selectors.EVENT_WRITE
-        assert self._selector is not None
-        if events == 0:
-            # Nothing to wait for until the client drains its answers; keep the fd quiet.
-            events = selectors.EVENT_WRITE
-        key = self._selector.get_key(conn.sock)
-        if key.events != events:
-            self._selector.modify(conn.sock, events, conn)
-
-    def _close(self, conn: Peer) -> None:
-        if self._conns.pop(conn.sock, None) is None:
-            return
-        assert self._selector is not None
-        with contextlib.suppress(KeyError, ValueError, OSError):
-            self._selector.unregister(conn.sock)
-        with contextlib.suppress(OSError):
-            conn.sock.close()
-        if conn.rejecting:
-            self._rejecting -= 1
-            return
-        left = self._per_ip.get(conn.peer, 1) - 1
-        if left > 0:
-            self._per_ip[conn.peer] = left
-        else:
-            self._per_ip.pop(conn.peer, None)
-        log.info("closed %s:%s", conn.peer, conn.addr[1])
-
-    def _expire(self, now: float) -> None:
-        cfg = self.config
-        for conn in list(self._conns.values()):
-            limit = cfg.handshake_timeout if conn.handshaking else cfg.idle_timeout
-            if conn.rejecting:
-                limit = min(limit, cfg.handshake_timeout)
-            if now - conn.last_active > limit:
-                log.info(
-                    "%s timed out (%s)", conn.peer, "handshake" if conn.handshaking else "idle"
-                )
-                self._close(conn)
-        assert self._protocol is not None
-        self._protocol.failures.prune(time.time())
-
-    def _purge(self) -> None:
-        store = self._store
-        assert store is not None
-        try:
-            purged = store.purge_expired_stamps(int(time.time()))
-            store.commit()
-            if purged:
-                log.info("purged %d expired stamps", purged)
-        except StoreError as exc:
-            store.rollback()
-            store.lost_writes = False
-            log.warning("could not purge expired stamps: %s", exc)
 
     def _shutdown(self) -> None:
         log.info("stopping: finishing in-flight requests")
@@ -525,16 +153,7 @@ class Server:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(sock)  # type: ignore[union-attr]
         self._close_listeners()
-        with contextlib.suppress(Exception):
-            self._process_lines()
-        deadline = time.monotonic() + 5.0
-        while any(c.out for c in self._conns.values()) and time.monotonic() < deadline:
-            for conn in list(self._conns.values()):
-                if conn.out:
-                    self._flush(conn)
-            time.sleep(0.01)
-        for conn in list(self._conns.values()):
-            self._close(conn)
+        self._drain()
         if self._store is not None:
             try:
                 self._store.close()

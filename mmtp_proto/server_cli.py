@@ -121,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=LOG_LEVELS,
         help=f"log verbosity (default {defaults.log_level})",
     )
+    parser.add_argument(
+        "--ready-file",
+        type=Path,
+        metavar="FILE",
+        help="once listening, write JSON {pid, plain, tls, fingerprint} to FILE (atomically, "
+        "mode 0600), for a program that started the server and waits for it",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     return parser
 
@@ -141,6 +148,7 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         "key": args.key.expanduser() if args.key is not None else None,
         "allow_plain_auth": args.allow_plain_auth,
         "log_level": args.log_level,
+        "ready_file": args.ready_file.expanduser() if args.ready_file is not None else None,
     }
     return config.with_overrides(**overrides).validate()
 

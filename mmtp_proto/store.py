@@ -1,8 +1,8 @@
 """Durable server storage: one SQLite file in WAL mode (messages, keys, spent stamps).
 
-Writes are staged in an open transaction and made durable by `commit()`, which the server
-calls once per loop turn (group commit): every SEND answered in that turn shares one
-commit and one fsync, and no answer leaves before its commit is on disk. Every stored
+Writes are staged in an open transaction and made durable by `commit()`, which
+`group_commit.GroupCommit` calls once per loop turn: every SEND answered in that turn shares
+one commit and one fsync, and no answer leaves before its commit is on disk. Every stored
 message carries a checksum of its own bytes, so a damaged row is detected, never served.
 """
 
@@ -83,9 +83,9 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the database {path}: {exc}") from exc
         self._in_tx = False
-        # Set when staged writes were thrown away, so the server can withdraw every answer
-        # that promised them; cleared by the server once it has done so.
-        self.lost_writes = False
+        # How many times staged writes were thrown away: group_commit compares it to know
+        # whether the answers it holds still stand.
+        self._rollbacks = 0
         # Mailbox sizes as this connection sees them (uncommitted writes included), so the
         # MAILBOX_FULL check on every SEND does not count the whole mailbox each time.
         self._counts: dict[str, int] = {}
@@ -96,6 +96,10 @@ class Store:
     @property
     def pending(self) -> bool:
         return self._in_tx
+
+    @property
+    def rollbacks(self) -> int:
+        return self._rollbacks
 
     def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         try:
@@ -118,7 +122,7 @@ class Store:
 
     def rollback(self) -> None:
         if self._in_tx:
-            self.lost_writes = True
+            self._rollbacks += 1
             self._counts.clear()
             self._keys.clear()
             try:

@@ -2,8 +2,9 @@
 
 Its data (mail store, self-signed certificate) lives under the user's data dir. It prefers
 the ports it used last (8025/8026 at first) and falls back to free ones; it is ready when
-its log says it listens, and its log gives the certificate fingerprint, which we pin
-ourselves: we started it, so trust on first use is not needed. Plain module: no Textual.
+it writes its ready file (`--ready-file`: where it listens and the certificate fingerprint,
+which we pin ourselves: we started it, so trust on first use is not needed). Plain module:
+no Textual.
 
 `server.json` records where it listens, its pid and the pid of the mmtp-tui that owns it.
 A server still running from an mmtp-tui that was killed (its owner is gone) is reused and
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -31,8 +31,6 @@ from mmtp_proto.errors import LocalError
 from .config import data_dir
 
 DEFAULT_DIFFICULTY = 20
-_LISTEN = re.compile(r"listening \((plain|TLS)\) on (\S+):(\d+)")
-_FINGERPRINT = re.compile(r"fingerprint (\S+)")
 
 
 def default_dir() -> Path:
@@ -113,6 +111,10 @@ class LocalServer:
     def state_path(self) -> Path:
         return self.directory / "server.json"
 
+    @property
+    def ready_path(self) -> Path:
+        return self.directory / "ready.json"
+
     def running_elsewhere(self) -> LocalServerInfo | None:
         """A local server another mmtp-tui of this user started and that still runs."""
         try:
@@ -153,9 +155,13 @@ class LocalServer:
             str(self.difficulty),
             "--log-level",
             "INFO",
+            "--ready-file",
+            str(self.ready_path),
         ]
         for domain in self.domains:
             command += ["--domain", domain]
+        with contextlib.suppress(FileNotFoundError):
+            self.ready_path.unlink()  # left by an earlier server: not this one's
         log = open(self.directory / "server.log", "a", encoding="utf-8")  # noqa: SIM115
         self.process = subprocess.Popen(
             command,
@@ -166,9 +172,6 @@ class LocalServer:
             start_new_session=True,  # Ctrl+C in the terminal is the app's, not the server's
         )
         log.close()
-        found: dict[str, object] = {}
-        ready = threading.Event()
-
         process = self.process
 
         def read() -> None:
@@ -179,42 +182,47 @@ class LocalServer:
                     out.flush()
                     self.log_lines.append(line.rstrip())
                     del self.log_lines[:-50]
-                    match = _LISTEN.search(line)
-                    if match:
-                        found[match.group(1)] = (match.group(2), int(match.group(3)))
-                    match = _FINGERPRINT.search(line)
-                    if match and "fingerprint" not in found:
-                        found["fingerprint"] = match.group(1)
-                    if {"plain", "TLS", "fingerprint"} <= found.keys():
-                        ready.set()
-            ready.set()
 
         self._reader = threading.Thread(target=read, name="mmtp-local-server-log", daemon=True)
         self._reader.start()
         deadline = time.monotonic() + timeout
-        while not ready.wait(0.05):
+        while (ready := self._read_ready_file()) is None:
+            if process.poll() is not None:
+                self._reader.join(2)  # so its last words are in log_lines
+                self.stop()
+                last = self.log_lines[-1] if self.log_lines else "no output"
+                raise LocalError(f"the local server did not start: {last}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise LocalError(
                     "the local server did not start in time; see its log in "
                     f"{self.directory / 'server.log'}"
                 )
-        if not {"plain", "TLS", "fingerprint"} <= found.keys():
+            time.sleep(0.05)
+        if not (ready.get("plain") and ready.get("tls") and ready.get("fingerprint")):
             self.stop()
-            last = self.log_lines[-1] if self.log_lines else "no output"
-            raise LocalError(f"the local server did not start: {last}")
-        host, port = found["plain"]  # type: ignore[misc]
-        _, secure_port = found["TLS"]  # type: ignore[misc]
+            raise LocalError(f"the local server did not report its listeners: {ready}")
+        host, port = ready["plain"]
+        _, secure_port = ready["tls"]
         self.info = LocalServerInfo(
             host=str(host),
             port=int(port),
             secure_port=int(secure_port),
-            fingerprint=str(found["fingerprint"]),
-            pid=self.process.pid,
+            fingerprint=str(ready["fingerprint"]),
+            pid=process.pid,
             owner=os.getpid(),
         )
         self._write_state(self.info)
         return self.info
+
+    def _read_ready_file(self) -> dict | None:
+        """What the server wrote once listening, or None while it has not (it is renamed
+        into place whole, so a file that exists is complete)."""
+        try:
+            value = json.loads(self.ready_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
 
     def _write_state(self, info: LocalServerInfo) -> None:
         self.state_path.write_text(json.dumps(info.__dict__), encoding="utf-8")

@@ -1,8 +1,8 @@
 """Shared helpers for the wire tests: raw sockets, real keys, packets and stamps.
 
-`Wire` is deliberately dumber than `mmtp_proto.client.Connection`: it sends whatever bytes a
-test crafts and hands back every answer as a dict, errors included, so tests can look at the
-exact frames the server produces. Keys are real Ed25519 OpenPGP keys, made once per test run.
+`Wire` (the one of `wire.py`, plus action shortcuts) sends whatever bytes a test crafts and
+hands back every answer as a dict, errors included. Keys are real Ed25519 OpenPGP keys, made
+once per test run.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import base64
 import functools
 import hashlib
 import json
-import socket
-import ssl
 import time
 from typing import Any
+
+from wire import Wire as BaseWire
 
 from mmtp_proto import hashcash, openpgp_packets, pgp
 from mmtp_proto.canonical import auth_challenge
@@ -23,7 +23,6 @@ from mmtp_proto.packet import clear_content, signature_input_of
 from mmtp_proto.server import Server
 
 DIFFICULTY = 6
-TIMEOUT = 10.0
 
 ALICE = "(alice)%(localhost)"
 BOB = "(bob)%(localhost)"
@@ -109,78 +108,8 @@ def auth_signature(greeting: dict[str, Any], email: str, key: pgp.PrivateKey | N
 # ---------------------------------------------------------------------------- sockets
 
 
-class Wire:
-    """One raw connection to a test server: bytes out, dict answers in, nothing hidden."""
-
-    def __init__(self, server: Server, *, tls: bool = True, timeout: float = TIMEOUT) -> None:
-        address = server.tls_address if tls else server.plain_address
-        assert address is not None, "that listener is off"
-        self.tls = tls
-        raw = socket.create_connection(address, timeout=timeout)
-        if tls:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            try:
-                self.sock: socket.socket = context.wrap_socket(raw, server_hostname="localhost")
-            except BaseException:
-                raw.close()
-                raise
-        else:
-            self.sock = raw
-        self._buffer = b""
-        self._ids = 0
-        try:
-            self.greeting = self.read()
-        except BaseException:
-            self.sock.close()
-            raise
-
-    # -- bytes
-
-    def send_bytes(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def send_frame(self, value: Any) -> None:
-        self.send_bytes(json.dumps(value, separators=(",", ":")).encode("utf-8") + b"\n")
-
-    def read_line(self) -> bytes:
-        """The next line from the server (without LF); raises EOFError when it closed."""
-        while b"\n" not in self._buffer:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("the server closed the connection")
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line
-
-    def read(self) -> dict[str, Any]:
-        value = json.loads(self.read_line())
-        assert isinstance(value, dict), value
-        return value
-
-    def closed_by_server(self) -> bool:
-        """True when the server has closed (EOF or reset) with nothing more to say."""
-        try:
-            self.read_line()
-        except (EOFError, ConnectionResetError, ssl.SSLError, BrokenPipeError):
-            return True
-        return False
-
-    # -- requests
-
-    def next_id(self) -> int:
-        self._ids += 1
-        return self._ids
-
-    def request(self, action: str, data: dict[str, Any] | None = None, **extra: Any):
-        """Send one request with a fresh id; return the answer (OK or ERROR) as a dict."""
-        request_id = extra.pop("id", self.next_id())
-        frame = {"action": action, "id": request_id, "data": data or {}, **extra}
-        self.send_frame(frame)
-        answer = self.read()
-        assert answer.get("id") == request_id, (frame, answer)
-        return answer
+class Wire(BaseWire):
+    """`wire.Wire` with the shortcuts of the action tests (their keys, one-call actions)."""
 
     def ok(self, action: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
         answer = self.request(action, data)
@@ -189,33 +118,20 @@ class Wire:
 
     def error(self, action: str, data: dict[str, Any] | None = None) -> str:
         """Send a request that must fail; return its error code (and check the error shape)."""
-        answer = self.request(action, data)
-        return error_code(answer)
-
-    # -- actions
+        return error_code(self.request(action, data))
 
     def register(self, email: str, key: pgp.PrivateKey | None = None) -> dict[str, Any]:
         armored = (key or key_for(email)).public.armored
         return self.request("REGISTER_KEY", {"email": email, "publicKey": armored})
 
     def auth(self, email: str, key: pgp.PrivateKey | None = None) -> dict[str, Any]:
-        signature = auth_signature(self.greeting, email, key)
-        return self.request("AUTH", {"email": email, "signature": signature})
+        return super().auth(email, key or key_for(email))
 
     def send(self, packet: dict[str, Any]) -> dict[str, Any]:
         return self.request("SEND", {"packet": packet})
 
     def receive(self, email: str, **data: Any) -> dict[str, Any]:
         return self.ok("RECEIVE", {"email": email, **data})
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> Wire:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def error_code(answer: dict[str, Any]) -> str:

@@ -1,9 +1,7 @@
 """Helpers for the durability, limits and resilience tests (SPEC §7).
 
 Everything here is real: loopback sockets, TLS, the `mmtp-server` entry point in a child
-process, SQLite on disk. `Wire` is a deliberately small client that sends whatever bytes a
-test crafts and hands back every answer (errors included) as a dict, with a deadline on
-every read so a misbehaving server fails a test instead of hanging it.
+process, SQLite on disk. `Wire` is the raw client of `wire.py`.
 """
 
 from __future__ import annotations
@@ -11,23 +9,23 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import json
 import os
 import random
-import re
 import signal
-import socket
-import ssl
+import stat
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from wire import Closed
+from wire import Wire as BaseWire
+
 from mmtp_proto import hashcash, openpgp_packets, pgp
-from mmtp_proto.canonical import auth_challenge
-from mmtp_proto.framing import FrameDecoder, encode_frame, parse_json
 from mmtp_proto.message import seal
 from mmtp_proto.packet import clear_content, new_message_id
 
@@ -36,15 +34,7 @@ DOMAINS = ("localhost", "example.com")
 RECIPIENT = "(bob)%(example.com)"
 # A sender on a domain the server does not serve needs neither AUTH nor a signature.
 REMOTE_SENDER = "(load)%(remote.example)"
-READ_TIMEOUT = 15.0
 START_TIMEOUT = 30.0
-MAX_ANSWER_BYTES = 256 * 1024 * 1024
-
-_LISTENING = re.compile(r"listening \((plain|TLS)\) on (\S+):(\d+)")
-
-
-class Closed(Exception):
-    """The server closed the connection (EOF or reset)."""
 
 
 # ---------------------------------------------------------------------------- keys, packets
@@ -109,122 +99,11 @@ def bloated_public_key(email: str, max_chars: int) -> str:
 # ---------------------------------------------------------------------------- the wire
 
 
-def client_tls_context() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
-
-
-class Wire:
-    """One client connection: raw bytes out, answers in, every read under a deadline."""
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        *,
-        tls: bool = False,
-        timeout: float = READ_TIMEOUT,
-        greet: bool = True,
-    ) -> None:
-        self.address = address
-        self.timeout = timeout
-        raw = socket.create_connection(address, timeout=timeout)
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock: socket.socket = raw
-        try:
-            if tls:
-                self.sock = client_tls_context().wrap_socket(raw)
-            self._decoder = FrameDecoder(MAX_ANSWER_BYTES)
-            self._lines: deque[bytes] = deque()
-            self._ids = 0
-            self.greeting: dict[str, Any] = self.recv() if greet else {}
-        except BaseException:
-            self.sock.close()
-            raise
-
-    def __enter__(self) -> Wire:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-    def send_raw(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def send_in_background(self, data: bytes) -> threading.Thread:
-        """sendall() in a thread, for a client that writes more than it reads."""
-
-        def run() -> None:
-            with contextlib.suppress(OSError):
-                self.sock.sendall(data)
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        return thread
-
-    def send(self, action: str, data: dict[str, Any] | None = None, **extra: Any) -> int:
-        """Send one request with a fresh numeric id; return the id."""
-        self._ids += 1
-        frame = {"action": action, "id": self._ids, "data": data or {}, **extra}
-        self.sock.sendall(encode_frame(frame))
-        return self._ids
-
-    def send_batch(self, requests: list[tuple[str, dict[str, Any]]]) -> list[int]:
-        """Several requests in one write, so the server reads them in the same turn."""
-        frames = []
-        for action, data in requests:
-            self._ids += 1
-            frames.append(encode_frame({"action": action, "id": self._ids, "data": data}))
-        self.sock.sendall(b"".join(frames))
-        return list(range(self._ids - len(frames) + 1, self._ids + 1))
-
-    def recv(self, timeout: float | None = None) -> dict[str, Any]:
-        """The next answer; `Closed` at EOF, `TimeoutError` past the deadline."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while not self._lines:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no answer in time")
-            self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                raise TimeoutError("no answer in time") from None
-            except (ConnectionResetError, BrokenPipeError, ssl.SSLError) as exc:
-                raise Closed(str(exc)) from None
-            if not data:
-                raise Closed("EOF")
-            self._lines.extend(self._decoder.feed(data))
-        value = parse_json(self._lines.popleft())
-        assert isinstance(value, dict), value
-        return value
-
-    def request(self, action: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
-        request_id = self.send(action, data)
-        answer = self.recv()
-        assert answer.get("id") == request_id, (request_id, answer)
-        return answer
-
-    def wait_closed(self, timeout: float) -> list[dict[str, Any]]:
-        """Read until the server closes; return the answers seen. TimeoutError if it doesn't."""
-        frames: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                frames.append(self.recv(timeout=max(0.0, deadline - time.monotonic())))
-            except Closed:
-                return frames
+class Wire(BaseWire):
+    """`wire.Wire` signing AUTH with the keys of this module."""
 
     def auth(self, email: str, key: pgp.PrivateKey | None = None) -> dict[str, Any]:
-        challenge = auth_challenge(str(self.greeting["server"]), str(self.greeting["nonce"]), email)
-        signature = pgp.sign_detached(challenge, key or key_for(email))
-        return self.request("AUTH", {"email": email, "signature": signature})
+        return super().auth(email, key or key_for(email))
 
 
 def code_of(answer: dict[str, Any]) -> str:
@@ -317,14 +196,14 @@ class SendLoad:
                 batch += [packet_for() for _ in range(rng.choice((0, 0, 2, 4)))]
                 try:
                     for packet in batch:
-                        wire.send("SEND", {"packet": packet})
+                        wire.send_request("SEND", {"packet": packet})
                 except OSError:
                     with self._lock:
                         self.cut_off += len(batch)
                     return
                 for index, packet in enumerate(batch):
                     try:
-                        answer = wire.recv()
+                        answer = wire.read()
                     except (Closed, OSError):
                         with self._lock:
                             self.cut_off += len(batch) - index
@@ -392,6 +271,10 @@ class ServerProcess:
         self.log_path = log_dir / "server-0.log"
         self._starts = 0
 
+    @property
+    def ready_path(self) -> Path:
+        return self.log_dir / "ready.json"
+
     def command(self) -> list[str]:
         args = [
             sys.executable,
@@ -407,6 +290,8 @@ class ServerProcess:
             str(DIFFICULTY),
             "--log-level",
             "INFO",
+            "--ready-file",
+            str(self.ready_path),
         ]
         for domain in DOMAINS:
             args += ["--domain", domain]
@@ -416,16 +301,16 @@ class ServerProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.log_dir / f"server-{self._starts}.log"
         self._starts += 1
+        # A server killed with SIGKILL leaves its file behind: it says nothing of the next.
+        self.ready_path.unlink(missing_ok=True)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
-        found: dict[str, tuple[str, int]] = {}
         deadline = time.monotonic() + START_TIMEOUT
-        while len(found) < 2:
-            for kind, host, port in _LISTENING.findall(self.log_text()):
-                found[kind] = (host, int(port))
-            if len(found) == 2:
+        while True:
+            with contextlib.suppress(FileNotFoundError):
+                ready = json.loads(self.ready_path.read_text())
                 break
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log_text()}")
@@ -433,7 +318,9 @@ class ServerProcess:
                 self.kill()
                 raise RuntimeError(f"server did not start:\n{self.log_text()}")
             time.sleep(0.05)
-        self.plain, self.tls = found["plain"], found["TLS"]
+        assert ready["pid"] == self.proc.pid, ready
+        assert stat.S_IMODE(self.ready_path.stat().st_mode) == 0o600
+        self.plain, self.tls = tuple(ready["plain"]), tuple(ready["tls"])
         return self
 
     def log_text(self) -> str:

@@ -285,7 +285,7 @@ def test_failed_commit_withdraws_every_answer_that_relied_on_it(start_server, tm
     with Wire(server.plain_address) as wire:
         _fail_commit_when(server.store, p["meta"]["messageId"])
         ids = wire.send_batch([("SEND", {"packet": packet}) for packet in (p, p, q)])
-        answers = [wire.recv() for _ in ids]
+        answers = [wire.read() for _ in ids]
         assert [a["id"] for a in answers] == ids
         stored = mailbox_counts(server.tls_address)
         for packet, answer in zip((p, p, q), answers, strict=True):
@@ -311,10 +311,10 @@ def test_failed_commit_withdraws_an_answer_whatever_its_id(start_server, tmp_pat
     packet = packet_for()
     with Wire(server.plain_address) as wire:
         _fail_commit_when(server.store, packet["meta"]["messageId"])
-        wire.send_raw(
+        wire.send_bytes(
             encode_frame({"action": "SEND", "id": request_id, "data": {"packet": packet}})
         )
-        answer = wire.recv()
+        answer = wire.read()
         assert "id" in answer and answer["id"] == request_id
         assert code_of(answer) == "INTERNAL", answer
         assert not mailbox_counts(server.tls_address)
@@ -344,7 +344,7 @@ def test_storage_error_mid_turn_withdraws_only_what_was_rolled_back(start_server
     try:
         with Wire(server.plain_address) as wire:
             ids = wire.send_batch([("SEND", {"packet": packet}) for packet in (a, b, c)])
-            answers = [wire.recv() for _ in ids]
+            answers = [wire.read() for _ in ids]
     finally:
         store.add_message = real_add
     assert [answer["id"] for answer in answers] == ids
@@ -365,8 +365,8 @@ def test_restart_after_clean_stop_keeps_everything(start_server, tmp_path):
     packets = [packet_for() for _ in range(20)]
     with Wire(server.plain_address) as wire:
         for packet in packets:
-            wire.send("SEND", {"packet": packet})
-        assert all(wire.recv()["status"] == "OK" for _ in packets)
+            wire.send_request("SEND", {"packet": packet})
+        assert all(wire.read()["status"] == "OK" for _ in packets)
     server.stop()
     again = start_server(data_dir=data_dir)
     assert sorted(mailbox_counts(again.tls_address)) == sorted(

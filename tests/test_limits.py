@@ -269,8 +269,8 @@ def test_pipelining_non_reader_is_bounded_and_does_not_stall_others(spawn, recor
     body = "x" * 10_000
     with Wire(server.plain) as filler:
         for _ in range(100):
-            filler.send("SEND", {"packet": packet_for(body=body)})
-        answers = [filler.recv() for _ in range(100)]
+            filler.send_request("SEND", {"packet": packet_for(body=body)})
+        answers = [filler.read() for _ in range(100)]
     assert all(a["status"] == "OK" for a in answers)
     assert len(receive_all(server.tls)) == 100  # warms the server up as a reader would
     baseline = server.rss_kb()
@@ -305,7 +305,7 @@ def test_pipelining_non_reader_is_bounded_and_does_not_stall_others(spawn, recor
         # 2 clients x ~1 MB high water, plus answers in flight: far below 64 answers each.
         assert growth_mb < 40, f"server RSS grew by {growth_mb:.0f} MB"
         # The attacker's answers are intact and in order once it does read.
-        first = [attackers[0].recv(timeout=20) for _ in range(3)]
+        first = [attackers[0].read(timeout=20) for _ in range(3)]
         assert [a["id"] for a in first] == [0, 1, 2]
         assert all(a["count"] == 100 for a in first)
     finally:
@@ -380,7 +380,7 @@ def test_backpressure_keeps_every_answer_in_order(start_server):
         assert timed_send(server.plain_address) < PROMPT
         ids = []
         for _ in range(request_count):
-            answer = wire.recv()
+            answer = wire.read()
             assert answer["status"] == "OK"
             ids.append(answer["id"])
         sender.join(10)
@@ -401,9 +401,9 @@ def test_one_byte_every_50ms_does_not_stall_others(start_server):
         try:
             with Wire(address, tls=tls) as wire:
                 for i in range(len(frame)):
-                    wire.send_raw(frame[i : i + 1])
+                    wire.send_bytes(frame[i : i + 1])
                     time.sleep(0.05)
-                answers["tls" if tls else "plain"] = wire.recv()
+                answers["tls" if tls else "plain"] = wire.read()
         except BaseException as exc:
             problems.append(exc)
 
@@ -468,8 +468,8 @@ def test_frame_at_or_under_the_limit_is_read(start_server, size):
     server = start_server(max_frame_bytes=4096)
     with Wire(server.plain_address) as wire:
         assert wire.greeting["maxFrameBytes"] == 4096
-        wire.send_raw(_frame_of_size(size))
-        assert code_of(wire.recv()) == "UNKNOWN_ACTION"
+        wire.send_bytes(_frame_of_size(size))
+        assert code_of(wire.read()) == "UNKNOWN_ACTION"
         assert code_of(wire.request("CHECK", {"email": RECIPIENT})) == "AUTH_REQUIRED"
 
 
@@ -486,8 +486,8 @@ def test_send_of_exactly_max_frame_bytes_is_stored(start_server):
         body = body + "b" * missing if missing > 0 else body[:missing]
     assert len(frame) == 4097
     with Wire(server.plain_address) as wire:
-        wire.send_raw(frame)
-        answer = wire.recv()
+        wire.send_bytes(frame)
+        answer = wire.read()
     assert answer["status"] == "OK", answer
     stored = receive_all(server.tls_address)
     assert [m["meta"]["messageId"] for m in stored] == [packet["meta"]["messageId"]]
@@ -496,7 +496,7 @@ def test_send_of_exactly_max_frame_bytes_is_stored(start_server):
 def test_frame_over_the_limit_is_refused_then_closed(start_server):
     server = start_server(max_frame_bytes=4096)
     with Wire(server.plain_address) as wire:
-        wire.send_raw(_frame_of_size(4097))
+        wire.send_bytes(_frame_of_size(4097))
         frames = wire.wait_closed(5.0)
     assert [code_of(f) for f in frames] == ["FRAME_TOO_LARGE"]
     # Other clients are unaffected.
@@ -507,10 +507,10 @@ def test_frame_over_the_limit_is_refused_then_closed(start_server):
 def test_endless_line_is_refused_without_buffering_it(start_server):
     server = start_server(max_frame_bytes=4096)
     with Wire(server.plain_address) as wire:
-        wire.send_raw(b"[" + b"1," * 1000)  # no LF yet, under the limit
+        wire.send_bytes(b"[" + b"1," * 1000)  # no LF yet, under the limit
         with contextlib.suppress(OSError):
             for _ in range(64):  # 64 KiB more, never an LF
-                wire.send_raw(b" " * 1024)
+                wire.send_bytes(b" " * 1024)
         frames = wire.wait_closed(5.0)
     assert [code_of(f) for f in frames] == ["FRAME_TOO_LARGE"]
 
@@ -518,7 +518,7 @@ def test_endless_line_is_refused_without_buffering_it(start_server):
 def test_valid_requests_before_an_oversized_frame_are_answered(start_server):
     server = start_server(max_frame_bytes=4096)
     with Wire(server.plain_address) as wire:
-        wire.send_raw(_frame_of_size(100, 1) + _frame_of_size(200, 2) + _frame_of_size(5000, 3))
+        wire.send_bytes(_frame_of_size(100, 1) + _frame_of_size(200, 2) + _frame_of_size(5000, 3))
         frames = wire.wait_closed(5.0)
     assert [code_of(f) for f in frames] == ["UNKNOWN_ACTION", "UNKNOWN_ACTION", "FRAME_TOO_LARGE"]
     assert [f.get("id") for f in frames[:2]] == [1, 2]
@@ -539,8 +539,8 @@ def test_deep_nesting_is_bad_json_and_the_connection_stays_usable(start_server, 
     register(server.plain_address)
     with Wire(server.plain_address) as wire:
         t0 = time.monotonic()
-        wire.send_raw(frame + b"\n")
-        answer = wire.recv()
+        wire.send_bytes(frame + b"\n")
+        answer = wire.read()
         assert code_of(answer) == "BAD_JSON"
         assert time.monotonic() - t0 < PROMPT
         answer = wire.request("REQUEST_PUBLIC_KEY", {"email": RECIPIENT})

@@ -280,6 +280,46 @@ def test_sigint_stops_cleanly_too(tmp_path: Path, running) -> None:
     assert "Traceback" not in child.log()
 
 
+def _wait_for_file(path: Path, child: Running) -> dict:
+    deadline = time.monotonic() + START_TIMEOUT
+    while not path.exists():
+        if child.proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"no ready file (exit {child.proc.returncode}):\n{child.log()}")
+        time.sleep(0.05)
+    return json.loads(path.read_text())
+
+
+def test_ready_file_says_where_it_listens_once_it_does(tmp_path: Path, running) -> None:
+    ready = tmp_path / "run" / "ready.json"
+    ready.parent.mkdir()
+    child = running(
+        "--port", "0", "--secure-port", "0", "--data-dir", tmp_path / "data", "--ready-file", ready
+    )
+    info = _wait_for_file(ready, child)
+    assert info["pid"] == child.proc.pid
+    assert stat.S_IMODE(ready.stat().st_mode) == 0o600
+    assert [p.name for p in ready.parent.iterdir()] == ["ready.json"]  # no temp file left
+    host, plain = info["plain"]
+    _, secure = info["tls"]
+    assert host == "127.0.0.1" and plain and secure and plain != secure
+    hello, der = greeting(secure, tls=True)
+    assert hello["tls"] is True
+    assert der is not None and fingerprint(der) == info["fingerprint"]
+    assert greeting(plain)[0]["tls"] is False
+    assert child.stop(signal.SIGTERM) == 0
+
+
+def test_ready_file_from_the_config_with_a_listener_off(tmp_path: Path, running) -> None:
+    ready = tmp_path / "ready.json"
+    config = tmp_path / "mmtp-server.toml"
+    config.write_text(f'[server]\nport = 0\ntls = false\nready_file = "{ready}"\n')
+    child = running("--config", config, "--data-dir", tmp_path / "data")
+    info = _wait_for_file(ready, child)
+    assert info["tls"] is None and info["fingerprint"] is None
+    assert greeting(info["plain"][1])[0]["status"] == "OK"
+    assert child.stop(signal.SIGTERM) == 0
+
+
 def test_flags_override_the_file_and_the_rest_of_the_file_stays(tmp_path: Path, running) -> None:
     file_port = free_port()
     config = tmp_path / "mmtp-server.toml"

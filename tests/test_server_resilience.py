@@ -194,17 +194,17 @@ def test_garbage_on_one_connection_while_another_client_is_served(start_server, 
             address = server.tls_address if tls else server.plain_address
             with Wire(address, tls=tls) as attacker:
                 for frame, codes, expected_id in cases:
-                    attacker.send_raw(frame + b"\n")
-                    _check(attacker.recv(), codes, expected_id, frame)
+                    attacker.send_bytes(frame + b"\n")
+                    _check(attacker.read(), codes, expected_id, frame)
                 # Blank and CR-only lines are ignored: the next answer is the next request's.
-                attacker.send_raw(b"\n\r\n \t\r\n\n")
+                attacker.send_bytes(b"\n\r\n \t\r\n\n")
                 answer = attacker.request("REQUEST_PUBLIC_KEY", {"email": RECIPIENT})
                 assert answer["status"] == "OK"
             # All of it pipelined in one write: answered in order.
             with Wire(address, tls=tls) as attacker:
-                attacker.send_raw(b"".join(frame + b"\n" for frame, _, _ in cases))
+                attacker.send_bytes(b"".join(frame + b"\n" for frame, _, _ in cases))
                 for frame, codes, expected_id in cases:
-                    _check(attacker.recv(), codes, expected_id, frame)
+                    _check(attacker.read(), codes, expected_id, frame)
                 answer = attacker.request("REQUEST_PUBLIC_KEY", {"email": RECIPIENT})
                 assert answer["status"] == "OK"
     assert not legit.problems, legit.problems
@@ -241,7 +241,7 @@ def test_clients_vanishing_mid_frame_or_mid_handshake(start_server):
         frame = encode_frame({"action": "SEND", "id": i, "data": {"packet": packet}})
         half = frame[: len(frame) // 2]
         wire = Wire(server.tls_address if i % 3 == 2 else server.plain_address, tls=i % 3 == 2)
-        wire.send_raw(half)
+        wire.send_bytes(half)
         if i % 2:
             _reset(wire.sock)
         else:
@@ -253,7 +253,7 @@ def test_clients_vanishing_mid_frame_or_mid_handshake(start_server):
     # A complete SEND followed by a half-close is answered, then the server closes.
     packet = packet_for()
     with Wire(server.plain_address) as wire:
-        wire.send_raw(encode_frame({"action": "SEND", "id": "last", "data": {"packet": packet}}))
+        wire.send_bytes(encode_frame({"action": "SEND", "id": "last", "data": {"packet": packet}}))
         wire.sock.shutdown(socket.SHUT_WR)
         frames = wire.wait_closed(5.0)
     assert [(f["status"], f["id"]) for f in frames] == [("OK", "last")]
@@ -309,13 +309,13 @@ def _cycle(server, kind: int) -> None:
     elif kind == 7:  # an oversized frame: refused, then closed by the server
         with Wire(plain) as wire:
             try:
-                wire.send_raw(b"x" * 5000)
+                wire.send_bytes(b"x" * 5000)
                 wire.wait_closed(5.0)
             except (Closed, OSError):
                 pass
     elif kind == 8:  # TLS with a request pipelined and the answer never read
         wire = Wire(tls, tls=True)
-        wire.send("REQUEST_PUBLIC_KEY", {"email": RECIPIENT})
+        wire.send_request("REQUEST_PUBLIC_KEY", {"email": RECIPIENT})
         wire.close()
 
 
@@ -425,6 +425,6 @@ def test_a_bug_met_by_one_request_does_not_stop_the_server(start_server, monkeyp
     monkeypatch.setattr(server, "_read", crashing_read)
     with Wire(server.plain_address) as doomed, Wire(server.plain_address) as other:
         doomed_ports.add(doomed.sock.getsockname()[1])
-        doomed.send_raw(b'{"action":"CHECK","data":{}}\n')
+        doomed.send_bytes(b'{"action":"CHECK","data":{}}\n')
         assert doomed.wait_closed(5.0) == []
         assert code_of(other.request("CHECK", {"email": RECIPIENT})) == "AUTH_REQUIRED"

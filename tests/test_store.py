@@ -1,10 +1,12 @@
-"""The SQLite store on its own: counts, paging and what a rollback leaves behind."""
+"""The SQLite store on its own: counts, paging, what a rollback leaves behind, and the
+group commit that tells which promises a failure took back."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from mmtp_proto.store import Store
+from mmtp_proto.group_commit import GroupCommit
+from mmtp_proto.store import Store, StoreError
 
 BOB = "(bob)%(example.com)"
 
@@ -33,7 +35,7 @@ def test_mailbox_count_follows_adds_deletes_and_rollbacks(tmp_path: Path) -> Non
     _add(store, 7)
     assert store.count_messages(BOB) == 3
     store.rollback()  # the delete and the add are gone again
-    assert store.lost_writes
+    assert not store.pending and store.rollbacks == 1
     assert store.count_messages(BOB) == 3
     assert [m.packet["meta"]["messageId"][-1] for m in store.list_messages(BOB, 0, 10)[0]] == [
         "0",
@@ -100,4 +102,59 @@ def test_purge_forgets_only_stamps_that_can_no_longer_verify(tmp_path: Path) -> 
     assert not store.is_spent("stamp-0")
     assert store.is_spent("stamp-late")
     assert store.count_messages(BOB) == 4  # messages stay; only the spent-stamp records go
+    store.close()
+
+
+def test_group_commit_keeps_promises_a_commit_makes_good(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db")
+    commits: GroupCommit[str] = GroupCommit(store)
+    _add(store, 1)
+    commits.promise("a")
+    _add(store, 2)
+    commits.promise("b")
+    assert commits.pending and commits.lost() == []
+    assert commits.commit() == []
+    assert not commits.pending and store.count_messages(BOB) == 2
+    store.rollback()  # nothing staged, nothing promised: nothing to withdraw
+    assert commits.lost() == [] and commits.commit() == []
+    store.close()
+
+
+def test_group_commit_returns_what_a_failed_commit_took_back(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db")
+    commits: GroupCommit[str] = GroupCommit(store)
+    _add(store, 1)
+    commits.promise("a")
+    commits.promise("b")
+    real_commit = store.commit
+
+    def failing_commit() -> None:
+        store.commit = real_commit  # type: ignore[method-assign]
+        store.rollback()
+        raise StoreError("disk I/O error (simulated)")
+
+    store.commit = failing_commit  # type: ignore[method-assign]
+    assert commits.commit() == ["a", "b"]
+    assert store.count_messages(BOB) == 0
+    # The promises are settled: the next turn starts clean.
+    _add(store, 2)
+    commits.promise("c")
+    assert commits.commit() == []
+    assert store.count_messages(BOB) == 1
+    store.close()
+
+
+def test_group_commit_returns_what_a_rollback_in_the_turn_took_back(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db")
+    commits: GroupCommit[str] = GroupCommit(store)
+    _add(store, 1)
+    commits.promise("a")
+    assert commits.abort() == ["a"]
+    assert commits.lost() == []  # told once
+    _add(store, 2)
+    commits.promise("b")
+    assert commits.commit() == []
+    assert [m.packet["meta"]["messageId"] for m in store.list_messages(BOB, 0, 10)[0]] == [
+        f"{2:032x}"
+    ]
     store.close()

@@ -1,0 +1,69 @@
+"""The one owner of group commit: which answers were promised on which staged writes.
+
+Writes are staged in the store's open transaction; an answer that promises one of them is
+recorded here with `promise`. `commit` makes the writes durable and returns the promises a
+failure took back; `lost` returns the promises a rollback (a storage error in a later
+request) already took back. Whoever holds the answers replaces those with an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Generic, Protocol, TypeVar
+
+from .store import Store, StoreError
+
+log = logging.getLogger("mmtp.store")
+
+
+class Withdrawable(Protocol):
+    """An answer held for a commit, which a failed commit replaces with a storage error."""
+
+    def withdraw(self) -> None: ...
+
+
+T = TypeVar("T")
+
+
+class GroupCommit(Generic[T]):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._promises: list[T] = []
+        # The store's rollback count when the current promises were made: any rollback since
+        # threw their writes away.
+        self._epoch = store.rollbacks
+
+    @property
+    def pending(self) -> bool:
+        """Are there staged writes, not committed yet?"""
+        return self.store.pending
+
+    def promise(self, token: T) -> None:
+        """Record that `token` (an answer) may leave only once the staged writes are durable."""
+        if not self._promises:
+            self._epoch = self.store.rollbacks
+        self._promises.append(token)
+
+    def lost(self) -> list[T]:
+        """The promises whose writes a rollback threw away since they were made."""
+        if self.store.rollbacks == self._epoch:
+            return []
+        self._epoch = self.store.rollbacks
+        lost, self._promises = self._promises, []
+        return lost
+
+    def commit(self) -> list[T]:
+        """Commit the staged writes; return the promises that must be withdrawn."""
+        try:
+            self.store.commit()
+        except StoreError as exc:
+            log.error("commit failed, withdrawing this turn's acknowledgements: %s", exc)
+        lost = self.lost()
+        # Whatever was not withdrawn is on disk now.
+        self._promises.clear()
+        return lost
+
+    def abort(self) -> list[T]:
+        """Throw the staged writes away (after a storage error); return the broken promises."""
+        self.store.rollback()
+        return self.lost()

@@ -1,0 +1,189 @@
+"""One client connection as the server sees it, without sockets (h11's `Connection` shape).
+
+Bytes in (`receive_data`), bytes out (`data_to_send`). In between, `process` answers the
+complete requests received so far, in order, through `protocol.Protocol`; the answers wait
+in `held` until the loop has committed the turn's writes (`Protocol.commit`), because an
+answer must not promise what a failed commit could still take back. Every answer this
+server sends is made here or in the protocol: the greeting, TOO_MANY_CONNECTIONS,
+FRAME_TOO_LARGE, and the storage error that replaces a withdrawn answer.
+
+The loop around it (`server.py`) only moves bytes, keeps time and decides admission.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+from . import PROTOCOL, errors
+from .errors import MMTPError
+from .framing import NO_ID, FrameDecoder, encode_frame, with_id
+from .protocol import ACTIONS, MAX_RECEIVE_LIMIT, Protocol
+from .session import Session, ok, storage_failure
+
+log = logging.getLogger("mmtp.server")
+
+
+class HeldAnswer:
+    """One answer waiting for the turn's commit; a failed commit withdraws it."""
+
+    __slots__ = ("frame", "request_id")
+
+    def __init__(self, frame: bytes, request_id: Any) -> None:
+        self.frame = frame
+        # NO_ID when the request had none; None is a real id (JSON null).
+        self.request_id = request_id
+
+    def withdraw(self) -> None:
+        self.frame = encode_frame(with_id(storage_failure().to_response(), self.request_id))
+
+
+class ServerConnection:
+    """Protocol state of one connection: frames, session, answers, and whether to close."""
+
+    def __init__(
+        self, protocol: Protocol, *, peer: str, tls: bool, refused: str | None = None
+    ) -> None:
+        self._protocol = protocol
+        self.peer = peer
+        self.session = Session(peer=peer, tls=tls)
+        self.decoder = FrameDecoder(protocol.config.max_frame_bytes)
+        # Why this connection is refused ("on this server", "from your address"), if it is:
+        # it is told so instead of greeted, then closed.
+        self.refused = refused
+        self._lines: deque[bytes] = deque()
+        self._held: list[HeldAnswer] = []
+        self._outgoing = bytearray()
+        self._closing = False
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def closing(self) -> bool:
+        """No more requests are read: the peer closed its side, sent too much, or is refused."""
+        return self._closing
+
+    @property
+    def finished(self) -> bool:
+        """Closing, and every answer owed has been handed out: the socket can close."""
+        return self._closing and not self._lines and not self._held and not self._outgoing
+
+    @property
+    def pending_requests(self) -> int:
+        return len(self._lines)
+
+    @property
+    def receive_room(self) -> int:
+        """How many bytes to read at most: the unfinished line held plus this read stays
+        within maxFrameBytes + 1, the byte that proves a frame too large."""
+        return self.decoder.max_frame_bytes + 1 - self.decoder.buffered
+
+    @property
+    def queued_bytes(self) -> int:
+        """Answers made and not yet handed out, held ones included."""
+        return len(self._outgoing) + sum(len(answer.frame) for answer in self._held)
+
+    # ------------------------------------------------------------------ events
+
+    def start(self) -> None:
+        """The transport is up (TCP accepted, TLS handshake done): greet, or refuse."""
+        if self.refused:
+            error = MMTPError(
+                errors.TOO_MANY_CONNECTIONS,
+                f"too many connections {self.refused}; close some and try again later",
+            )
+            self._outgoing += encode_frame(error.to_response())
+            self._closing = True
+        else:
+            self._outgoing += encode_frame(self.greeting())
+
+    def greeting(self) -> dict[str, Any]:
+        config = self._protocol.config
+        return ok(
+            message="MMTP Server Ready",
+            protocol=PROTOCOL,
+            server=self._protocol.server_name,
+            domains=sorted(self._protocol.domains),
+            difficulty=config.difficulty,
+            maxFrameBytes=config.max_frame_bytes,
+            stampValiditySeconds=config.stamp_validity_seconds,
+            nonce=self.session.nonce,
+            tls=self.session.tls,
+            features={
+                "plainAuth": config.allow_plain_auth,
+                "pipelining": True,
+                "relay": False,
+                "maxReceiveLimit": MAX_RECEIVE_LIMIT,
+            },
+            actions=list(ACTIONS),
+        )
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the peer; b"" means it closed its side (what it sent is still answered)."""
+        if self._closing:
+            return
+        if not data:
+            self._closing = True
+            return
+        self._lines.extend(self.decoder.feed(data))
+        if self.decoder.broken:
+            self._lines.append(b"")  # marks where the oversized frame stood
+            self._closing = True
+            log.info("%s sent a frame over %d bytes", self.peer, self.decoder.max_frame_bytes)
+
+    def process(self, max_lines: int, room: int) -> None:
+        """Answer up to `max_lines` requests while the queued answers stay under `room` bytes.
+
+        Answers held for this turn's commit count against `room` too: otherwise one turn
+        could queue many large answers (say, RECEIVEs of a full mailbox) for a client that
+        never reads them.
+        """
+        protocol = self._protocol
+        queued = self.queued_bytes
+        while self._lines and max_lines and queued < room:
+            line = self._lines.popleft()
+            if not line:  # the oversized-frame marker: answer it, then close
+                error = self.decoder.error().to_response()
+                self._held.append(HeldAnswer(encode_frame(error), NO_ID))
+                self._lines.clear()
+                break
+            max_lines -= 1
+            outcome = protocol.handle_line(self.session, line)
+            self._log_outcome(outcome.action, outcome.response)
+            answer = HeldAnswer(encode_answer(outcome.response), outcome.response.get("id", NO_ID))
+            queued += len(answer.frame)
+            if outcome.durable:
+                protocol.commits.promise(answer)
+            self._held.append(answer)
+
+    def data_to_send(self) -> bytes:
+        """The bytes to write now. Held answers are released once no write they may rest on
+        is still uncommitted (the loop commits the turn first)."""
+        if self._held and not self._protocol.commits.pending:
+            for answer in self._held:
+                self._outgoing += answer.frame
+            self._held.clear()
+        data = bytes(self._outgoing)
+        self._outgoing.clear()
+        return data
+
+    def _log_outcome(self, action: str, response: dict[str, Any]) -> None:
+        if response.get("status") == "OK":
+            log.info("%s %s OK", self.peer, action)
+        else:
+            log.info("%s %s ERROR %s", self.peer, action, response["error"]["code"])
+
+
+def encode_answer(response: dict[str, Any]) -> bytes:
+    try:
+        return encode_frame(response)
+    except (TypeError, ValueError):
+        # The protocol layer only builds encodable answers; if one slips through, the client
+        # still gets an answer in its place, and the loop goes on.
+        log.exception("an answer could not be encoded")
+        error = MMTPError(errors.INTERNAL, "the server could not encode its answer")
+        try:
+            return encode_frame(with_id(error.to_response(), response.get("id", NO_ID)))
+        except (TypeError, ValueError):
+            return encode_frame(error.to_response())
