@@ -29,11 +29,10 @@ from mmtp_proto.actions import (
     SendAnswer,
     SendRequest,
 )
-from mmtp_proto.config import ServerConfig
+from mmtp_proto.client import Connection
 from mmtp_proto.errors import LocalError, MMTPError
 from mmtp_proto.packet import MAX_SIGNATURE_CHARS
-from mmtp_proto.protocol import ACTIONS, Protocol, Session
-from mmtp_proto.store import Store
+from mmtp_proto.protocol import ACTIONS
 
 BOB = "(bob)%(localhost)"
 ID = "0123456789abcdef" * 2
@@ -276,15 +275,14 @@ def test_the_message_of_an_answer_is_optional():
 # ---------------------------------------------------------------------------- greeting
 
 
-def test_the_servers_greeting_reads_back_to_the_same_frame(tmp_path):
-    config = ServerConfig(data_dir=tmp_path, domains=["localhost", "example.com"], difficulty=9)
-    store = Store(tmp_path / "db", fsync=False)
-    try:
-        frame = Protocol(config, store).greeting(Session(peer="127.0.0.1", tls=True))
-    finally:
-        store.close()
-    greeting = Greeting.from_response(frame)
-    assert greeting.difficulty == 9 and greeting.tls is True
+def test_the_servers_greeting_reads_back_to_the_same_frame(start_server):
+    server = start_server(domains=["localhost", "example.com"], difficulty=9)
+    connection = Connection(*server.plain_address, tls=False, timeout=10)
+    connection.close()
+    frame, greeting = connection.greeting, connection.greeting_info
+    assert greeting == Greeting.from_response(frame)
+    assert greeting.difficulty == 9 and greeting.tls is False
+    assert greeting.domains == ["example.com", "localhost"]
     assert greeting.features == Features(
         plain_auth=False, pipelining=True, relay=False, max_receive_limit=1000
     )
