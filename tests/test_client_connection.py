@@ -10,6 +10,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmtp_proto import errors
 from mmtp_proto.actions import CheckAnswer, CheckRequest, ReceiveRequest
@@ -338,3 +340,52 @@ def test_closing_locally_drops_what_was_not_sent_and_refuses_more():
     assert isinstance(conn.next_event(), Closed)
     conn.receive_data(ok(1, count=0))  # ignored once closed
     assert isinstance(conn.next_event(), Closed)
+
+
+# ---------------------------------------------------------------------------- any bytes
+
+
+def _all_events(conn: ClientConnection) -> list[Any]:
+    found: list[Any] = []
+    while (event := conn.next_event()) is not NEED_DATA:
+        found.append(event)
+        if isinstance(event, Closed):
+            break
+    return found
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=400), max_size=8), st.integers(1, 6))
+def test_how_the_bytes_are_split_never_changes_the_events(cuts, count):
+    stream = frame(GREETING) + b"".join(ok(i, count=i) for i in range(1, count + 1)) + b"\n"
+    whole = ClientConnection()
+    for _ in range(count):
+        whole.send_request("CHECK", {"email": BOB})
+    whole.receive_data(stream)
+    expected = _all_events(whole)
+    chunked = ClientConnection()
+    for _ in range(count):
+        chunked.send_request("CHECK", {"email": BOB})
+    found: list[Any] = []
+    start = 0
+    # b"" would mean the server closed, as in h11: only non-empty pieces are fed.
+    for cut in [*sorted({c for c in cuts if 0 < c < len(stream)}), len(stream)]:
+        chunked.receive_data(stream[start:cut])
+        start = cut
+        found.extend(_all_events(chunked))
+    assert found == expected
+    assert [e.request_id for e in found[1:]] == list(range(1, count + 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.integers(0, 3))
+def test_any_bytes_give_events_or_a_broken_connection_never_anything_else(data, pending):
+    conn = ClientConnection("test:1", max_answer_bytes=256)
+    for _ in range(pending):
+        conn.send_request("CHECK", {"email": BOB})
+    conn.receive_data(data)
+    conn.receive_data(b"")
+    try:
+        _all_events(conn)
+    except (ConnectionBroken, MMTPError):
+        assert conn.closed
