@@ -205,14 +205,19 @@ class Connection:
         """
         for action, data in requests:
             self.client_connection.send_request(action, data)
-        self._transmit()
         answers: list[Answer] = []
-        while len(answers) < len(requests):
-            event = self._next_event()
-            if not isinstance(event, Answer):  # cannot happen while requests wait
-                self.close()
-                raise LocalError(f"{self.host}:{self.port} closed the connection")
-            answers.append(event)
+        try:
+            self._transmit()
+            while len(answers) < len(requests):
+                event = self._next_event()
+                if not isinstance(event, Answer):  # cannot happen while requests wait
+                    raise LocalError(f"{self.host}:{self.port} closed the connection")
+                answers.append(event)
+        except BaseException:
+            # Interrupted (Ctrl-C, a worker cancelled) with answers still owed: their late
+            # arrival would be taken for the next request's, so the connection goes.
+            self.close()
+            raise
         for answer in answers:
             if not answer.ok:
                 raise answer.error()

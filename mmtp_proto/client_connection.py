@@ -80,6 +80,8 @@ _NOT_ECHOED = object()
 
 
 class ClientConnection:
+    """One connection to a server, as state: feed it bytes, take its events and its bytes."""
+
     def __init__(
         self, peer: str = "the server", *, max_answer_bytes: int = MAX_ANSWER_BYTES
     ) -> None:
