@@ -9,7 +9,6 @@ Server errors come back as `MMTPError` with the server's code and message; local
 from __future__ import annotations
 
 import contextlib
-import itertools
 import socket
 import ssl
 import time
@@ -18,21 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import errors, hashcash, pgp
+from . import actions, errors, hashcash, pgp
 from .address import normalize_address
 from .canonical import auth_challenge
+from .client_connection import NEED_DATA, Answer, ClientConnection, Event, Greeted
 from .errors import LocalError, MMTPError
-from .framing import FrameDecoder, encode_frame, parse_json
 from .keystore import Keystore
 from .known_servers import KnownServers
+from .limits import MAX_ANSWER_BYTES, MAX_RECEIVE_LIMIT
 from .message import OpenedMessage, open_packet, seal
 from .packet import clear_content
 
 VERIFY_MODES = ("ca", "tofu", "insecure")
 DEFAULT_TIMEOUT = 30.0
-# Answers can hold 1000 stored messages; allow far more than a request may carry.
-MAX_RESPONSE_BYTES = 256 * 1024 * 1024
-_NOT_ECHOED = object()
+MAX_RESPONSE_BYTES = MAX_ANSWER_BYTES
 # Seconds between send attempts after a lost connection (times the attempt number).
 RETRY_PAUSE = 0.25
 
@@ -43,12 +41,8 @@ def _fingerprint(der: bytes) -> str:
     return fingerprint(der)
 
 
-@dataclass
-class ReceiveResult:
-    messages: list[dict[str, Any]]
-    count: int
-    more: bool
-    cursor: str
+# One page of RECEIVE: messages, count, more, cursor.
+ReceiveResult = actions.ReceiveAnswer
 
 
 @dataclass
@@ -62,7 +56,8 @@ class SendResult:
 
 
 class Connection:
-    """One socket, frames in and out, answers matched to requests by order and id."""
+    """One blocking socket (plain or TLS) around a sans-I/O `ClientConnection`, which owns
+    the frames, the greeting, the request ids and the order of answers."""
 
     def __init__(
         self,
@@ -80,7 +75,9 @@ class Connection:
             raise LocalError(f"TLS verification must be one of {', '.join(VERIFY_MODES)}")
         self.host, self.port, self.tls = host, port, tls
         self.fingerprint: str | None = None
-        self.closed = False
+        self.client_connection = ClientConnection(
+            f"{host}:{port}", max_answer_bytes=MAX_RESPONSE_BYTES
+        )
         try:
             raw = socket.create_connection((host, port), timeout=timeout)
         except OSError as exc:
@@ -93,17 +90,16 @@ class Connection:
         try:
             if tls:
                 self.sock = self._wrap(raw, verify, ca_file, known_servers, on_new_fingerprint)
-            self._decoder = FrameDecoder(MAX_RESPONSE_BYTES)
-            self._lines: list[bytes] = []
-            self._ids = itertools.count(1)
-            self.greeting = self._read_frame()
+            event = self._next_event()
         except BaseException:
-            self.sock.close()
+            self.close()
             raise
-        if self.greeting.get("status") != "OK":
-            err = MMTPError.from_response(self.greeting)
-            self.sock.close()
-            raise err
+        if not isinstance(event, Greeted):  # the server closed before greeting
+            self.close()
+            raise LocalError(f"{host}:{port} closed the connection")
+        # The greeting as sent (unknown keys included), and as the typed `greeting_info`.
+        self.greeting: dict[str, Any] = event.frame
+        self.greeting_info: actions.Greeting = event.greeting
 
     def _wrap(
         self,
@@ -159,42 +155,37 @@ class Connection:
                     )
                 known.pin(self.host, self.port, self.fingerprint)
 
-    def _read_frame(self) -> dict[str, Any]:
-        try:
-            return self._read_frame_unchecked()
-        except (LocalError, MMTPError) as exc:
-            # A late or garbled answer would be taken for the next request's: the
-            # connection is out of step with the server, so it is closed, not reused.
-            self.close()
-            if isinstance(exc, MMTPError):
-                raise LocalError(
-                    f"{self.host}:{self.port} sent something that is not MMTP"
-                ) from None
-            raise
+    @property
+    def closed(self) -> bool:
+        return self.client_connection.closed
 
-    def _read_frame_unchecked(self) -> dict[str, Any]:
-        while not self._lines:
+    def _next_event(self) -> Event:
+        """Read until the sans-I/O connection has an event. Any failure closes the connection:
+        a late or garbled answer would be taken for the next request's, so it is not reused."""
+        where = f"{self.host}:{self.port}"
+        while True:
+            try:
+                event = self.client_connection.next_event()
+            except (LocalError, MMTPError):
+                self.close()
+                raise
+            if event is not NEED_DATA:
+                return event
             try:
                 data = self.sock.recv(65536)
             except TimeoutError:
-                raise LocalError(f"{self.host}:{self.port} did not answer in time") from None
+                self.close()
+                raise LocalError(f"{where} did not answer in time") from None
             except OSError as exc:
-                raise LocalError(f"connection to {self.host}:{self.port} lost: {exc}") from None
-            if not data:
-                raise LocalError(f"{self.host}:{self.port} closed the connection")
-            self._lines.extend(self._decoder.feed(data))
-            if self._decoder.broken:
-                raise LocalError(f"{self.host}:{self.port} sent an oversized answer")
-        value = parse_json(self._lines.pop(0))
-        if not isinstance(value, dict):
-            raise LocalError(f"{self.host}:{self.port} sent something that is not MMTP")
-        return value
+                self.close()
+                raise LocalError(f"connection to {where} lost: {exc}") from None
+            self.client_connection.receive_data(data)
 
-    def send_frames(self, requests: list[dict[str, Any]]) -> None:
-        if self.closed:
-            raise LocalError(f"the connection to {self.host}:{self.port} is closed; connect again")
+    def _transmit(self) -> None:
+        """Write what the sans-I/O connection has queued."""
+        data = self.client_connection.data_to_send()
         try:
-            self.sock.sendall(b"".join(encode_frame(r) for r in requests))
+            self.sock.sendall(data)
         except OSError as exc:
             self.close()
             raise LocalError(f"connection to {self.host}:{self.port} lost: {exc}") from None
@@ -203,26 +194,37 @@ class Connection:
         """Send one request; return the OK answer or raise the server's MMTPError."""
         return self.pipeline([(action, data or {})])[0]
 
+    def ask(self, request: actions.ActionRequest) -> dict[str, Any]:
+        """`request` for a typed request; the OK answer is for its answer type to parse."""
+        return self.request(request.ACTION, request.to_data())
+
     def pipeline(self, requests: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-        """Send several requests at once; raise on the first error answer (in order)."""
-        framed = [{"action": a, "id": next(self._ids), "data": d} for a, d in requests]
-        self.send_frames(framed)
-        answers = [self._read_frame() for _ in framed]
-        for request, answer in zip(framed, answers, strict=True):
-            # Every answer echoes its id, except an error for a frame the server could not
-            # read as a request (FRAME_TOO_LARGE).
-            echoed = answer.get("id", _NOT_ECHOED)
-            if echoed != request["id"] and not (
-                echoed is _NOT_ECHOED and answer.get("status") == "ERROR"
-            ):
-                self.close()
-                raise LocalError("the server answered out of order; the connection was closed")
-            if answer.get("status") != "OK":
-                raise MMTPError.from_response(answer)
-        return answers
+        """Send several requests at once; raise on the first error answer (in order).
+
+        Every answer is read before raising, so the connection stays in step.
+        """
+        for action, data in requests:
+            self.client_connection.send_request(action, data)
+        answers: list[Answer] = []
+        try:
+            self._transmit()
+            while len(answers) < len(requests):
+                event = self._next_event()
+                if not isinstance(event, Answer):  # cannot happen while requests wait
+                    raise LocalError(f"{self.host}:{self.port} closed the connection")
+                answers.append(event)
+        except BaseException:
+            # Interrupted (Ctrl-C, a worker cancelled) with answers still owed: their late
+            # arrival would be taken for the next request's, so the connection goes.
+            self.close()
+            raise
+        for answer in answers:
+            if not answer.ok:
+                raise answer.error()
+        return [answer.frame for answer in answers]
 
     def close(self) -> None:
-        self.closed = True
+        self.client_connection.close()
         with contextlib.suppress(OSError):
             self.sock.close()
 
@@ -305,6 +307,11 @@ class Client:
     def greeting(self) -> dict[str, Any]:
         return self._conn().greeting
 
+    @property
+    def greeting_info(self) -> actions.Greeting:
+        """The greeting, typed: `difficulty` falls back to limits.DEFAULT_DIFFICULTY."""
+        return self._conn().greeting_info
+
     def _conn(self) -> Connection:
         if self.connection is None:
             raise LocalError("not connected: call connect() first")
@@ -312,6 +319,10 @@ class Client:
 
     def request(self, action: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
         return self._conn().request(action, data)
+
+    def ask(self, request: actions.ActionRequest) -> dict[str, Any]:
+        """Send a typed request; return the OK answer frame or raise the server's MMTPError."""
+        return self._conn().ask(request)
 
     # ------------------------------------------------------------------ keys
 
@@ -350,17 +361,18 @@ class Client:
     def auth(self, email: str, key: pgp.PrivateKey | None = None) -> str:
         email = normalize_address(email)
         key = key or self.private_key(email)
-        greeting = self.greeting
-        challenge = auth_challenge(str(greeting["server"]), str(greeting["nonce"]), email)
-        answer = self.request(
-            "AUTH", {"email": email, "signature": pgp.sign_detached(challenge, key)}
-        )
-        self.authenticated_as = answer["email"]
-        return answer["email"]
+        greeting = self.greeting_info
+        challenge = auth_challenge(greeting.server, greeting.nonce, email)
+        request = actions.AuthRequest(email, pgp.sign_detached(challenge, key))
+        answer = actions.AuthAnswer.from_response(self.ask(request))
+        self.authenticated_as = answer.email
+        return answer.email
 
     def register_key(self, email: str, public_key: str) -> str:
-        answer = self.request("REGISTER_KEY", {"email": email, "publicKey": public_key})
-        return str(answer["fingerprint"])
+        answer = actions.RegisterKeyAnswer.from_response(
+            self.ask(actions.RegisterKeyRequest(email, public_key))
+        )
+        return answer.fingerprint
 
     def register_public_key(self, email: str) -> str:
         """Register the public half of this client's key for `email`; return its fingerprint."""
@@ -370,40 +382,42 @@ class Client:
     def request_public_key(self, email: str) -> pgp.PublicKey:
         """Fetch a key from the server's directory (cached for this client's lifetime)."""
         email = normalize_address(email)
-        answer = self.request("REQUEST_PUBLIC_KEY", {"email": email})
-        key = pgp.PublicKey.from_armored(answer["publicKey"])
-        if key.fingerprint != answer.get("fingerprint"):
+        answer = actions.RequestPublicKeyAnswer.from_response(
+            self.ask(actions.RequestPublicKeyRequest(email))
+        )
+        key = pgp.PublicKey.from_armored(answer.public_key)
+        if key.fingerprint != answer.fingerprint:
             raise LocalError(f"the server's key for {email} does not match its fingerprint")
         self._contacts[email] = key
         return key
 
     def check(self, email: str) -> int:
-        return int(self.request("CHECK", {"email": email})["count"])
+        return actions.CheckAnswer.from_response(self.ask(actions.CheckRequest(email))).count
 
-    def receive(self, email: str, since: str | None = None, limit: int | None = None):
-        data: dict[str, Any] = {"email": email}
-        if since is not None:
-            data["since"] = since
-        if limit is not None:
-            data["limit"] = limit
-        answer = self.request("RECEIVE", data)
-        return ReceiveResult(answer["messages"], answer["count"], answer["more"], answer["cursor"])
+    def receive(
+        self, email: str, since: str | None = None, limit: int | None = None
+    ) -> ReceiveResult:
+        return actions.ReceiveAnswer.from_response(
+            self.ask(actions.ReceiveRequest(email, since, limit))
+        )
 
     def receive_all(self, email: str, since: str | None = None) -> ReceiveResult:
         """Page through everything after `since`; the cursor points past the last message."""
         messages: list[dict[str, Any]] = []
         while True:
-            page = self.receive(email, since=since, limit=1000)
+            page = self.receive(email, since=since, limit=MAX_RECEIVE_LIMIT)
             messages.extend(page.messages)
             since = page.cursor
             if not page.more:
                 return ReceiveResult(messages, len(messages), False, page.cursor)
 
     def delete(self, email: str, message_ids: list[str]) -> int:
-        return int(self.request("DELETE", {"email": email, "messageIds": message_ids})["deleted"])
+        return actions.DeleteAnswer.from_response(
+            self.ask(actions.DeleteRequest(email, message_ids))
+        ).deleted
 
     def send(self, packet: dict[str, Any]) -> dict[str, Any]:
-        return self.request("SEND", {"packet": packet})
+        return self.ask(actions.SendRequest(packet))
 
     def stamp(
         self,

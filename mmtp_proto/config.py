@@ -12,6 +12,7 @@ import platformdirs
 
 from .address import is_valid_domain
 from .errors import LocalError
+from .limits import DEFAULT_DIFFICULTY, DEFAULT_STAMP_VALIDITY_SECONDS
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -29,14 +30,14 @@ class ServerConfig:
     tls: bool = True
     data_dir: Path = field(default_factory=default_data_dir)
     domains: list[str] = field(default_factory=lambda: ["localhost"])
-    difficulty: int = 20
+    difficulty: int = DEFAULT_DIFFICULTY
     cert: Path | None = None
     key: Path | None = None
     allow_plain_auth: bool = False
     log_level: str = "INFO"
     server_name: str = "mmtp-server"
     max_frame_bytes: int = 4 * 1024 * 1024
-    stamp_validity_seconds: int = 2 * 24 * 3600
+    stamp_validity_seconds: int = DEFAULT_STAMP_VALIDITY_SECONDS
     idle_timeout: float = 300.0
     handshake_timeout: float = 10.0
     max_connections: int = 1024

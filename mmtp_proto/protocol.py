@@ -15,14 +15,30 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import __version__, errors, openpgp_packets, pgp
-from .address import domain_of, normalize_address
+from .actions import (
+    AuthAnswer,
+    AuthRequest,
+    CheckAnswer,
+    CheckRequest,
+    DeleteAnswer,
+    DeleteRequest,
+    ReceiveAnswer,
+    ReceiveRequest,
+    RegisterKeyAnswer,
+    RegisterKeyRequest,
+    RequestPublicKeyAnswer,
+    RequestPublicKeyRequest,
+    email_of,
+)
+from .address import domain_of
 from .canonical import auth_challenge
 from .config import ServerConfig
 from .errors import MMTPError
 from .framing import NO_ID, parse_json, parse_request, peek_id, with_id
 from .group_commit import GroupCommit, Withdrawable
 from .hashcash import verify_stamp
-from .packet import MAX_SIGNATURE_CHARS, is_message_id, validate_packet
+from .limits import RECEIVE_BYTE_BUDGET
+from .packet import validate_packet
 from .ratelimit import FailureLimiter
 from .session import Outcome, Session, cursor, ok, parse_cursor, storage_failure
 from .store import Store, StoreError
@@ -30,13 +46,6 @@ from .store import Store, StoreError
 log = logging.getLogger("mmtp.protocol")
 
 ACTIONS = ("SEND", "RECEIVE", "CHECK", "DELETE", "REGISTER_KEY", "REQUEST_PUBLIC_KEY", "AUTH")
-DEFAULT_RECEIVE_LIMIT = 100
-MAX_RECEIVE_LIMIT = 1000
-MAX_DELETE_IDS = 1000
-# One RECEIVE answer stops near this size (`more` says the rest waits): a mailbox filled
-# with large messages must not make one answer gigabytes long.
-RECEIVE_BYTE_BUDGET = 8 * 1024 * 1024
-MAX_ARMOR_CHARS = 64 * 1024
 _KEY_CACHE_SIZE = 1024
 
 
@@ -123,11 +132,6 @@ class Protocol:
             answer.withdraw()
 
     # ------------------------------------------------------------------ helpers
-
-    def _email(self, data: dict[str, Any], key: str = "email") -> str:
-        if key not in data:
-            raise MMTPError(errors.BAD_REQUEST, f"data.{key} is missing")
-        return normalize_address(data[key], key)
 
     def _require_local(self, email: str) -> None:
         if domain_of(email) not in self.domains:
@@ -263,42 +267,33 @@ class Protocol:
         )
 
     def _receive(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
-        email = self._email(data)
-        self._require_auth_as(session, email)
-        after = parse_cursor(data.get("since"))
-        limit = data.get("limit", DEFAULT_RECEIVE_LIMIT)
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
-            raise MMTPError(errors.BAD_REQUEST, "limit must be an integer from 1 to 1000")
+        # The owner is checked before the rest of the request is judged.
+        self._require_auth_as(session, email_of(data))
+        request = ReceiveRequest.from_data(data)
+        after = parse_cursor(request.since)
         messages, more = self.store.list_messages(
-            email, after, limit, max_bytes=RECEIVE_BYTE_BUDGET
+            request.email, after, request.page_size, max_bytes=RECEIVE_BYTE_BUDGET
         )
         last = messages[-1].seq if messages else after
         return Outcome(
-            ok(
+            ReceiveAnswer(
                 messages=[m.packet for m in messages],
                 count=len(messages),
                 more=more,
                 cursor=cursor(last),
-            )
+            ).to_response()
         )
 
     def _check(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
-        email = self._email(data)
-        self._require_auth_as(session, email)
-        return Outcome(ok(count=self.store.count_messages(email)))
+        request = CheckRequest.from_data(data)
+        self._require_auth_as(session, request.email)
+        return Outcome(CheckAnswer(count=self.store.count_messages(request.email)).to_response())
 
     def _delete(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
-        email = self._email(data)
-        self._require_auth_as(session, email)
-        ids = data.get("messageIds")
-        if not isinstance(ids, list) or len(ids) > MAX_DELETE_IDS:
-            raise MMTPError(
-                errors.BAD_REQUEST, f"messageIds must be a list of at most {MAX_DELETE_IDS} ids"
-            )
-        if not all(is_message_id(i) for i in ids):
-            raise MMTPError(errors.BAD_REQUEST, "every messageId must be 32 lowercase hex")
-        deleted = self.store.delete_messages(email, ids)
-        return Outcome(ok(deleted=deleted), durable=deleted > 0)
+        self._require_auth_as(session, email_of(data))
+        request = DeleteRequest.from_data(data)
+        deleted = self.store.delete_messages(request.email, request.message_ids)
+        return Outcome(DeleteAnswer(deleted=deleted).to_response(), durable=deleted > 0)
 
     def _register_key(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
         self._rate_check(session, now)
@@ -310,12 +305,13 @@ class Protocol:
             raise
 
     def _register_key_checked(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
-        email = self._email(data)
-        self._require_local(email)
-        armored = data.get("publicKey")
-        if not isinstance(armored, str) or len(armored) > MAX_ARMOR_CHARS:
-            raise MMTPError(errors.KEY_INVALID, "publicKey must be an ASCII-armored OpenPGP key")
-        key = pgp.validate_public_key_for(armored, email, now=datetime.fromtimestamp(now, UTC))
+        # NOT_LOCAL comes before the key is judged: it does not count as a failure.
+        self._require_local(email_of(data))
+        request = RegisterKeyRequest.from_data(data)
+        email = request.email
+        key = pgp.validate_public_key_for(
+            request.public_key, email, now=datetime.fromtimestamp(now, UTC)
+        )
         existing = self.store.get_key(email)
         # Identical means the same material, not only the same primary key: an update of the
         # same key (new subkey, new expiry, new user id) is a change like any other. Packets
@@ -324,7 +320,9 @@ class Protocol:
             existing.armored
         ) == openpgp_packets.material_digest(key.armored):
             return Outcome(
-                ok(message="This key is already registered", fingerprint=key.fingerprint)
+                RegisterKeyAnswer(
+                    message="This key is already registered", fingerprint=key.fingerprint
+                ).to_response()
             )
         if existing is not None:
             if self._current_identity(session) is None:
@@ -348,17 +346,20 @@ class Protocol:
         else:
             verb = "replaced"
         return Outcome(
-            ok(message=f"Public key {verb} successfully", fingerprint=key.fingerprint),
+            RegisterKeyAnswer(
+                message=f"Public key {verb} successfully", fingerprint=key.fingerprint
+            ).to_response(),
             durable=True,
         )
 
     def _request_public_key(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
-        email = self._email(data)
+        email = RequestPublicKeyRequest.from_data(data).email
         self._require_local(email)
         record = self.store.get_key(email)
         if record is None:
             raise MMTPError(errors.KEY_NOT_FOUND, f"no public key is registered for {email}")
-        return Outcome(ok(email=email, publicKey=record.armored, fingerprint=record.fingerprint))
+        answer = RequestPublicKeyAnswer(email, record.armored, record.fingerprint)
+        return Outcome(answer.to_response())
 
     def _auth(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
         if not session.tls and not self.config.allow_plain_auth:
@@ -369,19 +370,11 @@ class Protocol:
             )
         self._rate_check(session, now)
         try:
-            email = self._email(data)
-            signature = data.get("signature")
-            # The same bound as a message signature: a real detached signature is under 2 KB,
-            # and PGPy parses every (unhashed) subpacket of a padded one on the loop thread.
-            if not isinstance(signature, str) or len(signature) > MAX_SIGNATURE_CHARS:
-                raise MMTPError(
-                    errors.BAD_REQUEST,
-                    "data.signature must be an ASCII-armored detached signature of at most "
-                    f"{MAX_SIGNATURE_CHARS} characters",
-                )
+            request = AuthRequest.from_data(data)
+            email = request.email
             key = self._public_key(email)
             challenge = auth_challenge(self.server_name, session.nonce, email)
-            if key is None or not pgp.verify_detached(challenge, signature, key):
+            if key is None or not pgp.verify_detached(challenge, request.signature, key):
                 raise MMTPError(
                     errors.AUTH_FAILED,
                     f"authentication as {email} failed: sign this connection's challenge with "
@@ -392,4 +385,4 @@ class Protocol:
             raise
         session.authenticated = email
         session.auth_fingerprint = key.fingerprint
-        return Outcome(ok(message="Authenticated", email=email))
+        return Outcome(AuthAnswer(message="Authenticated", email=email).to_response())

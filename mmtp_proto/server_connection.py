@@ -17,10 +17,11 @@ from collections import deque
 from typing import Any
 
 from . import PROTOCOL, errors
+from .actions.greeting import Features, Greeting
 from .errors import MMTPError
 from .framing import NO_ID, FrameDecoder, encode_frame, with_id
-from .protocol import ACTIONS, MAX_RECEIVE_LIMIT, Protocol
-from .session import Session, ok, storage_failure
+from .protocol import ACTIONS, Protocol
+from .session import Session, storage_failure
 
 log = logging.getLogger("mmtp.server")
 
@@ -100,24 +101,18 @@ class ServerConnection:
 
     def greeting(self) -> dict[str, Any]:
         config = self._protocol.config
-        return ok(
-            message="MMTP Server Ready",
-            protocol=PROTOCOL,
+        return Greeting(
             server=self._protocol.server_name,
+            nonce=self.session.nonce,
+            protocol=PROTOCOL,
             domains=sorted(self._protocol.domains),
             difficulty=config.difficulty,
-            maxFrameBytes=config.max_frame_bytes,
-            stampValiditySeconds=config.stamp_validity_seconds,
-            nonce=self.session.nonce,
+            max_frame_bytes=config.max_frame_bytes,
+            stamp_validity_seconds=config.stamp_validity_seconds,
             tls=self.session.tls,
-            features={
-                "plainAuth": config.allow_plain_auth,
-                "pipelining": True,
-                "relay": False,
-                "maxReceiveLimit": MAX_RECEIVE_LIMIT,
-            },
+            features=Features(plain_auth=config.allow_plain_auth, pipelining=True),
             actions=list(ACTIONS),
-        )
+        ).to_response()
 
     def receive_data(self, data: bytes) -> None:
         """Bytes from the peer; b"" means it closed its side (what it sent is still answered)."""

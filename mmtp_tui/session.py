@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmtp_proto import pgp
+from mmtp_proto import errors, pgp
 from mmtp_proto.address import normalize_address
 from mmtp_proto.client import Client, SendResult
 from mmtp_proto.errors import LocalError, MMTPError
@@ -205,7 +205,7 @@ class AccountSession:
             try:
                 return client.request_public_key(self.address).fingerprint
             except MMTPError as exc:
-                if exc.code == "KEY_NOT_FOUND":
+                if exc.code == errors.KEY_NOT_FOUND:
                     return None
                 raise
 
@@ -226,7 +226,7 @@ class AccountSession:
         try:
             offered = client.request_public_key(email)
         except MMTPError as exc:
-            if exc.code in ("KEY_NOT_FOUND", "NOT_LOCAL") and pinned is not None:
+            if exc.code in (errors.KEY_NOT_FOUND, errors.NOT_LOCAL) and pinned is not None:
                 return pinned, "pinned"
             raise
         status = self.contacts.observe(email, offered)
@@ -290,7 +290,7 @@ class AccountSession:
             in_reply_to=in_reply_to,
             references=references,
         )
-        bits = int(client.greeting.get("difficulty", 20))
+        bits = client.greeting_info.difficulty
         return Sealed(packet, content, bits, bool(encrypt_to), sign, warnings)
 
     def transmit(self, client: Client, sealed: Sealed, stamp: dict[str, Any]) -> SendResult:

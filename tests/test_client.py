@@ -392,15 +392,16 @@ def test_receive_all_pages_through_everything(server, tmp_path):
 def _drop_after_sending(client: Client) -> None:
     """Make the next SEND reach the server but lose its answer (the link drops)."""
     connection = client.connection
-    original = connection.send_frames
+    original = connection._transmit
 
-    def send_then_drop(requests):
-        original(requests)
-        if any(r["action"] == "SEND" for r in requests):
-            connection.send_frames = original
+    def send_then_drop():
+        sending = any(action == "SEND" for _, action in connection.client_connection.pending)
+        original()
+        if sending:
+            connection._transmit = original
             connection.sock.close()  # the answer can no longer arrive
 
-    connection.send_frames = send_then_drop
+    connection._transmit = send_then_drop
 
 
 def test_send_retry_after_a_dropped_connection_is_a_duplicate(server, tmp_path):

@@ -33,7 +33,7 @@ from load_tools import (
 
 from mmtp_proto.config import ServerConfig
 from mmtp_proto.framing import encode_frame
-from mmtp_proto.protocol import MAX_ARMOR_CHARS
+from mmtp_proto.limits import MAX_ARMOR_CHARS
 
 PROMPT = 2.0  # "answered promptly" while an attack is under way
 

@@ -24,13 +24,17 @@ from helpers import (
     with_other_id,
 )
 
+from mmtp_proto.limits import MAX_RECEIVE_LIMIT
+
 pytestmark = pytest.mark.secure
 
 
 def mailbox_ids(server, email):
     with Wire(server) as wire:
         assert wire.auth(email)["status"] == "OK"
-        return [m["meta"]["messageId"] for m in wire.receive(email, limit=1000)["messages"]]
+        return [
+            m["meta"]["messageId"] for m in wire.receive(email, limit=MAX_RECEIVE_LIMIT)["messages"]
+        ]
 
 
 # ---------------------------------------------------------------------------- replay
