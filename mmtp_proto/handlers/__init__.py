@@ -1,0 +1,1 @@
+"""The action handlers, one module per area; `protocol.Protocol` combines them."""

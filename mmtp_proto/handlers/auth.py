@@ -1,0 +1,40 @@
+"""AUTH (SPEC §5): prove, on this connection, the key registered for an address."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import errors, pgp
+from ..actions import AuthAnswer, AuthRequest
+from ..canonical import auth_challenge
+from ..errors import MMTPError
+from ..protocol_base import ProtocolBase
+from ..session import Outcome, Session
+
+
+class AuthHandler(ProtocolBase):
+    def _auth(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
+        if not session.tls and not self.config.allow_plain_auth:
+            raise MMTPError(
+                errors.TLS_REQUIRED,
+                "AUTH is refused over a plain connection; connect with TLS (port "
+                f"{self.config.secure_port})",
+            )
+        self._rate_check(session, now)
+        try:
+            request = AuthRequest.from_data(data)
+            email = request.email
+            key = self._public_key(email)
+            challenge = auth_challenge(self.server_name, session.nonce, email)
+            if key is None or not pgp.verify_detached(challenge, request.signature, key):
+                raise MMTPError(
+                    errors.AUTH_FAILED,
+                    f"authentication as {email} failed: sign this connection's challenge with "
+                    "the private key registered for that address",
+                )
+        except MMTPError:
+            self.failures.record_failure(session.peer, now)
+            raise
+        session.authenticated = email
+        session.auth_fingerprint = key.fingerprint
+        return Outcome(AuthAnswer(message="Authenticated", email=email).to_response())

@@ -1,0 +1,95 @@
+"""SEND (SPEC §3-§5): validate the packet, the stamp, the signature and the sender rule; store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import errors, pgp
+from ..address import domain_of
+from ..errors import MMTPError
+from ..hashcash import verify_stamp
+from ..packet import validate_packet
+from ..protocol_base import ProtocolBase
+from ..session import Outcome, Session, ok
+
+
+class SendHandler(ProtocolBase):
+    def _send(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
+        packet = validate_packet(data.get("packet"), now=now)
+        self._require_local(packet.recipient)
+        if self.store.get_key(packet.recipient) is None:
+            raise MMTPError(
+                errors.UNKNOWN_RECIPIENT,
+                f"{packet.recipient} has no mailbox here (no key registered); check the address",
+            )
+        stamp = verify_stamp(
+            packet.stamp,
+            difficulty=self.config.difficulty,
+            resource=packet.recipient,
+            message_hash=packet.message_hash,
+            now=now,
+            validity_seconds=self.config.stamp_validity_seconds,
+        )
+        verified = False
+        if packet.signature is not None:
+            sender_key = self._public_key(packet.sender)
+            if sender_key is not None:
+                if not pgp.verify_detached(packet.signature_input(), packet.signature, sender_key):
+                    raise MMTPError(
+                        errors.SIGNATURE_INVALID,
+                        f"the signature does not verify against the key registered for "
+                        f"{packet.sender}; sign the message with that key",
+                    )
+                verified = True
+        if (
+            domain_of(packet.sender) in self.domains
+            and self._current_identity(session) != packet.sender
+            and not verified
+        ):
+            raise MMTPError(
+                errors.FORBIDDEN,
+                f"{packet.sender} is a local address: authenticate as it (AUTH) or sign the "
+                "message with its registered key",
+            )
+        summary = {
+            "messageId": packet.message_id,
+            "encrypted": packet.encrypted,
+            "signed": packet.signature is not None,
+            "signatureVerified": verified,
+        }
+        stored_hash = self.store.find_message_hash(packet.recipient, packet.message_id)
+        if stored_hash is not None:
+            if stored_hash != packet.message_hash:
+                raise MMTPError(
+                    errors.BAD_REQUEST,
+                    "a different message with this messageId is already stored; "
+                    "use a fresh messageId",
+                )
+            # The original may be staged in this very turn: the answer waits for its commit
+            # and is withdrawn with it.
+            return Outcome(
+                ok(message="Message already delivered", duplicate=True, **summary), durable=True
+            )
+        if self.store.count_messages(packet.recipient) >= self.config.mailbox_max_messages:
+            raise MMTPError(
+                errors.MAILBOX_FULL, f"the mailbox of {packet.recipient} is full; try later"
+            )
+        if self.store.is_spent(stamp.spent_key):
+            raise MMTPError(
+                errors.POW_REPLAYED, "this HashCash stamp was already spent; mint a new one"
+            )
+        stored = dict(packet.raw)
+        stored["meta"] = {**packet.raw["meta"], "signatureVerified": verified, "receivedAt": now}
+        self.store.add_message(
+            recipient=packet.recipient,
+            message_id=packet.message_id,
+            message_hash=packet.message_hash,
+            packet=stored,
+            received_at=now,
+            stamp_key=stamp.spent_key,
+            stamp_expires_at=stamp.date + self.config.stamp_validity_seconds,
+        )
+        return Outcome(
+            ok(message="Message delivered successfully", duplicate=False, **summary),
+            durable=True,
+        )
