@@ -146,12 +146,6 @@ class ComposeScreen(Screen[bool]):
         else:
             self.query_one("#to", Input).focus()
 
-    def on_unmount(self) -> None:
-        # Leaving without sending or choosing to close (a crash, the app quitting) must not
-        # lose what was written.
-        if not self.closed:
-            self._keep_draft(quiet=True)
-
     # Tab goes To → Subject → Body → Encrypt → Sign, as in other mail clients, although the
     # toggles stand above the body on screen.
     _TAB_ORDER: ClassVar[dict[tuple[str, str], str]] = {
@@ -198,8 +192,10 @@ class ComposeScreen(Screen[bool]):
         self.outgoing.sign = self.query_one("#sign", Tick).value
         return self.outgoing
 
-    def _keep_draft(self, *, quiet: bool = False) -> None:
+    def keep_draft(self, *, quiet: bool = False) -> None:
         """Save the compose as its draft if it changed and holds anything worth keeping."""
+        if self.closed:
+            return
         try:
             outgoing = self._read_form()
         except Exception:  # the widgets are gone: keep what was last read
@@ -301,12 +297,12 @@ class ComposeScreen(Screen[bool]):
             self._cancel.set()
             self.query_one("#progress", SendProgress).stage("Cancelling…")
             return
-        self._keep_draft()
+        self.keep_draft()
         self.closed = True
         self.dismiss(False)
 
     def action_save_draft(self) -> None:
-        self._keep_draft()
+        self.keep_draft()
 
     def action_editor(self) -> None:
         editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
