@@ -484,10 +484,10 @@ class Client:
             to=[recipient],
             subject=subject,
             body=body,
-            attachments=list(attachments or []),
+            attachments=attachments or [],
             type=type,
             in_reply_to=in_reply_to,
-            references=list(references or []),
+            references=references or [],
             encrypt=encrypt and self.use_pgp,
             sign=sign and self.use_pgp,
         )

@@ -38,6 +38,9 @@ class Outgoing:
     bcc: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        # Copies: a caller's lists (a stored message's attachments) must not change with ours.
+        self.to, self.cc, self.bcc = list(self.to), list(self.cc), list(self.bcc)
+        self.attachments, self.references = list(self.attachments), list(self.references)
         if self.type not in TYPES:
             raise ValueError(f"type must be one of {', '.join(TYPES)}, not {self.type!r}")
 

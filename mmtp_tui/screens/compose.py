@@ -81,26 +81,15 @@ class ComposeScreen(Screen[bool]):
         *,
         outgoing: Outgoing | None = None,
         to: str = "",
-        subject: str = "",
-        body: str = "",
-        type: str = "SEND",
-        in_reply_to: str | None = None,
-        references: list[str] | None = None,
-        attachments: list[dict[str, Any]] | None = None,
         draft_id: int | None = None,
+        **fields: Any,
     ) -> None:
+        """Edit ``outgoing``, or a new one from ``to`` and Outgoing's other ``fields``
+        (subject, body, type, in_reply_to, references, attachments)."""
         super().__init__()
         self.session = session
         if outgoing is None:
-            outgoing = Outgoing(
-                to=[to] if to else [],
-                subject=subject,
-                body=body,
-                attachments=list(attachments or []),
-                type=type,
-                in_reply_to=in_reply_to,
-                references=list(references or []),
-            )
+            outgoing = Outgoing(to=[to] if to else [], **fields)
         self.outgoing = outgoing
         self.draft_id = draft_id
         self.saved = outgoing.to_dict()  # what the draft (or the caller) already holds
