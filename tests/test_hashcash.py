@@ -264,16 +264,16 @@ def test_minter_in_one_child_reports_progress_and_cancel_is_a_cancel():
     """Cancel is MintCancelled whenever it comes, never "the process stopped"."""
     before = child_processes()
     seen: list[int] = []
-    started = time.monotonic()
+    deadline = time.monotonic() + 30  # a spawned child can take seconds to start under load
+
+    def cancel() -> bool:  # once the child has reported work
+        return bool(seen and seen[-1] > 0) or time.monotonic() > deadline
+
     with pytest.raises(MintCancelled):
         Minter(processes=1, progress_interval=0.02).mint(
-            BOB,
-            64,
-            HASH,
-            progress=seen.append,
-            cancel=lambda: time.monotonic() - started > 0.6,
+            BOB, 64, HASH, progress=seen.append, cancel=cancel
         )
-    assert seen and seen == sorted(seen) and seen[-1] > 0
+    assert seen == sorted(seen) and seen[-1] > 0
     assert multiprocessing.active_children() == []
     assert child_processes() <= before
 
