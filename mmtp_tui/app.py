@@ -3,7 +3,6 @@ runs the local server when the account wants one, and shows the screens."""
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Iterable
 
@@ -19,7 +18,6 @@ from .bindings import bindings
 from .config import Account, Settings
 from .local_server import LocalServer
 from .mailstore import MailStore
-from .screens.compose import ComposeScreen
 from .screens.dialogs import ChoiceScreen, ConfirmScreen, PassphraseScreen
 from .screens.help import HelpScreen
 from .screens.main import MainScreen
@@ -190,19 +188,7 @@ class MailApp(App):
     def _has_base_screen(self) -> bool:
         return len(self.screen_stack) > 1
 
-    def _keep_composes(self) -> None:
-        """An unsent compose is kept as a draft whatever ends the app (quit, crash)."""
-        for screen in self.screen_stack:
-            if isinstance(screen, ComposeScreen):
-                with contextlib.suppress(Exception):  # the app is going down regardless
-                    screen.keep_draft(quiet=True)
-
-    def _handle_exception(self, error: Exception) -> None:
-        self._keep_composes()
-        super()._handle_exception(error)
-
     def on_unmount(self) -> None:
-        self._keep_composes()
         for event in list(self._waiting):
             event.set()  # a question nobody will answer now: the worker gets "no"
         if self.local_server is not None:

@@ -4,6 +4,7 @@ bar → submit); Esc cancels. Whatever was written is kept as a draft unless it 
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 import os
 import shlex
@@ -18,6 +19,7 @@ from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
 from textual.suggester import SuggestFromList
@@ -135,6 +137,22 @@ class ComposeScreen(Screen[bool]):
         else:
             self.query_one("#to", Input).focus()
 
+    def on_input_changed(self, event: Input.Changed) -> None:
+        # The Outgoing follows the form as it is typed: once the widgets are gone (the app
+        # quitting) it is all that is left to keep as a draft.
+        if event.input.id == "to":
+            self.outgoing.to = [event.value.strip()] if event.value.strip() else []
+        elif event.input.id == "subject":
+            self.outgoing.subject = event.value
+
+    def on_text_area_changed(self, event: TextArea.Changed) -> None:
+        self.outgoing.body = event.text_area.text
+
+    def on_unmount(self) -> None:
+        # Whatever takes this compose away unsent (the app quitting, a crash) must not lose it.
+        with contextlib.suppress(Exception):  # the store may already be closed
+            self.keep_draft(quiet=True)
+
     # Tab goes To → Subject → Body → Encrypt → Sign, as in other mail clients, although the
     # toggles stand above the body on screen.
     _TAB_ORDER: ClassVar[dict[tuple[str, str], str]] = {
@@ -187,7 +205,7 @@ class ComposeScreen(Screen[bool]):
             return
         try:
             outgoing = self._read_form()
-        except Exception:  # the widgets are gone: keep what was last read
+        except NoMatches:  # the widgets are gone: keep what was last typed
             outgoing = self.outgoing
         data = outgoing.to_dict()
         if data == self.saved:

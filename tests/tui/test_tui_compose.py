@@ -131,6 +131,26 @@ async def test_a_crash_in_compose_keeps_the_text_as_a_draft(
         store.close()
 
 
+async def test_quitting_with_an_unsent_compose_keeps_it_as_a_draft(
+    server, make_session, tui_settings
+):
+    bob = make_session(server, "bob", BOB)
+    app = MailApp(tui_settings(server), known_servers=bob.known_servers)
+    async with app.run_test(size=SIZE) as pilot:
+        await start_alice(app, pilot)
+        await pilot.press("c")
+        compose = await compose_screen(app, pilot)
+        compose.query_one("#body", TextArea).text = "Half a thought."
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+    store = MailStore(app.store.path)
+    try:
+        (draft,) = store.drafts("alice")
+        assert draft.outgoing.body == "Half a thought."
+    finally:
+        store.close()
+
+
 async def test_escape_during_hashcash_says_cancelled(start_server, make_session, tui_settings):
     """Bug 6: cancel is a cancel, never "the HashCash process stopped unexpectedly"."""
     server = start_server(difficulty=40)  # never found in the test's lifetime
