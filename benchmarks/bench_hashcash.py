@@ -11,7 +11,8 @@ numbers compare the search loops, not the inputs. Rows:
 - mint: ``mmtp_proto.hashcash.mint`` at an unreachable difficulty, stopped by ``cancel``
   (its block-boundary prefix, precomputed counter tails, bytes comparison and checkpoints);
 - mint (unaligned rand): the same with a 16-character rand that leaves the prefix mid-block;
-- mint_parallel: on ``--processes`` cores (default all), start-up of the children included.
+- Minter(processes=n): mint in ``--processes`` child processes (default all), start-up
+  of the children included.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from mmtp_proto.hashcash import MintCancelled, expected_tries, mint, mint_parallel
+from mmtp_proto.hashcash import MintCancelled, expected_tries, mint
+from mmtp_proto.minter import Minter
 
 RESOURCE = "(bob)%(example.com)"
 MESSAGE_HASH = hashlib.sha256(b"benchmark content").hexdigest()
@@ -99,19 +101,19 @@ def main() -> None:
     rows.append(("mint", 1, timed_mint(mint, args.seconds, **same)))
     unaligned = {"now": now, "rand": unaligned_rand}
     rows.append(("mint (unaligned rand)", 1, timed_mint(mint, args.seconds, **unaligned)))
-    parallel = timed_mint(mint_parallel, args.seconds, processes=args.processes, **same)
-    rows.append(("mint_parallel", args.processes, parallel))
+    parallel = timed_mint(Minter(processes=args.processes).mint, args.seconds, **same)
+    rows.append(("Minter(processes=n)", args.processes, parallel))
 
     base = rows[0][2]
     one_core_mint = rows[2][2]
     print(f"{'loop':32} {'procs':>5} {'hashes/s':>12} {'per core':>12} {'vs naive':>9}")
     for name, procs, rate in rows:
         print(f"{name:32} {procs:5d} {rate:12,.0f} {rate / procs:12,.0f} {rate / base:8.2f}x")
-    print(f"\nmint_parallel scaling: {parallel / one_core_mint:.2f}x mint on one core")
+    print(f"\nMinter(processes=n) scaling: {parallel / one_core_mint:.2f}x mint on one core")
     for bits in (20, 22, 24):
         print(
             f"expected time at {bits} bits: mint {expected_tries(bits) / one_core_mint:6.2f} s, "
-            f"mint_parallel {expected_tries(bits) / parallel:6.2f} s"
+            f"Minter(processes=n) {expected_tries(bits) / parallel:6.2f} s"
         )
 
 

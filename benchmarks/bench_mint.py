@@ -6,7 +6,7 @@ per second (each is two compressions with the padding block, plus init/final), w
 yardstick the target names. A mint candidate costs one ``copy()`` and one compression
 (prefix aligned on a block boundary).
 
-mint_parallel is reported twice: from its call (spawn start-up of the children included,
+Minter(processes=n) is reported twice: from its call (spawn start-up of the children included,
 as bench_hashcash.py does) and at steady state (rate over the progress reports after the
 children's first one), which is what the scaling target is about.
 """
@@ -24,7 +24,8 @@ import time
 from bench_hashcash import MESSAGE_HASH, RESOURCE, UNREACHABLE, naive, timed_mint
 from common import Section, Target, fmt_rate
 
-from mmtp_proto.hashcash import MintCancelled, mint, mint_parallel
+from mmtp_proto.hashcash import MintCancelled, mint
+from mmtp_proto.minter import Minter
 
 
 def openssl_rate(seconds: int) -> tuple[float | None, str]:
@@ -55,11 +56,10 @@ def steady_parallel(seconds: float, processes: int, now: int, rand: str) -> tupl
 
     started = time.perf_counter()
     with contextlib.suppress(MintCancelled):
-        mint_parallel(
+        Minter(processes=processes).mint(
             RESOURCE,
             UNREACHABLE,
             MESSAGE_HASH,
-            processes=processes,
             now=now,
             rand=rand,
             progress=progress,
@@ -116,7 +116,7 @@ def run(quick: bool, log=print) -> Section:
 
     log("  HashCash: openssl speed...")
     ossl, how = openssl_rate(1 if quick else 3)
-    log("  HashCash: hashlib loop, mint, mint_parallel...")
+    log("  HashCash: hashlib loop, mint, Minter(processes=n)...")
     bare = naive(prefix, seconds)
     one = timed_mint(mint, seconds, now=now, rand=rand)
     whole, steady = steady_parallel(seconds + 1.0, procs, now, rand)
@@ -139,14 +139,14 @@ def run(quick: bool, log=print) -> Section:
         )
     section.rows.append(row("bare hashlib: sha256(prefix + str(i))", 1, bare))
     section.rows.append(row("mint (one core)", 1, one))
-    section.rows.append(row("mint_parallel, start-up included", procs, whole))
-    section.rows.append(row("mint_parallel, steady state", procs, steady))
+    section.rows.append(row("Minter(processes=n), start-up included", procs, whole))
+    section.rows.append(row("Minter(processes=n), steady state", procs, steady))
     section.rows.append(row(f"control: bare hashlib loop x{procs} processes", procs, control))
     section.notes.append(f"OpenSSL: {how}")
     section.notes.append(
         f"control: the bare loop in {procs} processes at once does {control / bare:.2f}x the "
         "bare loop alone; well under the core count means the machine's other work took "
-        "the cores, which caps mint_parallel the same way"
+        "the cores, which caps Minter(processes=n) the same way"
     )
     section.notes.append(f"prefix {len(prefix)} bytes ({len(prefix) % 64} past a 64-byte block)")
 
@@ -165,7 +165,7 @@ def run(quick: bool, log=print) -> Section:
     scaling = steady / one if one else 0.0
     section.targets.append(
         Target(
-            f"mint_parallel on {procs} cores >= 1.8x one core (steady state)",
+            f"Minter(processes={procs}) >= 1.8x one core (steady state)",
             f"{scaling:.2f}x (with start-up: {whole / one:.2f}x)",
             ">= 1.8x",
             scaling >= 1.8,

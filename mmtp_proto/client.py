@@ -13,11 +13,10 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import actions, errors, hashcash, pgp
+from . import actions, errors, pgp
 from .address import normalize_address
 from .canonical import auth_challenge
 from .client_connection import NEED_DATA, Answer, ClientConnection, Event, Greeted
@@ -25,8 +24,10 @@ from .errors import LocalError, MMTPError
 from .keystore import Keystore
 from .known_servers import KnownServers
 from .limits import MAX_ANSWER_BYTES, MAX_RECEIVE_LIMIT
-from .message import OpenedMessage, open_packet, seal
-from .packet import clear_content
+from .message import OpenedMessage, open_message
+from .minter import Minter, MintStatus
+from .outgoing import Outgoing
+from .sending import SendResult, difficulty_of, send_outgoing, stamp_packet
 
 VERIFY_MODES = ("ca", "tofu", "insecure")
 DEFAULT_TIMEOUT = 30.0
@@ -43,16 +44,6 @@ def _fingerprint(der: bytes) -> str:
 
 # One page of RECEIVE: messages, count, more, cursor.
 ReceiveResult = actions.ReceiveAnswer
-
-
-@dataclass
-class SendResult:
-    message_id: str
-    duplicate: bool
-    encrypted: bool
-    signed: bool
-    signature_verified: bool
-    packet: dict[str, Any]
 
 
 class Connection:
@@ -419,29 +410,38 @@ class Client:
     def send(self, packet: dict[str, Any]) -> dict[str, Any]:
         return self.ask(actions.SendRequest(packet))
 
+    def _minter(self) -> Minter:
+        # One process means this one: a script's thread has no event loop to keep free.
+        return Minter(processes=self.mint_processes if self.mint_processes > 1 else 0)
+
     def stamp(
         self,
         packet: dict[str, Any],
         *,
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[MintStatus], None] | None = None,
         cancel: Callable[[], bool] | None = None,
     ) -> dict[str, Any]:
         """Mint the packet's stamp at the server's difficulty (from the greeting)."""
-        bits = int(self.greeting.get("difficulty", 20))
-        minter = hashcash.mint_parallel if self.mint_processes > 1 else hashcash.mint
-        kwargs: dict[str, Any] = {"progress": progress, "cancel": cancel}
-        if self.mint_processes > 1:
-            kwargs["processes"] = self.mint_processes
-        packet["meta"]["hashcashToken"] = minter(
-            packet["recipient"], bits, packet["verification"]["messageHash"], **kwargs
+        return stamp_packet(
+            packet,
+            bits=difficulty_of(self.greeting),
+            minter=self._minter(),
+            progress=progress,
+            cancel=cancel,
         )
-        return packet
 
-    def send_packet(self, packet: dict[str, Any], *, retries: int = 2) -> SendResult:
+    def send_packet(
+        self,
+        packet: dict[str, Any],
+        *,
+        retries: int = 2,
+        restamp: Callable[[dict[str, Any]], None] | None = None,
+    ) -> SendResult:
         """SEND with safe retries: the same messageId makes a resend a no-op duplicate.
 
         A lost connection is reopened (over the same transport, authenticated as before);
-        a reconnect that fails uses up a retry like a failed send.
+        a reconnect that fails uses up a retry like a failed send. An expired stamp is
+        minted again by ``restamp`` (default: :meth:`stamp`).
         """
         # connect() forgets who the connection was: remember it to log in again.
         tls, authenticated_as = self._conn_tls(), self.authenticated_as
@@ -463,7 +463,7 @@ class Client:
             except MMTPError as exc:
                 if exc.code != errors.POW_EXPIRED or attempt == retries:
                     raise
-                self.stamp(packet)
+                (restamp or self.stamp)(packet)
         return SendResult(
             message_id=answer["messageId"],
             duplicate=bool(answer.get("duplicate")),
@@ -489,28 +489,32 @@ class Client:
         type: str = "SEND",
         in_reply_to: str | None = None,
         references: list[str] | None = None,
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[MintStatus], None] | None = None,
         cancel: Callable[[], bool] | None = None,
     ) -> SendResult:
         """Seal (encrypt, sign), stamp and send one message, the design's sendMail."""
-        sender, recipient = normalize_address(sender, "sender"), normalize_address(recipient)
-        encrypt_to = None
-        if encrypt and self.use_pgp:
-            recipient_key = self._contacts.get(recipient) or self.request_public_key(recipient)
-            encrypt_to = [recipient_key]
-        sign_with = self.private_key(sender) if sign and self.use_pgp else None
-        packet = seal(
-            sender=sender,
-            recipient=recipient,
-            content=clear_content(subject, body, attachments),
-            encrypt_to=encrypt_to,
-            sign_with=sign_with,
+        outgoing = Outgoing(
+            to=[recipient],
+            subject=subject,
+            body=body,
+            attachments=attachments or [],
             type=type,
             in_reply_to=in_reply_to,
-            references=references,
+            references=references or [],
+            encrypt=encrypt and self.use_pgp,
+            sign=sign and self.use_pgp,
         )
-        self.stamp(packet, progress=progress, cancel=cancel)
-        return self.send_packet(packet)
+        sender = normalize_address(sender, "sender")
+        return send_outgoing(
+            self,
+            outgoing,
+            sender=sender,
+            sign_with=self.private_key(sender) if outgoing.sign else None,
+            key_for=lambda email: self._contacts.get(email) or self.request_public_key(email),
+            minter=self._minter(),
+            progress=progress,
+            cancel=cancel,
+        )
 
     def open(self, packet: dict[str, Any], email: str | None = None) -> OpenedMessage:
         """Decrypt and verify a received packet with this client's keys."""
@@ -518,9 +522,10 @@ class Client:
         my_key = self._keys.get(recipient)
         if my_key is None and self.keystore is not None and self.keystore.has_private(recipient):
             my_key = self.private_key(recipient)
-        sender = str(packet.get("sender", ""))
-        sender_key = self._contacts.get(sender)
-        if sender_key is None and packet.get("verification", {}).get("signature"):
-            with contextlib.suppress(MMTPError, LocalError):
-                sender_key = self.request_public_key(sender)
-        return open_packet(packet, my_key=my_key, sender_key=sender_key)
+        return open_message(
+            packet,
+            my_key=my_key,
+            sender_key_for=lambda sender: (
+                self._contacts.get(sender) or self.request_public_key(sender)
+            ),
+        )

@@ -58,7 +58,7 @@ _COUNTER_ROOM = 20  # token characters left free for the counter when minting
 
 
 class MintCancelled(Exception):
-    """Raised by :func:`mint` / :func:`mint_parallel` when ``cancel()`` returned true."""
+    """Raised when a mint's ``cancel()`` returned true (here or in :mod:`mmtp_proto.minter`)."""
 
 
 @dataclass(frozen=True)
@@ -405,33 +405,3 @@ def mint(
             if cancel is not None and cancel():
                 raise MintCancelled(f"minting cancelled after {tries} tries")
     raise AssertionError("unreachable: _chunks never ends")  # pragma: no cover
-
-
-def mint_parallel(
-    resource: str,
-    bits: int,
-    message_hash: str,
-    *,
-    processes: int | None = None,
-    now: int | None = None,
-    rand: str | None = None,
-    progress: Callable[[int], None] | None = None,
-    progress_interval: float = 0.1,
-    cancel: Callable[[], bool] | None = None,
-) -> dict[str, Any]:
-    """:func:`mint` on several cores: :func:`mmtp_proto.hashcash_parallel.mint_parallel`."""
-    # Not a module-level import: hashcash_parallel imports this module, and whenever it is loaded
-    # first (as in every spawned child) a module-level import back would find it half-built.
-    from .hashcash_parallel import mint_parallel as run
-
-    return run(
-        resource,
-        bits,
-        message_hash,
-        processes=processes,
-        now=now,
-        rand=rand,
-        progress=progress,
-        progress_interval=progress_interval,
-        cancel=cancel,
-    )

@@ -6,6 +6,8 @@ the clear content (subject included); the signature covers the SPEC's signature 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,3 +162,22 @@ def open_packet(
             if ok:
                 opened.signer_fingerprint = sender_key.fingerprint
     return opened
+
+
+def open_message(
+    packet: dict[str, Any],
+    *,
+    my_key: pgp.PrivateKey | None,
+    sender_key_for: Callable[[str], pgp.PublicKey | None],
+) -> OpenedMessage:
+    """:func:`open_packet`, asking for the sender's key only when the packet is signed.
+
+    A lookup that fails (no such key, server unreachable) leaves the signature unknown
+    instead of failing the whole opening.
+    """
+    sender_key = None
+    verification = packet.get("verification") if isinstance(packet, dict) else None
+    if isinstance(verification, dict) and verification.get("signature"):
+        with contextlib.suppress(LocalError, MMTPError):
+            sender_key = sender_key_for(str(packet.get("sender", "")))
+    return open_packet(packet, my_key=my_key, sender_key=sender_key)

@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmtp_proto.errors import LocalError
+from mmtp_proto.limits import DEFAULT_DIFFICULTY
 
 from .config import data_dir
-
-DEFAULT_DIFFICULTY = 20
 
 
 def default_dir() -> Path:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmtp_proto.outgoing import Outgoing
+
 FOLDERS = ("Inbox", "Sent", "Drafts", "Archive", "Trash")
 
 _SCHEMA = """
@@ -56,7 +58,8 @@ CREATE TABLE IF NOT EXISTS drafts (
     body TEXT NOT NULL DEFAULT '',
     in_reply_to TEXT,
     refs TEXT NOT NULL DEFAULT '[]',
-    updated INTEGER NOT NULL
+    updated INTEGER NOT NULL,
+    outgoing TEXT
 );
 CREATE TABLE IF NOT EXISTS cursors (
     account TEXT PRIMARY KEY,
@@ -95,14 +98,20 @@ class StoredMessage:
 
 @dataclass
 class Draft:
+    """A compose put aside: the whole Outgoing (type, attachments, choices included)."""
+
     id: int
     account: str
-    recipient: str
-    subject: str
-    body: str
-    in_reply_to: str | None
-    refs: list[str]
+    outgoing: Outgoing
     updated: int
+
+    @property
+    def recipient(self) -> str:
+        return ", ".join(self.outgoing.recipients())
+
+    @property
+    def subject(self) -> str:
+        return self.outgoing.subject
 
 
 def thread_key(message_id: str, in_reply_to: str | None, refs: Iterable[str] | None) -> str:
@@ -123,6 +132,9 @@ class MailStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(drafts)")}
+        if "outgoing" not in columns:  # a store from before drafts kept the whole Outgoing
+            self._db.execute("ALTER TABLE drafts ADD COLUMN outgoing TEXT")
         path.chmod(0o600)
 
     def close(self) -> None:
@@ -287,43 +299,57 @@ class MailStore:
 
     # ------------------------------------------------------------------ drafts
 
-    def save_draft(
-        self,
-        account: str,
-        recipient: str,
-        subject: str,
-        body: str,
-        *,
-        in_reply_to: str | None = None,
-        refs: list[str] | None = None,
-        draft_id: int | None = None,
-    ) -> int:
+    def save_draft(self, account: str, outgoing: Outgoing, *, draft_id: int | None = None) -> int:
+        """Keep ``outgoing`` as a draft; with the ``draft_id`` of an existing draft, update
+        that one (saving the same compose again must not pile up copies). Returns the id."""
+        data = json.dumps(outgoing.to_dict())
+        legacy = (
+            ", ".join(outgoing.recipients()),
+            outgoing.subject,
+            outgoing.body,
+            outgoing.in_reply_to,
+            json.dumps(outgoing.references),
+        )
         now = int(time.time())
         with self._lock:
             if draft_id is not None:
-                self._db.execute(
+                cur = self._db.execute(
                     "UPDATE drafts SET recipient=?, subject=?, body=?, in_reply_to=?, refs=?,"
-                    " updated=? WHERE id=?",
-                    (recipient, subject, body, in_reply_to, json.dumps(refs or []), now, draft_id),
+                    " outgoing=?, updated=? WHERE id=? AND account=?",
+                    (*legacy, data, now, draft_id, account),
                 )
-                return draft_id
+                if cur.rowcount == 1:
+                    return draft_id
             cur = self._db.execute(
                 "INSERT INTO drafts (account, recipient, subject, body, in_reply_to, refs,"
-                " updated) VALUES (?,?,?,?,?,?,?)",
-                (account, recipient, subject, body, in_reply_to, json.dumps(refs or []), now),
+                " outgoing, updated) VALUES (?,?,?,?,?,?,?,?)",
+                (account, *legacy, data, now),
             )
             return int(cur.lastrowid or 0)
+
+    @staticmethod
+    def _draft(row: sqlite3.Row) -> Draft:
+        if row["outgoing"]:
+            outgoing = Outgoing.from_dict(json.loads(row["outgoing"]))
+        else:  # written before drafts kept the whole Outgoing
+            outgoing = Outgoing(
+                to=[row["recipient"]] if row["recipient"] else [],
+                subject=row["subject"],
+                body=row["body"],
+                in_reply_to=row["in_reply_to"],
+                references=json.loads(row["refs"]),
+            )
+        return Draft(row["id"], row["account"], outgoing, row["updated"])
 
     def drafts(self, account: str) -> list[Draft]:
         rows = self._rows(
             "SELECT * FROM drafts WHERE account = ? ORDER BY updated DESC, id DESC", (account,)
         )
-        out = []
-        for row in rows:
-            values = dict(row)
-            values["refs"] = json.loads(values["refs"])
-            out.append(Draft(**values))
-        return out
+        return [self._draft(row) for row in rows]
+
+    def draft(self, draft_id: int) -> Draft | None:
+        rows = self._rows("SELECT * FROM drafts WHERE id = ?", (draft_id,))
+        return self._draft(rows[0]) if rows else None
 
     def delete_draft(self, draft_id: int) -> None:
         self._exec("DELETE FROM drafts WHERE id = ?", (draft_id,))

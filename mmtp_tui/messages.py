@@ -26,17 +26,6 @@ class Stage(Message):
         return isinstance(message, Stage)
 
 
-class MintProgress(Message):
-    """HashCash progress; a newer one replaces an older one still queued."""
-
-    def __init__(self, tries: int, expected: int, rate: float, eta: float | None) -> None:
-        super().__init__()
-        self.tries, self.expected, self.rate, self.eta = tries, expected, rate, eta
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, MintProgress)
-
-
 class Done(Message):
     """A worker's job succeeded, with what it made."""
 

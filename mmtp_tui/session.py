@@ -8,18 +8,20 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mmtp_proto import errors, pgp
 from mmtp_proto.address import normalize_address
-from mmtp_proto.client import Client, SendResult
+from mmtp_proto.client import Client
 from mmtp_proto.errors import LocalError, MMTPError
 from mmtp_proto.keystore import Keystore
 from mmtp_proto.known_servers import KnownServers
-from mmtp_proto.message import OpenedMessage, open_packet, seal
-from mmtp_proto.packet import clear_content
+from mmtp_proto.message import OpenedMessage, open_message
+from mmtp_proto.minter import Minter, MintStatus
+from mmtp_proto.outgoing import Outgoing
+from mmtp_proto.sending import SendResult, Step, send_outgoing
 
 from .config import Account, data_dir
 from .contacts import CHANGED, Contacts
@@ -55,16 +57,6 @@ class KeyInfo:
     created: str
     protected: bool
     registered: bool | None = None  # None: not known (offline)
-
-
-@dataclass
-class Sealed:
-    packet: dict[str, Any]
-    content: dict[str, Any]
-    bits: int
-    encrypted: bool
-    signed: bool
-    warnings: list[str] = field(default_factory=list)
 
 
 class AccountSession:
@@ -241,75 +233,65 @@ class AccountSession:
     # ------------------------------------------------------------------ messages
 
     def open(self, packet: dict[str, Any], client: Client | None) -> tuple[OpenedMessage, str]:
-        sender = str(packet.get("sender", ""))
         status = "unknown"
-        sender_key = None
-        if (packet.get("verification") or {}).get("signature"):
+
+        def sender_key_for(sender: str) -> pgp.PublicKey | None:
+            nonlocal status
             try:
-                sender_key, status = self.contact_key(client, sender)
+                key, status = self.contact_key(client, sender)
             except (MMTPError, LocalError):
-                sender_key = self.contacts.get(sender)
+                return self.contacts.get(sender)
+            return key
+
         my_key = None
         with contextlib.suppress(LocalError):
             my_key = self.key()
-        return open_packet(packet, my_key=my_key, sender_key=sender_key), status
+        return open_message(packet, my_key=my_key, sender_key_for=sender_key_for), status
 
-    def seal(
+    def encryption_key(self, client: Client, recipient: str) -> pgp.PublicKey:
+        """The key to encrypt to: pinned, checked against the server; never a changed one."""
+        key, status = self.contact_key(client, recipient)
+        if status == CHANGED:
+            raise LocalError(self.contacts.changes()[recipient].text)
+        if key is None:
+            raise LocalError(f"no key known for {recipient}: cannot encrypt")
+        return key
+
+    def send(
         self,
         client: Client,
-        recipient: str,
-        subject: str,
-        body: str,
+        outgoing: Outgoing,
         *,
-        encrypt: bool = True,
-        sign: bool = True,
-        attachments: list[dict[str, Any]] | None = None,
-        type: str = "SEND",
-        in_reply_to: str | None = None,
-        references: list[str] | None = None,
-    ) -> Sealed:
-        recipient = normalize_address(recipient)
-        content = clear_content(subject, body, attachments)
-        warnings: list[str] = []
-        encrypt_to = None
-        if encrypt:
-            key, status = self.contact_key(client, recipient)
-            if status == CHANGED:
-                change = self.contacts.changes()[recipient]
-                raise LocalError(change.text)
-            if key is None:
-                raise LocalError(f"no key known for {recipient}: cannot encrypt")
-            encrypt_to = [key]
-        packet = seal(
+        minter: Minter,
+        on_step: Callable[[Step], None] | None = None,
+        progress: Callable[[MintStatus], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> SendResult:
+        """Send through the one pipeline, then keep a copy in Sent."""
+        result = send_outgoing(
+            client,
+            outgoing,
             sender=self.address,
-            recipient=recipient,
-            content=content,
-            encrypt_to=encrypt_to,
-            sign_with=self.key() if sign else None,
-            type=type,
-            in_reply_to=in_reply_to,
-            references=references,
+            sign_with=self.key() if outgoing.sign else None,
+            key_for=lambda email: self.encryption_key(client, email),
+            minter=minter,
+            on_step=on_step,
+            progress=progress,
+            cancel=cancel,
         )
-        bits = client.greeting_info.difficulty
-        return Sealed(packet, content, bits, bool(encrypt_to), sign, warnings)
-
-    def transmit(self, client: Client, sealed: Sealed, stamp: dict[str, Any]) -> SendResult:
-        sealed.packet["meta"]["hashcashToken"] = stamp
-        result = client.send_packet(sealed.packet)
-        content = sealed.content
         self.store.add_message(
             self.account.name,
-            packet=sealed.packet,
+            packet=result.packet,
             direction="out",
             folder="Sent",
-            subject=str(content.get("subject", "")),
-            body=str(content.get("body", "")),
+            subject=outgoing.subject,
+            body=outgoing.body,
             read=True,
-            encrypted=sealed.encrypted,
+            encrypted=result.encrypted,
             signature="verified"
             if result.signature_verified
-            else ("unknown" if sealed.signed else "unsigned"),
-            signer_fingerprint=self.key().public.fingerprint if sealed.signed else None,
-            attachments=list(content.get("attachments") or []),
+            else ("unknown" if outgoing.sign else "unsigned"),
+            signer_fingerprint=self.key().public.fingerprint if outgoing.sign else None,
+            attachments=list(outgoing.attachments),
         )
         return result

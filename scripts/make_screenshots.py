@@ -23,7 +23,8 @@ async def shoot(width: int, height: int) -> None:
     from mmtp_proto.config import ServerConfig
     from mmtp_proto.keystore import Keystore
     from mmtp_proto.known_servers import KnownServers
-    from mmtp_proto.mint_process import MintJob
+    from mmtp_proto.minter import Minter
+    from mmtp_proto.outgoing import Outgoing
     from mmtp_proto.server import Server
     from mmtp_tui import config
     from mmtp_tui.app import MailApp
@@ -79,13 +80,8 @@ async def shoot(width: int, height: int) -> None:
 
         def send(session, to, subject, body, **kw):
             with session.connected() as client:
-                sealed = session.seal(client, to, subject, body, **kw)
-                job = MintJob(to, sealed.bits, sealed.packet["verification"]["messageHash"])
-                job.start()
-                stamp = None
-                while stamp is None:
-                    stamp = job.poll(0.05)
-                return session.transmit(client, sealed, stamp)
+                outgoing = Outgoing(to=[to], subject=subject, body=body, **kw)
+                return session.send(client, outgoing, minter=Minter(processes=1))
 
         first = send(alice, "(bob)%(localhost)", "Project plans", "The plan is ready.")
         send(

@@ -1,4 +1,4 @@
-"""HashCash stamps (SPEC §4): parse, verify, mint, mint_parallel."""
+"""HashCash stamps (SPEC §4): parse, verify, mint, and the Minter (in-process or children)."""
 
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ from mmtp_proto.hashcash import (
     format_date,
     leading_zero_bits,
     mint,
-    mint_parallel,
     parse_date,
     parse_stamp,
     verify_stamp,
 )
+from mmtp_proto.minter import Minter, MintStatus
 
 NOW = 1_780_000_000  # 2026-05-28 20:26:40 UTC
 DATE = format_date(NOW)
@@ -225,14 +225,14 @@ def test_expected_tries_is_two_to_the_bits():
     assert expected_tries(20) == 1 << 20
 
 
-# --- mint_parallel ------------------------------------------------------------------------
+# --- Minter --------------------------------------------------------------------------------
 
 
 @needs_proc
-def test_mint_parallel_with_two_processes_verifies_and_leaves_no_children():
+def test_minter_with_two_processes_verifies_and_leaves_no_children():
     before = child_processes()
     seen: list[int] = []
-    stamp = mint_parallel(BOB, 12, HASH, processes=2, now=NOW, progress=seen.append)
+    stamp = Minter(processes=2).mint(BOB, 12, HASH, now=NOW, progress=seen.append)
     verify(stamp, difficulty=12)
     assert seen  # the final total at least
     assert multiprocessing.active_children() == []
@@ -240,23 +240,55 @@ def test_mint_parallel_with_two_processes_verifies_and_leaves_no_children():
 
 
 @needs_proc
-def test_mint_parallel_cancel_raises_and_leaves_no_children():
+def test_minter_cancel_raises_and_leaves_no_children():
     before = child_processes()
     started = time.monotonic()
     with pytest.raises(MintCancelled):
-        mint_parallel(BOB, 64, HASH, processes=2, cancel=lambda: time.monotonic() - started > 0.5)
+        Minter(processes=2).mint(BOB, 64, HASH, cancel=lambda: time.monotonic() - started > 0.5)
     assert time.monotonic() - started < 10
     assert multiprocessing.active_children() == []
     assert child_processes() <= before
 
 
-def test_mint_parallel_with_one_process_stays_in_process(monkeypatch):
+def test_minter_with_no_processes_stays_in_process(monkeypatch):
     def no_processes(*args, **kwargs):
         raise AssertionError("must not start processes")
 
     monkeypatch.setattr(multiprocessing, "get_context", no_processes)
-    stamp = mint_parallel(BOB, 8, HASH, processes=1, now=NOW)
+    stamp = Minter(processes=0).mint(BOB, 8, HASH, now=NOW)
     verify(stamp, difficulty=8)
+
+
+@needs_proc
+def test_minter_in_one_child_reports_progress_and_cancel_is_a_cancel():
+    """Cancel is MintCancelled whenever it comes, never "the process stopped"."""
+    before = child_processes()
+    seen: list[int] = []
+    deadline = time.monotonic() + 30  # a spawned child can take seconds to start under load
+
+    def cancel() -> bool:  # once the child has reported work
+        return bool(seen and seen[-1] > 0) or time.monotonic() > deadline
+
+    with pytest.raises(MintCancelled):
+        Minter(processes=1, progress_interval=0.02).mint(
+            BOB, 64, HASH, progress=seen.append, cancel=cancel
+        )
+    assert seen == sorted(seen) and seen[-1] > 0
+    assert multiprocessing.active_children() == []
+    assert child_processes() <= before
+
+
+def test_minter_refuses_a_negative_process_count():
+    with pytest.raises(ValueError):
+        Minter(processes=-1)
+
+
+def test_mint_status_gives_no_eta_past_the_expected_tries():
+    early = MintStatus(tries=1000, bits=12, elapsed=1.0)
+    assert early.rate == 1000 and early.eta == pytest.approx(3.096)
+    late = MintStatus(tries=5000, bits=12, elapsed=5.0)
+    assert late.eta is None and late.rate == 1000
+    assert MintStatus(tries=0, bits=12, elapsed=0.0).eta is None
 
 
 # --- parse_stamp: shape -------------------------------------------------------------------

@@ -1,67 +1,106 @@
 """Compose: To (completing from contacts), Subject, Body, attachments, encrypt/sign; sending
-runs encrypt → sign → HashCash (child process, live bar) → transmit; Esc cancels."""
+goes through the one send pipeline (encrypt → sign → HashCash in a child process with a live
+bar → submit); Esc cancels. Whatever was written is kept as a draft unless it was sent."""
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 import os
 import shlex
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual import events, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
+from textual.message import Message
 from textual.screen import Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import Footer, Header, Input, Label, TextArea
 
 from mmtp_proto.errors import LocalError, MMTPError
-from mmtp_proto.mint_process import MintJob
+from mmtp_proto.hashcash import MintCancelled
+from mmtp_proto.minter import Minter, MintStatus
+from mmtp_proto.outgoing import Outgoing
 from mmtp_proto.packet import make_attachment
+from mmtp_proto.sending import SendResult, Step
 
 from .. import keymap
 from ..bindings import bindings
-from ..messages import Done, Failed, MintProgress, Stage
 from ..session import AccountSession, error_text
 from ..widgets.send_progress import SendProgress
 from ..widgets.tick import Tick
 from .dialogs import PromptScreen
 
-POLL_SECONDS = 0.12  # ~8 progress updates a second
+# One child process: the UI's event loop keeps the GIL while the stamp is minted.
+MINTER = Minter(processes=1, progress_interval=0.12)
 
 
 class ComposeScreen(Screen[bool]):
-    BINDINGS = bindings(keymap.COMPOSE)
+    # Enter in To/Subject is a priority binding: it runs when the app takes the key from its
+    # queue, so keys typed after it in the same burst already go to the next field.
+    BINDINGS: ClassVar = [
+        *bindings(keymap.COMPOSE),
+        Binding("enter", "next_field", "Next field", show=False, priority=True),
+    ]
+
+    class StepStarted(Message):
+        def __init__(self, step: Step) -> None:
+            super().__init__()
+            self.step = step
+
+    class Minting(Message):
+        def __init__(self, status: MintStatus) -> None:
+            super().__init__()
+            self.status = status
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, ComposeScreen.Minting)
+
+    class Sent(Message):
+        def __init__(self, result: SendResult) -> None:
+            super().__init__()
+            self.result = result
+
+    class SendFailed(Message):
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
+    class SendCancelled(Message):
+        pass
 
     def __init__(
         self,
         session: AccountSession,
         *,
+        outgoing: Outgoing | None = None,
         to: str = "",
-        subject: str = "",
-        body: str = "",
-        type: str = "SEND",
-        in_reply_to: str | None = None,
-        references: list[str] | None = None,
-        attachments: list[dict[str, Any]] | None = None,
         draft_id: int | None = None,
+        **fields: Any,
     ) -> None:
+        """Edit ``outgoing``, or a new one from ``to`` and Outgoing's other ``fields``
+        (subject, body, type, in_reply_to, references, attachments)."""
         super().__init__()
         self.session = session
-        self.initial = (to, subject, body)
-        self.type = type
-        self.in_reply_to = in_reply_to
-        self.references = references or []
-        self.attachments: list[dict[str, Any]] = list(attachments or [])
+        if outgoing is None:
+            outgoing = Outgoing(to=[to] if to else [], **fields)
+        self.outgoing = outgoing
         self.draft_id = draft_id
-        self.job: MintJob | None = None
+        self.saved = outgoing.to_dict()  # what the draft (or the caller) already holds
         self.sending = False
+        self.closed = False  # sent, or put away on purpose: nothing left to keep
+        self._cancel = threading.Event()
 
     def compose(self) -> ComposeResult:
-        to, subject, body = self.initial
+        draft = self.outgoing
         known = [c.email for c in self.session.contacts.all()]
         known += self.session.store.contacts(self.session.account.name)
         yield Header()
@@ -69,32 +108,50 @@ class ComposeScreen(Screen[bool]):
             with Horizontal(classes="row"):
                 yield Label("To ", classes="field-label")
                 yield Input(
-                    to,
+                    ", ".join(draft.recipients()),
                     placeholder="(name)%(domain)",
                     id="to",
                     suggester=SuggestFromList(sorted(set(known)), case_sensitive=False),
                 )
             with Horizontal(classes="row"):
                 yield Label("Subj", classes="field-label")
-                yield Input(subject, id="subject")
+                yield Input(draft.subject, id="subject")
             with Horizontal(classes="row", id="toggles"):
-                yield Tick("Encrypt", value=True, id="encrypt")
-                yield Tick("Sign", value=True, id="sign")
+                yield Tick("Encrypt", value=draft.encrypt, id="encrypt")
+                yield Tick("Sign", value=draft.sign, id="sign")
                 yield Label("", id="attachments")
-            yield TextArea(body, id="body", soft_wrap=True, show_line_numbers=False)
+            yield TextArea(draft.body, id="body", soft_wrap=True, show_line_numbers=False)
             yield SendProgress(id="progress")
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.title = f"Compose — from {self.session.address}"
-        self.sub_title = {"REPLY": "reply", "FORWARD": "forward"}.get(self.type, "new message")
+        self.sub_title = {"REPLY": "reply", "FORWARD": "forward"}.get(
+            self.outgoing.type, "new message"
+        )
         self._show_attachments()
         self.query_one("#progress", SendProgress).display = False
-        if self.initial[0]:
+        if self.outgoing.recipients():
             self.query_one("#body", TextArea).focus()
             self.query_one("#body", TextArea).move_cursor((0, 0))
         else:
             self.query_one("#to", Input).focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        # The Outgoing follows the form as it is typed: once the widgets are gone (the app
+        # quitting) it is all that is left to keep as a draft.
+        if event.input.id == "to":
+            self.outgoing.to = [event.value.strip()] if event.value.strip() else []
+        elif event.input.id == "subject":
+            self.outgoing.subject = event.value
+
+    def on_text_area_changed(self, event: TextArea.Changed) -> None:
+        self.outgoing.body = event.text_area.text
+
+    def on_unmount(self) -> None:
+        # Whatever takes this compose away unsent (the app quitting, a crash) must not lose it.
+        with contextlib.suppress(Exception):  # the store may already be closed
+            self.keep_draft(quiet=True)
 
     # Tab goes To → Subject → Body → Encrypt → Sign, as in other mail clients, although the
     # toggles stand above the body on screen.
@@ -106,6 +163,7 @@ class ComposeScreen(Screen[bool]):
         ("tab", "sign"): "#to",
         ("shift+tab", "to"): "#sign",
     }
+    _NEXT_FIELD: ClassVar[dict[str, str]] = {"to": "#subject", "subject": "#body"}
 
     def on_key(self, event: events.Key) -> None:
         focused = self.focused
@@ -115,138 +173,143 @@ class ComposeScreen(Screen[bool]):
             event.stop()
             self.query_one(target).focus()
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        """Enter in To or Subject moves on (To → Subject → Body)."""
-        event.stop()
-        target = "#subject" if event.input.id == "to" else "#body"
-        self.query_one(target).focus()
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "next_field":  # elsewhere (the body) Enter is just Enter
+            return self.focused is not None and self.focused.id in self._NEXT_FIELD
+        return True
+
+    def action_next_field(self) -> None:
+        """Enter in To or Subject moves on (To → Subject → Body), at once: Widget.focus()
+        would wait its turn behind keys already queued."""
+        if self.focused is not None and self.focused.id in self._NEXT_FIELD:
+            self.set_focus(self.query_one(self._NEXT_FIELD[self.focused.id]))
 
     def _show_attachments(self) -> None:
-        names = ", ".join(str(a.get("filename")) for a in self.attachments)
-        self.query_one("#attachments", Label).update(f"📎 {names}" if names else "")
+        names = ", ".join(str(a.get("filename")) for a in self.outgoing.attachments)
+        # Text, not markup: a file name is the user's, "[/x]" and all.
+        self.query_one("#attachments", Label).update(Text(f"📎 {names}" if names else ""))
 
-    def _fields(self) -> tuple[str, str, str]:
-        return (
-            self.query_one("#to", Input).value.strip(),
-            self.query_one("#subject", Input).value,
-            self.query_one("#body", TextArea).text,
+    def _read_form(self) -> Outgoing:
+        """The Outgoing as the form now stands."""
+        to = self.query_one("#to", Input).value.strip()
+        self.outgoing.to = [to] if to else []
+        self.outgoing.subject = self.query_one("#subject", Input).value
+        self.outgoing.body = self.query_one("#body", TextArea).text
+        self.outgoing.encrypt = self.query_one("#encrypt", Tick).value
+        self.outgoing.sign = self.query_one("#sign", Tick).value
+        return self.outgoing
+
+    def keep_draft(self, *, quiet: bool = False) -> None:
+        """Save the compose as its draft if it changed and holds anything worth keeping."""
+        if self.closed:
+            return
+        try:
+            outgoing = self._read_form()
+        except NoMatches:  # the widgets are gone: keep what was last typed
+            outgoing = self.outgoing
+        data = outgoing.to_dict()
+        if data == self.saved:
+            return
+        if not (outgoing.subject.strip() or outgoing.body.strip() or outgoing.attachments):
+            return
+        self.draft_id = self.session.store.save_draft(
+            self.session.account.name, outgoing, draft_id=self.draft_id
         )
+        self.saved = data
+        if not quiet:
+            self.notify("Draft saved.")
 
-    # ------------------------------------------------------------------ actions
+    # ------------------------------------------------------------------ sending
 
     def action_send(self) -> None:
         if self.sending:
             return
-        to, subject, body = self._fields()
-        if not to:
+        outgoing = self._read_form()
+        if not outgoing.recipients():
             self.notify("Who is it for? Fill in To.", severity="error")
             self.query_one("#to", Input).focus()
             return
         self.sending = True
+        self._cancel.clear()
         progress = self.query_one("#progress", SendProgress)
         progress.display = True
         progress.stage("Connecting…")
-        self.send_worker(
-            to,
-            subject,
-            body,
-            self.query_one("#encrypt", Tick).value,
-            self.query_one("#sign", Tick).value,
-        )
+        self.send_worker(Outgoing.from_dict(outgoing.to_dict()))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="send")
-    def send_worker(self, to: str, subject: str, body: str, encrypt: bool, sign: bool) -> None:
-        session = self.session
+    def send_worker(self, outgoing: Outgoing) -> None:
         try:
-            with session.connected() as client:
-                self.post_message(Stage("Encrypting and signing…" if encrypt else "Signing…"))
-                sealed = session.seal(
+            with self.session.connected() as client:
+                result = self.session.send(
                     client,
-                    to,
-                    subject,
-                    body,
-                    encrypt=encrypt,
-                    sign=sign,
-                    attachments=self.attachments or None,
-                    type=self.type,
-                    in_reply_to=self.in_reply_to,
-                    references=self.references or None,
+                    outgoing,
+                    minter=MINTER,
+                    on_step=lambda step: self.post_message(self.StepStarted(step)),
+                    progress=lambda status: self.post_message(self.Minting(status)),
+                    cancel=self._cancel.is_set,
                 )
-                packet = sealed.packet
-                job = MintJob(
-                    packet["recipient"], sealed.bits, packet["verification"]["messageHash"]
-                )
-                self.job = job.start()
-                try:
-                    while (stamp := job.poll(POLL_SECONDS)) is None:
-                        self.post_message(
-                            MintProgress(job.tries, job.expected, job.rate, job.eta())
-                        )
-                finally:
-                    job.close()
-                self.post_message(MintProgress(job.tries, job.expected, job.rate, 0))
-                self.post_message(Stage("Sending…"))
-                result = session.transmit(client, sealed, stamp)
-            self.post_message(Done("sent", result))
-        except (MMTPError, LocalError, OSError, ValueError) as exc:
-            self.post_message(Failed(error_text(exc), what="send"))
+        except MintCancelled:
+            self.post_message(self.SendCancelled())
+        except (MMTPError, LocalError, OSError, ValueError, RuntimeError) as exc:
+            self.post_message(self.SendFailed(error_text(exc)))
+        else:
+            self.post_message(self.Sent(result))
 
-    def on_stage(self, message: Stage) -> None:
-        self.query_one("#progress", SendProgress).stage(message.text)
+    def on_compose_screen_step_started(self, message: StepStarted) -> None:
+        words = {
+            Step.SEAL: "Encrypting and signing…" if self.outgoing.encrypt else "Signing…",
+            Step.STAMP: "HashCash…",
+            Step.SUBMIT: "Sending…",
+        }
+        self.query_one("#progress", SendProgress).stage(words[message.step])
 
-    def on_mint_progress(self, message: MintProgress) -> None:
-        self.query_one("#progress", SendProgress).mint(
-            message.tries, message.expected, message.rate, message.eta
+    def on_compose_screen_minting(self, message: Minting) -> None:
+        if not self._cancel.is_set():
+            self.query_one("#progress", SendProgress).mint(message.status)
+
+    def on_compose_screen_sent(self, message: Sent) -> None:
+        self.query_one("#progress", SendProgress).finish()
+        self.closed = True
+        if self.draft_id is not None:
+            self.session.store.delete_draft(self.draft_id)
+        result = message.result
+        how = ", ".join(
+            w for w, on in (("encrypted", result.encrypted), ("signed", result.signed)) if on
+        )
+        self.notify(f"Sent to {result.packet['recipient']} ({how or 'in clear'}).", markup=False)
+        self.dismiss(True)
+
+    def _stopped(self) -> None:
+        self.sending = False
+        self.query_one("#progress", SendProgress).display = False
+
+    def on_compose_screen_send_failed(self, message: SendFailed) -> None:
+        self._stopped()
+        self.notify(
+            f"Not sent: {message.text}",
+            title="Send failed",
+            severity="error",
+            timeout=15,
+            markup=False,
         )
 
-    def on_done(self, message: Done) -> None:
-        if message.what == "sent":
-            self.query_one("#progress", SendProgress).finish()
-            if self.draft_id is not None:
-                self.session.store.delete_draft(self.draft_id)
-            result = message.value
-            how = ", ".join(
-                w for w, on in (("encrypted", result.encrypted), ("signed", result.signed)) if on
-            )
-            self.notify(f"Sent to {result.packet['recipient']} ({how or 'in clear'}).")
-            self.dismiss(True)
+    def on_compose_screen_send_cancelled(self, message: SendCancelled) -> None:
+        self._stopped()
+        self.notify("Sending cancelled; the message is still here.")
 
-    def on_failed(self, message: Failed) -> None:
-        self.sending = False
-        self.job = None
-        progress = self.query_one("#progress", SendProgress)
-        progress.display = False
-        if "cancelled" in message.text:
-            self.notify("Sending cancelled; the message is still here.")
-        else:
-            self.notify(
-                f"Not sent: {message.text}", title="Send failed", severity="error", timeout=15
-            )
+    # ------------------------------------------------------------------ actions
 
     def action_cancel(self) -> None:
-        if self.sending and self.job is not None:
-            self.job.cancel()
-            return
         if self.sending:
+            self._cancel.set()
+            self.query_one("#progress", SendProgress).stage("Cancelling…")
             return
-        to, subject, body = self._fields()
-        if (to, subject, body) != self.initial and (subject.strip() or body.strip()):
-            self.action_save_draft()
+        self.keep_draft()
+        self.closed = True
         self.dismiss(False)
 
     def action_save_draft(self) -> None:
-        to, subject, body = self._fields()
-        self.draft_id = self.session.store.save_draft(
-            self.session.account.name,
-            to,
-            subject,
-            body,
-            in_reply_to=self.in_reply_to,
-            refs=self.references,
-            draft_id=self.draft_id,
-        )
-        self.initial = (to, subject, body)
-        self.notify("Draft saved.")
+        self.keep_draft()
 
     def action_editor(self) -> None:
         editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
@@ -259,7 +322,7 @@ class ComposeScreen(Screen[bool]):
                 subprocess.call([*shlex.split(editor), str(path)])
             area.load_text(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            self.notify(f"Could not run {editor}: {exc}", severity="error")
+            self.notify(f"Could not run {editor}: {exc}", severity="error", markup=False)
         finally:
             path.unlink(missing_ok=True)
 
@@ -271,10 +334,10 @@ class ComposeScreen(Screen[bool]):
             try:
                 data = path.read_bytes()
             except OSError as exc:
-                self.notify(f"Cannot attach {path}: {exc.strerror}", severity="error")
+                self.notify(f"Cannot attach {path}: {exc.strerror}", severity="error", markup=False)
                 return
             kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            self.attachments.append(make_attachment(path.name, data, kind))
+            self.outgoing.attachments.append(make_attachment(path.name, data, kind))
             self._show_attachments()
 
         self.app.push_screen(PromptScreen("Attach which file?", placeholder="path"), add)

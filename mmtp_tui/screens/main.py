@@ -189,18 +189,10 @@ class MainScreen(Screen):
     def open_draft(self, draft_id: int) -> None:
         from .compose import ComposeScreen
 
-        draft = next((d for d in self.store.drafts(self.account_name) if d.id == draft_id), None)
+        draft = self.store.draft(draft_id)
         if draft is not None:
             self.app.push_screen(
-                ComposeScreen(
-                    self.session,
-                    to=draft.recipient,
-                    subject=draft.subject,
-                    body=draft.body,
-                    in_reply_to=draft.in_reply_to,
-                    references=draft.refs,
-                    draft_id=draft.id,
-                ),
+                ComposeScreen(self.session, outgoing=draft.outgoing, draft_id=draft.id),
                 lambda _: self.refresh_view(),
             )
 
@@ -282,6 +274,17 @@ class MainScreen(Screen):
             self.refresh_view()
 
     def action_delete(self) -> None:
+        draft_id = self.query_one(MessageList).selected_draft_id()
+        if draft_id is not None:
+
+            def delete_draft(yes: bool | None) -> None:
+                if yes:
+                    self.store.delete_draft(draft_id)
+                    self.notify("Draft deleted.")
+                    self.refresh_view()
+
+            self.app.push_screen(ConfirmScreen("Delete this draft?"), delete_draft)
+            return
         message = self.selected()
         if message is None:
             return

@@ -104,6 +104,16 @@ class MessageList(DataTable):
         if selected is not None and str(selected) in self.rows:
             self.move_cursor(row=self.get_row_index(str(selected)))
 
+    def selected_draft_id(self) -> int | None:
+        """The draft under the cursor when drafts are shown (their row keys are "d<id>")."""
+        if not self.row_count or self.drafts is None:
+            return None
+        try:
+            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value or ""
+        except Exception:
+            return None
+        return int(key[1:]) if key.startswith("d") and key[1:].isdigit() else None
+
     def selected_id(self) -> int | None:
         if not self.row_count:
             return None

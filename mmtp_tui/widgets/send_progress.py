@@ -1,9 +1,13 @@
-"""The live HashCash bar: tries so far, hash rate, estimated time left; Esc cancels."""
+"""The live HashCash bar: tries so far, hash rate, estimated time left (elapsed time once
+past the expected tries); Esc cancels."""
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.containers import Vertical
 from textual.widgets import Label, ProgressBar
+
+from mmtp_proto.minter import MintStatus
 
 
 def human(n: float) -> str:
@@ -20,18 +24,30 @@ class SendProgress(Vertical):
         yield ProgressBar(total=100, show_eta=False, id="send-bar")
 
     def stage(self, text: str) -> None:
-        self.query_one("#send-stage", Label).update(text)
+        self.query_one("#send-stage", Label).update(Text(text))
 
-    def mint(self, tries: int, expected: int, rate: float, eta: float | None) -> None:
+    def mint(self, status: MintStatus) -> None:
         bar = self.query_one("#send-bar", ProgressBar)
-        # Tries are open-ended (a stamp may take more than the average): show the share of
-        # the expected work, capped below 100% until the stamp is found.
-        bar.update(total=expected, progress=min(tries, int(expected * 0.99)))
-        left = "?" if eta is None else ("<1 s" if eta < 1 else f"~{eta:.0f} s")
-        self.stage(
-            f"HashCash: {human(tries)} tries of ~{human(expected)} · {human(rate)}/s · "
-            f"{left} left · Esc cancels"
-        )
+        tries, expected = status.tries, status.expected
+        if status.eta is not None:
+            # Tries are open-ended (a stamp may take more than the average): show the share
+            # of the expected work, capped below 100% until the stamp is found.
+            bar.update(total=expected, progress=min(tries, int(expected * 0.99)))
+            left = "<1 s" if status.eta < 1 else f"~{status.eta:.0f} s"
+            text = (
+                f"HashCash: {human(tries)} tries of ~{human(expected)} · "
+                f"{human(status.rate)}/s · {left} left · Esc cancels"
+            )
+        elif tries >= expected:
+            # Past the average there is no honest estimate: a pulsing bar, time and rate.
+            bar.update(total=None)
+            text = (
+                f"HashCash: {human(tries)} tries, past the ~{human(expected)} expected · "
+                f"{human(status.rate)}/s · {status.elapsed:.0f} s so far · Esc cancels"
+            )
+        else:
+            text = f"HashCash: starting · ~{human(expected)} tries expected · Esc cancels"
+        self.stage(text)
 
     def finish(self) -> None:
         bar = self.query_one("#send-bar", ProgressBar)

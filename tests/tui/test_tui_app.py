@@ -143,24 +143,19 @@ async def test_compose_send_receive_read_reply_thread(server, make_session, tui_
         fetch(bob)
         (got,) = bob.store.folder("bob", "Inbox")
         assert got.encrypted and got.signature == "verified"
-        from mmtp_proto.mint_process import MintJob
+        from mmtp_proto.minter import Minter
+        from mmtp_proto.outgoing import Outgoing
 
+        reply = Outgoing(
+            to=[ALICE],
+            subject="Re: Lunch?",
+            body="Yes!",
+            type="REPLY",
+            in_reply_to=got.message_id,
+            references=[got.message_id],
+        )
         with bob.connected() as client:
-            sealed = bob.seal(
-                client,
-                ALICE,
-                "Re: Lunch?",
-                "Yes!",
-                type="REPLY",
-                in_reply_to=got.message_id,
-                references=[got.message_id],
-            )
-            job = MintJob(ALICE, sealed.bits, sealed.packet["verification"]["messageHash"])
-            job.start()
-            stamp = None
-            while stamp is None:
-                stamp = job.poll(0.05)
-            bob.transmit(client, sealed, stamp)
+            bob.send(client, reply, minter=Minter(processes=1))
 
         # Alice fetches and reads the reply: decrypted, verified, thread shown.
         await pilot.press("g")

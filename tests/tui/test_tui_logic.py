@@ -6,7 +6,9 @@ import time
 
 import pytest
 
-from mmtp_proto.mint_process import MintJob
+from mmtp_proto.hashcash import MintCancelled
+from mmtp_proto.minter import Minter
+from mmtp_proto.outgoing import Outgoing
 from mmtp_tui import config
 from mmtp_tui.mailstore import MailStore
 from mmtp_tui.sync import fetch
@@ -29,34 +31,23 @@ def test_settings_round_trip_through_toml(tmp_path):
     assert (tmp_path / "tui.toml").stat().st_mode & 0o777 == 0o600
 
 
-def test_mint_job_in_a_child_process_finds_a_valid_stamp():
-    job = MintJob(BOB, 8, "0" * 64).start()
-    deadline = time.monotonic() + 30
-    stamp = None
-    while stamp is None and time.monotonic() < deadline:
-        stamp = job.poll(0.05)
-    assert stamp is not None and stamp["token"].startswith("1:8:")
-    assert job.tries >= 1
+def test_minter_in_a_child_process_finds_a_valid_stamp():
+    seen: list[int] = []
+    stamp = Minter(processes=1, progress_interval=0.05).mint(BOB, 8, "0" * 64, progress=seen.append)
+    assert stamp["token"].startswith("1:8:")
+    assert seen and seen[-1] >= 1
 
 
-def test_mint_job_cancel_kills_the_child():
-    job = MintJob(BOB, 40, "0" * 64).start()
-    job.poll(0.2)
-    job.cancel()
-    with pytest.raises(Exception, match="cancelled"):
-        job.poll()
+def test_minter_cancel_in_a_child_process_is_a_cancel():
+    started = time.monotonic()
+    with pytest.raises(MintCancelled):
+        Minter(processes=1).mint(BOB, 40, "0" * 64, cancel=lambda: time.monotonic() > started + 0.2)
 
 
 def send(session, to, subject, body, **kwargs):
     with session.connected() as client:
-        sealed = session.seal(client, to, subject, body, **kwargs)
-        job = MintJob(
-            sealed.packet["recipient"], sealed.bits, sealed.packet["verification"]["messageHash"]
-        ).start()
-        stamp = None
-        while stamp is None:
-            stamp = job.poll(0.05)
-        return session.transmit(client, sealed, stamp)
+        outgoing = Outgoing(to=[to], subject=subject, body=body, **kwargs)
+        return session.send(client, outgoing, minter=Minter(processes=1))
 
 
 def test_send_fetch_reply_thread(server, make_session):

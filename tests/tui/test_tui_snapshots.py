@@ -18,6 +18,7 @@ from textual.widgets import Input, TextArea
 from mmtp_proto import pgp
 from mmtp_proto.keystore import Keystore
 from mmtp_proto.known_servers import KnownServers
+from mmtp_proto.minter import MintStatus
 from mmtp_proto.server import Server
 from mmtp_tui import config
 from mmtp_tui.app import MailApp
@@ -193,7 +194,7 @@ async def hashcash_midway(pilot: Pilot) -> None:
     screen.query_one("#body", TextArea).text = "Friday at ten works.\n"
     progress = screen.query_one("#progress", SendProgress)
     progress.display = True
-    progress.mint(tries=524_288, expected=1_048_576, rate=350_000.0, eta=1.5)
+    progress.mint(MintStatus(tries=524_288, bits=20, elapsed=1.5))
     await steady(pilot)
 
 
