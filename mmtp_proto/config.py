@@ -47,6 +47,16 @@ class ServerConfig:
     failure_limit: int = 10
     failure_window_seconds: float = 60.0
     failure_block_seconds: float = 300.0
+    # AUTH failures count per (source IP, address) against failure_limit, and per source IP
+    # against this higher ceiling (a NAT's users do not lock each other out).
+    auth_source_failure_limit: int = 50
+    # Worker processes for OpenPGP parsing and verification (never on the loop thread), the
+    # address space each may use, and how long one job may run before its worker is killed.
+    workers: int = 2
+    worker_memory_mib: int = 512
+    job_deadline_seconds: float = 2.0
+    # Worker CPU seconds the jobs of one source IP may use per minute.
+    source_cpu_seconds_per_minute: float = 60.0
     mailbox_max_messages: int = 100_000
     fsync: bool = True
     # Written (JSON: pid, plain and tls [host, port], fingerprint) once the server listens.
@@ -75,10 +85,24 @@ class ServerConfig:
         self.log_level = self.log_level.upper()
         if self.max_frame_bytes < 4096:
             problems.append("max_frame_bytes must be at least 4096")
-        for name in ("max_connections", "max_connections_per_ip", "failure_limit"):
+        for name in (
+            "max_connections",
+            "max_connections_per_ip",
+            "failure_limit",
+            "auth_source_failure_limit",
+            "workers",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
-        for name in ("idle_timeout", "handshake_timeout", "stamp_validity_seconds"):
+        if self.worker_memory_mib < 64:
+            problems.append("worker_memory_mib must be at least 64 (MiB of address space)")
+        for name in (
+            "idle_timeout",
+            "handshake_timeout",
+            "stamp_validity_seconds",
+            "job_deadline_seconds",
+            "source_cpu_seconds_per_minute",
+        ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive")
         if problems:

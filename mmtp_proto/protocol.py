@@ -4,6 +4,11 @@ A `server_connection.ServerConnection` feeds it one frame line at a time. Writes
 in the store; an answer marked `durable` is promised to `self.commits` (group_commit) and
 leaves only after `commit()`; a failed commit or a rollback withdraws it. The handlers live in
 `handlers/`; what they share is in `protocol_base`.
+
+A handler may answer later: it returns a `deferred.Pending` (a job to run off the loop and a
+continuation). `resume` runs the continuation with the job's result under the same rules as
+`handle_line` (errors become answers, reads see committed state, durable answers go through
+the same group commit).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 from . import errors
 from .config import ServerConfig
+from .deferred import JobResult, Pending
 from .errors import MMTPError
 from .framing import NO_ID, parse_json, parse_request, peek_id, with_id
 from .group_commit import Withdrawable
@@ -39,7 +45,7 @@ class Protocol(SendHandler, MailboxHandlers, KeyHandlers, AuthHandler):
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(config, store, clock=clock)
-        self._handlers: dict[str, Callable[[Session, dict[str, Any], int], Outcome]] = {
+        self._handlers: dict[str, Callable[[Session, dict[str, Any], int], Outcome | Pending]] = {
             "SEND": self._send,
             "RECEIVE": self._receive,
             "CHECK": self._check,
@@ -51,36 +57,56 @@ class Protocol(SendHandler, MailboxHandlers, KeyHandlers, AuthHandler):
 
     # ------------------------------------------------------------------ entry points
 
-    def handle_line(self, session: Session, line: bytes) -> Outcome:
+    def handle_line(self, session: Session, line: bytes) -> Outcome | Pending:
         request_id: Any = NO_ID
         action = "-"
-        try:
+
+        def run() -> Outcome | Pending:
+            nonlocal request_id, action
             value = parse_json(line)
             request_id = peek_id(value)
             request = parse_request(value)
             action = request.action
             handler = self._handlers.get(request.action)
-            if request.action != "SEND" and self.commits.pending:
-                # What this request reads (a key for AUTH, messages for RECEIVE) must be
-                # committed, never a write a failed commit could still take back. SENDs, the
-                # hot path, still share one commit.
-                self.commit()
+            self._read_committed(request.action)
             if handler is None:
                 raise MMTPError(
                     errors.UNKNOWN_ACTION,
                     f"unknown action {request.action[:40]!r}; this server knows "
                     + ", ".join(ACTIONS),
                 )
-            outcome = handler(session, request.data, int(self.clock()))
+            return handler(session, request.data, int(self.clock()))
+
+        outcome = self._guarded(run, lambda: action)
+        return self._finish(outcome, action if action in self._handlers else "-", request_id)
+
+    def resume(self, pending: Pending, result: JobResult) -> Outcome | Pending:
+        """Run `pending`'s continuation with its job's result: the answer, or more waiting."""
+        self._read_committed(pending.action)
+        outcome = self._guarded(lambda: pending.then(result), lambda: pending.action)
+        return self._finish(outcome, pending.action, pending.request_id)
+
+    def _read_committed(self, action: str) -> None:
+        if action != "SEND" and self.commits.pending:
+            # What this request reads (a key for AUTH, messages for RECEIVE) must be
+            # committed, never a write a failed commit could still take back. SENDs, the
+            # hot path, still share one commit.
+            self.commit()
+
+    def _guarded(
+        self, run: Callable[[], Outcome | Pending], action: Callable[[], str]
+    ) -> Outcome | Pending:
+        try:
+            outcome = run()
         except MMTPError as exc:
             outcome = Outcome(exc.to_response())
         except StoreError as exc:
             self._withdraw(self.commits.abort())
-            log.error("storage error during %s: %s", action, exc)
+            log.error("storage error during %s: %s", action(), exc)
             outcome = Outcome(storage_failure().to_response())
         except Exception:
             self._withdraw(self.commits.abort())
-            log.exception("internal error during %s", action)
+            log.exception("internal error during %s", action())
             outcome = Outcome(
                 MMTPError(
                     errors.INTERNAL, "the server failed on this request; try again later"
@@ -90,8 +116,15 @@ class Protocol(SendHandler, MailboxHandlers, KeyHandlers, AuthHandler):
         # this turn staged: their answers are withdrawn now. Later requests start a new
         # transaction, and their answers depend on the commit as usual.
         self._withdraw(self.commits.lost())
-        outcome.action = action if action in self._handlers else "-"
-        with_id(outcome.response, request_id)
+        return outcome
+
+    @staticmethod
+    def _finish(outcome: Outcome | Pending, action: str, request_id: Any) -> Outcome | Pending:
+        outcome.action = action
+        if isinstance(outcome, Pending):
+            outcome.request_id = request_id
+        else:
+            with_id(outcome.response, request_id)
         return outcome
 
     def commit(self) -> None:

@@ -20,6 +20,7 @@ from .listeners import open_listener, raise_nofile_limit, write_ready_file
 from .protocol import Protocol
 from .server_loop import REJECT_SLACK, ServerLoop
 from .store import Store, StoreError
+from .worker_pool import WorkerPool
 
 log = logging.getLogger("mmtp.server")
 
@@ -61,6 +62,17 @@ class Server(ServerLoop):
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         try:
+            # Before serving: OpenPGP work never runs on the loop thread (SPEC §7).
+            self._pool = WorkerPool(
+                cfg.workers,
+                memory_limit=cfg.worker_memory_mib * 1024 * 1024,
+                deadline=cfg.job_deadline_seconds,
+            )
+            try:
+                self._pool.start()
+            except OSError as exc:
+                raise LocalError(f"cannot start the worker processes: {exc}") from None
+            self._pool.attach(self._selector)
             if cfg.tls:
                 from .certs import ensure_certificate, server_ssl_context
 
@@ -82,6 +94,8 @@ class Server(ServerLoop):
                 )
         except BaseException:
             self._close_listeners()
+            if self._pool is not None:
+                self._pool.close()
             self._store.close()
             raise
         self._bound = True
@@ -154,6 +168,8 @@ class Server(ServerLoop):
                 self._selector.unregister(sock)  # type: ignore[union-attr]
         self._close_listeners()
         self._drain()
+        if self._pool is not None:
+            self._pool.close()
         if self._store is not None:
             try:
                 self._store.close()

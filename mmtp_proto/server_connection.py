@@ -7,6 +7,11 @@ answer must not promise what a failed commit could still take back. Every answer
 server sends is made here or in the protocol: the greeting, TOO_MANY_CONNECTIONS,
 FRAME_TOO_LARGE, and the storage error that replaces a withdrawn answer.
 
+A request a handler answers later (a `deferred.Pending`: OpenPGP work for a worker process)
+holds this connection's later requests until it is answered, so answers keep their order:
+the loop takes the job with `take_job`, runs it off its thread, and hands the result back
+with `deliver`; the next `process` finishes that request and goes on with the others.
+
 The loop around it (`server.py`) only moves bytes, keeps time and decides admission.
 """
 
@@ -18,10 +23,11 @@ from typing import Any
 
 from . import PROTOCOL, errors
 from .actions.greeting import Features, Greeting
+from .deferred import Job, JobResult, Pending
 from .errors import MMTPError
 from .framing import NO_ID, FrameDecoder, encode_frame, with_id
 from .protocol import ACTIONS, Protocol
-from .session import Session, storage_failure
+from .session import Outcome, Session, storage_failure
 
 log = logging.getLogger("mmtp.server")
 
@@ -57,6 +63,10 @@ class ServerConnection:
         self._held: list[HeldAnswer] = []
         self._outgoing = bytearray()
         self._closing = False
+        # The request answered later, the job the loop has not taken yet, and its result.
+        self._waiting: Pending | None = None
+        self._job: Job | None = None
+        self._result: JobResult | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -68,11 +78,30 @@ class ServerConnection:
     @property
     def finished(self) -> bool:
         """Closing, and every answer owed has been handed out: the socket can close."""
-        return self._closing and not self._lines and not self._held and not self._outgoing
+        return (
+            self._closing
+            and self._waiting is None
+            and not self._lines
+            and not self._held
+            and not self._outgoing
+        )
 
     @property
     def pending_requests(self) -> int:
+        """Requests received and not answered yet, besides one waiting for its job."""
         return len(self._lines)
+
+    @property
+    def can_process(self) -> bool:
+        """Would `process` do anything now? Not while a request waits for its job."""
+        if self._waiting is not None:
+            return self._result is not None
+        return bool(self._lines)
+
+    @property
+    def waiting(self) -> bool:
+        """A request waits for its job's result."""
+        return self._waiting is not None
 
     @property
     def receive_room(self) -> int:
@@ -132,11 +161,17 @@ class ServerConnection:
 
         Answers held for this turn's commit count against `room` too: otherwise one turn
         could queue many large answers (say, RECEIVEs of a full mailbox) for a client that
-        never reads them.
+        never reads them. Nothing is answered while a request waits for its job.
         """
         protocol = self._protocol
         queued = self.queued_bytes
-        while self._lines and max_lines and queued < room:
+        if self._waiting is not None:
+            if self._result is None:
+                return
+            pending, result = self._waiting, self._result
+            self._waiting = self._result = None
+            queued += self._take(protocol.resume(pending, result))
+        while self._lines and max_lines and queued < room and self._waiting is None:
             line = self._lines.popleft()
             if not line:  # the oversized-frame marker: answer it, then close
                 error = self.decoder.error().to_response()
@@ -144,13 +179,29 @@ class ServerConnection:
                 self._lines.clear()
                 break
             max_lines -= 1
-            outcome = protocol.handle_line(self.session, line)
-            self._log_outcome(outcome.action, outcome.response)
-            answer = HeldAnswer(encode_answer(outcome.response), outcome.response.get("id", NO_ID))
-            queued += len(answer.frame)
-            if outcome.durable:
-                protocol.commits.promise(answer)
-            self._held.append(answer)
+            queued += self._take(protocol.handle_line(self.session, line))
+
+    def _take(self, outcome: Outcome | Pending) -> int:
+        """Hold an answer (promised to the commit when durable), or start waiting."""
+        if isinstance(outcome, Pending):
+            self._waiting, self._job = outcome, outcome.job
+            return 0
+        self._log_outcome(outcome.action, outcome.response)
+        answer = HeldAnswer(encode_answer(outcome.response), outcome.response.get("id", NO_ID))
+        if outcome.durable:
+            self._protocol.commits.promise(answer)
+        self._held.append(answer)
+        return len(answer.frame)
+
+    def take_job(self) -> Job | None:
+        """The job the waiting request needs run, once; the loop runs it off its thread."""
+        job, self._job = self._job, None
+        return job
+
+    def deliver(self, result: JobResult) -> None:
+        """The waiting request's job is done; the next `process` answers it."""
+        if self._waiting is not None:
+            self._result = result
 
     def data_to_send(self) -> bytes:
         """The bytes to write now. Held answers are released once no write they may rest on

@@ -4,6 +4,10 @@ answers are its `server_connection.ServerConnection`'s; this only moves their by
 
 Every turn answers what the connections have buffered, then commits once (group commit,
 `Protocol.commit`); the turn's answers leave only after that commit.
+
+OpenPGP work goes to the `worker_pool`: a connection whose request waits for a job is not
+processed further until the job's result is delivered (its later answers keep their order);
+the workers' sockets are in the same selector, so a result wakes the loop like a client does.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from .peer import Peer
 from .protocol import Protocol
 from .server_connection import ServerConnection
 from .store import Store, StoreError
+from .worker_pool import PoolWorker, WorkerPool
 
 log = logging.getLogger("mmtp.server")
 
@@ -50,6 +55,10 @@ class ServerLoop:
         self._pending: set[Peer] = set()
         self._store: Store | None = None
         self._protocol: Protocol | None = None
+        self._pool: WorkerPool | None = None
+        # Jobs in the pool by ticket, and the ticket each waiting connection holds.
+        self._jobs: dict[int, Peer] = {}
+        self._tickets: dict[Peer, int] = {}
         self._stop = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -62,9 +71,18 @@ class ServerLoop:
         ready: set[Peer] = set()
         try:
             while not self._stop.is_set():
-                timeout = 0.0 if ready else max(0.0, min(TICK, next_tick - time.monotonic()))
+                # Connections with a job's result delivered (in _pending) go on at once.
+                timeout = (
+                    0.0
+                    if ready or self._pending
+                    else max(0.0, min(TICK, next_tick - time.monotonic()))
+                )
+                job_deadline = self._pool.next_deadline() if self._pool else None
+                if job_deadline is not None:
+                    timeout = max(0.0, min(timeout, job_deadline - time.monotonic()))
                 for key, mask in self._selector.select(timeout):
                     self._dispatch_safely(key, mask)
+                self._pool_step()
                 ready = self._process_lines()
                 now = time.monotonic()
                 if now >= next_tick:
@@ -88,7 +106,10 @@ class ServerLoop:
 
     def _dispatch(self, key: selectors.SelectorKey, mask: int) -> None:
         tag = key.data
-        if tag == "wake":
+        if isinstance(tag, PoolWorker):
+            assert self._pool is not None
+            self._pool.on_event(tag, mask)
+        elif tag == "wake":
             with contextlib.suppress(OSError):
                 self._wake_r.recv(4096)
         elif tag in ("plain", "tls"):
@@ -235,7 +256,7 @@ class ServerLoop:
                 # Decided after the flush: a client that reads promptly has room again now
                 # and its remaining pipelined requests must not wait for the next event.
                 if (
-                    conn.connection.pending_requests
+                    conn.connection.can_process
                     and len(conn.out) < high_water
                     and conn.sock in self._conns
                 ):
@@ -247,6 +268,7 @@ class ServerLoop:
         events = self._selector.select(0)
         for key, mask in events:
             self._dispatch_safely(key, mask)
+        self._deliver()
         return bool(events)
 
     def _answer(self, batch: list[Peer]) -> None:
@@ -254,7 +276,33 @@ class ServerLoop:
         high_water = self.config.output_high_water
         for conn in batch:
             conn.connection.process(LINES_PER_TURN, high_water - len(conn.out))
-            if conn.connection.pending_requests:
+            job = conn.connection.take_job()
+            if job is not None:
+                assert self._pool is not None
+                ticket = self._pool.submit(job)
+                self._jobs[ticket] = conn
+                self._tickets[conn] = ticket
+            elif conn.connection.can_process:
+                self._pending.add(conn)
+        self._deliver()
+
+    def _pool_step(self) -> None:
+        """Deadlines and replacements in the pool, then hand out the results."""
+        if self._pool is not None:
+            self._pool.expire()
+            self._deliver()
+
+    def _deliver(self) -> None:
+        """Give finished jobs' results to their connections, which are then processed."""
+        if self._pool is None:
+            return
+        for ticket, result in self._pool.take_results():
+            conn = self._jobs.pop(ticket, None)
+            if conn is None:
+                continue
+            self._tickets.pop(conn, None)
+            if conn.sock in self._conns:
+                conn.connection.deliver(result)
                 self._pending.add(conn)
 
     def _flush(self, conn: Peer) -> None:
@@ -302,6 +350,12 @@ class ServerLoop:
     def _close(self, conn: Peer) -> None:
         if self._conns.pop(conn.sock, None) is None:
             return
+        ticket = self._tickets.pop(conn, None)
+        if ticket is not None:
+            # Nobody waits for this job any more: it is dropped, or its result ignored.
+            self._jobs.pop(ticket, None)
+            if self._pool is not None:
+                self._pool.cancel(ticket)
         assert self._selector is not None
         with contextlib.suppress(KeyError, ValueError, OSError):
             self._selector.unregister(conn.sock)
@@ -329,7 +383,7 @@ class ServerLoop:
                 )
                 self._close(conn)
         assert self._protocol is not None
-        self._protocol.failures.prune(time.time())
+        self._protocol.prune_limits(time.time())
 
     def _purge(self) -> None:
         store = self._store
@@ -346,14 +400,25 @@ class ServerLoop:
             log.warning("could not purge expired stamps: %s", exc)
 
     def _drain(self) -> None:
-        """Answer what was received, flush for a few seconds, then close every connection."""
+        """Answer what was received (waiting for jobs under way), flush for a few seconds,
+        then close every connection."""
         with contextlib.suppress(Exception):
             self._process_lines()
         deadline = time.monotonic() + 5.0
-        while any(c.out for c in self._conns.values()) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            if self._jobs and self._pool is not None and self._selector is not None:
+                for key, mask in self._selector.select(0.01):
+                    if isinstance(key.data, PoolWorker):
+                        self._pool.on_event(key.data, mask)
+                self._pool_step()
+                with contextlib.suppress(Exception):
+                    self._process_lines()
+            elif not any(c.out for c in self._conns.values()):
+                break
+            else:
+                time.sleep(0.01)
             for conn in list(self._conns.values()):
                 if conn.out:
                     self._flush(conn)
-            time.sleep(0.01)
         for conn in list(self._conns.values()):
             self._close(conn)

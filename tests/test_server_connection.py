@@ -1,7 +1,9 @@
 """Protocol rules against the sans-I/O server connection: bytes in, frames out, no sockets.
 
-`Turns` plays the server loop's part: it answers what each connection has buffered, commits
-once, then hands out the bytes, as `server_loop.ServerLoop` does for real sockets.
+`Turns` plays the server loop's part: it answers what each connection has buffered (running
+the OpenPGP jobs a request waits for in this thread, where the loop hands them to its worker
+processes), commits once, then hands out the bytes, as `server_loop.ServerLoop` does for real
+sockets.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from helpers import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mmtp_proto.deferred import run_inline
 from mmtp_proto.framing import encode_frame
 from mmtp_proto.protocol import ACTIONS, Protocol
 from mmtp_proto.server_connection import ServerConnection
@@ -51,9 +54,16 @@ class Turns:
 
     def turn(self, *conns: ServerConnection, max_lines: int = 64) -> list[list[dict[str, Any]]]:
         for conn in conns:
-            conn.process(max_lines, 1 << 30)
+            self.process(conn, max_lines)
         self.protocol.commit()
         return [frames(conn.data_to_send()) for conn in conns]
+
+    def process(self, conn: ServerConnection, max_lines: int = 64) -> None:
+        """The connection's part of a turn, the jobs its requests wait for included."""
+        conn.process(max_lines, 1 << 30)
+        while (job := conn.take_job()) is not None:
+            conn.deliver(run_inline(job))
+            conn.process(max_lines, 1 << 30)
 
     def exchange(self, conn: ServerConnection, *requests: dict[str, Any]) -> list[dict[str, Any]]:
         conn.receive_data(b"".join(encode_frame(r) for r in requests))
@@ -444,7 +454,7 @@ def test_a_durable_answer_is_held_until_the_commit(turns):
     conn.receive_data(
         encode_frame(request("REGISTER_KEY", 1, email=BOB, publicKey=public_armored(BOB)))
     )
-    conn.process(64, 1 << 30)
+    turns.process(conn)
     assert turns.protocol.commits.pending
     assert conn.data_to_send() == b""  # nothing leaves while its write is uncommitted
     assert not conn.finished

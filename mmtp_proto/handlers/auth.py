@@ -1,40 +1,71 @@
-"""AUTH (SPEC §5): prove, on this connection, the key registered for an address."""
+"""AUTH (SPEC §5): prove, on this connection, the key registered for an address.
+
+The signature is checked by a worker process (`pgp_jobs.verify`), never on the loop thread.
+Failures count per (source, address), and per source against a higher ceiling.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .. import errors, pgp
+from .. import errors, pgp_jobs
 from ..actions import AuthAnswer, AuthRequest
 from ..canonical import auth_challenge
+from ..deferred import JobResult, Pending
 from ..errors import MMTPError
 from ..protocol_base import ProtocolBase
 from ..session import Outcome, Session
+from ..store import KeyRecord
 
 
 class AuthHandler(ProtocolBase):
-    def _auth(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
+    def _auth(self, session: Session, data: dict[str, Any], now: int) -> Outcome | Pending:
         if not session.tls and not self.config.allow_plain_auth:
             raise MMTPError(
                 errors.TLS_REQUIRED,
                 "AUTH is refused over a plain connection; connect with TLS (port "
                 f"{self.config.secure_port})",
             )
-        self._rate_check(session, now)
         try:
             request = AuthRequest.from_data(data)
-            email = request.email
-            key = self._public_key(email)
-            challenge = auth_challenge(self.server_name, session.nonce, email)
-            if key is None or not pgp.verify_detached(challenge, request.signature, key):
-                raise MMTPError(
-                    errors.AUTH_FAILED,
-                    f"authentication as {email} failed: sign this connection's challenge with "
-                    "the private key registered for that address",
-                )
         except MMTPError:
-            self.failures.record_failure(session.peer, now)
+            self._auth_rate_check(session, "", now)
+            self._record_auth_failure(session, "", now)
             raise
+        email = request.email
+        self._auth_rate_check(session, email, now)
+        if self.store.get_key(email) is None:
+            self._record_auth_failure(session, email, now)
+            raise self._auth_failed(email)
+        self._cpu_check(session, now)
+        challenge = auth_challenge(self.server_name, session.nonce, email)
+        return self._with_registered_key(
+            session,
+            email,
+            pgp_jobs.verify,
+            lambda armored: (challenge, request.signature, armored),
+            lambda record, result: self._auth_checked(session, email, record, result, now),
+        )
+
+    def _auth_checked(
+        self, session: Session, email: str, record: KeyRecord | None, result: JobResult, now: int
+    ) -> Outcome:
+        if not result.ok:
+            error = self._job_failure(result, errors.AUTH_FAILED, "checking your signature")
+            if error.code != errors.INTERNAL:
+                self._record_auth_failure(session, email, now)
+            raise error
+        if record is None or not result.value:
+            self._record_auth_failure(session, email, now)
+            raise self._auth_failed(email)
         session.authenticated = email
-        session.auth_fingerprint = key.fingerprint
+        session.auth_fingerprint = record.fingerprint
         return Outcome(AuthAnswer(message="Authenticated", email=email).to_response())
+
+    @staticmethod
+    def _auth_failed(email: str) -> MMTPError:
+        return MMTPError(
+            errors.AUTH_FAILED,
+            f"authentication as {email} failed: sign this connection's challenge with "
+            "the private key registered for that address",
+        )

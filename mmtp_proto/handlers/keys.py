@@ -1,11 +1,14 @@
-"""REGISTER_KEY and REQUEST_PUBLIC_KEY (SPEC §5): the key directory."""
+"""REGISTER_KEY and REQUEST_PUBLIC_KEY (SPEC §5): the key directory.
+
+A submitted key is judged by a worker process (`pgp_jobs.check_key`), never on the loop
+thread; only a text identical to the registered key is answered at once.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from .. import errors, openpgp_packets, pgp
+from .. import errors, pgp_jobs
 from ..actions import (
     RegisterKeyAnswer,
     RegisterKeyRequest,
@@ -13,41 +16,65 @@ from ..actions import (
     RequestPublicKeyRequest,
     email_of,
 )
+from ..deferred import JobResult, Pending
 from ..errors import MMTPError
 from ..protocol_base import ProtocolBase
 from ..session import Outcome, Session
+from ..store import KeyRecord
 
 
 class KeyHandlers(ProtocolBase):
-    def _register_key(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
+    def _register_key(self, session: Session, data: dict[str, Any], now: int) -> Outcome | Pending:
         self._rate_check(session, now)
-        try:
-            return self._register_key_checked(session, data, now)
-        except MMTPError as exc:
-            if exc.code != errors.NOT_LOCAL:
-                self.failures.record_failure(session.peer, now)
-            raise
+        return self._counting_failures(
+            session, now, lambda: self._register_key_start(session, data, now)
+        )
 
-    def _register_key_checked(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
+    def _register_key_start(
+        self, session: Session, data: dict[str, Any], now: int
+    ) -> Outcome | Pending:
         # NOT_LOCAL comes before the key is judged: it does not count as a failure.
         self._require_local(email_of(data))
         request = RegisterKeyRequest.from_data(data)
         email = request.email
-        key = pgp.validate_public_key_for(
-            request.public_key, email, now=datetime.fromtimestamp(now, UTC)
-        )
         existing = self.store.get_key(email)
+        if existing is not None and existing.armored == request.public_key:
+            return self._already_registered(existing)
+        self._cpu_check(session, now)
+        return self._with_registered_key(
+            session,
+            email,
+            pgp_jobs.check_key,
+            lambda registered: (request.public_key, email, now, registered),
+            lambda record, result: self._register_key_checked(session, email, record, result, now),
+        )
+
+    @staticmethod
+    def _already_registered(existing: KeyRecord) -> Outcome:
+        return Outcome(
+            RegisterKeyAnswer(
+                message="This key is already registered", fingerprint=existing.fingerprint
+            ).to_response()
+        )
+
+    def _register_key_checked(
+        self,
+        session: Session,
+        email: str,
+        existing: KeyRecord | None,
+        result: JobResult,
+        now: int,
+    ) -> Outcome:
+        if not result.ok:
+            raise self._job_failure(result, errors.KEY_INVALID, "checking this key")
+        verdict, armored, fingerprint = result.value
+        if verdict == "invalid":
+            raise MMTPError(errors.KEY_INVALID, armored)
         # Identical means the same material, not only the same primary key: an update of the
         # same key (new subkey, new expiry, new user id) is a change like any other. Packets
         # are compared as a set: exports of one key may list them in another order.
-        if existing is not None and openpgp_packets.material_digest(
-            existing.armored
-        ) == openpgp_packets.material_digest(key.armored):
-            return Outcome(
-                RegisterKeyAnswer(
-                    message="This key is already registered", fingerprint=key.fingerprint
-                ).to_response()
-            )
+        if verdict == "identical" and existing is not None:
+            return self._already_registered(existing)
         if existing is not None:
             if self._current_identity(session) is None:
                 raise MMTPError(
@@ -59,19 +86,19 @@ class KeyHandlers(ProtocolBase):
                     errors.FORBIDDEN,
                     f"this connection is authenticated as {session.authenticated}, not {email}",
                 )
-        self.store.put_key(email, key.armored, key.fingerprint, now)
+        self.store.put_key(email, armored, fingerprint, now)
         if session.authenticated == email:
             # The owner replaced its own key here: it stays authenticated.
-            session.auth_fingerprint = key.fingerprint
+            session.auth_fingerprint = fingerprint
         if existing is None:
             verb = "registered"
-        elif existing.fingerprint == key.fingerprint:
+        elif existing.fingerprint == fingerprint:
             verb = "updated"
         else:
             verb = "replaced"
         return Outcome(
             RegisterKeyAnswer(
-                message=f"Public key {verb} successfully", fingerprint=key.fingerprint
+                message=f"Public key {verb} successfully", fingerprint=fingerprint
             ).to_response(),
             durable=True,
         )

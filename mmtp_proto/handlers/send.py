@@ -1,20 +1,27 @@
-"""SEND (SPEC §3-§5): validate the packet, the stamp, the signature and the sender rule; store."""
+"""SEND (SPEC §3-§5): validate the packet, the stamp, the signature and the sender rule; store.
+
+A signature is verified by a worker process (`pgp_jobs.verify`), never on the loop thread; one
+that does not verify counts as a failure for the source, and past the limit that source's
+signed SENDs are refused before anything is verified.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .. import errors, pgp
+from .. import errors, pgp_jobs
 from ..address import domain_of
+from ..deferred import JobResult, Pending
 from ..errors import MMTPError
-from ..hashcash import verify_stamp
-from ..packet import validate_packet
+from ..hashcash import Stamp, verify_stamp
+from ..packet import Packet, validate_packet
 from ..protocol_base import ProtocolBase
 from ..session import Outcome, Session, ok
+from ..store import KeyRecord
 
 
 class SendHandler(ProtocolBase):
-    def _send(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
+    def _send(self, session: Session, data: dict[str, Any], now: int) -> Outcome | Pending:
         packet = validate_packet(data.get("packet"), now=now)
         self._require_local(packet.recipient)
         if self.store.get_key(packet.recipient) is None:
@@ -30,17 +37,48 @@ class SendHandler(ProtocolBase):
             now=now,
             validity_seconds=self.config.stamp_validity_seconds,
         )
-        verified = False
-        if packet.signature is not None:
-            sender_key = self._public_key(packet.sender)
-            if sender_key is not None:
-                if not pgp.verify_detached(packet.signature_input(), packet.signature, sender_key):
-                    raise MMTPError(
-                        errors.SIGNATURE_INVALID,
-                        f"the signature does not verify against the key registered for "
-                        f"{packet.sender}; sign the message with that key",
-                    )
-                verified = True
+        if packet.signature is not None and self.store.get_key(packet.sender) is not None:
+            self._rate_check(session, now)
+            self._cpu_check(session, now)
+            signature, signed = packet.signature, packet.signature_input()
+            return self._with_registered_key(
+                session,
+                packet.sender,
+                pgp_jobs.verify,
+                lambda armored: (signed, signature, armored),
+                lambda record, result: self._send_verified(
+                    session, packet, stamp, record, result, now
+                ),
+            )
+        return self._send_checked(session, packet, stamp, False, now)
+
+    def _send_verified(
+        self,
+        session: Session,
+        packet: Packet,
+        stamp: Stamp,
+        record: KeyRecord | None,
+        result: JobResult,
+        now: int,
+    ) -> Outcome:
+        if not result.ok:
+            error = self._job_failure(result, errors.SIGNATURE_INVALID, "checking the signature")
+            if error.code != errors.INTERNAL:
+                self.failures.record_failure(session.peer, now)
+            raise error
+        if record is not None and not result.value:
+            self.failures.record_failure(session.peer, now)
+            raise MMTPError(
+                errors.SIGNATURE_INVALID,
+                f"the signature does not verify against the key registered for "
+                f"{packet.sender}; sign the message with that key",
+            )
+        # No key registered any more (it went while the job ran): stored unverified.
+        return self._send_checked(session, packet, stamp, record is not None, now)
+
+    def _send_checked(
+        self, session: Session, packet: Packet, stamp: Stamp, verified: bool, now: int
+    ) -> Outcome:
         if (
             domain_of(packet.sender) in self.domains
             and self._current_identity(session) != packet.sender

@@ -1,0 +1,403 @@
+"""A bounded pool of worker processes for work that must not run on the server's loop thread.
+
+The server starts the workers before it serves (multiprocessing's forkserver: no fork of a
+threaded parent, and each worker starts in milliseconds with `pgp_jobs` already imported).
+Each worker limits its own address space (`RLIMIT_AS`) and runs one job at a time. The loop
+hands jobs over with `submit`, registers the workers' sockets in its selector (`attach`), and
+learns of results from `on_event`; `expire` kills and replaces a worker whose job ran past its
+deadline, and a worker that dies is replaced too. Nothing here blocks: sockets are
+non-blocking on the pool's side and messages are length-prefixed pickles.
+
+Queued jobs are taken from each source in turn, so one client's flood of slow jobs waits
+behind itself, not in front of everyone else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import os
+import pickle
+import resource
+import selectors
+import signal
+import socket
+import struct
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Any
+
+from .deferred import BUSY, CRASHED, DEADLINE, ERROR, Job, JobResult
+
+log = logging.getLogger("mmtp.workers")
+
+_HEADER = struct.Struct(">I")
+# Results and jobs are our own values; a length beyond this means a broken stream.
+_MAX_MESSAGE = 256 * 1024 * 1024
+_AFFINITY_MEMORY = 1024
+
+
+# ---------------------------------------------------------------------------- the worker side
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
+    parts = bytearray()
+    while len(parts) < size:
+        chunk = sock.recv(size - len(parts))
+        if not chunk:
+            return None
+        parts += chunk
+    return bytes(parts)
+
+
+def _serve(sock: socket.socket, memory_limit: int) -> None:
+    """A worker's life: read a job, run it, write the result; exit at EOF."""
+    # Ctrl-C and the terminal's signals are for the server, which stops the workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if memory_limit > 0:
+        _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = memory_limit if hard == resource.RLIM_INFINITY else min(memory_limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    sock.setblocking(True)
+    while True:
+        header = _recv_exact(sock, _HEADER.size)
+        if header is None:
+            return
+        body = _recv_exact(sock, _HEADER.unpack(header)[0])
+        if body is None:
+            return
+        func, args = pickle.loads(body)
+        started = time.process_time()
+        fatal = False
+        try:
+            reply: tuple[str | None, Any, str] = (None, func(*args), "")
+        except MemoryError:
+            reply, fatal = (CRASHED, None, "it needed more memory than a worker may use"), True
+        except Exception as exc:
+            reply = (ERROR, None, f"{type(exc).__name__}: {exc}"[:500])
+        data = pickle.dumps((*reply, time.process_time() - started))
+        sock.sendall(_HEADER.pack(len(data)) + data)
+        if fatal:
+            # Whatever ran out of memory may have left the process in a poor state.
+            os._exit(1)
+
+
+# ---------------------------------------------------------------------------- the loop side
+
+
+class _Task:
+    __slots__ = ("cancelled", "job", "queued_at", "started_at", "ticket")
+
+    def __init__(self, ticket: int, job: Job, now: float) -> None:
+        self.ticket = ticket
+        self.job = job
+        self.queued_at = now
+        self.started_at = 0.0
+        self.cancelled = False
+
+
+class PoolWorker:
+    """One worker process and the pool's end of its socket (the selector's tag for it)."""
+
+    __slots__ = ("inbuf", "outbuf", "process", "sock", "tags", "task")
+
+    def __init__(self, process: Any, sock: socket.socket) -> None:
+        self.process = process
+        self.sock = sock
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+        self.task: _Task | None = None
+        # Affinities of recent jobs: the keys this worker likely has parsed already.
+        self.tags: OrderedDict[str, None] = OrderedDict()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid  # type: ignore[no-any-return]
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        size: int = 2,
+        *,
+        memory_limit: int = 512 * 1024 * 1024,
+        deadline: float = 2.0,
+        queue_wait: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if size < 1:
+            raise ValueError("a worker pool needs at least one worker")
+        self.size = size
+        self.memory_limit = memory_limit
+        self.deadline = deadline
+        self.queue_wait = queue_wait
+        self.clock = clock
+        self.replaced = 0  # workers replaced after a deadline or a crash (for tests, logs)
+        self._workers: list[PoolWorker] = []
+        self._dead: list[Any] = []  # killed processes, reaped without blocking
+        self._queue: OrderedDict[str, deque[_Task]] = OrderedDict()
+        self._tasks: dict[int, _Task] = {}
+        self._done: list[tuple[int, JobResult]] = []
+        self._tickets = itertools.count(1)
+        self._selector: selectors.BaseSelector | None = None
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(["mmtp_proto.pgp_jobs"])
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> WorkerPool:
+        """Start every worker (before the loop serves); OSError if a process cannot start."""
+        while len(self._workers) < self.size:
+            self._workers.append(self._spawn())
+        return self
+
+    def _spawn(self) -> PoolWorker:
+        ours, theirs = socket.socketpair()
+        try:
+            process = self._context.Process(
+                target=_serve, args=(theirs, self.memory_limit), name="mmtp-worker", daemon=True
+            )
+            process.start()
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        worker = PoolWorker(process, ours)
+        if self._selector is not None:
+            self._selector.register(ours, selectors.EVENT_READ, worker)
+        return worker
+
+    def attach(self, selector: selectors.BaseSelector) -> None:
+        """Let the loop's selector wake on results; tags are the `PoolWorker`s."""
+        self._selector = selector
+        for worker in self._workers:
+            selector.register(worker.sock, self._events(worker), worker)
+
+    def pids(self) -> list[int]:
+        return [w.pid for w in self._workers if w.pid is not None]
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop every worker: EOF first (they exit at once between jobs), then SIGKILL."""
+        processes = [w.process for w in self._workers] + self._dead
+        for worker in self._workers:
+            self._forget(worker)
+        self._workers.clear()
+        self._dead.clear()
+        self._queue.clear()
+        self._tasks.clear()
+        self._done.clear()
+        end = time.monotonic() + timeout
+        for process in processes:
+            process.join(max(0.0, end - time.monotonic()))
+            if process.exitcode is None:
+                process.kill()
+                process.join(1.0)
+            with contextlib.suppress(ValueError):
+                process.close()
+
+    # ------------------------------------------------------------------ jobs
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def submit(self, job: Job) -> int:
+        """Queue a job; its result comes back from `on_event` or `expire` with this ticket."""
+        task = _Task(next(self._tickets), job, self.clock())
+        self._tasks[task.ticket] = task
+        self._queue.setdefault(job.source, deque()).append(task)
+        self._start_queued()
+        return task.ticket
+
+    def cancel(self, ticket: int) -> None:
+        """The asker went away: drop the job if it has not started, ignore its result if it has."""
+        task = self._tasks.pop(ticket, None)
+        if task is None:
+            return
+        task.cancelled = True
+        queue = self._queue.get(task.job.source)
+        if queue is not None and task in queue:
+            queue.remove(task)
+            if not queue:
+                del self._queue[task.job.source]
+
+    def next_deadline(self) -> float | None:
+        """When `expire` next has something to do (monotonic clock), if ever."""
+        times = [w.task.started_at + self.deadline for w in self._workers if w.task]
+        times += [q[0].queued_at + self.queue_wait for q in self._queue.values() if q]
+        return min(times, default=None)
+
+    def take_results(self) -> list[tuple[int, JobResult]]:
+        """(ticket, result) of the jobs finished since the last call, cancelled ones left out."""
+        done, self._done = self._done, []
+        return done
+
+    def on_event(self, worker: PoolWorker, mask: int) -> None:
+        """The selector says `worker`'s socket is ready: move bytes, collect a result."""
+        if worker not in self._workers:
+            return
+        if mask & selectors.EVENT_WRITE:
+            self._write(worker)
+        if mask & selectors.EVENT_READ and worker in self._workers:
+            self._read(worker)
+        if worker in self._workers:
+            self._update(worker)
+        self._start_queued()
+
+    def expire(self) -> None:
+        """Kill workers past their job's deadline, refuse jobs queued too long, reap the dead."""
+        now = self.clock()
+        for worker in list(self._workers):
+            task = worker.task
+            if task is not None and now >= task.started_at + self.deadline:
+                log.warning(
+                    "a job from %s ran past its %.1f s deadline; replacing its worker",
+                    task.job.source,
+                    self.deadline,
+                )
+                self._finish(task, JobResult(failure=DEADLINE, cpu_seconds=self.deadline))
+                self._replace(worker)
+        for source in list(self._queue):
+            queue = self._queue[source]
+            while queue and now >= queue[0].queued_at + self.queue_wait:
+                self._finish(queue.popleft(), JobResult(failure=BUSY))
+            if not queue:
+                del self._queue[source]
+        self._reap()
+        self._start_queued()
+
+    # ------------------------------------------------------------------ internals
+
+    def _start_queued(self) -> None:
+        while self._queue:
+            idle = [w for w in self._workers if w.task is None]
+            if not idle:
+                return
+            source, queue = next(iter(self._queue.items()))
+            task = queue.popleft()
+            # Take sources in turn: this one goes to the back of the line.
+            del self._queue[source]
+            if queue:
+                self._queue[source] = queue
+            affinity = task.job.affinity
+            worker = next((w for w in idle if affinity and affinity in w.tags), idle[0])
+            if affinity:
+                worker.tags[affinity] = None
+                worker.tags.move_to_end(affinity)
+                if len(worker.tags) > _AFFINITY_MEMORY:
+                    worker.tags.popitem(last=False)
+            data = pickle.dumps((task.job.func, task.job.args), protocol=pickle.HIGHEST_PROTOCOL)
+            worker.task = task
+            task.started_at = self.clock()
+            worker.outbuf += _HEADER.pack(len(data)) + data
+            self._write(worker)
+            if worker in self._workers:
+                self._update(worker)
+
+    def _write(self, worker: PoolWorker) -> None:
+        while worker.outbuf:
+            try:
+                sent = worker.sock.send(worker.outbuf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._crashed(worker, "its socket failed")
+                return
+            del worker.outbuf[:sent]
+
+    def _read(self, worker: PoolWorker) -> None:
+        while True:
+            try:
+                chunk = worker.sock.recv(1 << 20)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._crashed(worker, "it exited")
+                return
+            worker.inbuf += chunk
+        while len(worker.inbuf) >= _HEADER.size:
+            size = _HEADER.unpack_from(worker.inbuf)[0]
+            if size > _MAX_MESSAGE:
+                self._crashed(worker, "it sent a broken message")
+                return
+            if len(worker.inbuf) < _HEADER.size + size:
+                break
+            body = bytes(worker.inbuf[_HEADER.size : _HEADER.size + size])
+            del worker.inbuf[: _HEADER.size + size]
+            failure, value, detail, cpu = pickle.loads(body)
+            task, worker.task = worker.task, None
+            if task is None:
+                continue
+            if self.clock() >= task.started_at + self.deadline:
+                # Late is late, whether or not the loop looked at the clock in time.
+                failure, value, cpu = DEADLINE, None, max(cpu, self.deadline)
+            self._finish(task, JobResult(value, failure, detail, cpu))
+
+    def _crashed(self, worker: PoolWorker, why: str) -> None:
+        task = worker.task
+        if task is not None:
+            log.warning(
+                "a worker died during a job from %s (%s); replacing it", task.job.source, why
+            )
+            elapsed = self.clock() - task.started_at
+            self._finish(task, JobResult(failure=CRASHED, detail=why, cpu_seconds=elapsed))
+        else:
+            log.warning("an idle worker died (%s); replacing it", why)
+        self._replace(worker)
+
+    def _finish(self, task: _Task, result: JobResult) -> None:
+        if self._tasks.pop(task.ticket, None) is not None and not task.cancelled:
+            self._done.append((task.ticket, result))
+
+    def _replace(self, worker: PoolWorker) -> None:
+        index = self._workers.index(worker)
+        self._forget(worker)
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            worker.process.kill()
+        self._dead.append(worker.process)
+        self.replaced += 1
+        try:
+            self._workers[index] = self._spawn()
+        except OSError as exc:
+            # Retried on the next expire(): the pool runs short meanwhile, never stops.
+            log.error("could not start a replacement worker: %s", exc)
+            del self._workers[index]
+
+    def _forget(self, worker: PoolWorker) -> None:
+        if self._selector is not None:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(worker.sock)
+        with contextlib.suppress(OSError):
+            worker.sock.close()
+
+    def _reap(self) -> None:
+        for process in list(self._dead):
+            process.join(0)
+            if process.exitcode is not None:
+                self._dead.remove(process)
+                with contextlib.suppress(ValueError):
+                    process.close()
+        while len(self._workers) < self.size:
+            try:
+                self._workers.append(self._spawn())
+            except OSError as exc:
+                log.error("could not start a replacement worker: %s", exc)
+                return
+
+    def _events(self, worker: PoolWorker) -> int:
+        return selectors.EVENT_READ | (selectors.EVENT_WRITE if worker.outbuf else 0)
+
+    def _update(self, worker: PoolWorker) -> None:
+        if self._selector is None:
+            return
+        events = self._events(worker)
+        with contextlib.suppress(KeyError, ValueError):
+            if self._selector.get_key(worker.sock).events != events:
+                self._selector.modify(worker.sock, events, worker)
