@@ -18,74 +18,20 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
-import os
 import pickle
-import resource
 import selectors
-import signal
 import socket
-import struct
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
-from .deferred import BUSY, CRASHED, DEADLINE, ERROR, Job, JobResult
+from .deferred import BUSY, CRASHED, DEADLINE, Job, JobResult
+from .worker_process import HEADER, MAX_MESSAGE, recv_exact, serve
 
 log = logging.getLogger("mmtp.workers")
 
-_HEADER = struct.Struct(">I")
-# Results and jobs are our own values; a length beyond this means a broken stream.
-_MAX_MESSAGE = 256 * 1024 * 1024
 _AFFINITY_MEMORY = 1024
-
-
-# ---------------------------------------------------------------------------- the worker side
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
-    parts = bytearray()
-    while len(parts) < size:
-        chunk = sock.recv(size - len(parts))
-        if not chunk:
-            return None
-        parts += chunk
-    return bytes(parts)
-
-
-def _serve(sock: socket.socket, memory_limit: int) -> None:
-    """A worker's life: read a job, run it, write the result; exit at EOF."""
-    # Ctrl-C and the terminal's signals are for the server, which stops the workers itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if memory_limit > 0:
-        _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        limit = memory_limit if hard == resource.RLIM_INFINITY else min(memory_limit, hard)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    sock.setblocking(True)
-    while True:
-        header = _recv_exact(sock, _HEADER.size)
-        if header is None:
-            return
-        body = _recv_exact(sock, _HEADER.unpack(header)[0])
-        if body is None:
-            return
-        func, args = pickle.loads(body)
-        started = time.process_time()
-        fatal = False
-        try:
-            reply: tuple[str | None, Any, str] = (None, func(*args), "")
-        except MemoryError:
-            reply, fatal = (CRASHED, None, "it needed more memory than a worker may use"), True
-        except Exception as exc:
-            reply = (ERROR, None, f"{type(exc).__name__}: {exc}"[:500])
-        data = pickle.dumps((*reply, time.process_time() - started))
-        sock.sendall(_HEADER.pack(len(data)) + data)
-        if fatal:
-            # Whatever ran out of memory may have left the process in a poor state.
-            os._exit(1)
-
-
-# ---------------------------------------------------------------------------- the loop side
 
 
 class _Task:
@@ -102,7 +48,7 @@ class _Task:
 class PoolWorker:
     """One worker process and the pool's end of its socket (the selector's tag for it)."""
 
-    __slots__ = ("inbuf", "outbuf", "process", "sock", "tags", "task")
+    __slots__ = ("inbuf", "outbuf", "process", "ready", "sock", "tags", "task")
 
     def __init__(self, process: Any, sock: socket.socket) -> None:
         self.process = process
@@ -110,6 +56,7 @@ class PoolWorker:
         self.inbuf = bytearray()
         self.outbuf = bytearray()
         self.task: _Task | None = None
+        self.ready = False  # it said so: it has started and takes jobs
         # Affinities of recent jobs: the keys this worker likely has parsed already.
         self.tags: OrderedDict[str, None] = OrderedDict()
 
@@ -144,21 +91,35 @@ class WorkerPool:
         self._tickets = itertools.count(1)
         self._selector: selectors.BaseSelector | None = None
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(["mmtp_proto.pgp_jobs"])
+        # The main module too: otherwise every new worker imports it again before its first job.
+        self._context.set_forkserver_preload(["__main__", "mmtp_proto.pgp_jobs"])
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> WorkerPool:
-        """Start every worker (before the loop serves); OSError if a process cannot start."""
+    def start(self, wait: float = 30.0) -> WorkerPool:
+        """Start every worker (before the loop serves) and wait until they are ready, up to
+        `wait` seconds; OSError if a process cannot start."""
         while len(self._workers) < self.size:
             self._workers.append(self._spawn())
+        end = time.monotonic() + wait
+        for worker in self._workers:
+            worker.sock.settimeout(max(0.001, end - time.monotonic()))
+            try:
+                header = recv_exact(worker.sock, HEADER.size)
+                if header is not None:
+                    recv_exact(worker.sock, HEADER.unpack(header)[0])
+                    worker.ready = True
+            except TimeoutError:
+                pass  # it says so later, through the loop
+            finally:
+                worker.sock.setblocking(False)
         return self
 
     def _spawn(self) -> PoolWorker:
         ours, theirs = socket.socketpair()
         try:
             process = self._context.Process(
-                target=_serve, args=(theirs, self.memory_limit), name="mmtp-worker", daemon=True
+                target=serve, args=(theirs, self.memory_limit), name="mmtp-worker", daemon=True
             )
             process.start()
         except BaseException:
@@ -275,7 +236,7 @@ class WorkerPool:
 
     def _start_queued(self) -> None:
         while self._queue:
-            idle = [w for w in self._workers if w.task is None]
+            idle = [w for w in self._workers if w.ready and w.task is None]
             if not idle:
                 return
             source, queue = next(iter(self._queue.items()))
@@ -294,7 +255,7 @@ class WorkerPool:
             data = pickle.dumps((task.job.func, task.job.args), protocol=pickle.HIGHEST_PROTOCOL)
             worker.task = task
             task.started_at = self.clock()
-            worker.outbuf += _HEADER.pack(len(data)) + data
+            worker.outbuf += HEADER.pack(len(data)) + data
             self._write(worker)
             if worker in self._workers:
                 self._update(worker)
@@ -322,18 +283,19 @@ class WorkerPool:
                 self._crashed(worker, "it exited")
                 return
             worker.inbuf += chunk
-        while len(worker.inbuf) >= _HEADER.size:
-            size = _HEADER.unpack_from(worker.inbuf)[0]
-            if size > _MAX_MESSAGE:
+        while len(worker.inbuf) >= HEADER.size:
+            size = HEADER.unpack_from(worker.inbuf)[0]
+            if size > MAX_MESSAGE:
                 self._crashed(worker, "it sent a broken message")
                 return
-            if len(worker.inbuf) < _HEADER.size + size:
+            if len(worker.inbuf) < HEADER.size + size:
                 break
-            body = bytes(worker.inbuf[_HEADER.size : _HEADER.size + size])
-            del worker.inbuf[: _HEADER.size + size]
+            body = bytes(worker.inbuf[HEADER.size : HEADER.size + size])
+            del worker.inbuf[: HEADER.size + size]
             failure, value, detail, cpu = pickle.loads(body)
             task, worker.task = worker.task, None
             if task is None:
+                worker.ready = True
                 continue
             if self.clock() >= task.started_at + self.deadline:
                 # Late is late, whether or not the loop looked at the clock in time.
