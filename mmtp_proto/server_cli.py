@@ -122,6 +122,25 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"log verbosity (default {defaults.log_level})",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help=f"worker processes for OpenPGP checks (default {defaults.workers})",
+    )
+    parser.add_argument(
+        "--worker-memory-mib",
+        type=int,
+        metavar="MIB",
+        help=f"address space each worker may use (default {defaults.worker_memory_mib})",
+    )
+    parser.add_argument(
+        "--job-deadline-seconds",
+        type=float,
+        metavar="SECONDS",
+        help="how long one key or signature check may run before it is stopped and refused "
+        f"(default {defaults.job_deadline_seconds:g})",
+    )
+    parser.add_argument(
         "--ready-file",
         type=Path,
         metavar="FILE",
@@ -149,6 +168,9 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         "allow_plain_auth": args.allow_plain_auth,
         "log_level": args.log_level,
         "ready_file": args.ready_file.expanduser() if args.ready_file is not None else None,
+        "workers": args.workers,
+        "worker_memory_mib": args.worker_memory_mib,
+        "job_deadline_seconds": args.job_deadline_seconds,
     }
     return config.with_overrides(**overrides).validate()
 

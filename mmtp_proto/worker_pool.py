@@ -272,17 +272,21 @@ class WorkerPool:
             del worker.outbuf[:sent]
 
     def _read(self, worker: PoolWorker) -> None:
-        while True:
+        eof = False
+        while not eof:
             try:
                 chunk = worker.sock.recv(1 << 20)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 chunk = b""
-            if not chunk:
-                self._crashed(worker, "it exited")
-                return
+            eof = not chunk
             worker.inbuf += chunk
+        self._parse(worker)
+        if eof and worker in self._workers:
+            self._crashed(worker, "it exited")
+
+    def _parse(self, worker: PoolWorker) -> None:
         while len(worker.inbuf) >= HEADER.size:
             size = HEADER.unpack_from(worker.inbuf)[0]
             if size > MAX_MESSAGE:
@@ -301,6 +305,10 @@ class WorkerPool:
                 # Late is late, whether or not the loop looked at the clock in time.
                 failure, value, cpu = DEADLINE, None, max(cpu, self.deadline)
             self._finish(task, JobResult(value, failure, detail, cpu))
+            if failure == CRASHED:
+                # It exits after saying so: no job may be sent to it meanwhile.
+                self._replace(worker)
+                return
 
     def _crashed(self, worker: PoolWorker, why: str) -> None:
         task = worker.task
