@@ -9,7 +9,9 @@ deadline, and a worker that dies is replaced too. Nothing here blocks: sockets a
 non-blocking on the pool's side and messages are length-prefixed pickles.
 
 Queued jobs are taken from each source in turn, so one client's flood of slow jobs waits
-behind itself, not in front of everyone else.
+behind itself, not in front of everyone else. A worker may be sent a few jobs ahead (it then
+never sleeps between them, which matters on a busy machine), but only jobs of sources whose
+last job was quick, and only behind such jobs: a slow job runs on an idle worker, alone.
 """
 
 from __future__ import annotations
@@ -27,42 +29,15 @@ from collections.abc import Callable
 from typing import Any
 
 from .deferred import BUSY, CRASHED, DEADLINE, Job, JobResult
-from .worker_process import HEADER, MAX_MESSAGE, recv_exact, serve
+from .worker_process import HEADER, MAX_MESSAGE, PoolWorker, Task, recv_exact, serve
 
 log = logging.getLogger("mmtp.workers")
 
 _AFFINITY_MEMORY = 1024
-
-
-class _Task:
-    __slots__ = ("cancelled", "job", "queued_at", "started_at", "ticket")
-
-    def __init__(self, ticket: int, job: Job, now: float) -> None:
-        self.ticket = ticket
-        self.job = job
-        self.queued_at = now
-        self.started_at = 0.0
-        self.cancelled = False
-
-
-class PoolWorker:
-    """One worker process and the pool's end of its socket (the selector's tag for it)."""
-
-    __slots__ = ("inbuf", "outbuf", "process", "ready", "sock", "tags", "task")
-
-    def __init__(self, process: Any, sock: socket.socket) -> None:
-        self.process = process
-        self.sock = sock
-        self.inbuf = bytearray()
-        self.outbuf = bytearray()
-        self.task: _Task | None = None
-        self.ready = False  # it said so: it has started and takes jobs
-        # Affinities of recent jobs: the keys this worker likely has parsed already.
-        self.tags: OrderedDict[str, None] = OrderedDict()
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid  # type: ignore[no-any-return]
+# Jobs sent ahead to one worker, and what counts as a quick job (wall clock).
+PIPELINE = 8
+QUICK_JOB = 0.05
+_SPEED_MEMORY = 4096
 
 
 class WorkerPool:
@@ -85,9 +60,11 @@ class WorkerPool:
         self.replaced = 0  # workers replaced after a deadline or a crash (for tests, logs)
         self._workers: list[PoolWorker] = []
         self._dead: list[Any] = []  # killed processes, reaped without blocking
-        self._queue: OrderedDict[str, deque[_Task]] = OrderedDict()
-        self._tasks: dict[int, _Task] = {}
+        self._queue: OrderedDict[str, deque[Task]] = OrderedDict()
+        self._tasks: dict[int, Task] = {}
         self._done: list[tuple[int, JobResult]] = []
+        # Whether each source's last job was quick (bounded: oldest sources forgotten).
+        self._quick: OrderedDict[str, bool] = OrderedDict()
         self._tickets = itertools.count(1)
         self._selector: selectors.BaseSelector | None = None
         self._context = multiprocessing.get_context("forkserver")
@@ -169,7 +146,7 @@ class WorkerPool:
 
     def submit(self, job: Job) -> int:
         """Queue a job; its result comes back from `on_event` or `expire` with this ticket."""
-        task = _Task(next(self._tickets), job, self.clock())
+        task = Task(next(self._tickets), job, self.clock())
         self._tasks[task.ticket] = task
         self._queue.setdefault(job.source, deque()).append(task)
         self._start_queued()
@@ -189,7 +166,7 @@ class WorkerPool:
 
     def next_deadline(self) -> float | None:
         """When `expire` next has something to do (monotonic clock), if ever."""
-        times = [w.task.started_at + self.deadline for w in self._workers if w.task]
+        times = [w.tasks[0].started_at + self.deadline for w in self._workers if w.tasks]
         times += [q[0].queued_at + self.queue_wait for q in self._queue.values() if q]
         return min(times, default=None)
 
@@ -214,8 +191,9 @@ class WorkerPool:
         """Kill workers past their job's deadline, refuse jobs queued too long, reap the dead."""
         now = self.clock()
         for worker in list(self._workers):
-            task = worker.task
+            task = worker.tasks[0] if worker.tasks else None
             if task is not None and now >= task.started_at + self.deadline:
+                worker.tasks.popleft()
                 log.warning(
                     "a job from %s ran past its %.1f s deadline; replacing its worker",
                     task.job.source,
@@ -235,30 +213,49 @@ class WorkerPool:
     # ------------------------------------------------------------------ internals
 
     def _start_queued(self) -> None:
-        while self._queue:
-            idle = [w for w in self._workers if w.ready and w.task is None]
-            if not idle:
-                return
-            source, queue = next(iter(self._queue.items()))
-            task = queue.popleft()
-            # Take sources in turn: this one goes to the back of the line.
-            del self._queue[source]
-            if queue:
-                self._queue[source] = queue
-            affinity = task.job.affinity
-            worker = next((w for w in idle if affinity and affinity in w.tags), idle[0])
-            if affinity:
-                worker.tags[affinity] = None
-                worker.tags.move_to_end(affinity)
-                if len(worker.tags) > _AFFINITY_MEMORY:
-                    worker.tags.popitem(last=False)
-            data = pickle.dumps((task.job.func, task.job.args), protocol=pickle.HIGHEST_PROTOCOL)
-            worker.task = task
+        placed = True
+        while self._queue and placed:
+            placed = False
+            for source, queue in self._queue.items():
+                worker = self._worker_for(queue[0])
+                if worker is None:
+                    continue
+                task = queue.popleft()
+                # Take sources in turn: this one goes to the back of the line.
+                del self._queue[source]
+                if queue:
+                    self._queue[source] = queue
+                self._send(worker, task)
+                placed = True
+                break
+
+    def _worker_for(self, task: Task) -> PoolWorker | None:
+        ready = [w for w in self._workers if w.ready]
+        idle = [w for w in ready if not w.tasks]
+        affinity = task.job.affinity
+        if idle:
+            return next((w for w in idle if affinity and affinity in w.tags), idle[0])
+        task.quick = self._quick.get(task.job.source, False)
+        if not task.quick:
+            return None
+        ahead = [w for w in ready if len(w.tasks) < PIPELINE and all(t.quick for t in w.tasks)]
+        return min(ahead, key=lambda w: len(w.tasks), default=None)
+
+    def _send(self, worker: PoolWorker, task: Task) -> None:
+        affinity = task.job.affinity
+        if affinity:
+            worker.tags[affinity] = None
+            worker.tags.move_to_end(affinity)
+            if len(worker.tags) > _AFFINITY_MEMORY:
+                worker.tags.popitem(last=False)
+        data = pickle.dumps((task.job.func, task.job.args), protocol=pickle.HIGHEST_PROTOCOL)
+        if not worker.tasks:
             task.started_at = self.clock()
-            worker.outbuf += HEADER.pack(len(data)) + data
-            self._write(worker)
-            if worker in self._workers:
-                self._update(worker)
+        worker.tasks.append(task)
+        worker.outbuf += HEADER.pack(len(data)) + data
+        self._write(worker)
+        if worker in self._workers:
+            self._update(worker)
 
     def _write(self, worker: PoolWorker) -> None:
         while worker.outbuf:
@@ -297,11 +294,18 @@ class WorkerPool:
             body = bytes(worker.inbuf[HEADER.size : HEADER.size + size])
             del worker.inbuf[: HEADER.size + size]
             failure, value, detail, cpu = pickle.loads(body)
-            task, worker.task = worker.task, None
-            if task is None:
+            if not worker.tasks:
                 worker.ready = True
                 continue
-            if self.clock() >= task.started_at + self.deadline:
+            task = worker.tasks.popleft()
+            now = self.clock()
+            if worker.tasks:
+                worker.tasks[0].started_at = now
+            self._quick[task.job.source] = now - task.started_at < QUICK_JOB
+            self._quick.move_to_end(task.job.source)
+            if len(self._quick) > _SPEED_MEMORY:
+                self._quick.popitem(last=False)
+            if now >= task.started_at + self.deadline:
                 # Late is late, whether or not the loop looked at the clock in time.
                 failure, value, cpu = DEADLINE, None, max(cpu, self.deadline)
             self._finish(task, JobResult(value, failure, detail, cpu))
@@ -311,7 +315,7 @@ class WorkerPool:
                 return
 
     def _crashed(self, worker: PoolWorker, why: str) -> None:
-        task = worker.task
+        task = worker.tasks.popleft() if worker.tasks else None
         if task is not None:
             log.warning(
                 "a worker died during a job from %s (%s); replacing it", task.job.source, why
@@ -322,11 +326,18 @@ class WorkerPool:
             log.warning("an idle worker died (%s); replacing it", why)
         self._replace(worker)
 
-    def _finish(self, task: _Task, result: JobResult) -> None:
+    def _finish(self, task: Task, result: JobResult) -> None:
         if self._tasks.pop(task.ticket, None) is not None and not task.cancelled:
             self._done.append((task.ticket, result))
 
     def _replace(self, worker: PoolWorker) -> None:
+        # Its running job has been answered; those sent after it never ran: queue them again.
+        for task in reversed(worker.tasks):
+            if task.ticket in self._tasks:
+                queue = self._queue.setdefault(task.job.source, deque())
+                queue.appendleft(task)
+                self._queue.move_to_end(task.job.source, last=False)
+        worker.tasks.clear()
         index = self._workers.index(worker)
         self._forget(worker)
         with contextlib.suppress(OSError, ValueError, AttributeError):

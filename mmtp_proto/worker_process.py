@@ -1,4 +1,5 @@
-"""The worker side of `worker_pool`: a process that runs one job at a time and says how it went.
+"""The worker processes of `worker_pool`: the code they run (one job at a time, saying how it
+went), and the pool's record of each worker and each job.
 
 Messages both ways are a 4-byte big-endian length and a pickle. A job is (function, args); a
 reply is (failure or None, value, detail, CPU seconds). The first reply, before any job, says
@@ -15,9 +16,10 @@ import signal
 import socket
 import struct
 import time
+from collections import OrderedDict, deque
 from typing import Any
 
-from .deferred import CRASHED, ERROR
+from .deferred import CRASHED, ERROR, Job
 
 HEADER = struct.Struct(">I")
 # Results and jobs are our own values; a length beyond this means a broken stream.
@@ -73,3 +75,38 @@ def _run_jobs(sock: socket.socket, memory_limit: int) -> None:
         if fatal:
             # Whatever ran out of memory may have left the process in a poor state.
             os._exit(1)
+
+
+class Task:
+    """A job the pool was given, and where it stands."""
+
+    __slots__ = ("cancelled", "job", "queued_at", "quick", "started_at", "ticket")
+
+    def __init__(self, ticket: int, job: Job, now: float) -> None:
+        self.ticket = ticket
+        self.job = job
+        self.queued_at = now
+        self.started_at = 0.0  # when it began to run (its deadline counts from there)
+        self.cancelled = False
+        self.quick = False  # its source's last job was quick: it may wait in a pipeline
+
+
+class PoolWorker:
+    """One worker process and the pool's end of its socket (the selector's tag for it)."""
+
+    __slots__ = ("inbuf", "outbuf", "process", "ready", "sock", "tags", "tasks")
+
+    def __init__(self, process: Any, sock: socket.socket) -> None:
+        self.process = process
+        self.sock = sock
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+        # Jobs sent to it, in order; the first is running.
+        self.tasks: deque[Task] = deque()
+        self.ready = False  # it said so: it has started and takes jobs
+        # Affinities of recent jobs: the keys this worker likely has parsed already.
+        self.tags: OrderedDict[str, None] = OrderedDict()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid  # type: ignore[no-any-return]
