@@ -569,3 +569,58 @@ def test_auth_over_a_plain_connection_is_refused_unless_allowed(turns):
         conn, request("AUTH", 1, email=BOB, signature=auth_signature(greeting, BOB))
     )
     assert code(answer) == "TLS_REQUIRED"
+
+
+# ---------------------------------------------------------------------------- deferred answers
+
+
+def test_a_waiting_request_holds_the_ones_after_it_and_nothing_else(turns):
+    register(turns, BOB)
+    waiting, greeting = greeted(turns)
+    other, _ = greeted(turns)
+    waiting.receive_data(
+        encode_frame(request("AUTH", 1, email=BOB, signature=auth_signature(greeting, BOB)))
+        + encode_frame(request("CHECK", 2, email=BOB))
+    )
+    waiting.process(64, 1 << 30)
+    job = waiting.take_job()
+    assert job is not None and waiting.waiting and not waiting.can_process
+    assert waiting.take_job() is None  # handed out once
+    # Another connection is answered meanwhile; the waiting one says nothing yet.
+    (answer,) = turns.exchange(other, request("REQUEST_PUBLIC_KEY", 7, email=BOB))
+    assert code(answer) == "OK"
+    waiting.process(64, 1 << 30)
+    assert waiting.data_to_send() == b"" and waiting.pending_requests == 1
+    waiting.deliver(run_inline(job))
+    assert waiting.can_process
+    answers = turns.turn(waiting)[0]
+    assert [(a["id"], code(a)) for a in answers] == [(1, "OK"), (2, "OK")]
+
+
+def test_a_job_over_a_key_replaced_meanwhile_runs_again_against_the_new_key(turns):
+    from mmtp_proto import pgp
+
+    register(turns, BOB)
+    stale, greeting = greeted(turns)
+    stale.receive_data(
+        encode_frame(request("AUTH", 1, email=BOB, signature=auth_signature(greeting, BOB)))
+    )
+    stale.process(64, 1 << 30)
+    old_job = stale.take_job()
+    assert old_job is not None
+    # Meanwhile the owner replaces the key from another connection.
+    new_key = pgp.generate_key(BOB, "Bob", algorithm="ed25519")
+    owner, owner_greeting = greeted(turns)
+    answers = turns.exchange(
+        owner,
+        request("AUTH", 1, email=BOB, signature=auth_signature(owner_greeting, BOB)),
+        request("REGISTER_KEY", 2, email=BOB, publicKey=new_key.public.armored),
+    )
+    assert [code(a) for a in answers] == ["OK", "OK"]
+    # The old job says the signature verifies against the old key: that no longer counts.
+    stale.deliver(run_inline(old_job))
+    stale.process(64, 1 << 30)
+    assert stale.waiting and stale.data_to_send() == b""
+    (answer,) = turns.turn(stale)[0]
+    assert code(answer) == "AUTH_FAILED"
+    assert stale.session.authenticated is None
