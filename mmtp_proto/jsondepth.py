@@ -39,7 +39,7 @@ def too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
 _WS = "[ \t\n\r]"
 _STRICT_STRING = r'"(?:[^"\\\x00-\x1f]++|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*+"'
 # One token for a run of openers: "[" or '{"key":', as deep nesting is made of.
-_OPENER = rf'(?:\[|\{{{_WS}*+{_STRICT_STRING}{_WS}*+:)'
+_OPENER = rf"(?:\[|\{{{_WS}*+{_STRICT_STRING}{_WS}*+:)"
 _TOKEN = re.compile(
     rf"""{_WS}*+(?:
       (?P<openers>{_OPENER}(?:{_WS}*+{_OPENER})*+)

@@ -341,9 +341,7 @@ def test_a_syntax_error_in_a_deep_frame_is_bad_json_first():
     bad_json(b'{"a":' * 40 + b"1" + b"}" * 40 + b"x")
 
 
-@pytest.mark.parametrize(
-    ("opener", "closer"), [(b"[", b"]"), (b'{"a":', b"}"), (b'[{"a":', b"}]")]
-)
+@pytest.mark.parametrize(("opener", "closer"), [(b"[", b"]"), (b'{"a":', b"}"), (b'[{"a":', b"}]")])
 def test_depth_32_is_accepted_and_33_is_not(opener, closer):
     per_level = 2 if opener == b'[{"a":' else 1
     levels = 32 // per_level

@@ -525,7 +525,6 @@ def test_valid_requests_before_an_oversized_frame_are_answered(start_server):
 
 
 @pytest.mark.parametrize(
-    "frame",
     ("frame", "code"),
     [
         (b"[" * 100_000 + b"]" * 100_000, "BAD_REQUEST"),
