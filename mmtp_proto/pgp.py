@@ -31,14 +31,14 @@ from pgpy.packet.fields import String2Key
 from pgpy.packet.packets import (
     IntegrityProtectedSKEData,
     IntegrityProtectedSKEDataV1,
-    LiteralData,
     PKESessionKeyV3,
     PubKeyV4,
 )
 
-from . import openpgp_packets
+from . import openpgp_message, openpgp_packets
 from .address import normalize_address
 from .errors import KEY_INVALID, LocalError, MMTPError
+from .framing import DEFAULT_MAX_FRAME_BYTES
 from .pgp_speed import _copy_primed, _prime_rsa
 from .pgp_validity import (
     _CAN_SIGN,
@@ -70,6 +70,8 @@ __all__ = [
 ]
 
 ALGORITHMS = ("rsa4096", "rsa3072", "rsa2048", "ed25519")
+# A message's plaintext is at most a frame's worth of JSON; compression may not make more.
+DEFAULT_MAX_PLAINTEXT_BYTES = 4 * DEFAULT_MAX_FRAME_BYTES
 
 # AES-256 is in every OpenPGP implementation still in use, so preferences need not be negotiated.
 _CIPHER = SymmetricKeyAlgorithm.AES256
@@ -431,10 +433,15 @@ def encrypt(plaintext: bytes, recipients: list[PublicKey]) -> str:
     return str(message)
 
 
-def decrypt(armored: str, key: PrivateKey) -> bytes:
-    """The exact plaintext bytes of a message encrypted to `key`; LocalError if that fails."""
+def decrypt(
+    armored: str, key: PrivateKey, *, max_bytes: int = DEFAULT_MAX_PLAINTEXT_BYTES
+) -> bytes:
+    """The exact plaintext bytes of a message encrypted to `key`; LocalError if that fails,
+    or if it would expand beyond `max_bytes` (checked while decompressing, never after)."""
     try:
-        message = pgpy.PGPMessage.from_blob(armored)
+        # De-armored here: linear time, unlike PGPy's armor regex.
+        data = openpgp_packets.dearmor(armored, "MESSAGE")
+        message = pgpy.PGPMessage.from_blob(bytearray(data))
     except Exception:
         raise LocalError(
             "the encrypted message is damaged: it is not OpenPGP message data"
@@ -443,22 +450,32 @@ def decrypt(armored: str, key: PrivateKey) -> bytes:
         raise LocalError("the message is not encrypted")
     if not isinstance(message._message, IntegrityProtectedSKEData):
         raise LocalError("the message has no integrity protection; refusing to decrypt it")
-    ours = {str(part.fingerprint.keyid) for part in (key._key, *key._key.subkeys.values())}
-    if not ours & {str(k) for k in message.encrypters}:
+    parts = {str(p.fingerprint.keyid): p for p in (key._key, *key._key.subkeys.values())}
+    pkesk = next((s for s in message._sessionkeys if str(s.encrypter) in parts), None)
+    if pkesk is None:
         raise LocalError(
             f"the message is not encrypted to this key ({key.public.fingerprint}); it is for "
             f"key id(s) {', '.join(sorted(map(str, message.encrypters))) or 'unknown'}"
         )
     try:
-        inner = key._key.decrypt(message)
+        # PGPy's own decrypt() would also decompress, all at once: only decrypt with it here.
+        cipher, session_key = pkesk.decrypt_sk(parts[str(pkesk.encrypter)]._key)
+        plaintext = bytes(message._message.decrypt(session_key, cipher))
     except Exception:
         raise LocalError(
             "the message could not be decrypted with this key; it is damaged or was not "
             "really encrypted to it"
         ) from None
-    if not isinstance(inner._message, LiteralData):
-        raise LocalError("the decrypted message holds no data")
-    return bytes(inner._message._contents)
+    try:
+        # The integrity check passed; the last 22 bytes are its MDC packet.
+        return openpgp_message.literal_data(plaintext[:-22], max_bytes)
+    except openpgp_message.PlaintextTooLarge as exc:
+        raise LocalError(
+            f"the message is refused: {exc} when opened (a decompression bomb?); the limit "
+            f"is {max_bytes} bytes"
+        ) from None
+    except ValueError as exc:
+        raise LocalError(f"the decrypted message is damaged: {exc}") from None
 
 
 # --- signatures --------------------------------------------------------------------------------
