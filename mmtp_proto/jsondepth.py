@@ -13,9 +13,10 @@ from itertools import accumulate
 
 MAX_DEPTH = 32
 
-# Loose on purpose: the parser proper judges escapes. Possessive, so an unterminated string
-# fails in one pass instead of backtracking.
-_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"', re.S)
+# Loose on purpose: the parser proper judges escapes. An unterminated string runs to the end
+# of the text instead of failing, so no quote is ever the start of a second, failing scan
+# (`"\"\"\"...` would otherwise cost quadratic time).
+_STRING = re.compile(r'"(?:[^"\\]++|\\.?)*+(?:"|\Z)', re.S)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]++")
 _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 

@@ -350,6 +350,15 @@ def test_depth_32_is_accepted_and_33_is_not(opener, closer):
     too_deep(opener * deeper + b"1" + closer * deeper)
 
 
+@pytest.mark.parametrize(
+    "tail", [b'"' + b'\\"' * 200_000, b'"\\' * 200_000], ids=["escaped-quotes", "quote-backslash"]
+)
+def test_unterminated_strings_in_a_deep_frame_are_judged_in_linear_time(tail):
+    t0 = time.perf_counter()
+    bad_json(b"[" * 40 + tail)
+    assert time.perf_counter() - t0 < 1.0
+
+
 def test_brackets_inside_strings_do_not_count():
     text = b'{"a":"' + b"[" * 100 + b'","b":"' + b"{" * 100 + b'\\"[["}'
     assert parse_json(text)["a"] == "[" * 100
