@@ -205,7 +205,10 @@ def decrypt(
     if not isinstance(message._message, IntegrityProtectedSKEData):
         raise LocalError("the message has no integrity protection; refusing to decrypt it")
     parts = {str(p.fingerprint.keyid): p for p in (key._key, *key._key.subkeys.values())}
-    pkesk = next((s for s in message._sessionkeys if str(s.encrypter) in parts), None)
+    # Passphrase-encrypted session keys (SKESK) name no key; they are not for us.
+    pkesk = next(
+        (s for s in message._sessionkeys if str(getattr(s, "encrypter", "")) in parts), None
+    )
     if pkesk is None:
         raise LocalError(
             f"the message is not encrypted to this key ({key.public.fingerprint}); it is for "
