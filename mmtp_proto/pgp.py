@@ -32,7 +32,7 @@ from pgpy.packet.packets import (
 )
 
 from . import openpgp_message, openpgp_packets
-from .errors import KEY_INVALID, LocalError, MMTPError
+from .errors import KEY_INVALID, SIGNATURE_INVALID, LocalError, MMTPError
 from .framing import DEFAULT_MAX_FRAME_BYTES
 from .pgp_keys import (
     ALGORITHMS,
@@ -57,6 +57,7 @@ __all__ = [
     "PrivateKey",
     "PublicKey",
     "armored_key_is_protected",
+    "check_signature_shape",
     "decrypt",
     "encrypt",
     "generate_key",
@@ -261,6 +262,19 @@ def sign_detached(data: bytes, key: PrivateKey) -> str:
     except Exception as exc:
         raise LocalError(f"this key cannot make signatures ({exc})") from None
     return str(signature)
+
+
+def check_signature_shape(signature: str) -> None:
+    """SIGNATURE_INVALID saying why, for a signature no honest signer makes (one signature
+    packet with modest subpackets); costs microseconds and parses nothing with PGPy."""
+    try:
+        openpgp_packets.signature_packet(signature)
+    except ValueError as exc:
+        raise MMTPError(
+            SIGNATURE_INVALID,
+            f"the signature cannot be checked: {exc}. Send one ASCII-armored detached OpenPGP "
+            "signature as GnuPG or this program makes it.",
+        ) from None
 
 
 def verify_detached(

@@ -19,7 +19,7 @@ from pgpy.constants import HashAlgorithm, KeyFlags, PubKeyAlgorithm
 from pgpy.packet.fields import MPI
 
 from mmtp_proto import openpgp_packets, pgp
-from mmtp_proto.errors import KEY_INVALID, MMTPError
+from mmtp_proto.errors import KEY_INVALID, SIGNATURE_INVALID, MMTPError
 
 pytestmark = pytest.mark.secure
 
@@ -185,3 +185,19 @@ def test_the_exponent_attack_with_98_self_signature_copies_is_refused_quickly(
     big_exponent_key: str,
 ) -> None:
     _refused_quickly(_with_signature_copies(big_exponent_key, 98), BIG_E, "RSA public exponent")
+
+
+def test_check_signature_shape_names_the_problem() -> None:
+    data = b"signed bytes"
+    signature = pgp.sign_detached(data, key_for(EMAIL))
+    pgp.check_signature_shape(signature)  # an honest one passes
+    packet = openpgp_packets.dearmor(signature, "SIGNATURE")
+    extra = b"\x01\x65" * (openpgp_packets.MAX_SUBPACKETS + 1)
+    hostile = armor(_signature_with_extra_subpackets(packet, extra), "SIGNATURE")
+    for bad, words in [(hostile, "subpackets"), (": " * 30_000, "no ASCII-armored")]:
+        t0 = time.perf_counter()
+        with pytest.raises(MMTPError) as caught:
+            pgp.check_signature_shape(bad)
+        assert time.perf_counter() - t0 < QUICK
+        assert caught.value.code == SIGNATURE_INVALID
+        assert words in caught.value.message
