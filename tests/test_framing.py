@@ -315,13 +315,13 @@ def test_deeply_nested_lists_are_bad_request_quickly():
     # SPEC §1 rev 2: depth is a declared limit, not the interpreter's recursion limit.
     t0 = time.perf_counter()
     too_deep(b"[" * 100_000 + b"]" * 100_000)
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 2.0  # milliseconds really; generous for a loaded machine
 
 
 def test_deeply_nested_objects_are_bad_request_quickly():
     t0 = time.perf_counter()
     too_deep(b'{"a":' * 100_000 + b"1" + b"}" * 100_000)
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 2.0  # milliseconds really; generous for a loaded machine
 
 
 def test_deep_nesting_refused_even_on_a_deep_stack():
@@ -356,7 +356,7 @@ def test_depth_32_is_accepted_and_33_is_not(opener, closer):
 def test_unterminated_strings_in_a_deep_frame_are_judged_in_linear_time(tail):
     t0 = time.perf_counter()
     bad_json(b"[" * 40 + tail)
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 2.0  # milliseconds really; generous for a loaded machine
 
 
 def test_brackets_inside_strings_do_not_count():

@@ -78,7 +78,7 @@ def test_a_64_kib_armor_line_of_colon_pairs_is_read_in_linear_time(prefix: str) 
     with contextlib.suppress(ValueError):  # refusing is fine too; taking seconds is not
         openpgp_packets.dearmor(armored, "PUBLIC KEY BLOCK")
     elapsed = time.perf_counter() - t0
-    assert elapsed < 0.05, f"took {elapsed:.3f} s"
+    assert elapsed < QUICK, f"took {elapsed:.3f} s"  # the regex took ~20 s
 
 
 def test_a_signature_with_a_64_kib_armor_line_is_judged_quickly() -> None:
