@@ -33,7 +33,6 @@ from pgpy.packet.packets import (
 
 from . import openpgp_message, openpgp_packets
 from .errors import KEY_INVALID, SIGNATURE_INVALID, LocalError, MMTPError
-from .framing import DEFAULT_MAX_FRAME_BYTES
 from .pgp_keys import (
     ALGORITHMS,
     PrivateKey,
@@ -66,8 +65,9 @@ __all__ = [
     "verify_detached",
 ]
 
-# A message's plaintext is at most a frame's worth of JSON; compression may not make more.
-DEFAULT_MAX_PLAINTEXT_BYTES = 4 * DEFAULT_MAX_FRAME_BYTES
+# A message's plaintext is about a frame's worth of JSON; compression may make some more, not
+# hundreds of MiB: 4 x the server's default maxFrameBytes (config.ServerConfig: 4 MiB).
+DEFAULT_MAX_PLAINTEXT_BYTES = 4 * 4 * 1024 * 1024
 
 # AES-256 is in every OpenPGP implementation still in use, so preferences need not be negotiated.
 _CIPHER = SymmetricKeyAlgorithm.AES256
