@@ -21,6 +21,14 @@ PADDING = 21
 _IGNORED = frozenset({SIGNATURE, ONE_PASS_SIGNATURE, MARKER, PADDING})
 
 
+# One session-key packet per recipient (SPEC §9: To, Cc and the sender) plus the data.
+MAX_MESSAGE_PACKETS = 256
+
+
+class TooManyPackets(ValueError):
+    """More packets than any real encrypted message has."""
+
+
 class PlaintextTooLarge(ValueError):
     """The message would expand beyond the allowed number of bytes."""
 
@@ -74,6 +82,14 @@ def stream_packets(data: bytes) -> Iterator[tuple[int, bytes]]:
             raise ValueError("a packet runs past the end of the data")
         yield tag, data[i : i + length]
         i += length
+
+
+def check_message_shape(data: bytes) -> None:
+    """Refuse an encrypted message with more packets than recipients could explain, before
+    PGPy parses each of them."""
+    for count, _ in enumerate(stream_packets(data), start=1):
+        if count > MAX_MESSAGE_PACKETS:
+            raise TooManyPackets(f"it has more than {MAX_MESSAGE_PACKETS} packets")
 
 
 def decompress(body: bytes, max_bytes: int) -> bytes:

@@ -196,7 +196,10 @@ def decrypt(
     try:
         # De-armored here: linear time, unlike PGPy's armor regex.
         data = openpgp_packets.dearmor(armored, "MESSAGE")
+        openpgp_message.check_message_shape(data)
         message = pgpy.PGPMessage.from_blob(bytearray(data))
+    except openpgp_message.TooManyPackets as exc:
+        raise LocalError(f"the encrypted message is refused: {exc}") from None
     except Exception:
         raise LocalError(
             "the encrypted message is damaged: it is not OpenPGP message data"

@@ -14,11 +14,11 @@ import zlib
 
 import pgpy
 import pytest
-from helpers import key_for
+from helpers import armor, key_for
 from pgpy.constants import CompressionAlgorithm, SymmetricKeyAlgorithm
 from pgpy.packet.packets import IntegrityProtectedSKEDataV1, PKESessionKeyV3
 
-from mmtp_proto import openpgp_message, pgp
+from mmtp_proto import openpgp_message, openpgp_packets, pgp
 from mmtp_proto.errors import LocalError
 
 pytestmark = pytest.mark.secure
@@ -135,3 +135,15 @@ def test_partial_body_lengths_are_read() -> None:
     body = b"b\x00\x00\x00\x00\x00" + b"x" * 1024
     packet = b"\xcb" + b"\xe9" + body[:512] + b"\xe9" + body[512:1024] + b"\x06" + body[1024:]
     assert openpgp_message.literal_data(packet, 10_000) == b"x" * 1024
+
+
+def test_a_message_with_thousands_of_session_key_packets_is_refused_before_parsing() -> None:
+    honest = pgp.encrypt(b"x", [key_for(EMAIL).public])
+    data = openpgp_packets.dearmor(honest, "MESSAGE")
+    assert data[0] == 0xC1 and data[1] < 192, "expects a short session-key packet first"
+    pkesk = data[: 2 + data[1]]
+    hostile = armor(pkesk * 5000 + data, "MESSAGE")
+    t0 = time.perf_counter()
+    with pytest.raises(LocalError, match="more than 256 packets"):
+        pgp.decrypt(hostile, key_for(EMAIL))
+    assert time.perf_counter() - t0 < 1.0
