@@ -46,9 +46,9 @@ def _parse_key(text: str) -> Any:
     """Parse exactly one key (public or secret); raise ValueError saying why not."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError("it is empty")
-    openpgp_packets.check_key_shape(text)
+    data = openpgp_packets.check_key_shape(text)
     try:
-        key, found = pgpy.PGPKey.from_blob(text)
+        key, found = pgpy.PGPKey.from_blob(bytearray(data))
     except Exception as exc:
         raise ValueError("it is not OpenPGP key data") from exc
     if key._key is None:
