@@ -298,6 +298,9 @@ class Protocol:
         if not all(is_message_id(i) for i in ids):
             raise MMTPError(errors.BAD_REQUEST, "every messageId must be 32 lowercase hex")
         deleted = self.store.delete_messages(email, ids)
+        log.info(
+            "audit: %s deleted %d of %d messages from %s", session.peer, deleted, len(ids), email
+        )
         return Outcome(ok(deleted=deleted), durable=deleted > 0)
 
     def _register_key(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
@@ -347,6 +350,7 @@ class Protocol:
             verb = "updated"
         else:
             verb = "replaced"
+        log.info("audit: %s %s the key of %s (%s)", session.peer, verb, email, key.fingerprint)
         return Outcome(
             ok(message=f"Public key {verb} successfully", fingerprint=key.fingerprint),
             durable=True,
@@ -387,9 +391,13 @@ class Protocol:
                     f"authentication as {email} failed: sign this connection's challenge with "
                     "the private key registered for that address",
                 )
-        except MMTPError:
+        except MMTPError as exc:
+            log.info(
+                "audit: %s AUTH failed (%s) as %.80r", session.peer, exc.code, data.get("email")
+            )
             self.failures.record_failure(session.peer, now)
             raise
+        log.info("audit: %s authenticated as %s (%s)", session.peer, email, key.fingerprint)
         session.authenticated = email
         session.auth_fingerprint = key.fingerprint
         return Outcome(ok(message="Authenticated", email=email))
