@@ -23,7 +23,7 @@ from collections.abc import Callable
 # Kinds remembered at once; past it new kinds share one budget, so messages built with
 # their data inside the template (an f-string) cannot grow the table without bound.
 MAX_KINDS = 512
-_OVERFLOW = ("*", 0, "(other messages)")
+_OVERFLOW = ("*", 0, "(messages of other kinds)")
 _SUMMARY_FLAG = "_mmtp_summary"
 
 _installed: weakref.WeakSet[RepeatLimiter] = weakref.WeakSet()
@@ -78,11 +78,11 @@ class RepeatLimiter(logging.Filter):
             due = self._sweep(now)
             window = self._windows.get(key)
             if window is None:
-                if len(self._windows) >= MAX_KINDS:
+                if len(self._windows) - (_OVERFLOW in self._windows) >= MAX_KINDS:
                     key = _OVERFLOW
                     window = self._windows.get(key)
                 if window is None:
-                    window = self._windows[key] = _Window(now, record, template)
+                    window = self._windows[key] = _Window(now, record, key[2])
             if window.passed < self.lines:
                 window.passed += 1
                 allowed = True
