@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import socket
 import stat
 import threading
@@ -21,6 +22,8 @@ from helpers import ALICE, BOB, Wire, auth_signature, key_for, registered
 from load_tools import Sampler, ServerProcess, code_of, register, timed_send
 
 from mmtp_proto import pgp
+from mmtp_proto.config import ServerConfig
+from mmtp_proto.errors import LocalError
 from mmtp_proto.framing import encode_frame
 
 PROMPT = 2.0
@@ -356,3 +359,30 @@ def test_audit_lines_for_auth_keys_and_deletions(start_server, caplog):
     assert f"replaced the key of {ALICE} ({new_key.public.fingerprint})" in text
     assert f"deleted 0 of 1 messages from {ALICE}" in text
     assert all("127.0.0.1" in line for line in audit)
+
+
+# ---------------------------------------------------------------------------- configuration
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"max_connections_per_network": 0}, "max_connections_per_network must be at least 1"),
+        ({"unfinished_frames_budget": 4096, "max_frame_bytes": 8192}, "at least max_frame_bytes"),
+        ({"slow_frame_min_rate": -1}, "slow_frame_min_rate must be 0 (off) or more"),
+        ({"slow_frame_grace": 0.0}, "slow_frame_grace must be positive"),
+        ({"log_limit_lines": -5}, "log_limit_lines must be 0 (off) or more"),
+        ({"log_limit_seconds": -1.0}, "log_limit_seconds must be positive"),
+    ],
+)
+def test_new_settings_are_validated(overrides, words):
+    with pytest.raises(LocalError, match=re.escape(words)):
+        ServerConfig(**overrides).validate()
+
+
+def test_defaults_keep_the_spec_floor_and_bound_unfinished_frames():
+    defaults = ServerConfig().validate()
+    assert defaults.max_connections_per_ip >= 20
+    assert defaults.max_connections_per_network >= defaults.max_connections_per_ip
+    assert defaults.max_connections >= 1000
+    assert defaults.max_frame_bytes <= defaults.unfinished_frames_budget <= 128 * 1024 * 1024
