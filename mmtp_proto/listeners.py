@@ -10,6 +10,7 @@ import logging
 import os
 import resource
 import socket
+import stat
 import tempfile
 from pathlib import Path
 
@@ -52,8 +53,16 @@ def make_private_dir(path: Path) -> None:
     """The data directory holds mail: 0700. A wider existing one is tightened, with a warning
     (systemd's StateDirectory= and plain mkdir make 0755 ones)."""
     try:
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
+        st_mode = path.stat().st_mode
+        mode = st_mode & 0o777
+        if st_mode & stat.S_ISVTX:
+            # /tmp and its kind: closing it would break every other user of it.
+            log.warning(
+                "data directory %s is a shared directory (sticky bit); left as it is: "
+                "give the server a directory of its own",
+                path,
+            )
+        elif mode & 0o077:
             path.chmod(0o700)
             log.warning(
                 "data directory %s was mode %o (others could list it); now 0700", path, mode
