@@ -298,9 +298,7 @@ class Protocol:
         if not all(is_message_id(i) for i in ids):
             raise MMTPError(errors.BAD_REQUEST, "every messageId must be 32 lowercase hex")
         deleted = self.store.delete_messages(email, ids)
-        log.info(
-            "audit: %s deleted %d of %d messages from %s", session.peer, deleted, len(ids), email
-        )
+        log.info("audit: %s deleted %d of %d from %s", session.peer, deleted, len(ids), email)
         return Outcome(ok(deleted=deleted), durable=deleted > 0)
 
     def _register_key(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
@@ -392,9 +390,7 @@ class Protocol:
                     "the private key registered for that address",
                 )
         except MMTPError as exc:
-            log.info(
-                "audit: %s AUTH failed (%s) as %.80r", session.peer, exc.code, data.get("email")
-            )
+            log.info("audit: %s AUTH failed (%s) %.80r", session.peer, exc.code, data.get("email"))
             self.failures.record_failure(session.peer, now)
             raise
         log.info("audit: %s authenticated as %s (%s)", session.peer, email, key.fingerprint)

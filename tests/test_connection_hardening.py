@@ -360,10 +360,10 @@ def test_audit_lines_for_auth_keys_and_deletions(start_server, caplog):
     print(text)
     fingerprint = key_for(ALICE).public.fingerprint
     assert f"registered the key of {ALICE} ({fingerprint})" in text
-    assert f"AUTH failed (AUTH_FAILED) as '{ALICE}'" in text
+    assert f"AUTH failed (AUTH_FAILED) '{ALICE}'" in text
     assert f"authenticated as {ALICE} ({fingerprint})" in text
     assert f"replaced the key of {ALICE} ({new_key.public.fingerprint})" in text
-    assert f"deleted 0 of 1 messages from {ALICE}" in text
+    assert f"deleted 0 of 1 from {ALICE}" in text
     assert all("127.0.0.1" in line for line in audit)
 
 
