@@ -1,7 +1,7 @@
 """The server's event loop: `selectors`, non-blocking sockets, TLS handshakes, timers and
-admission (the connection caps of SPEC §7, with the unfinished-frame budget and minimum rate
-of `admission`). No protocol here: each connection's requests and
-answers are its `server_connection.ServerConnection`'s; this only moves their bytes.
+admission (SPEC §7: connection caps, the unfinished-frame budget and minimum rate, counted
+by `admission`). No protocol here: each connection's requests and answers are its
+`server_connection.ServerConnection`'s; this only moves their bytes.
 
 Every turn answers what the connections have buffered, then commits once (group commit,
 `Protocol.commit`); the turn's answers leave only after that commit.
