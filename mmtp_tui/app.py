@@ -3,10 +3,12 @@ runs the local server when the account wants one, and shows the screens."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable
 
 from textual.app import App, SystemCommand
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from mmtp_proto.errors import LocalError
@@ -118,6 +120,19 @@ class MailApp(App):
             self._waiting.discard(event)
         return bool(answer and answer[0])
 
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Notifications carry addresses, paths and server words: never markup (a `[/x]`
+        typed by the user would otherwise crash the app)."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
+
     # ------------------------------------------------------------------ life cycle
 
     def on_mount(self) -> None:
@@ -196,6 +211,38 @@ class MailApp(App):
         if self._store is not None:
             self._store.close()
 
+    def keep_unsent_composes(self) -> int:
+        """Save every open, changed compose as a draft (before quitting, or on a crash);
+        returns how many were kept."""
+        from .screens.compose import ComposeScreen
+
+        kept = 0
+        for screen in list(self.screen_stack):
+            if not isinstance(screen, ComposeScreen):
+                continue
+            keep = getattr(screen, "keep_as_draft", None)
+            if callable(keep):
+                kept += bool(keep())
+                continue
+            # Until the compose screen offers keep_as_draft(): the same test as its Esc.
+            to, subject, body = screen._fields()
+            if (to, subject, body) != screen.initial and (subject.strip() or body.strip()):
+                screen.action_save_draft()
+                kept += 1
+        return kept
+
+    async def action_quit(self) -> None:
+        """ctrl+q never loses a message being written: it is kept in Drafts."""
+        with contextlib.suppress(Exception):  # a failing save must not stop the quit
+            self.keep_unsent_composes()
+        self.exit()
+
+    def _handle_exception(self, error: Exception) -> None:
+        # A crash must not lose a compose either; saving is best effort here.
+        with contextlib.suppress(Exception):
+            self.keep_unsent_composes()
+        super()._handle_exception(error)
+
     # ------------------------------------------------------------------ app actions
 
     def action_help(self) -> None:
@@ -221,16 +268,25 @@ class MailApp(App):
         self.push_screen(ChoiceScreen("Accounts (the active one is used):", choices), chosen)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
-        yield SystemCommand("Help", "Show every key binding", self.action_help)
-        yield SystemCommand("Theme", "Switch dark/light", self.action_toggle_theme)
-        yield SystemCommand("Accounts", "Switch or add accounts", self.action_accounts)
+        seen: set[str] = set()
+        for command in super().get_system_commands(screen):
+            seen.add(command.title.lower())
+            yield command
+        for command in (
+            SystemCommand("Help", "Show every key binding", self.action_help),
+            SystemCommand("Theme", "Switch dark/light", self.action_toggle_theme),
+            SystemCommand("Accounts", "Switch or add accounts", self.action_accounts),
+        ):
+            if command.title.lower() not in seen:
+                seen.add(command.title.lower())
+                yield command
         if isinstance(screen, MainScreen):
             for key in keymap.MAIN:
-                if "(" in key.action or key.action.startswith("app."):
+                if key.description.lower() in seen or key.action.startswith("app."):
                     continue
+                seen.add(key.description.lower())
                 yield SystemCommand(
                     key.description,
-                    f"{key.id} ({key.keys})",
+                    f"{key.id} ({keymap.display_keys(key.keys)})",
                     lambda action=key.action: screen.run_action(action),
                 )

@@ -1,4 +1,6 @@
-"""Small modal questions: a passphrase, yes/no, one line of text, a choice."""
+"""Small modal questions: a passphrase, yes/no, one line of text, a choice.
+
+Questions and choices often quote addresses, paths or server words: shown as plain text."""
 
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ class PromptScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question, classes="dialog-question")
+            yield Label(self.question, classes="dialog-question", markup=False)
             yield Input(
                 self.value,
                 password=self.password,
@@ -68,7 +70,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question, classes="dialog-question")
+            yield Label(self.question, classes="dialog-question", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button(f"{self.yes} (y)", variant="primary", id="yes")
                 yield Button(f"{self.no} (n)", id="no")
@@ -93,8 +95,8 @@ class ChoiceScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question, classes="dialog-question")
-            yield OptionList(*[Option(label, id=cid) for cid, label in self.choices])
+            yield Label(self.question, classes="dialog-question", markup=False)
+            yield OptionList(*[Option(label, id=cid) for cid, label in self.choices], markup=False)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()

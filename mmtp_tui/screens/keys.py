@@ -124,7 +124,7 @@ class KeysScreen(Screen[None]):
             self.post_message(Failed(error_text(exc), what=what))
 
     def on_stage(self, message: Stage) -> None:
-        self.query_one("#key-status", Static).update(f"[b]{message.text}[/b]")
+        self.query_one("#key-status", Static).update(Text(message.text, style="bold"))
 
     def on_done(self, message: Done) -> None:
         self.query_one("#key-status", Static).update("")
@@ -153,7 +153,7 @@ class KeysScreen(Screen[None]):
         if message.what == "check":
             self.registered = False
             self.query_one("#key-status", Static).update(
-                f"[yellow]Server not reachable: {message.text}[/yellow]"
+                Text(f"Server not reachable: {message.text}", style="yellow")
             )
             return
         self.notify(message.text, severity="error", timeout=10)

@@ -104,6 +104,9 @@ class MainScreen(Screen):
 
     @on(OptionList.OptionHighlighted, "#folders")
     def folder_chosen(self, event: OptionList.OptionHighlighted) -> None:
+        # Keys arrive in bursts: only the highlight that is still current counts.
+        if event.option_index != event.option_list.highlighted:
+            return
         if event.option.id and event.option.id != self.folder:
             self.folder = str(event.option.id)
             self.search_text = None

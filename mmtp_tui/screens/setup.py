@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import ClassVar
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -215,10 +216,10 @@ class SetupScreen(Screen):
             self.post_message(Failed(error_text(exc), what="setup"))
 
     def on_stage(self, message: Stage) -> None:
-        self.query_one("#setup-status", Static).update(message.text)
+        self.query_one("#setup-status", Static).update(Text(message.text))
 
     def on_failed(self, message: Failed) -> None:
-        self.query_one("#setup-status", Static).update(f"[red]{message.text}[/red]")
+        self.query_one("#setup-status", Static).update(Text(message.text, style="red"))
         self.notify(message.text, title="Setup failed", severity="error", timeout=10)
         self.query_one("#create", Button).disabled = False
 
