@@ -27,6 +27,7 @@ from ..messages import (
     RegistrationUnknown,
     Stage,
 )
+from ..provisioning import generating_label
 from ..session import AccountSession, error_text
 from .dialogs import (
     ChoiceScreen,
@@ -35,12 +36,6 @@ from .dialogs import (
     PassphraseScreen,
     PromptScreen,
 )
-
-
-def generating_label(algorithm: str) -> str:
-    if algorithm == "rsa4096":
-        return "Generating an RSA-4096 key (this can take a minute)…"
-    return f"Generating an {algorithm} key…"
 
 
 class KeysScreen(Screen[None]):

@@ -7,6 +7,7 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from ..attachments import safe_name
 from ..mailstore import StoredMessage
 from .message_list import short_date
 
@@ -59,7 +60,8 @@ def render_message(message: StoredMessage, thread: list[StoredMessage]) -> Text:
     text.append("\n")
     text.append_text(security_lines(message))
     for index, att in enumerate(message.attachments, 1):
-        text.append(f"📎 {index}. {att.get('filename')} ", style="bold")
+        name = safe_name(str(att.get("filename") or "attachment"))
+        text.append(f"📎 {index}. {name} ", style="bold")
         text.append(f"({att.get('contentType')}, {att.get('size')} bytes) — s saves\n")
     text.append("─" * 40 + "\n", style="dim")
     text.append(message.body or "")
