@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from textual.app import App, SystemCommand
 from textual.notifications import SeverityLevel
@@ -194,6 +194,29 @@ class MailApp(App):
             self.show_main(session)
 
         self.push_screen(PassphraseScreen(f"Passphrase for the key of {session.address}:"), unlock)
+
+    def with_unlocked_key(
+        self, session: AccountSession, then: Callable[[], None], *, why: str = ""
+    ) -> None:
+        """Run `then` once the key is unlocked, asking for the passphrase if needed: after
+        an Esc at start-up, every action that needs the key offers to unlock it again."""
+        if not session.needs_passphrase():
+            then()
+            return
+
+        def unlock(passphrase: str | None) -> None:
+            if passphrase is None:
+                self.notify("The key stays locked.", severity="warning")
+                return
+            try:
+                session.unlock(passphrase)
+            except LocalError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            then()
+
+        question = f"The key of {session.address} is locked{why}. Its passphrase:"
+        self.push_screen(PassphraseScreen(question), unlock)
 
     def show_main(self, session: AccountSession) -> None:
         self.switch_screen(MainScreen(session)) if self._has_base_screen() else self.push_screen(

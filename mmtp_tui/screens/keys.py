@@ -226,28 +226,11 @@ class KeysScreen(Screen[None]):
     # ------------------------------------------------------------------ actions
 
     def with_unlocked_key(self, then: Callable[[], None]) -> None:
-        """Run `then` once the key is unlocked, asking for the passphrase if needed (after
-        an Esc at start-up the key is still locked: offer again here)."""
-        if not self.session.needs_passphrase():
-            then()
-            return
-
-        def unlock(passphrase: str | None) -> None:
-            if passphrase is None:
-                self.notify("The key stays locked.", severity="warning")
-                return
-            try:
-                self.session.unlock(passphrase)
-            except LocalError as exc:
-                self.notify(str(exc), severity="error")
-                return
+        def unlocked() -> None:
             self.refresh_view()
             then()
 
-        self.app.push_screen(
-            PassphraseScreen(f"The key is locked. Passphrase for {self.session.address}:"),
-            unlock,
-        )
+        self.app.with_unlocked_key(self.session, unlocked)  # type: ignore[attr-defined]
 
     def action_generate(self) -> None:
         def chosen(algorithm: str | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from textual import on, work
@@ -57,7 +58,10 @@ class MainScreen(Screen):
         self.title = f"mmtp — {self.session.address}"
         self.refresh_view()
         self.query_one("#messages", MessageList).focus()
-        self.action_fetch()
+        if self.session.needs_passphrase():
+            self.sub_title = "key locked: g unlocks it and gets mail"
+        else:
+            self.fetch_worker()
         interval = max(10, int(self.session.account.check_interval or 60))
         self.set_interval(interval, self.check_new, name="check")
 
@@ -130,9 +134,15 @@ class MainScreen(Screen):
 
     # ------------------------------------------------------------------ fetching
 
+    def needing_key(self, then: Callable[[], None], why: str) -> None:
+        self.app.with_unlocked_key(self.session, then, why=why)  # type: ignore[attr-defined]
+
     def action_fetch(self) -> None:
-        self.sub_title = "getting mail…"
-        self.fetch_worker()
+        def go() -> None:
+            self.sub_title = "getting mail…"
+            self.fetch_worker()
+
+        self.needing_key(go, ": getting mail needs it")
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="fetch")
     def fetch_worker(self) -> None:
@@ -143,6 +153,8 @@ class MainScreen(Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="check")
     def check_new(self) -> None:
+        if self.session.needs_passphrase():
+            return  # locked: the user chose not to unlock yet; g offers it again
         try:
             count = self.session.check()
         except (MMTPError, LocalError, OSError):
@@ -177,7 +189,12 @@ class MainScreen(Screen):
     def action_compose(self) -> None:
         from .compose import ComposeScreen
 
-        self.app.push_screen(ComposeScreen(self.session), lambda _: self.refresh_view())
+        self.needing_key(
+            lambda: self.app.push_screen(
+                ComposeScreen(self.session), lambda _: self.refresh_view()
+            ),
+            ": sending needs it",
+        )
 
     def open_draft(self, draft_id: int) -> None:
         from .compose import ComposeScreen
@@ -198,6 +215,9 @@ class MainScreen(Screen):
             )
 
     def compose_from(self, prefill: Prefill) -> None:
+        self.needing_key(lambda: self._compose_from(prefill), ": sending needs it")
+
+    def _compose_from(self, prefill: Prefill) -> None:
         from .compose import ComposeScreen
 
         self.app.push_screen(

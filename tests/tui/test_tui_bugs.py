@@ -200,3 +200,34 @@ async def test_80x24_footer_fits_and_list_shows_more_than_5_rows(server, tui_set
         rows_visible = table.scrollable_content_region.height - 1  # minus the header row
         assert rows_visible >= 8, rows_visible
         assert ALICE  # the account the app shows
+
+
+async def test_after_esc_at_the_passphrase_fetch_offers_to_unlock(server, tui_settings):
+    """Bug 8: after Esc at the passphrase prompt nothing offered to unlock again."""
+    from mmtp_tui.screens.dialogs import PassphraseScreen
+
+    settings = tui_settings(server)
+    setup_app = alice_app(server, tui_settings)
+    async with setup_app.run_test(size=SIZE) as pilot:
+        main = await wait_for_screen(setup_app, pilot, MainScreen)
+        main.session.generate_key("ed25519", "secret")
+        main.session.register()
+        await settle(setup_app, pilot)
+    known = KnownServers()
+    app = MailApp(settings, known_servers=known)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for_screen(app, pilot, PassphraseScreen)
+        await pilot.press("escape")
+        main = await wait_for_screen(app, pilot, MainScreen)
+        await settle(app, pilot)
+        assert main.session.needs_passphrase()
+        await pilot.press("g")
+        await wait_for_screen(app, pilot, PassphraseScreen)
+        await pilot.press(*"secret", "enter")
+        await wait_for_screen(app, pilot, MainScreen)
+        await settle(app, pilot)
+        assert not main.session.needs_passphrase()
+        notes = [n.message for n in app._notifications]
+        assert not any("Could not get mail" in n for n in notes), notes
+        await pilot.press("c")
+        await wait_for_screen(app, pilot, ComposeScreen)  # unlocked: no question now
