@@ -141,6 +141,7 @@ class MailApp(App):
             self.animation_level = "none"
         if self.settings.keymap:
             self.set_keymap(self.settings.keymap)
+        self.set_interval(2, self.watch_local_server, name="local-server-watch")
         account = self.settings.account
         if account is None:
             self.push_screen(SetupScreen(first_run=True))
@@ -167,6 +168,45 @@ class MailApp(App):
                 self.notify, f"The local server did not start: {exc}", severity="error"
             )
         self.call_from_thread(lambda: self.open_session(self.make_session(account)))
+
+    def watch_local_server(self) -> None:
+        """Cheap, on the UI thread: notice (and reap) a local server that died."""
+        server = self.local_server
+        if server is None or server.info is None or server.running():
+            return
+        if any(w.name == "local-server-restart" and not w.is_finished for w in self.workers):
+            return
+        self.notify("The local server stopped; starting it again…", severity="warning")
+        self.run_worker(
+            self._restart_local_server,
+            thread=True,
+            exit_on_error=False,
+            name="local-server-restart",
+        )
+
+    def _restart_local_server(self) -> None:
+        server = self.local_server
+        assert server is not None
+        try:
+            info = server.restart_if_dead()
+        except LocalError as exc:
+            self.call_from_thread(
+                self.notify, f"The local server did not restart: {exc}", severity="error"
+            )
+            return
+        if info is None:
+            return
+        session = self.session
+        if session is not None and session.account.local_server:
+            account = session.account
+            account.host, account.port, account.secure_port = (
+                info.host,
+                info.port,
+                info.secure_port,
+            )
+            session.known_servers.forget(info.host, info.secure_port)
+            session.known_servers.pin(info.host, info.secure_port, info.fingerprint)
+        self.call_from_thread(self.notify, "The local server is running again.")
 
     def open_session(self, session: AccountSession) -> None:
         self.session = session

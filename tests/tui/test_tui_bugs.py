@@ -231,3 +231,30 @@ async def test_after_esc_at_the_passphrase_fetch_offers_to_unlock(server, tui_se
         assert not any("Could not get mail" in n for n in notes), notes
         await pilot.press("c")
         await wait_for_screen(app, pilot, ComposeScreen)  # unlocked: no question now
+
+
+async def test_a_dead_local_server_is_reaped_and_restarted(tmp_path):
+    """Bug 7: the app's own server died, left a <defunct> child and every fetch failed."""
+    import signal
+
+    from mmtp_tui.local_server import LocalServer
+
+    settings = config.Settings(path=config.default_config_path())
+    settings.add_account(config.Account(name="alice", address=ALICE, local_server=True))
+    server = LocalServer(tmp_path / "local", difficulty=8, ports=(0, 0))
+    app = MailApp(settings, local_server=server)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for_screen(app, pilot, MainScreen)
+        await settle(app, pilot)
+        first = server.info.pid
+        os.kill(first, signal.SIGKILL)
+        for _ in range(1000):
+            await pilot.pause(0.05)
+            if server.info is not None and server.info.pid != first and server.running():
+                break
+        assert server.info.pid != first and server.running()
+        assert not os.path.exists(f"/proc/{first}")  # reaped, not <defunct>
+        account = app.session.account
+        assert (account.port, account.secure_port) == (server.info.port, server.info.secure_port)
+        notes = [n.message for n in app._notifications]
+        assert any("running again" in n for n in notes), notes
