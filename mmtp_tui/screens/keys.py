@@ -38,6 +38,18 @@ from .dialogs import (
 )
 
 
+def local_server_text(host: str, port: int, secure_port: int, fingerprint: str) -> Text:
+    """What another user of this machine needs to use the server this app runs."""
+    text = Text()
+    text.append("\nThis machine's server", style="bold")
+    text.append(" (run by this app; other users choose 'Connect to a server'):\n")
+    text.append(f"host {host}, port {port}, TLS port {secure_port}\n")
+    text.append("TLS fingerprint ")
+    text.append(fingerprint, style="bold")
+    text.append("\n")
+    return text
+
+
 class KeysScreen(Screen[None]):
     BINDINGS = bindings(keymap.KEYS)
 
@@ -55,6 +67,7 @@ class KeysScreen(Screen[None]):
             yield Label("[b]Contacts' keys[/b] (pinned on first use)")
             yield DataTable(id="contacts", cursor_type="row")
             yield Static("", id="key-warnings")
+            yield Static("", id="server-info")
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -105,6 +118,14 @@ class KeysScreen(Screen[None]):
         for change in changes.values():
             warnings.append("⚠ " + change.text + "\n", style="bold red")
         self.query_one("#key-warnings", Static).update(warnings)
+        server = getattr(self.app, "local_server", None)
+        info = server.info if server is not None else None
+        block = self.query_one("#server-info", Static)
+        block.display = info is not None
+        if info is not None:
+            block.update(
+                local_server_text(info.host, info.port, info.secure_port, info.fingerprint)
+            )
 
     def _selected_contact(self) -> str | None:
         table = self.query_one("#contacts", DataTable)

@@ -258,3 +258,21 @@ async def test_a_dead_local_server_is_reaped_and_restarted(tmp_path):
         assert (account.port, account.secure_port) == (server.info.port, server.info.secure_port)
         notes = [n.message for n in app._notifications]
         assert any("running again" in n for n in notes), notes
+
+
+async def test_keys_pane_shows_the_local_server_to_its_host_user(tmp_path):
+    """Bug 11: the host user never saw the local server's address and fingerprint."""
+    from mmtp_tui.local_server import LocalServer
+
+    settings = config.Settings(path=config.default_config_path())
+    settings.add_account(config.Account(name="alice", address=ALICE, local_server=True))
+    server = LocalServer(tmp_path / "local", difficulty=8, ports=(0, 0))
+    app = MailApp(settings, local_server=server)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for_screen(app, pilot, MainScreen)
+        await settle(app, pilot)
+        await pilot.press("k")
+        keys = await wait_for_screen(app, pilot, KeysScreen)
+        await settle(app, pilot)
+        shown = str(keys.query_one("#server-info", Static).render())
+        assert server.info.fingerprint in shown and str(server.info.secure_port) in shown
