@@ -83,7 +83,7 @@ class AccountSession:
         self.keystore = keystore or default_keystore()
         self.known_servers = known_servers or KnownServers()
         self.on_new_fingerprint = on_new_fingerprint
-        self.contacts = Contacts(self.keystore)
+        self.contacts = Contacts.for_account(self.keystore, account.name)
         self._key: pgp.PrivateKey | None = None
         self._old_keys: list[pgp.PrivateKey] = []
         self._lock = threading.Lock()

@@ -150,3 +150,28 @@ def test_save_never_overwrites_and_never_follows_links(tmp_path):
     assert saved.name == "b (1).txt" and not target.exists()
     assert attachments.save(tmp_path, "noext", b"x").name == "noext"
     assert attachments.save(tmp_path, "noext", b"x").name == "noext (1)"
+
+
+# ---------------------------------------------------------------- contacts
+
+
+def test_pins_are_per_account_and_old_shared_pins_are_kept(tmp_path):
+    """Issue 10 bug 14: two servers may both serve `localhost`; a pin made through one
+    account must not be used by another."""
+    from mmtp_proto import pgp
+    from mmtp_proto.keystore import Keystore
+    from mmtp_tui.contacts import CHANGED, PINNED, Contacts
+
+    keystore = Keystore(tmp_path / "keystore")
+    carol = pgp.generate_key("(carol)%(localhost)", "Carol", algorithm="ed25519").public
+    keystore.save_contact("(carol)%(localhost)", carol.armored)  # a pin from before
+    other = pgp.generate_key("(bob)%(localhost)", "Bob", algorithm="ed25519").public
+    imposter = pgp.generate_key("(bob)%(localhost)", "Bob", algorithm="ed25519").public
+    work = Contacts.for_account(keystore, "work")
+    home = Contacts.for_account(keystore, "home server")
+    assert work.get("(carol)%(localhost)") == carol == home.get("(carol)%(localhost)")
+    assert work.observe(BOB, other) == PINNED
+    assert home.get(BOB) is None
+    assert home.observe(BOB, imposter) == PINNED  # its own server's key, its own pin
+    assert work.observe(BOB, imposter) == CHANGED
+    assert Contacts.for_account(keystore, "work").get(BOB) == other
