@@ -276,3 +276,50 @@ async def test_keys_pane_shows_the_local_server_to_its_host_user(tmp_path):
         await settle(app, pilot)
         shown = str(keys.query_one("#server-info", Static).render())
         assert server.info.fingerprint in shown and str(server.info.secure_port) in shown
+
+
+async def test_saving_attachments_is_safe(server, tui_settings, tmp_path):
+    """Issue 11 item 11: saving overwrote files, followed links, took `.bashrc` and bidi
+    tricks as they came."""
+    from mmtp_proto.packet import make_attachment
+    from mmtp_tui.screens.dialogs import ConfirmScreen
+
+    known = KnownServers()
+    known.pin(*server.tls_address, server.tls_fingerprint)
+    store = MailStore(default_store_path())
+    store.add_message(
+        "alice",
+        packet={"sender": BOB, "recipient": ALICE, "meta": {"messageId": "m1", "timestamp": 1}},
+        direction="in",
+        folder="Inbox",
+        subject="files",
+        body="see attached",
+        attachments=[
+            make_attachment("../report.txt", b"new report", "text/plain"),
+            make_attachment(".bashrc", b"rm -rf ~", "text/plain"),
+            make_attachment("photo\u202egpj.exe", b"MZ", "application/octet-stream"),
+        ],
+    )
+    target = tmp_path / "downloads"
+    target.mkdir()
+    (target / "report.txt").write_bytes(b"mine")
+    app = MailApp(tui_settings(server), known_servers=known, store=store)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for_screen(app, pilot, MainScreen)
+        await settle(app, pilot)
+        await pilot.press("s")
+        prompt = await wait_for_screen(app, pilot, PromptScreen)
+        prompt.query_one(Input).value = str(target)
+        await pilot.press("enter")
+        confirm = await wait_for_screen(app, pilot, ConfirmScreen)
+        assert ".bashrc" in confirm.question
+        await pilot.press("n")
+        await pilot.pause()
+    assert sorted(p.name for p in target.iterdir()) == [
+        "_bashrc",
+        "photogpj.exe",
+        "report (1).txt",
+        "report.txt",
+    ]
+    assert (target / "report.txt").read_bytes() == b"mine"
+    assert not (tmp_path / "report.txt").exists()
