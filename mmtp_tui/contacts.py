@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmtp_proto import pgp
-from mmtp_proto.address import normalize_address
+from mmtp_proto.address import Address, normalize_address
 from mmtp_proto.errors import LocalError
 from mmtp_proto.keystore import Keystore
 
@@ -155,7 +155,7 @@ class Contacts:
         for path in sorted(directory.glob("*.pub.asc")):
             stem = path.name.removesuffix(".pub.asc")
             name, _, domain = stem.rpartition("@")
-            email = f"({name})%({domain})"
+            email = str(Address(name, domain))
             key = self.get(email)
             if key is not None:
                 out.append(Contact(email, key.fingerprint, key.algorithm, key.name))

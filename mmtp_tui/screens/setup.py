@@ -15,6 +15,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
+from mmtp_proto.address import Address
 from mmtp_proto.errors import LocalError, MMTPError
 
 from ..config import Account
@@ -76,7 +77,7 @@ class SetupScreen(Screen):
                 classes="server-field",
             )
             yield Label("Address, as (name)%(domain)")
-            yield Input(f"({default_local_name()})%(localhost)", id="address")
+            yield Input(str(Address(default_local_name(), "localhost")), id="address")
             yield Label("Your name (shown on your key)")
             yield Input(default_local_name().title(), id="display-name")
             yield Label("Key")

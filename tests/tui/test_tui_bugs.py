@@ -323,3 +323,31 @@ async def test_saving_attachments_is_safe(server, tui_settings, tmp_path):
     ]
     assert (target / "report.txt").read_bytes() == b"mine"
     assert not (tmp_path / "report.txt").exists()
+
+
+async def test_a_crash_keeps_an_unsent_compose_as_a_draft(server, tui_settings):
+    """Bug 2's second half: a crash must never lose a compose."""
+    app = alice_app(server, tui_settings)
+    crashed = False
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for_screen(app, pilot, MainScreen)
+            await settle(app, pilot)
+            await pilot.press("c")
+            compose = await wait_for_screen(app, pilot, ComposeScreen)
+            compose.query_one("#body", TextArea).text = "Survive the crash."
+
+            def boom() -> None:
+                raise RuntimeError("a bug somewhere")
+
+            app.call_later(boom)
+            await pilot.pause(0.2)
+    except RuntimeError:
+        crashed = True
+    assert crashed
+    store = MailStore(default_store_path())
+    try:
+        (draft,) = store.drafts("alice")
+    finally:
+        store.close()
+    assert draft.body == "Survive the crash."
