@@ -59,7 +59,7 @@ KEYS = (
     Key("keys.register", "r", "register", "Register"),
     Key("keys.fetch", "f", "fetch_contact", "Fetch"),
     Key("keys.pin", "n", "pin_offered", "Pin new"),
-    Key("keys.remove", "d,delete", "remove_contact", "Remove"),
+    Key("keys.remove", "d,delete", "remove_contact", "Remove", show=False),
     Key("keys.close", "escape", "close", "Back"),
 )
 

@@ -199,7 +199,13 @@ async def test_80x24_footer_fits_and_list_shows_more_than_5_rows(server, tui_set
         table = main.query_one(MessageList)
         rows_visible = table.scrollable_content_region.height - 1  # minus the header row
         assert rows_visible >= 8, rows_visible
-        assert ALICE  # the account the app shows
+        await pilot.press("k")
+        keys_screen = await wait_for_screen(app, pilot, KeysScreen)
+        await settle(app, pilot)
+        keys = list(keys_screen.query_one(Footer).query("FooterKey"))
+        assert keys and all(k.region.right <= 80 for k in keys), [
+            (k.description, k.region.right) for k in keys
+        ]
 
 
 async def test_after_esc_at_the_passphrase_fetch_offers_to_unlock(server, tui_settings):
