@@ -1,17 +1,18 @@
-"""Listening sockets, the open-files limit and the ready file: the server's start, OS side."""
+"""Listening sockets, the open-files limit, the ready file and the data directory's mode:
+the server's start, OS side."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import logging
 import os
 import resource
 import socket
-import tempfile
+import stat
 from pathlib import Path
 
+from .atomic_file import write_atomically
 from .errors import LocalError
 
 log = logging.getLogger("mmtp.server")
@@ -47,6 +48,28 @@ def raise_nofile_limit(wanted: int) -> None:
         log.warning("could not raise the open-files limit: %s", exc)
 
 
+def make_private_dir(path: Path) -> None:
+    """The data directory holds mail: 0700. A wider existing one is tightened, with a warning
+    (systemd's StateDirectory= and plain mkdir make 0755 ones)."""
+    try:
+        st_mode = path.stat().st_mode
+        mode = st_mode & 0o777
+        if st_mode & stat.S_ISVTX:
+            # /tmp and its kind: closing it would break every other user of it.
+            log.warning(
+                "data directory %s is a shared directory (sticky bit); left as it is: "
+                "give the server a directory of its own",
+                path,
+            )
+        elif mode & 0o077:
+            path.chmod(0o700)
+            log.warning(
+                "data directory %s was mode %o (others could list it); now 0700", path, mode
+            )
+    except OSError as exc:
+        log.warning("could not make the data directory %s private (0700): %s", path, exc)
+
+
 def write_ready_file(
     path: Path,
     *,
@@ -67,15 +90,6 @@ def write_ready_file(
     }
     path = path.expanduser()
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(content, out)
-                out.write("\n")
-            os.replace(temp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        write_atomically(path, (json.dumps(content) + "\n").encode("utf-8"), 0o600)
     except OSError as exc:
         raise LocalError(f"cannot write the ready file {path}: {exc.strerror or exc}") from None

@@ -1,13 +1,11 @@
 """The server's event loop: `selectors`, non-blocking sockets, TLS handshakes, timers and
-admission (the connection caps of SPEC §7). No protocol here: each connection's requests and
-answers are its `server_connection.ServerConnection`'s; this only moves their bytes.
+admission (SPEC §7: connection caps, the unfinished-frame budget and minimum rate, counted
+by `admission`). No protocol here: each connection's requests and answers are its
+`server_connection.ServerConnection`'s; this only moves their bytes.
 
 Every turn answers what the connections have buffered, then commits once (group commit,
-`Protocol.commit`); the turn's answers leave only after that commit.
-
-OpenPGP work goes to the `worker_pool`: a connection whose request waits for a job is not
-processed further until the job's result is delivered (its later answers keep their order);
-the workers' sockets are in the same selector, so a result wakes the loop like a client does.
+`Protocol.commit`); the turn's answers leave only after that commit. OpenPGP work goes to
+the worker pool (`server_jobs`); a request waiting for it holds only its own connection.
 """
 
 from __future__ import annotations
@@ -20,12 +18,15 @@ import ssl
 import threading
 import time
 
+from . import log_limit
+from .admission import Admission, over_budget
 from .config import ServerConfig
 from .peer import Peer
 from .protocol import Protocol
 from .server_connection import ServerConnection
-from .store import Store, StoreError
-from .worker_pool import PoolWorker, WorkerPool
+from .server_jobs import ServerJobs
+from .store import Store
+from .worker_pool import PoolWorker
 
 log = logging.getLogger("mmtp.server")
 
@@ -40,7 +41,7 @@ TICK = 1.0
 REJECT_SLACK = 64
 
 
-class ServerLoop:
+class ServerLoop(ServerJobs):
     """The loop state and its steps; `server.Server` opens the listeners and runs it."""
 
     def __init__(self, config: ServerConfig) -> None:
@@ -48,17 +49,20 @@ class ServerLoop:
         self._selector: selectors.BaseSelector | None = None
         self._ssl_context: ssl.SSLContext | None = None
         self._conns: dict[socket.socket, Peer] = {}
-        # Admitted connections per address; connections being refused (over a cap, told
-        # so before they are closed) count in neither cap, only in self._rejecting.
-        self._per_ip: dict[str, int] = {}
+        # Admitted connections per address and network; connections being refused (over a
+        # cap, told so before they are closed) count in no cap, only in self._rejecting.
+        self._admission = Admission(
+            total=config.max_connections,
+            per_ip=config.max_connections_per_ip,
+            per_network=config.max_connections_per_network,
+        )
         self._rejecting = 0
+        # Bytes of unfinished frames across all connections (each Peer.accounted summed).
+        self._unfinished = 0
         self._pending: set[Peer] = set()
         self._store: Store | None = None
         self._protocol: Protocol | None = None
-        self._pool: WorkerPool | None = None
-        # Jobs in the pool by ticket, and the ticket each waiting connection holds.
-        self._jobs: dict[int, Peer] = {}
-        self._tickets: dict[Peer, int] = {}
+        self._init_jobs()
         self._stop = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -71,16 +75,9 @@ class ServerLoop:
         ready: set[Peer] = set()
         try:
             while not self._stop.is_set():
-                # Connections with a job's result delivered (in _pending) go on at once.
-                timeout = (
-                    0.0
-                    if ready or self._pending
-                    else max(0.0, min(TICK, next_tick - time.monotonic()))
-                )
-                job_deadline = self._pool.next_deadline() if self._pool else None
-                if job_deadline is not None:
-                    timeout = max(0.0, min(timeout, job_deadline - time.monotonic()))
-                for key, mask in self._selector.select(timeout):
+                # Connections given a job's result (in _pending) go on at once.
+                wait = 0.0 if ready or self._pending else min(TICK, next_tick - time.monotonic())
+                for key, mask in self._selector.select(self._job_timeout(max(0.0, wait))):
                     self._dispatch_safely(key, mask)
                 self._pool_step()
                 ready = self._process_lines()
@@ -88,6 +85,7 @@ class ServerLoop:
                 if now >= next_tick:
                     next_tick = now + TICK
                     self._expire(now)
+                    log_limit.flush_due()
                     if now >= next_purge:
                         next_purge = now + PURGE_INTERVAL
                         self._purge()
@@ -107,8 +105,7 @@ class ServerLoop:
     def _dispatch(self, key: selectors.SelectorKey, mask: int) -> None:
         tag = key.data
         if isinstance(tag, PoolWorker):
-            assert self._pool is not None
-            self._pool.on_event(tag, mask)
+            self._pool_event(tag, mask)
         elif tag == "wake":
             with contextlib.suppress(OSError):
                 self._wake_r.recv(4096)
@@ -125,7 +122,6 @@ class ServerLoop:
                     self._flush(conn)
 
     def _accept(self, listener: socket.socket, *, tls: bool) -> None:
-        cfg = self.config
         for _ in range(64):
             try:
                 sock, addr = listener.accept()
@@ -139,9 +135,8 @@ class ServerLoop:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer = str(addr[0])
-            over_total = len(self._conns) - self._rejecting >= cfg.max_connections
-            over_ip = self._per_ip.get(peer, 0) >= cfg.max_connections_per_ip
-            if (over_total or over_ip) and self._rejecting >= REJECT_SLACK:
+            refused = self._admission.refusal(peer)
+            if refused and self._rejecting >= REJECT_SLACK:
                 sock.close()
                 continue
             if tls:
@@ -153,9 +148,6 @@ class ServerLoop:
                 except (OSError, ssl.SSLError):
                     sock.close()
                     continue
-            refused = None
-            if over_total or over_ip:
-                refused = "on this server" if over_total else "from your address"
             assert self._protocol is not None
             state = ServerConnection(self._protocol, peer=peer, tls=tls, refused=refused)
             conn = Peer(sock, addr, tls, state)
@@ -164,9 +156,9 @@ class ServerLoop:
             self._selector.register(sock, selectors.EVENT_READ, conn)
             if refused:
                 self._rejecting += 1
-                log.info("refusing %s: too many connections", peer)
+                log.info("refusing %s: too many connections %s", peer, refused)
             else:
-                self._per_ip[peer] = self._per_ip.get(peer, 0) + 1
+                self._admission.admit(peer)
                 log.info("connection from %s:%s (%s)", peer, addr[1], "TLS" if tls else "plain")
             if not tls:
                 self._greet(conn)
@@ -223,8 +215,34 @@ class ServerLoop:
             # TLS may hold decrypted bytes that select() cannot see.
             if not (conn.tls and sock.pending()):  # type: ignore[attr-defined]
                 break
-        if state.finished and not conn.out:
+        self._account(conn)
+        if self._unfinished > self.config.unfinished_frames_budget:
+            self._shed()
+        if state.finished and not conn.out and conn.sock in self._conns:
             self._close(conn)
+
+    def _account(self, conn: Peer) -> None:
+        """Bring the loop's total of unfinished frame bytes up to date for `conn`."""
+        held = conn.connection.unfinished
+        self._unfinished += held - conn.accounted
+        conn.accounted = held
+
+    def _shed(self) -> None:
+        """Over the unfinished-frame budget: give up the largest unfinished frames until
+        the rest fit (admission.over_budget); their connections are answered, then closed."""
+        budget = self.config.unfinished_frames_budget
+        partials = [(c, c.accounted) for c in self._conns.values() if c.accounted]
+        for conn in over_budget(partials, budget):
+            log.warning(
+                "unfinished frames use over %d bytes: shedding %s's %d bytes",
+                budget,
+                conn.peer,
+                conn.accounted,
+            )
+            conn.connection.shed()
+            self._account(conn)
+            self._pending.add(conn)
+            self._update_interest(conn)
 
     def _process_lines(self) -> set[Peer]:
         """Answer buffered requests, commit once, then release the answers."""
@@ -276,34 +294,9 @@ class ServerLoop:
         high_water = self.config.output_high_water
         for conn in batch:
             conn.connection.process(LINES_PER_TURN, high_water - len(conn.out))
-            job = conn.connection.take_job()
-            if job is not None:
-                assert self._pool is not None
-                ticket = self._pool.submit(job)
-                self._jobs[ticket] = conn
-                self._tickets[conn] = ticket
-            elif conn.connection.can_process:
+            if not self._submit_job(conn) and conn.connection.can_process:
                 self._pending.add(conn)
         self._deliver()
-
-    def _pool_step(self) -> None:
-        """Deadlines and replacements in the pool, then hand out the results."""
-        if self._pool is not None:
-            self._pool.expire()
-            self._deliver()
-
-    def _deliver(self) -> None:
-        """Give finished jobs' results to their connections, which are then processed."""
-        if self._pool is None:
-            return
-        for ticket, result in self._pool.take_results():
-            conn = self._jobs.pop(ticket, None)
-            if conn is None:
-                continue
-            self._tickets.pop(conn, None)
-            if conn.sock in self._conns:
-                conn.connection.deliver(result)
-                self._pending.add(conn)
 
     def _flush(self, conn: Peer) -> None:
         sock = conn.sock
@@ -350,25 +343,18 @@ class ServerLoop:
     def _close(self, conn: Peer) -> None:
         if self._conns.pop(conn.sock, None) is None:
             return
-        ticket = self._tickets.pop(conn, None)
-        if ticket is not None:
-            # Nobody waits for this job any more: it is dropped, or its result ignored.
-            self._jobs.pop(ticket, None)
-            if self._pool is not None:
-                self._pool.cancel(ticket)
+        self._cancel_job(conn)
         assert self._selector is not None
         with contextlib.suppress(KeyError, ValueError, OSError):
             self._selector.unregister(conn.sock)
         with contextlib.suppress(OSError):
             conn.sock.close()
+        self._unfinished -= conn.accounted
+        conn.accounted = 0
         if conn.refused:
             self._rejecting -= 1
             return
-        left = self._per_ip.get(conn.peer, 1) - 1
-        if left > 0:
-            self._per_ip[conn.peer] = left
-        else:
-            self._per_ip.pop(conn.peer, None)
+        self._admission.release(conn.peer)
         log.info("closed %s:%s", conn.peer, conn.addr[1])
 
     def _expire(self, now: float) -> None:
@@ -382,43 +368,30 @@ class ServerLoop:
                     "%s timed out (%s)", conn.peer, "handshake" if conn.handshaking else "idle"
                 )
                 self._close(conn)
+            elif self._stalled(conn, now):
+                log.info(
+                    "%s: unfinished frame of %d bytes advances under %d bytes/s; closing",
+                    conn.peer,
+                    conn.accounted,
+                    cfg.slow_frame_min_rate,
+                )
+                self._close(conn)
         assert self._protocol is not None
         self._protocol.prune_limits(time.time())
 
-    def _purge(self) -> None:
-        store = self._store
-        assert store is not None
-        # Between turns: no answer rests on the open transaction, so a failure here
-        # withdraws nothing.
+    def _stalled(self, conn: Peer, now: float) -> bool:
+        if conn.handshaking or conn.connection.closing:
+            return False
+        assert self._selector is not None
         try:
-            purged = store.purge_expired_stamps(int(time.time()))
-            store.commit()
-            if purged:
-                log.info("purged %d expired stamps", purged)
-        except StoreError as exc:
-            store.rollback()
-            log.warning("could not purge expired stamps: %s", exc)
-
-    def _drain(self) -> None:
-        """Answer what was received (waiting for jobs under way), flush for a few seconds,
-        then close every connection."""
-        with contextlib.suppress(Exception):
-            self._process_lines()
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline:
-            if self._jobs and self._pool is not None and self._selector is not None:
-                for key, mask in self._selector.select(0.01):
-                    if isinstance(key.data, PoolWorker):
-                        self._pool.on_event(key.data, mask)
-                self._pool_step()
-                with contextlib.suppress(Exception):
-                    self._process_lines()
-            elif not any(c.out for c in self._conns.values()):
-                break
-            else:
-                time.sleep(0.01)
-            for conn in list(self._conns.values()):
-                if conn.out:
-                    self._flush(conn)
-        for conn in list(self._conns.values()):
-            self._close(conn)
+            reading = bool(self._selector.get_key(conn.sock).events & selectors.EVENT_READ)
+        except (KeyError, ValueError):
+            return False
+        return conn.progress.stalled(
+            now,
+            unfinished=conn.connection.unfinished,
+            received=conn.connection.received,
+            reading=reading,
+            grace=self.config.slow_frame_grace,
+            min_rate=self.config.slow_frame_min_rate,
+        )

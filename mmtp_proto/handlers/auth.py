@@ -6,6 +6,7 @@ Failures count per (source, address), and per source against a higher ceiling.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .. import errors, pgp_jobs
@@ -16,6 +17,9 @@ from ..errors import MMTPError
 from ..protocol_base import ProtocolBase
 from ..session import Outcome, Session
 from ..store import KeyRecord
+
+# The audit lines (who authenticated, key changes, deletions) share the protocol's logger.
+log = logging.getLogger("mmtp.protocol")
 
 
 class AuthHandler(ProtocolBase):
@@ -28,15 +32,14 @@ class AuthHandler(ProtocolBase):
             )
         try:
             request = AuthRequest.from_data(data)
-        except MMTPError:
+        except MMTPError as exc:
             self._auth_rate_check(session, "", now)
-            self._record_auth_failure(session, "", now)
+            self._auth_failure(session, "", exc, now)
             raise
         email = request.email
         self._auth_rate_check(session, email, now)
         if self.store.get_key(email) is None:
-            self._record_auth_failure(session, email, now)
-            raise self._auth_failed(email)
+            raise self._auth_failure(session, email, self._auth_failed(email), now)
         self._cpu_check(session, now)
         challenge = auth_challenge(self.server_name, session.nonce, email)
         return self._with_registered_key(
@@ -52,15 +55,21 @@ class AuthHandler(ProtocolBase):
     ) -> Outcome:
         if not result.ok:
             error = self._job_failure(result, errors.AUTH_FAILED, "checking your signature")
-            if error.code != errors.INTERNAL:
-                self._record_auth_failure(session, email, now)
-            raise error
+            if error.code == errors.INTERNAL:
+                raise error
+            raise self._auth_failure(session, email, error, now)
         if record is None or not result.value:
-            self._record_auth_failure(session, email, now)
-            raise self._auth_failed(email)
+            raise self._auth_failure(session, email, self._auth_failed(email), now)
+        log.info("audit: %s authenticated as %s (%s)", session.peer, email, record.fingerprint)
         session.authenticated = email
         session.auth_fingerprint = record.fingerprint
         return Outcome(AuthAnswer(message="Authenticated", email=email).to_response())
+
+    def _auth_failure(self, session: Session, email: str, exc: MMTPError, now: int) -> MMTPError:
+        """Count a failed AUTH (per source and address) and write its audit line."""
+        log.info("audit: %s AUTH failed (%s) %.80r", session.peer, exc.code, email)
+        self._record_auth_failure(session, email, now)
+        return exc
 
     @staticmethod
     def _auth_failed(email: str) -> MMTPError:

@@ -6,6 +6,7 @@ thread; only a text identical to the registered key is answered at once.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .. import errors, pgp_jobs
@@ -21,6 +22,9 @@ from ..errors import MMTPError
 from ..protocol_base import ProtocolBase
 from ..session import Outcome, Session
 from ..store import KeyRecord
+
+# The audit lines (who authenticated, key changes, deletions) share the protocol's logger.
+log = logging.getLogger("mmtp.protocol")
 
 
 class KeyHandlers(ProtocolBase):
@@ -96,6 +100,7 @@ class KeyHandlers(ProtocolBase):
             verb = "updated"
         else:
             verb = "replaced"
+        log.info("audit: %s %s the key of %s (%s)", session.peer, verb, email, fingerprint)
         return Outcome(
             RegisterKeyAnswer(
                 message=f"Public key {verb} successfully", fingerprint=fingerprint

@@ -22,7 +22,11 @@ from ..store import KeyRecord
 
 class SendHandler(ProtocolBase):
     def _send(self, session: Session, data: dict[str, Any], now: int) -> Outcome | Pending:
-        packet = validate_packet(data.get("packet"), now=now)
+        packet = validate_packet(
+            data.get("packet"),
+            now=now,
+            stamp_validity_seconds=self.config.stamp_validity_seconds,
+        )
         self._require_local(packet.recipient)
         if self.store.get_key(packet.recipient) is None:
             raise MMTPError(
