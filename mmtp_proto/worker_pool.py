@@ -34,7 +34,7 @@ from .worker_process import HEADER, MAX_MESSAGE, PoolWorker, Task, recv_exact, s
 log = logging.getLogger("mmtp.workers")
 
 _AFFINITY_MEMORY = 1024
-# Jobs sent ahead to one worker, and what counts as a quick job (wall clock).
+# Jobs sent ahead to one worker, and what counts as a quick job (worker CPU seconds).
 PIPELINE = 8
 QUICK_JOB = 0.05
 _SPEED_MEMORY = 4096
@@ -230,12 +230,12 @@ class WorkerPool:
                 break
 
     def _worker_for(self, task: Task) -> PoolWorker | None:
+        task.quick = self._quick.get(task.job.source, False)
         ready = [w for w in self._workers if w.ready]
         idle = [w for w in ready if not w.tasks]
         affinity = task.job.affinity
         if idle:
             return next((w for w in idle if affinity and affinity in w.tags), idle[0])
-        task.quick = self._quick.get(task.job.source, False)
         if not task.quick:
             return None
         ahead = [w for w in ready if len(w.tasks) < PIPELINE and all(t.quick for t in w.tasks)]
@@ -301,7 +301,8 @@ class WorkerPool:
             now = self.clock()
             if worker.tasks:
                 worker.tasks[0].started_at = now
-            self._quick[task.job.source] = now - task.started_at < QUICK_JOB
+            # Judged by the worker's CPU time: on a busy machine the wall clock says little.
+            self._quick[task.job.source] = failure is None and cpu < QUICK_JOB
             self._quick.move_to_end(task.job.source)
             if len(self._quick) > _SPEED_MEMORY:
                 self._quick.popitem(last=False)
