@@ -216,8 +216,11 @@ class WorkerPool:
         placed = True
         while self._queue and placed:
             placed = False
+            # Jobs are sent ahead only while no job of a slow or new source waits: such a
+            # job needs an idle worker, and must not wait for pipelines to drain.
+            ahead = all(self._quick.get(source, False) for source in self._queue)
             for source, queue in self._queue.items():
-                worker = self._worker_for(queue[0])
+                worker = self._worker_for(queue[0], ahead)
                 if worker is None:
                     continue
                 task = queue.popleft()
@@ -229,17 +232,17 @@ class WorkerPool:
                 placed = True
                 break
 
-    def _worker_for(self, task: Task) -> PoolWorker | None:
+    def _worker_for(self, task: Task, ahead: bool) -> PoolWorker | None:
         task.quick = self._quick.get(task.job.source, False)
         ready = [w for w in self._workers if w.ready]
         idle = [w for w in ready if not w.tasks]
         affinity = task.job.affinity
         if idle:
             return next((w for w in idle if affinity and affinity in w.tags), idle[0])
-        if not task.quick:
+        if not (task.quick and ahead):
             return None
-        ahead = [w for w in ready if len(w.tasks) < PIPELINE and all(t.quick for t in w.tasks)]
-        return min(ahead, key=lambda w: len(w.tasks), default=None)
+        room = [w for w in ready if len(w.tasks) < PIPELINE and all(t.quick for t in w.tasks)]
+        return min(room, key=lambda w: len(w.tasks), default=None)
 
     def _send(self, worker: PoolWorker, task: Task) -> None:
         affinity = task.job.affinity

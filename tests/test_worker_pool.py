@@ -123,3 +123,13 @@ def test_close_stops_every_worker(pool):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_jobs_sent_ahead_get_their_own_results():
+    pool = WorkerPool(1, deadline=5.0).start()
+    try:
+        assert run(pool, [Job(abs, (-1,), "quick")])[0].value == 1  # now a quick source
+        results = run(pool, [Job(abs, (-n,), "quick") for n in range(40)])
+        assert [r.value for r in results] == list(range(40))
+    finally:
+        pool.close()
