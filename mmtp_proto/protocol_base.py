@@ -188,7 +188,7 @@ class ProtocolBase:
         return self._offload(session, func, args_for(armored), check, affinity=affinity)
 
     def _job_failure(self, result: JobResult, code: str, what: str) -> MMTPError:
-        """The error for a job that gave no value; `counts` says whether to count it."""
+        """The error for a job that gave no value (`INTERNAL` when busy: not counted)."""
         if result.failure == DEADLINE:
             return MMTPError(
                 code,
