@@ -59,11 +59,11 @@ class WorkerPool:
         self.clock = clock
         self.replaced = 0  # workers replaced after a deadline or a crash (for tests, logs)
         self._workers: list[PoolWorker] = []
+        self._respawn_at = 0.0  # one that died starting is not replaced at once (no storm)
         self._dead: list[Any] = []  # killed processes, reaped without blocking
         self._queue: OrderedDict[str, deque[Task]] = OrderedDict()
         self._tasks: dict[int, Task] = {}
         self._done: list[tuple[int, JobResult]] = []
-        # Whether each source's last job was quick (bounded: oldest sources forgotten).
         self._quick: OrderedDict[str, bool] = OrderedDict()
         self._tickets = itertools.count(1)
         self._selector: selectors.BaseSelector | None = None
@@ -90,6 +90,12 @@ class WorkerPool:
                 pass  # it says so later, through the loop
             finally:
                 worker.sock.setblocking(False)
+            if not worker.ready and worker.process.exitcode is not None:
+                self.close()
+                raise OSError(
+                    "the worker processes exit as they start (a program embedding the server "
+                    "must start it under `if __name__ == '__main__':`)"
+                )
         return self
 
     def _spawn(self) -> PoolWorker:
@@ -119,7 +125,7 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers if w.pid is not None]
 
-    def close(self, timeout: float = 2.0) -> None:
+    def close(self, timeout: float = 0.5) -> None:
         """Stop every worker: EOF first (they exit at once between jobs), then SIGKILL."""
         processes = [w.process for w in self._workers] + self._dead
         for worker in self._workers:
@@ -140,9 +146,7 @@ class WorkerPool:
 
     # ------------------------------------------------------------------ jobs
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
+    in_flight = property(lambda self: len(self._tasks), doc="Jobs submitted, not finished.")
 
     def submit(self, job: Job) -> int:
         """Queue a job; its result comes back from `on_event` or `expire` with this ticket."""
@@ -326,6 +330,9 @@ class WorkerPool:
             )
             elapsed = self.clock() - task.started_at
             self._finish(task, JobResult(failure=CRASHED, detail=why, cpu_seconds=elapsed))
+        elif not worker.ready:
+            log.error("a worker died as it started (%s); trying again in a second", why)
+            self._respawn_at = self.clock() + 1.0
         else:
             log.warning("an idle worker died (%s); replacing it", why)
         self._replace(worker)
@@ -348,6 +355,9 @@ class WorkerPool:
             worker.process.kill()
         self._dead.append(worker.process)
         self.replaced += 1
+        if self.clock() < self._respawn_at:
+            del self._workers[index]  # _reap starts it later
+            return
         try:
             self._workers[index] = self._spawn()
         except OSError as exc:
@@ -369,7 +379,7 @@ class WorkerPool:
                 self._dead.remove(process)
                 with contextlib.suppress(ValueError):
                     process.close()
-        while len(self._workers) < self.size:
+        while len(self._workers) < self.size and self.clock() >= self._respawn_at:
             try:
                 self._workers.append(self._spawn())
             except OSError as exc:
