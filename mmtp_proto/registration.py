@@ -72,6 +72,8 @@ class RegistrationLimiter:
         return len(times) < self.limit
 
     def record(self, source: str, now: float) -> None:
+        if len(self._times) >= 10_000:
+            self.prune(now)
         self._times.setdefault(source, deque()).append(now)
 
     def prune(self, now: float) -> None:
