@@ -64,10 +64,7 @@ class Conn:
         return "OK" if answer["status"] == "OK" else answer["error"]["code"]
 
     def register(self, email: str, key: pgp.PrivateKey | str | None = None, **data: Any) -> str:
-        if isinstance(key, str):
-            armored = key
-        else:
-            armored = (key or key_for(email)).public.armored
+        armored = key if isinstance(key, str) else (key or key_for(email)).public.armored
         return self.code("REGISTER_KEY", email=email, publicKey=armored, **data)
 
     def auth(self, email: str, key: pgp.PrivateKey | None = None) -> str:

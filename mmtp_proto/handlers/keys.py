@@ -147,7 +147,7 @@ class KeyHandlers(ProtocolBase):
     def _request_public_key(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
         email = RequestPublicKeyRequest.from_data(data).email
         self._require_local(email)
-        record = self.store.get_key(email)
+        record = self._active_key(email)
         if record is None:
             raise MMTPError(errors.KEY_NOT_FOUND, f"no public key is registered for {email}")
         answer = RequestPublicKeyAnswer(email, record.armored, record.fingerprint)
