@@ -16,7 +16,11 @@ from ..store import stored_text
 
 class SendHandler(ProtocolBase):
     def _send(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
-        packet = validate_packet(data.get("packet"), now=now)
+        packet = validate_packet(
+            data.get("packet"),
+            now=now,
+            stamp_validity_seconds=self.config.stamp_validity_seconds,
+        )
         self._require_local(packet.recipient)
         if self._active_key(packet.recipient) is None:
             raise MMTPError(
