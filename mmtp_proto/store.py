@@ -28,6 +28,8 @@ from .store_accounts import ACCOUNT_SCHEMA, AccountRecord, AccountStore, upgrade
 log = logging.getLogger("mmtp.store")
 
 SCHEMA_VERSION = 2
+# The registered keys kept in memory hold at most this much armor.
+KEY_CACHE_BYTES = 32 * 1024 * 1024
 _MESSAGES = """
 CREATE TABLE IF NOT EXISTS {name} (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -109,6 +111,7 @@ class Store(AccountStore):
         self._counts: dict[str, int] = {}
         self._sizes: dict[str, int] = {}
         self._keys: dict[str, KeyRecord] = {}
+        self._key_bytes = 0
         self._accounts: dict[str, AccountRecord] = {}
         self._data_version = self._read_data_version()
 
@@ -131,6 +134,7 @@ class Store(AccountStore):
         self._counts.clear()
         self._sizes.clear()
         self._keys.clear()
+        self._key_bytes = 0
         self._accounts.clear()
 
     # ------------------------------------------------------------------ transactions
@@ -195,10 +199,19 @@ class Store(AccountStore):
         if row is None:
             return None
         record = KeyRecord(*row)
-        if len(self._keys) >= 100_000:
-            self._keys.clear()
-        self._keys[email] = record
+        self._cache_key(record)
         return record
+
+    def _cache_key(self, record: KeyRecord) -> None:
+        # Bounded in bytes, not only in entries: 100,000 keys of 16 KiB would be 1.6 GB.
+        old = self._keys.pop(record.email, None)
+        if old is not None:
+            self._key_bytes -= len(old.armored)
+        if self._key_bytes + len(record.armored) > KEY_CACHE_BYTES or len(self._keys) >= 100_000:
+            self._keys.clear()
+            self._key_bytes = 0
+        self._keys[record.email] = record
+        self._key_bytes += len(record.armored)
 
     def put_key(self, email: str, armored: str, fingerprint: str, now: int) -> None:
         self._write(
@@ -207,7 +220,7 @@ class Store(AccountStore):
             " fingerprint = excluded.fingerprint, registered_at = excluded.registered_at",
             (email, armored, fingerprint, now),
         )
-        self._keys[email] = KeyRecord(email, armored, fingerprint, now)
+        self._cache_key(KeyRecord(email, armored, fingerprint, now))
 
     # ------------------------------------------------------------------ messages
 
@@ -221,25 +234,6 @@ class Store(AccountStore):
             params += (sender,)
         row = self._db.execute(sql, params).fetchone()
         return row[0] if row else None
-
-    def find_delivered(
-        self, recipient: str, sender: str, message_id: str
-    ) -> tuple[str, bool] | None:
-        """(messageHash, signatureVerified) of a message stored or deleted (a tombstone) for
-        this recipient from this sender under this id (SPEC §5), or None."""
-        row = self._db.execute(
-            "SELECT message_hash, CASE WHEN json_valid(packet)"
-            " THEN json_extract(packet, '$.meta.signatureVerified') END"
-            " FROM messages WHERE recipient = ? AND sender = ? AND message_id = ?",
-            (recipient, sender, message_id),
-        ).fetchone()
-        if row is None:
-            row = self._db.execute(
-                "SELECT message_hash, signature_verified FROM tombstones"
-                " WHERE recipient = ? AND sender = ? AND message_id = ?",
-                (recipient, sender, message_id),
-            ).fetchone()
-        return (str(row[0]), bool(row[1])) if row else None
 
     def is_spent(self, stamp_key: str) -> bool:
         row = self._db.execute("SELECT 1 FROM spent_stamps WHERE stamp = ?", (stamp_key,))

@@ -107,6 +107,27 @@ class AccountStore:
         def _clear_caches(self) -> None: ...
         def mailbox_usage(self, recipient: str) -> tuple[int, int]: ...
 
+    # ------------------------------------------------------------------ delivered messages
+
+    def find_delivered(
+        self, recipient: str, sender: str, message_id: str
+    ) -> tuple[str, bool] | None:
+        """(messageHash, signatureVerified) of a message stored or deleted (a tombstone) for
+        this recipient from this sender under this id (SPEC §5), or None."""
+        row = self._db.execute(
+            "SELECT message_hash, CASE WHEN json_valid(packet)"
+            " THEN json_extract(packet, '$.meta.signatureVerified') END"
+            " FROM messages WHERE recipient = ? AND sender = ? AND message_id = ?",
+            (recipient, sender, message_id),
+        ).fetchone()
+        if row is None:
+            row = self._db.execute(
+                "SELECT message_hash, signature_verified FROM tombstones"
+                " WHERE recipient = ? AND sender = ? AND message_id = ?",
+                (recipient, sender, message_id),
+            ).fetchone()
+        return (str(row[0]), bool(row[1])) if row else None
+
     # ------------------------------------------------------------------ account settings
 
     def account(self, email: str) -> AccountRecord:

@@ -193,3 +193,19 @@ def test_a_revision_1_database_is_upgraded_keeping_sequence_numbers(tmp_path):
         assert seq == 10
     finally:
         store.close()
+
+
+def test_the_key_cache_is_bounded_in_bytes(tmp_path, monkeypatch):
+    from mmtp_proto import store as store_module
+
+    monkeypatch.setattr(store_module, "KEY_CACHE_BYTES", 10_000)
+    store = Store(tmp_path / "mmtp.db", fsync=False)
+    try:
+        for n in range(20):
+            store.put_key(f"({n})%(localhost)", "k" * 3000, f"{n:040X}", 0)
+            assert store._key_bytes <= 10_000
+            assert store._key_bytes == sum(len(r.armored) for r in store._keys.values())
+        store.commit()
+        assert store.get_key("(0)%(localhost)").armored == "k" * 3000
+    finally:
+        store.close()
