@@ -141,3 +141,19 @@ def test_a_disabled_account_cannot_authenticate_receive_or_be_sent_to(make_serve
     srv.store.commit()
     assert conn.auth(BOB) == "OK"
     assert key_for(BOB)  # the same key works again
+
+
+def test_the_policy_comes_from_the_config_file_or_the_flag(tmp_path):
+    from mmtp_proto.config import load_config
+    from mmtp_proto.errors import LocalError
+    from mmtp_proto.server_cli import build_config, build_parser
+
+    config = tmp_path / "server.toml"
+    config.write_text('[server]\nregistration = "closed"\nreserved_names = ["Billing"]\n')
+    loaded = load_config(config).validate()
+    assert (loaded.registration, loaded.reserved_names) == ("closed", ["billing"])
+    args = build_parser().parse_args(["--config", str(config), "--registration", "invite"])
+    assert build_config(args).registration == "invite"
+    config.write_text('[server]\nregistration = "sometimes"\n')
+    with pytest.raises(LocalError, match="registration must be one of open, invite, closed"):
+        load_config(config).validate()
