@@ -203,3 +203,33 @@ def test_the_console_script_runs(running, tmp_path):
     )
     assert done.returncode == 1
     assert done.stderr.startswith("mmtp-admin: error: (x)%(example.com) is not on a domain")
+
+
+def test_only_the_operator_replaces_a_revoked_key(running, capsys, tmp_path):
+    import warnings
+    from datetime import UTC, datetime, timedelta
+
+    import pgpy
+    from pgpy.constants import RevocationReason
+
+    server, data_dir = running
+    erin = "(erin)%(localhost)"
+    old = pgp.generate_key(erin, "Erin", algorithm="ed25519")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        key, _ = pgpy.PGPKey.from_blob(old.armored)
+        # A second later than the key's self-signatures: renewal needs a newer one.
+        later = datetime.now(UTC) + timedelta(seconds=2)
+        key |= key.revoke(key, reason=RevocationReason.Compromised, created=later)
+    new = pgp.generate_key(erin, "Erin", algorithm="ed25519")
+    with Wire(server) as wire:
+        assert wire.register(erin, old)["status"] == "OK"
+        revoked = wire.request("REGISTER_KEY", {"email": erin, "publicKey": str(key.pubkey)})
+        assert revoked["status"] == "OK" and "revoked" in revoked["message"], revoked
+        assert error_code(wire.auth(erin, old)) == "AUTH_FAILED"
+        assert error_code(wire.register(erin, new)) == "KEY_EXISTS"
+    key_file = tmp_path / "erin-new.asc"
+    key_file.write_text(new.public.armored)
+    ok(capsys, data_dir, "accounts", "reset-key", erin, "--key", str(key_file))
+    with Wire(server) as wire:
+        assert wire.auth(erin, new)["status"] == "OK"
