@@ -8,6 +8,7 @@ AUTH_FAILED, and the per-address RATE_LIMITED after repeated failures.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
 import pgpy
 import pytest
@@ -49,6 +50,9 @@ def alice_updated_public_key() -> str:
     key.add_subkey(
         pgpy.PGPKey.new(PubKeyAlgorithm.ECDH, EllipticCurveOID.Curve25519),
         usage={KeyFlags.EncryptCommunications, KeyFlags.EncryptStorage},
+        # Newer than the key's own self-signatures, even when both are made in one second:
+        # only a newer self-signature updates a registered key (SPEC §5 renewal).
+        created=datetime.now(UTC) + timedelta(seconds=2),
     )
     armored = str(key.pubkey)
     assert pgp.PublicKey.from_armored(armored).fingerprint == key_for(ALICE).public.fingerprint
