@@ -8,6 +8,9 @@ Keys here are real Ed25519 keys built with PGPy, with a chosen creation time and
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -164,3 +167,34 @@ def test_merge_refuses_another_primary_key():
         == pgp.PublicKey.from_armored(str(one.pubkey)).fingerprint
     )
     assert key_merge.primary_fingerprint("not a key") is None
+
+
+@pytest.mark.skipif(shutil.which("gpg") is None, reason="GnuPG's `gpg` binary is not installed")
+def test_a_key_renewed_with_gnupg_is_accepted_without_auth(tmp_path):
+    """What an owner does in practice: `gpg --quick-set-expire`, export, register."""
+    from test_gpg_interop import GnuPG
+
+    home = Path(tempfile.mkdtemp(prefix="mmtp-gpg-", dir="/tmp"))
+    gpg = GnuPG(home)
+    srv = Server(tmp_path / "data", now=time.time())
+    try:
+        gpg.run("--quick-gen-key", ERIN, "future-default", "default", "3d")
+        first = gpg.export(ERIN)
+        assert srv.connect().register(ERIN, first) == "OK"
+        fingerprint = gpg.fingerprint(ERIN)
+        time.sleep(1.1)  # the new self-signature must be newer, to the second
+        gpg.run("--quick-set-expire", fingerprint, "2y")
+        gpg.run("--quick-set-expire", fingerprint, "2y", "*")
+        answer = srv.connect().request("REGISTER_KEY", email=ERIN, publicKey=gpg.export(ERIN))
+        assert answer["status"] == "OK" and "renewed" in answer["message"], answer
+        expires = pgp.PublicKey.from_armored(served(srv)).expires
+        assert expires is not None and expires > datetime.now(UTC) + timedelta(days=700)
+        # Exporting again adds nothing newer.
+        again = srv.connect().request("REGISTER_KEY", email=ERIN, publicKey=gpg.export(ERIN))
+        assert again["status"] == "OK" and "renewed" not in again["message"], again
+    finally:
+        srv.close()
+        subprocess.run(
+            ["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, check=False
+        )
+        shutil.rmtree(home, ignore_errors=True)
