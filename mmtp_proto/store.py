@@ -14,38 +14,32 @@ microseconds) before a cache is used, so the server sees every admin change at o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .store_accounts import ACCOUNT_SCHEMA, AccountRecord, AccountStore, upgrade_messages
+from .store_accounts import (
+    ACCOUNT_SCHEMA,
+    MESSAGES_TABLE,
+    AccountRecord,
+    AccountStore,
+    upgrade_messages,
+)
 
 log = logging.getLogger("mmtp.store")
 
 SCHEMA_VERSION = 2
 # The registered keys kept in memory hold at most this much armor.
 KEY_CACHE_BYTES = 32 * 1024 * 1024
-_MESSAGES = """
-CREATE TABLE IF NOT EXISTS {name} (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    recipient TEXT NOT NULL,
-    sender TEXT NOT NULL DEFAULT '',
-    message_id TEXT NOT NULL,
-    message_hash TEXT NOT NULL,
-    received_at INTEGER NOT NULL,
-    size INTEGER NOT NULL DEFAULT 0,
-    packet TEXT NOT NULL,
-    checksum TEXT NOT NULL,
-    UNIQUE (recipient, sender, message_id)
-);
-"""
 _SCHEMA = (
-    _MESSAGES.format(name="messages")
+    MESSAGES_TABLE.format(name="messages")
     + """
 CREATE TABLE IF NOT EXISTS keys (
     email TEXT PRIMARY KEY,
@@ -85,10 +79,32 @@ class StoreError(Exception):
     """The database could not do what was asked (disk full, read-only, damaged)."""
 
 
+def _make_private(path: Path) -> None:
+    """Create the database file 0600, or make an existing one (and its -wal and -shm) 0600
+    with a warning: stored mail is for its recipients only. SQLite creates -wal and -shm
+    with the database file's mode."""
+    if not path.exists():
+        # On failure sqlite3 says why it cannot open it, in its own words, just below.
+        with contextlib.suppress(OSError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return
+    for item in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = item.stat().st_mode & 0o777
+            if mode & 0o077:
+                item.chmod(0o600)
+                log.warning("%s was mode %o (other users could read mail); now 0600", item, mode)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("%s is readable by other users and could not be made 0600: %s", item, exc)
+
+
 class Store(AccountStore):
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _make_private(path)
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -96,7 +112,7 @@ class Store(AccountStore):
             self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'OFF'}")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
-            upgrade_messages(self._db, _MESSAGES)
+            upgrade_messages(self._db)
             self._db.executescript(ACCOUNT_SCHEMA)
             if self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

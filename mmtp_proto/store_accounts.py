@@ -15,6 +15,21 @@ from typing import TYPE_CHECKING, Any
 
 log = logging.getLogger("mmtp.store")
 
+# The message table (store.py), here as a template so the upgrade below can build a copy.
+MESSAGES_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient TEXT NOT NULL,
+    sender TEXT NOT NULL DEFAULT '',
+    message_id TEXT NOT NULL,
+    message_hash TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0,
+    packet TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    UNIQUE (recipient, sender, message_id)
+);
+"""
 ACCOUNT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS tombstones (
     recipient TEXT NOT NULL,
@@ -63,7 +78,7 @@ CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (recipient, seq)
 """
 
 
-def upgrade_messages(db: sqlite3.Connection, table_sql: str) -> None:
+def upgrade_messages(db: sqlite3.Connection) -> None:
     """Rebuild a revision-1 message table (no `sender`, no `size`) in one transaction."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
     if "sender" in columns:
@@ -72,7 +87,7 @@ def upgrade_messages(db: sqlite3.Connection, table_sql: str) -> None:
     db.execute("BEGIN IMMEDIATE")
     try:
         row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
-        db.execute(table_sql.format(name="messages_v2"))
+        db.execute(MESSAGES_TABLE.format(name="messages_v2"))
         for statement in _COPY_MESSAGES.split(";"):
             db.execute(statement)
         if row is not None:

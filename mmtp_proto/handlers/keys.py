@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,9 @@ from ..protocol_base import ProtocolBase
 from ..registration import invite_digest, is_reserved
 from ..session import Outcome, Session
 from ..store import KeyRecord
+
+# The audit lines (who authenticated, key changes, deletions) share the protocol's logger.
+log = logging.getLogger("mmtp.protocol")
 
 
 class KeyHandlers(ProtocolBase):
@@ -50,7 +54,7 @@ class KeyHandlers(ProtocolBase):
         if _digest(existing.armored) == _digest(request.public_key):
             return _answer("This key is already registered", existing.fingerprint)
         if key_merge.primary_fingerprint(request.public_key) == existing.fingerprint:
-            return self._renew(email, existing, request.public_key, when, now)
+            return self._renew(session, email, existing, request.public_key, when, now)
         if self._current_identity(session) is None:
             raise MMTPError(
                 errors.KEY_EXISTS,
@@ -65,6 +69,7 @@ class KeyHandlers(ProtocolBase):
         self.store.put_key(email, key.armored, key.fingerprint, now)
         # The owner replaced its own key here: it stays authenticated.
         session.auth_fingerprint = key.fingerprint
+        _audit(session, "replaced", email, key.fingerprint)
         return _answer("Public key replaced successfully", key.fingerprint, durable=True)
 
     def _register_new(self, session: Session, request: RegisterKeyRequest, now: int) -> Outcome:
@@ -110,10 +115,17 @@ class KeyHandlers(ProtocolBase):
         else:
             self.registrations.record(session.peer, now)
         self.store.put_key(email, key.armored, key.fingerprint, now)
+        _audit(session, "registered", email, key.fingerprint)
         return _answer("Public key registered successfully", key.fingerprint, durable=True)
 
     def _renew(
-        self, email: str, existing: KeyRecord, offered: str, when: datetime, now: int
+        self,
+        session: Session,
+        email: str,
+        existing: KeyRecord,
+        offered: str,
+        when: datetime,
+        now: int,
     ) -> Outcome:
         """SPEC §5 renewal: the same primary key, merged without AUTH."""
         try:
@@ -142,6 +154,7 @@ class KeyHandlers(ProtocolBase):
             pgp.validate_public_key_for(merged_text, email, now=when)
             verb = "renewed"
         self.store.put_key(email, merged_text, existing.fingerprint, now)
+        _audit(session, verb, email, existing.fingerprint)
         return _answer(f"Public key {verb} successfully", existing.fingerprint, durable=True)
 
     def _request_public_key(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
@@ -165,3 +178,7 @@ def _answer(message: str, fingerprint: str, *, durable: bool = False) -> Outcome
     return Outcome(
         RegisterKeyAnswer(message=message, fingerprint=fingerprint).to_response(), durable=durable
     )
+
+
+def _audit(session: Session, verb: str, email: str, fingerprint: str) -> None:
+    log.info("audit: %s %s the key of %s (%s)", session.peer, verb, email, fingerprint)

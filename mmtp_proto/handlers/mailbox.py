@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ..actions import (
@@ -16,6 +17,9 @@ from ..actions import (
 from ..limits import RECEIVE_BYTE_BUDGET, TIMESTAMP_SLACK_SECONDS
 from ..protocol_base import ProtocolBase
 from ..session import Outcome, Session, cursor, parse_cursor
+
+# The audit lines (who authenticated, key changes, deletions) share the protocol's logger.
+log = logging.getLogger("mmtp.protocol")
 
 
 class MailboxHandlers(ProtocolBase):
@@ -52,5 +56,12 @@ class MailboxHandlers(ProtocolBase):
             request.email,
             request.message_ids,
             tombstone_seconds=self.config.stamp_validity_seconds + TIMESTAMP_SLACK_SECONDS,
+        )
+        log.info(
+            "audit: %s deleted %d of %d from %s",
+            session.peer,
+            deleted,
+            len(request.message_ids),
+            request.email,
         )
         return Outcome(DeleteAnswer(deleted=deleted).to_response(), durable=deleted > 0)
