@@ -13,7 +13,7 @@ import hashlib
 from collections import OrderedDict
 from datetime import UTC, datetime
 
-from . import openpgp_packets, pgp
+from . import key_merge, openpgp_packets, pgp
 from .errors import MMTPError
 
 # What one cached key is taken to cost: PGPy's objects for an Ed25519 key take ~19 KiB for
@@ -60,23 +60,64 @@ def key_tag(armored: str) -> str:
     return hashlib.sha256(armored.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def check_key(armored: str, email: str, now: int, registered: str | None) -> tuple[str, str, str]:
-    """REGISTER_KEY's OpenPGP step: ("identical", "", "") when `armored` holds the same packets
-    as the `registered` key (compared with our own bounded packet walker, before any PGPy
-    parsing); ("valid", normalized armored key, fingerprint); or ("invalid", message, "")."""
-    if registered is not None:
-        try:
-            if openpgp_packets.material_digest(armored) == openpgp_packets.material_digest(
-                registered
-            ):
-                return ("identical", "", "")
-        except ValueError:
-            pass  # not even well-formed: validation says why
+def _digest(armored: str) -> str | None:
     try:
-        key = pgp.validate_public_key_for(armored, email, now=datetime.fromtimestamp(now, UTC))
+        return openpgp_packets.material_digest(armored)
+    except ValueError:
+        return None
+
+
+def _validated(armored: str, email: str, when: datetime) -> tuple[str, str, str]:
+    try:
+        key = pgp.validate_public_key_for(armored, email, now=when)
     except MMTPError as exc:
         return ("invalid", exc.message, "")
     return ("valid", key.armored, key.fingerprint)
+
+
+def judge_key(
+    offered: str, email: str, now: int, registered: str | None, may_replace: bool
+) -> tuple[str, str, str]:
+    """REGISTER_KEY's OpenPGP work (SPEC §5), as (verdict, text, fingerprint):
+
+    - no key registered: ("valid", normalized key, fingerprint) or ("invalid", why, "");
+    - ("identical", ...): the same packets as the registered key (our own bounded packet
+      walker, before any PGPy parsing), or a renewal that adds none;
+    - renewal (the same primary key): ("nothing-newer", ...), ("stored-revoked", ...),
+      ("revoked" or "renewed", merged key, "") or ("invalid", why, "");
+    - another key: ("replacement", ...) when the asker may not replace (nothing parsed),
+      else validated like a new one.
+    """
+    when = datetime.fromtimestamp(now, UTC)
+    if registered is None:
+        return _validated(offered, email, when)
+    registered_digest = _digest(registered)
+    if registered_digest is not None and _digest(offered) == registered_digest:
+        return ("identical", "", "")
+    primary = key_merge.primary_fingerprint(offered)
+    if primary is not None and primary == key_merge.primary_fingerprint(registered):
+        try:
+            merged_text = key_merge.merge(registered, offered)
+        except ValueError as exc:
+            return ("invalid", f"the public key could not be read: {exc}", "")
+        if _digest(merged_text) == registered_digest:
+            return ("identical", "", "")
+        try:
+            stored = _cache.get(registered)
+            merged = pgp.PublicKey.from_armored(merged_text)
+        except MMTPError as exc:
+            return ("invalid", exc.message, "")
+        if not key_merge.renews(stored, merged, when):
+            return ("nothing-newer", "", "")
+        if key_merge.revocation(stored, when) is not None:
+            return ("stored-revoked", "", "")
+        if key_merge.revocation(merged, when) == "valid":
+            return ("revoked", merged_text, "")
+        verdict = _validated(merged_text, email, when)
+        return ("renewed", merged_text, "") if verdict[0] == "valid" else verdict
+    if not may_replace:
+        return ("replacement", "", "")
+    return _validated(offered, email, when)
 
 
 def verify(data: bytes, signature: str, armored: str) -> bool:

@@ -25,6 +25,7 @@ from .errors import MMTPError
 from .group_commit import GroupCommit, Withdrawable
 from .pgp_jobs import key_tag
 from .ratelimit import CpuBudget, FailureLimiter
+from .registration import RegistrationLimiter
 from .session import Outcome, Session
 from .store import KeyRecord, Store
 
@@ -56,6 +57,7 @@ class ProtocolBase:
         self.auth_source_failures = FailureLimiter(config.auth_source_failure_limit, window, block)
         self.cpu = CpuBudget(config.source_cpu_seconds_per_minute)
         self.commits: GroupCommit[Withdrawable] = GroupCommit(store)
+        self.registrations = RegistrationLimiter(config.registrations_per_hour, 3600.0)
 
     def _require_local(self, email: str) -> None:
         if domain_of(email) not in self.domains:
@@ -70,11 +72,19 @@ class ProtocolBase:
         email = session.authenticated
         if email is None:
             return None
-        record = self.store.get_key(email)
+        record = self._active_key(email)
         if record is None or record.fingerprint != session.auth_fingerprint:
             session.authenticated = session.auth_fingerprint = None
             return None
         return email
+
+    def _active_key(self, email: str) -> KeyRecord | None:
+        """The key registered for `email`, unless the operator disabled the account: then it
+        is not served, not sent to, and proves nothing (mmtp-admin accounts disable)."""
+        record = self.store.get_key(email)
+        if record is None or self.store.account(email).disabled:
+            return None
+        return record
 
     def _require_auth_as(self, session: Session, email: str) -> None:
         if self._current_identity(session) is None:
@@ -171,11 +181,11 @@ class ProtocolBase:
     ) -> Pending:
         """A job over the key registered for `email` (its text is in `args_for(text)`); `then`
         gets the key registered when the job ends, which is the one the job used."""
-        record = self.store.get_key(email)
+        record = self._active_key(email)
         armored = record.armored if record is not None else None
 
         def check(result: JobResult) -> Outcome | Pending:
-            current = self.store.get_key(email)
+            current = self._active_key(email)
             if (current.armored if current is not None else None) != armored:
                 if restarts > 0:
                     return self._with_registered_key(

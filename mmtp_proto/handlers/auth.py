@@ -38,7 +38,13 @@ class AuthHandler(ProtocolBase):
             raise
         email = request.email
         self._auth_rate_check(session, email, now)
-        if self.store.get_key(email) is None:
+        if self.store.account(email).disabled:
+            error = MMTPError(
+                errors.FORBIDDEN,
+                f"the account {email} is disabled by this server's operator; ask them",
+            )
+            raise self._auth_failure(session, email, error, now)
+        if self._active_key(email) is None:
             raise self._auth_failure(session, email, self._auth_failed(email), now)
         self._cpu_check(session, now)
         challenge = auth_challenge(self.server_name, session.nonce, email)
