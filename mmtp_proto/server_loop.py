@@ -48,6 +48,8 @@ class ServerLoop:
         self._per_ip: dict[str, int] = {}
         self._rejecting = 0
         self._pending: set[Peer] = set()
+        # Connections whose next answer waits for a fetch from another server (SPEC §8.4).
+        self._waiting: set[Peer] = set()
         self._store: Store | None = None
         self._protocol: Protocol | None = None
         self._stop = threading.Event()
@@ -65,6 +67,8 @@ class ServerLoop:
                 timeout = 0.0 if ready else max(0.0, min(TICK, next_tick - time.monotonic()))
                 for key, mask in self._selector.select(timeout):
                     self._dispatch_safely(key, mask)
+                if self._waiting:
+                    self._collect_resumed()
                 ready = self._process_lines()
                 now = time.monotonic()
                 if now >= next_tick:
@@ -76,6 +80,19 @@ class ServerLoop:
         except Exception:
             log.exception("the server loop failed")
             raise
+
+    def wake(self) -> None:
+        """Make the loop look around now; safe from any thread (a fetch that finished)."""
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def _collect_resumed(self) -> None:
+        for conn in list(self._waiting):
+            if conn.sock not in self._conns:
+                self._waiting.discard(conn)
+            elif not conn.connection.waiting:
+                self._waiting.discard(conn)
+                self._pending.add(conn)
 
     def _dispatch_safely(self, key: selectors.SelectorKey, mask: int) -> None:
         try:
@@ -236,6 +253,7 @@ class ServerLoop:
                 # and its remaining pipelined requests must not wait for the next event.
                 if (
                     conn.connection.pending_requests
+                    and not conn.connection.waiting
                     and len(conn.out) < high_water
                     and conn.sock in self._conns
                 ):
@@ -254,7 +272,9 @@ class ServerLoop:
         high_water = self.config.output_high_water
         for conn in batch:
             conn.connection.process(LINES_PER_TURN, high_water - len(conn.out))
-            if conn.connection.pending_requests:
+            if conn.connection.waiting:
+                self._waiting.add(conn)
+            elif conn.connection.pending_requests or conn.connection.resumable:
                 self._pending.add(conn)
 
     def _flush(self, conn: Peer) -> None:

@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .store_queue import QUEUE_SCHEMA, QueueMixin
+
 log = logging.getLogger("mmtp.store")
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
+SCHEMA_VERSION = 2
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS keys (
     email TEXT PRIMARY KEY,
     armored TEXT NOT NULL,
@@ -44,6 +47,8 @@ CREATE TABLE IF NOT EXISTS spent_stamps (
 );
 CREATE INDEX IF NOT EXISTS spent_by_expiry ON spent_stamps (expires_at);
 """
+    + QUEUE_SCHEMA
+)
 
 
 def _checksum(text: str) -> str:
@@ -68,7 +73,7 @@ class StoreError(Exception):
     """The database could not do what was asked (disk full, read-only, damaged)."""
 
 
-class Store:
+class Store(QueueMixin):
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)

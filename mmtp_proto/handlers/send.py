@@ -8,14 +8,32 @@ from .. import errors, pgp
 from ..address import domain_of
 from ..errors import MMTPError
 from ..hashcash import verify_stamp
-from ..packet import validate_packet
-from ..protocol_base import ProtocolBase
-from ..session import Outcome, Session, ok
+from ..packet import Packet, validate_packet
+from ..session import Deferred, Outcome, Session, ok
+from .relay import RelayHandlers
 
 
-class SendHandler(ProtocolBase):
+class SendHandler(RelayHandlers):
     def _send(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
         packet = validate_packet(data.get("packet"), now=now)
+        if session.domain is not None:
+            # Relayed to us (SPEC §8.3); the sender's key may have to be fetched first, then
+            # the request is handled again with it cached.
+            waiting = self._check_relayed(session, packet)
+            if waiting is not None:
+                return Outcome(
+                    {}, deferred=Deferred(waiting.future, lambda: self._send(session, data, now))
+                )
+        elif domain_of(packet.sender) not in self.domains and self.federation is not None:
+            # Enforced where domain authentication exists (a relaying server); a server that
+            # does not relay keeps revision 1's island behaviour for now (see federation.md).
+            raise MMTPError(
+                errors.FORBIDDEN,
+                f"{packet.sender} is not on a domain this server serves: only its own "
+                "domain's server may deliver its mail here (SPEC §3)",
+            )
+        elif domain_of(packet.recipient) not in self.domains and self.federation is not None:
+            return self._queue_remote(session, packet, self._local_signature(packet), now)
         self._require_local(packet.recipient)
         if self.store.get_key(packet.recipient) is None:
             raise MMTPError(
@@ -31,7 +49,9 @@ class SendHandler(ProtocolBase):
             validity_seconds=self.config.stamp_validity_seconds,
         )
         verified = False
-        if packet.signature is not None:
+        if session.domain is not None:
+            verified = self._relayed_signature(packet)
+        elif packet.signature is not None:
             sender_key = self._public_key(packet.sender)
             if sender_key is not None:
                 if not pgp.verify_detached(packet.signature_input(), packet.signature, sender_key):
@@ -57,6 +77,8 @@ class SendHandler(ProtocolBase):
             "signed": packet.signature is not None,
             "signatureVerified": verified,
         }
+        if self.federation is not None:
+            summary["queued"] = False
         stored_hash = self.store.find_message_hash(packet.recipient, packet.message_id)
         if stored_hash is not None:
             if stored_hash != packet.message_hash:
@@ -93,3 +115,19 @@ class SendHandler(ProtocolBase):
             ok(message="Message delivered successfully", duplicate=False, **summary),
             durable=True,
         )
+
+    def _local_signature(self, packet: Packet) -> bool:
+        """Whether the signature verifies against the sender's key registered here; one that
+        does not is refused (SPEC §3)."""
+        if packet.signature is None:
+            return False
+        sender_key = self._public_key(packet.sender)
+        if sender_key is None:
+            return False
+        if not pgp.verify_detached(packet.signature_input(), packet.signature, sender_key):
+            raise MMTPError(
+                errors.SIGNATURE_INVALID,
+                f"the signature does not verify against the key registered for "
+                f"{packet.sender}; sign the message with that key",
+            )
+        return True

@@ -1,0 +1,305 @@
+"""The delivery side of the outbound queue (SPEC §8.5): takes queued packets to their
+domains' servers, and reports back to senders (SPEC §10).
+
+It runs beside the server's loop, not in it: a manager thread with its own connection to the
+database (never the loop's transaction) and a few worker threads doing the network, one batch
+per (sending domain, recipient domain) at a time. Why, and what that costs, is in
+docs/federation.md ("Where delivery runs"). The manager alone reads and writes the queue; a
+worker only talks to one remote and hands its outcomes back.
+
+One batch: resolve the domain, connect to its targets in order, verify TLS, DOMAIN_AUTH with
+the domain key, then SEND every job pipelined on that one connection. Each answer is judged by
+`relay_policy`; a job the remote closed the connection behind (after FRAME_TOO_LARGE) goes out
+again on a new connection in the same attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import dsn, errors, relay_policy
+from .actions import DomainAuthRequest, SendRequest
+from .address import domain_of
+from .config import ServerConfig
+from .errors import LocalError, MMTPError
+from .federation import Federation
+from .relay_link import RelayLink
+from .relay_policy import Verdict
+from .store import Store, StoreError
+from .store_queue import DONE, FAILED, QueuedJob
+
+log = logging.getLogger("mmtp.relay")
+
+BATCH = 100
+IDLE_POLL = 1.0
+
+
+@dataclass
+class Result:
+    job: QueuedJob
+    verdict: Verdict
+    code: str | None
+    message: str
+    remote: str | None
+    at: int
+
+
+class Delivery:
+    def __init__(
+        self,
+        config: ServerConfig,
+        federation: Federation,
+        db_path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.federation = federation
+        self.clock = clock
+        self._db_path = db_path
+        self._store: Store | None = None
+        self._stop = threading.Event()
+        self._kick = threading.Event()
+        self._results: queue.Queue[list[Result]] = queue.Queue()
+        self._claimed: set[int] = set()
+        self._busy: dict[tuple[str, str], int] = {}
+        self._workers = ThreadPoolExecutor(
+            max(2, config.relay_concurrency * 2), thread_name_prefix="mmtp-deliver"
+        )
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._store = Store(self._db_path, fsync=self.config.fsync)
+        self._thread = threading.Thread(target=self._run, name="mmtp-delivery", daemon=True)
+        self._thread.start()
+
+    def kick(self) -> None:
+        """New mail was queued (and committed): look now."""
+        self._kick.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._kick.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._workers.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ the manager
+
+    def _run(self) -> None:
+        store = self._store
+        assert store is not None
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._apply_results(store)
+                    self._dispatch(store)
+                except StoreError as exc:
+                    store.rollback()
+                    log.error("relay: queue storage error: %s", exc)
+                self._kick.wait(self._wait_time(store))
+                self._kick.clear()
+        except Exception:
+            log.exception("relay: the delivery manager failed")
+        finally:
+            try:
+                self._apply_results(store)
+            except StoreError:
+                store.rollback()
+            store.close()
+
+    def _wait_time(self, store: Store) -> float:
+        due = store.next_due()
+        if due is None:
+            return IDLE_POLL
+        return max(0.05, min(IDLE_POLL, due - self.clock()))
+
+    def _dispatch(self, store: Store) -> None:
+        now = int(self.clock())
+        jobs = [j for j in store.due_jobs(now) if j.id not in self._claimed]
+        store.commit()  # due_jobs may have marked a damaged row failed
+        batches: dict[tuple[str, str], list[QueuedJob]] = {}
+        for job in jobs:
+            batches.setdefault((domain_of(job.sender), job.domain), []).append(job)
+        for key, group in batches.items():
+            for start in range(0, len(group), BATCH):
+                if self._busy.get(key, 0) >= self.config.relay_concurrency:
+                    break
+                chunk = group[start : start + BATCH]
+                self._claimed.update(job.id for job in chunk)
+                self._busy[key] = self._busy.get(key, 0) + 1
+                self._workers.submit(self._deliver_safely, key, chunk)
+
+    def _apply_results(self, store: Store) -> None:
+        while True:
+            try:
+                results = self._results.get_nowait()
+            except queue.Empty:
+                return
+            for result in results:
+                self._apply(store, result)
+            store.commit()
+            for result in results:
+                self._claimed.discard(result.job.id)
+            if results:
+                key = (domain_of(results[0].job.sender), results[0].job.domain)
+                self._busy[key] = max(0, self._busy.get(key, 1) - 1)
+
+    def _apply(self, store: Store, result: Result) -> None:
+        job, now = result.job, result.at
+        meta = job.packet.get("meta", {})
+        if result.verdict is Verdict.DELIVERED:
+            log.info("relay: %s -> %s delivered (%s)", job.message_id, job.recipient, result.remote)
+            store.finish_job(job.id, DONE, code=None, error=None, remote=result.remote)
+            if dsn.wants_dsn(meta, "delivered"):
+                self._report(store, job, "delivered", None, "", result)
+            return
+        code = result.code or errors.REMOTE_UNAVAILABLE
+        next_at = None
+        if result.verdict is Verdict.TEMPORARY:
+            next_at = relay_policy.next_attempt_at(
+                now,
+                job.attempts + 1,
+                job.expires_at,
+                base=self.config.retry_base,
+                cap=self.config.retry_max,
+            )
+            if next_at is None:
+                code, result.message = (
+                    errors.POW_EXPIRED,
+                    (
+                        f"the message could not be delivered before its stamp expired "
+                        f"(last problem: {result.code}: {result.message})"
+                    ),
+                )
+        if next_at is None:
+            log.warning("relay: %s -> %s failed: %s", job.message_id, job.recipient, code)
+            store.finish_job(job.id, FAILED, code=code, error=result.message, remote=result.remote)
+            if dsn.wants_dsn(meta, "failed"):
+                self._report(store, job, "failed", code, result.message, result)
+            return
+        notify = dsn.delay_notice_due(
+            job.queued_at,
+            now,
+            already_sent=job.delay_notified,
+            threshold=self.config.delay_notice_seconds,
+        )
+        log.info(
+            "relay: %s -> %s deferred (%s), next try in %ds",
+            job.message_id,
+            job.recipient,
+            code,
+            int(next_at - now),
+        )
+        store.retry_job(
+            job.id,
+            int(next_at),
+            code=code,
+            error=result.message,
+            remote=result.remote,
+            delay_notified=job.delay_notified or notify,
+        )
+        if notify and dsn.wants_dsn(meta, "delayed"):
+            self._report(store, job, "delayed", code, result.message, result)
+
+    def _report(
+        self,
+        store: Store,
+        job: QueuedJob,
+        action: dsn.Action,
+        code: str | None,
+        message: str,
+        result: Result,
+    ) -> None:
+        report = dsn.build_dsn(
+            job.packet,
+            action=action,
+            code=code,
+            diagnostic=message,
+            attempts=job.attempts + 1,
+            last_attempt_at=result.at,
+            remote=result.remote,
+            now=result.at,
+            retry_until=job.expires_at,
+        )
+        report["meta"]["receivedAt"] = result.at
+        store.add_report(report, result.at)
+
+    # ------------------------------------------------------------------ a worker
+
+    def _deliver_safely(self, key: tuple[str, str], jobs: list[QueuedJob]) -> None:
+        try:
+            results = self._deliver(key, jobs)
+        except Exception as exc:  # a bug must not lose the claim on these jobs
+            log.exception("relay: delivery to %s failed unexpectedly", key[1])
+            results = [
+                self._result(j, Verdict.TEMPORARY, errors.INTERNAL, str(exc), None) for j in jobs
+            ]
+        self._results.put(results)
+        self._kick.set()
+
+    def _result(
+        self, job: QueuedJob, verdict: Verdict, code: str | None, message: str, remote: str | None
+    ) -> Result:
+        return Result(job, verdict, code, dsn.clean_diagnostic(message), remote, int(self.clock()))
+
+    def _deliver(self, key: tuple[str, str], jobs: list[QueuedJob]) -> list[Result]:
+        from_domain, domain = key
+        results: list[Result] = []
+        pending = list(jobs)
+        rounds = 0
+        while pending and rounds < 3:
+            rounds += 1
+            try:
+                link = self._connect(from_domain, domain)
+            except MMTPError as exc:
+                verdict = relay_policy.classify(exc.code, "domain_auth")
+                if exc.code == errors.NO_ROUTE:
+                    verdict = Verdict.PERMANENT
+                return results + [
+                    self._result(j, verdict, exc.code, exc.message, None) for j in pending
+                ]
+            remote = str(link.target)
+            try:
+                answers = link.exchange(
+                    [(SendRequest.ACTION, SendRequest(j.packet).to_data()) for j in pending]
+                )
+            except MMTPError as exc:
+                return results + [
+                    self._result(j, Verdict.TEMPORARY, exc.code, exc.message, remote)
+                    for j in pending
+                ]
+            finally:
+                link.close()
+            for job, frame in zip(pending, answers, strict=False):
+                verdict, code = relay_policy.classify_answer(frame)
+                text = str(frame.get("message") or "")
+                results.append(self._result(job, verdict, code, text, remote))
+            pending = pending[len(answers) :]
+        return results + [
+            self._result(j, Verdict.TEMPORARY, errors.REMOTE_UNAVAILABLE, "connection lost", None)
+            for j in pending
+        ]
+
+    def _connect(self, from_domain: str, domain: str) -> RelayLink:
+        fed = self.federation
+        try:
+            link = fed.open_link(domain)
+        except LocalError as exc:
+            raise MMTPError(errors.REMOTE_UNAVAILABLE, str(exc)) from None
+        assert link.greeting is not None
+        data = fed.keyring.sign_auth(domain, link.greeting.nonce, from_domain, link.cert_hash)
+        request = DomainAuthRequest(data["domain"], data["keyId"], data["signature"])
+        try:
+            link.request(request.ACTION, request.to_data())
+        except MMTPError:
+            link.close()
+            raise
+        return link
