@@ -75,7 +75,8 @@ class Federation:
         self.domain_keys = DomainKeyCache()
         self.executor = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="mmtp-fetch")
         self._lock = threading.Lock()
-        self._sender_keys: dict[str, tuple[pgp.PublicKey | None, float]] = {}
+        # email -> (key or None, expiry, the error a lookup ended with)
+        self._sender_keys: dict[str, tuple[pgp.PublicKey | None, float, MMTPError | None]] = {}
         self._policies: dict[str, RemotePolicy] = {}
         self._in_flight: dict[tuple[str, str], Future[None]] = {}
 
@@ -157,11 +158,16 @@ class Federation:
     def sender_key(self, email: str) -> tuple[bool, pgp.PublicKey | None]:
         """(known, key): whether a lookup of `email`'s key is cached, and the key if one was
         found."""
+        known, key, _error = self.remote_key(email)
+        return known, key
+
+    def remote_key(self, email: str) -> tuple[bool, pgp.PublicKey | None, MMTPError | None]:
+        """(known, key, error) of the cached lookup of `email`'s key at its own server."""
         with self._lock:
             entry = self._sender_keys.get(email)
         if entry is None or entry[1] <= self.clock():
-            return False, None
-        return True, entry[0]
+            return False, None, None
+        return True, entry[0], entry[2]
 
     def fetch_sender_key(self, email: str) -> Future[None]:
         return self._shared(("public_key", email), lambda: self._fetch_sender_key(email))
@@ -169,6 +175,7 @@ class Federation:
     def _fetch_sender_key(self, email: str) -> None:
         key: pgp.PublicKey | None = None
         ttl = FAILED_LOOKUP_TTL
+        error: MMTPError | None = None
         try:
             link = self.open_link(domain_of(email))
             try:
@@ -181,12 +188,16 @@ class Federation:
             # Validated exactly as REGISTER_KEY would: a bad key is never used.
             key = pgp.validate_public_key_for(answer.public_key, email)
             ttl = SENDER_KEY_TTL
-        except (MMTPError, errors.LocalError) as exc:
+        except MMTPError as exc:
             log.info("relay: the key of %s could not be had: %s", email, exc)
+            error = exc
+        except errors.LocalError as exc:
+            log.info("relay: the key of %s could not be had: %s", email, exc)
+            error = MMTPError(errors.REMOTE_UNAVAILABLE, str(exc))
         with self._lock:
             if len(self._sender_keys) > 10_000:
                 self._sender_keys.clear()
-            self._sender_keys[email] = (key, self.clock() + ttl)
+            self._sender_keys[email] = (key, self.clock() + ttl, error)
 
     def fetch_policy(self, domain: str) -> Future[None]:
         return self._shared(("policy", domain), lambda: self._fetch_policy(domain))

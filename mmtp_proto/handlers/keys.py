@@ -13,12 +13,13 @@ from ..actions import (
     RequestPublicKeyRequest,
     email_of,
 )
+from ..address import domain_of
 from ..errors import MMTPError
-from ..protocol_base import ProtocolBase
 from ..session import Outcome, Session
+from .relay import RelayHandlers
 
 
-class KeyHandlers(ProtocolBase):
+class KeyHandlers(RelayHandlers):
     def _register_key(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
         self._rate_check(session, now)
         try:
@@ -78,6 +79,8 @@ class KeyHandlers(ProtocolBase):
 
     def _request_public_key(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
         email = RequestPublicKeyRequest.from_data(data).email
+        if domain_of(email) not in self.domains and self.federation is not None:
+            return self._remote_public_key(email)
         self._require_local(email)
         record = self.store.get_key(email)
         if record is None:

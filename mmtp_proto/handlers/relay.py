@@ -18,6 +18,7 @@ from ..actions import (
     DomainKeyRequest,
     PolicyAnswer,
     PolicyRequest,
+    RequestPublicKeyAnswer,
 )
 from ..address import domain_of
 from ..domain_keys import check_auth_domains, verify_domain_auth
@@ -94,6 +95,24 @@ class RelayHandlers(ProtocolBase):
             raise MMTPError(errors.NOT_LOCAL, f"{domain} is not a domain this server serves")
         answer = fed.keyring.answer(domain)
         return Outcome(DomainKeyAnswer(domain, answer["keys"], answer["ttl"]).to_response())
+
+    def _remote_public_key(self, email: str) -> Outcome:
+        """REQUEST_PUBLIC_KEY for another domain's address, answered from its server (§8.4)."""
+        fed = self._federation()
+
+        def answer() -> Outcome:
+            _known, key, error = fed.remote_key(email)
+            if key is not None:
+                return Outcome(
+                    RequestPublicKeyAnswer(email, key.armored, key.fingerprint, True).to_response()
+                )
+            if error is None:
+                error = MMTPError(errors.REMOTE_UNAVAILABLE, "no answer")
+            raise relay_policy.lookup_error(error.code, error.message, domain_of(email))
+
+        if fed.remote_key(email)[0]:
+            return answer()
+        return Outcome({}, deferred=Deferred(fed.fetch_sender_key(email), answer))
 
     # ------------------------------------------------------------------ DOMAIN_AUTH
 
