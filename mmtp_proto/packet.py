@@ -46,8 +46,12 @@ _META_KEYS = {
     "inReplyTo",
     "references",
     "receivedAt",
+    "notify",
 }
-_CLEAR_KEYS = {"subject", "body", "attachments"}
+_CLEAR_KEYS = {"subject", "body", "attachments", "to", "cc"}
+# SPEC §9: what every recipient sees of who else got the message; §10: meta.notify.
+MAX_LISTED_RECIPIENTS = 100
+NOTIFY_VALUES = ("failure", "delay", "success")
 _ATTACHMENT_KEYS = {"filename", "contentType", "size", "sha256", "data"}
 _VERIFICATION_KEYS = {"messageHash", "signature"}
 
@@ -156,6 +160,15 @@ def validate_clear_content(content: object, field: str = "content") -> dict[str,
         raise _bad(f"{field}.subject is longer than {MAX_SUBJECT_CHARS} characters")
     if not isinstance(body, str):
         raise _bad(f"{field}.body must be a string")
+    for key in ("to", "cc"):
+        if key in obj:
+            listed = obj[key]
+            if not isinstance(listed, list) or len(listed) > MAX_LISTED_RECIPIENTS:
+                raise _bad(f"{field}.{key} must be a list of at most {MAX_LISTED_RECIPIENTS}")
+            for address in listed:
+                if not isinstance(address, str):
+                    raise _bad(f"{field}.{key} must list addresses")
+                normalize_address(address, f"{field}.{key}")
     if "attachments" in obj:
         atts = obj["attachments"]
         if not isinstance(atts, list) or len(atts) > MAX_ATTACHMENTS:
@@ -236,6 +249,15 @@ def validate_packet(obj: object, *, now: int | None = None) -> Packet:
         or not all(is_message_id(r) for r in refs)
     ):
         raise _bad(f"meta.references must be a list of at most {MAX_REFERENCES} messageIds")
+    notify = meta.get("notify")
+    if notify is not None and (
+        not isinstance(notify, list)
+        or not all(isinstance(n, str) and n in NOTIFY_VALUES for n in notify)
+        or len(set(notify)) != len(notify)
+    ):
+        raise _bad(
+            'meta.notify must be a list of distinct values from "failure", "delay", "success"'
+        )
     sender = normalize_address(packet["sender"], "sender")
     recipient = normalize_address(packet["recipient"], "recipient")
     encrypted = _validate_content(packet["content"])
