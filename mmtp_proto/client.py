@@ -488,11 +488,12 @@ class Client:
 
     def difficulty_for(self, domain: str) -> int:
         """The stamp bits for a recipient on `domain`: POLICY's answer, or the greeting's for
-        a server that does not know POLICY (revision 1)."""
+        a server that does not know POLICY (revision 1) or cannot reach the remote now (it
+        then checks the stamp against its own figures and queues, SPEC §8.4)."""
         try:
             return self.policy(domain).difficulty
         except MMTPError as exc:
-            if exc.code != errors.UNKNOWN_ACTION:
+            if exc.code not in (errors.UNKNOWN_ACTION, errors.REMOTE_UNAVAILABLE):
                 raise
             return difficulty_of(self.greeting)
 

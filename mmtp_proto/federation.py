@@ -126,10 +126,12 @@ class Federation:
         """Identical fetches in flight share one (SPEC §8.4: no amplifier)."""
         with self._lock:
             future = self._in_flight.get(key)
-            if future is None:
-                future = self.executor.submit(job)
-                self._in_flight[key] = future
-                future.add_done_callback(lambda _f: self._forget(key))
+            if future is not None:
+                return future
+            future = self.executor.submit(job)
+            self._in_flight[key] = future
+        # Outside the lock: a future already done runs the callback here, at once.
+        future.add_done_callback(lambda _f: self._forget(key))
         return future
 
     def _forget(self, key: tuple[str, str]) -> None:

@@ -82,3 +82,68 @@ def test_one_message_to_two_domains_with_to_cc_and_bcc(servers, client):
     # Every recipient sees To and Cc; nobody sees the Bcc recipient.
     for _packet, opened in received.values():
         assert (opened.to, opened.cc) == ([BOB], [CAROL])
+
+
+def dsns(client, email: str) -> list[dict]:
+    return [m for m in inbox(client, email) if m["meta"]["type"] == "DSN"]
+
+
+def test_an_unknown_recipient_bounces_with_a_failed_report_threaded_under_the_original(
+    servers, client
+):
+    a, _b, _c = servers
+    alice = client(a, ALICE)
+    nobody = "(nobody)%(b.test)"
+    outcomes = alice.send_mail(ALICE, [nobody], "Anyone?", "Hello.", encrypt=False)
+    sent = outcomes[nobody]
+    assert not isinstance(sent, Exception), sent
+    report = wait_for(lambda: dsns(alice, ALICE))[0]
+    assert report["sender"] == "(postmaster)%(a.test)"
+    assert report["meta"]["inReplyTo"] == sent.message_id
+    dsn = report["content"]["dsn"]
+    assert (dsn["action"], dsn["code"], dsn["recipient"]) == ("failed", "UNKNOWN_RECIPIENT", nobody)
+    assert dsn["attempts"] == 1
+
+
+def test_the_recipient_server_down_for_a_while_then_back(tmp_path, client):
+    a = relay_server(tmp_path, "a.test", delay_notice_seconds=0.5)
+    b = relay_server(tmp_path, "b.test")
+    link_all([a, b])
+    a.start()
+    b.start()
+    b_port = b.tls_address
+    try:
+        bob = client(b, BOB)
+        bob.disconnect()
+        b.stop()
+        alice = client(a, ALICE)
+        # The key was fetched while b.test was up; the message itself goes while it is down.
+        outcomes = alice.send_mail(ALICE, [BOB], "Patience", "It waits.", encrypt=False)
+        assert not isinstance(outcomes[BOB], Exception), outcomes[BOB]
+        report = wait_for(lambda: dsns(alice, ALICE), timeout=30)[0]
+        assert report["content"]["dsn"]["action"] == "delayed"
+        assert report["content"]["dsn"]["code"] == "REMOTE_UNAVAILABLE"
+        b = relay_server(tmp_path, "b.test", secure_port=b_port[1])
+        link_all([a, b])
+        b.start()
+        bob = _reconnect(b, tmp_path)
+        messages = wait_for(lambda: inbox(bob, BOB), timeout=30)
+        assert [m["meta"]["messageId"] for m in messages] == [outcomes[BOB].message_id]
+        bob.disconnect()
+    finally:
+        a.stop()
+        b.stop()
+
+
+def _reconnect(server, tmp_path):
+    from mmtp_proto.client import Client
+
+    c = Client(
+        "127.0.0.1",
+        secure_port=server.tls_address[1],
+        verify="insecure",
+        keystore=tmp_path / "keys-bob",
+    )
+    c.connect()
+    c.auth(BOB)
+    return c

@@ -81,9 +81,8 @@ class RelayHandlers(ProtocolBase):
             if isinstance(exc, MMTPError) and exc.code in (errors.NO_ROUTE,):
                 raise MMTPError(exc.code, exc.message)
             if exc is not None and fed.policy(domain, max_age=3600) is None:
-                raise relay_policy.lookup_error(
-                    getattr(exc, "code", errors.REMOTE_UNAVAILABLE), str(exc), domain
-                )
+                code = getattr(exc, "code", errors.REMOTE_UNAVAILABLE)
+                raise relay_policy.lookup_error(code, getattr(exc, "message", str(exc)), domain)
             return answer()
 
         return Outcome({}, deferred=Deferred(future, then))
