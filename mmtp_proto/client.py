@@ -472,6 +472,7 @@ class Client:
             signed=bool(answer["signed"]),
             signature_verified=bool(answer["signatureVerified"]),
             packet=packet,
+            queued=answer.get("queued") is True,
         )
 
     def _conn_tls(self) -> bool:

@@ -42,6 +42,8 @@ class SendResult:
     signed: bool
     signature_verified: bool
     packet: dict[str, Any]
+    # SPEC §8.5: the home server queued it for another domain's server (not yet delivered).
+    queued: bool = False
 
 
 class Submitter(Protocol):

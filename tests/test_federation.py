@@ -63,6 +63,7 @@ def test_one_message_to_two_domains_with_to_cc_and_bcc(servers, client):
     assert set(outcomes) == {BOB, CAROL, DAN}
     for result in outcomes.values():
         assert not isinstance(result, Exception), result
+        assert result.queued
     ids = {result.message_id for result in outcomes.values()}
     assert len(ids) == 1  # one messageId shared by every recipient's packet
     received = {}
