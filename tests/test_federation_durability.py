@@ -33,7 +33,8 @@ class HomeServer(ServerProcess):
             args[args.index(flag) + 1] = str(value)
         at = args.index("--domain")
         del args[at:]  # the stock domains; a.test alone here
-        return args + [
+        return [
+            *args,
             "--domain",
             "a.test",
             "--relay",
