@@ -358,6 +358,7 @@ class ServerLoop:
         # withdraws nothing.
         try:
             purged = store.purge_expired_stamps(int(time.time()))
+            purged += store.purge_finished_jobs(int(time.time()))
             store.commit()
             if purged:
                 log.info("purged %d expired stamps", purged)
