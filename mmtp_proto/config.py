@@ -107,6 +107,8 @@ class ServerConfig:
 
     def _relay_problems(self) -> list[str]:
         problems: list[str] = []
+        if self.relay and not self.tls:
+            problems.append("relay needs the TLS listener (relays never use plain TCP)")
         if self.relay_tls_verify not in ("ca", "tofu", "insecure"):
             problems.append("relay_tls_verify must be one of ca, tofu, insecure")
         if self.relay_ca is not None and self.relay_tls_verify != "ca":
