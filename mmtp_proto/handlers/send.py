@@ -15,7 +15,11 @@ from .relay import RelayHandlers
 
 class SendHandler(RelayHandlers):
     def _send(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
-        packet = validate_packet(data.get("packet"), now=now)
+        packet = validate_packet(
+            data.get("packet"),
+            now=now,
+            stamp_validity_seconds=self.config.stamp_validity_seconds,
+        )
         if session.domain is not None:
             # Relayed to us (SPEC §8.3); the sender's key may have to be fetched first, then
             # the request is handled again with it cached.
