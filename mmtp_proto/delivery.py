@@ -39,6 +39,9 @@ log = logging.getLogger("mmtp.relay")
 
 BATCH = 100
 IDLE_POLL = 1.0
+# Seconds a relay connection is kept open after a batch for the next one (well under a
+# server's idle timeout, 300 s by default).
+IDLE_REUSE = 30.0
 
 
 @dataclass
@@ -74,6 +77,8 @@ class Delivery:
             max(2, config.relay_concurrency * 2), thread_name_prefix="mmtp-deliver"
         )
         self._thread: threading.Thread | None = None
+        self._idle: dict[tuple[str, str], list[tuple[RelayLink, float]]] = {}
+        self._idle_lock = threading.Lock()
 
     def start(self) -> None:
         self._store = Store(self._db_path, fsync=self.config.fsync)
@@ -90,6 +95,7 @@ class Delivery:
         if self._thread is not None:
             self._thread.join(timeout)
         self._workers.shutdown(wait=False, cancel_futures=True)
+        self._close_idle(everything=True)
 
     # ------------------------------------------------------------------ the manager
 
@@ -101,6 +107,7 @@ class Delivery:
                 try:
                     self._apply_results(store)
                     self._dispatch(store)
+                    self._close_idle()
                 except StoreError as exc:
                     store.rollback()
                     log.error("relay: queue storage error: %s", exc)
@@ -257,8 +264,9 @@ class Delivery:
         rounds = 0
         while pending and rounds < 3:
             rounds += 1
+            reused = self._take_idle(key)
             try:
-                link = self._connect(from_domain, domain)
+                link = reused or self._connect(from_domain, domain)
             except MMTPError as exc:
                 verdict = relay_policy.classify(exc.code, "domain_auth")
                 if exc.code == errors.NO_ROUTE:
@@ -272,34 +280,71 @@ class Delivery:
                     [(SendRequest.ACTION, SendRequest(j.packet).to_data()) for j in pending]
                 )
             except MMTPError as exc:
+                link.close()
+                if reused is not None:
+                    # The remote may have closed an idle connection: a fresh one, same round.
+                    rounds -= 1
+                    continue
                 return results + [
                     self._result(j, Verdict.TEMPORARY, exc.code, exc.message, remote)
                     for j in pending
                 ]
-            finally:
-                link.close()
             for job, frame in zip(pending, answers, strict=False):
                 verdict, code = relay_policy.classify_answer(frame)
                 text = str(frame.get("message") or "")
                 results.append(self._result(job, verdict, code, text, remote))
             pending = pending[len(answers) :]
+            self._put_idle(key, link)
         return results + [
             self._result(j, Verdict.TEMPORARY, errors.REMOTE_UNAVAILABLE, "connection lost", None)
             for j in pending
         ]
 
+    # Connections are kept a little while after a batch, so a steady stream of mail to one
+    # domain does not pay TCP + TLS + DOMAIN_AUTH for every batch.
+
+    def _take_idle(self, key: tuple[str, str]) -> RelayLink | None:
+        with self._idle_lock:
+            links = self._idle.get(key, [])
+            while links:
+                link, since = links.pop()
+                if not link.closed and time.monotonic() - since < IDLE_REUSE:
+                    return link
+                link.close()
+        return None
+
+    def _put_idle(self, key: tuple[str, str], link: RelayLink) -> None:
+        if link.closed or self._stop.is_set():
+            link.close()
+            return
+        with self._idle_lock:
+            self._idle.setdefault(key, []).append((link, time.monotonic()))
+
+    def _close_idle(self, everything: bool = False) -> None:
+        now = time.monotonic()
+        with self._idle_lock:
+            for key, links in list(self._idle.items()):
+                keep = []
+                for link, since in links:
+                    if everything or link.closed or now - since >= IDLE_REUSE:
+                        link.close()
+                    else:
+                        keep.append((link, since))
+                if keep:
+                    self._idle[key] = keep
+                else:
+                    del self._idle[key]
+
     def _connect(self, from_domain: str, domain: str) -> RelayLink:
         fed = self.federation
+
+        def domain_auth(link: RelayLink) -> None:
+            assert link.greeting is not None
+            data = fed.keyring.sign_auth(domain, link.greeting.nonce, from_domain, link.cert_hash)
+            request = DomainAuthRequest(data["domain"], data["keyId"], data["signature"])
+            link.request(request.ACTION, request.to_data())
+
         try:
-            link = fed.open_link(domain)
+            return fed.open_link(domain, setup=domain_auth)
         except LocalError as exc:
             raise MMTPError(errors.REMOTE_UNAVAILABLE, str(exc)) from None
-        assert link.greeting is not None
-        data = fed.keyring.sign_auth(domain, link.greeting.nonce, from_domain, link.cert_hash)
-        request = DomainAuthRequest(data["domain"], data["keyId"], data["signature"])
-        try:
-            link.request(request.ACTION, request.to_data())
-        except MMTPError:
-            link.close()
-            raise
-        return link

@@ -89,9 +89,9 @@ class Federation:
 
     # --- connecting ---------------------------------------------------------------------
 
-    def open_link(self, domain: str) -> RelayLink:
+    def open_link(self, domain: str, setup: Callable[[RelayLink], None] | None = None) -> RelayLink:
         """Blocking: a verified connection to `domain`'s server (targets in order)."""
-        link = RelayLink.open(domain, self.resolver.resolve(domain), self.tls)
+        link = RelayLink.open(domain, self.resolver.resolve(domain), self.tls, setup=setup)
         greeting = link.greeting
         if greeting is not None:
             self.note_policy(

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
-from . import errors
+from . import errors, relay_policy
 from .actions import Greeting
 from .client_connection import NEED_DATA, Answer, ClientConnection, Greeted
 from .errors import LocalError, MMTPError
@@ -44,20 +45,39 @@ class RelayLink:
 
     @classmethod
     def open(
-        cls, domain: str, targets: list[Target], tls: RelayTLS, *, timeout: float = LINK_TIMEOUT
+        cls,
+        domain: str,
+        targets: list[Target],
+        tls: RelayTLS,
+        *,
+        timeout: float = LINK_TIMEOUT,
+        setup: Callable[[RelayLink], None] | None = None,
     ) -> RelayLink:
-        """The first target that answers; REMOTE_UNAVAILABLE when none does, NO_ROUTE when
-        one answered for another domain."""
+        """The first target that answers (and passes `setup`, DOMAIN_AUTH for a delivery);
+        REMOTE_UNAVAILABLE when none does, NO_ROUTE when one answered for another domain.
+        A `setup` failure moves on to the next target unless it is permanent (SPEC §8.5)."""
         last: MMTPError = _unavailable(f"no server of {domain} could be reached")
         for target in targets:
             for address in target.addresses or (target.host,):
                 try:
-                    return cls._open_one(domain, target, address, tls, timeout)
+                    link = cls._open_one(domain, target, address, tls, timeout)
                 except MMTPError as exc:
                     log.info("relay: %s (%s) for %s: %s", target, address, domain, exc.message)
                     last = exc
                     if exc.code == errors.NO_ROUTE:
                         raise
+                    continue
+                if setup is None:
+                    return link
+                try:
+                    setup(link)
+                    return link
+                except MMTPError as exc:
+                    link.close()
+                    log.warning("relay: %s refused DOMAIN_AUTH: %s", target, exc)
+                    if not relay_policy.try_next_target(exc.code, "domain_auth"):
+                        raise
+                    last = exc
         raise last
 
     @classmethod

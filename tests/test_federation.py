@@ -148,3 +148,14 @@ def _reconnect(server, tmp_path):
     c.connect()
     c.auth(BOB)
     return c
+
+
+def test_a_second_batch_reuses_the_relay_connection(servers, client, caplog):
+    a, b, _c = servers
+    alice, bob = client(a, ALICE), client(b, BOB)
+    caplog.set_level("INFO", logger="mmtp.server")
+    for n in range(3):
+        alice.send_mail(ALICE, BOB, f"Note {n}", "One connection.")
+        wait_for(lambda n=n: len(inbox(bob, BOB)) == n + 1)
+    auths = [r for r in caplog.records if "DOMAIN_AUTH OK" in r.getMessage()]
+    assert len(auths) == 1
