@@ -26,6 +26,7 @@ from .address import domain_of
 from .config import ServerConfig
 from .domain_keys import DomainKeyCache, DomainKeyring, cert_hash
 from .errors import MMTPError
+from .ratelimit import FailureLimiter
 from .relay_link import RelayLink
 from .relay_tls import RelayTLS
 from .routing import Resolver, parse_host_port
@@ -36,6 +37,7 @@ SENDER_KEY_TTL = 3600.0
 FAILED_LOOKUP_TTL = 60.0
 POLICY_TTL = 86_400.0
 FETCH_THREADS = 4
+LOOKUPS_PER_MINUTE = 60
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,10 @@ class Federation:
         self._sender_keys: dict[str, tuple[pgp.PublicKey | None, float, MMTPError | None]] = {}
         self._policies: dict[str, RemotePolicy] = {}
         self._in_flight: dict[tuple[str, str], Future[None]] = {}
+        self._policy_failures: dict[str, tuple[MMTPError, float]] = {}
+        # Lookups made for clients that need a fetch, per source IP (SPEC §8.4: no amplifier).
+        # Used from the loop thread only.
+        self.lookups = FailureLimiter(LOOKUPS_PER_MINUTE - 1, 60.0, 60.0)  # the 61st waits
 
     def set_route(self, domain: str, host: str, port: int) -> None:
         """A static route added after start (tests bind servers on free ports first)."""
@@ -204,8 +210,28 @@ class Federation:
     def fetch_policy(self, domain: str) -> Future[None]:
         return self._shared(("policy", domain), lambda: self._fetch_policy(domain))
 
+    def policy_failure(self, domain: str) -> MMTPError | None:
+        """A POLICY fetch that failed less than a minute ago (SPEC §8.4 caches failures)."""
+        with self._lock:
+            entry = self._policy_failures.get(domain)
+        if entry is None or entry[1] <= self.clock():
+            return None
+        return entry[0]
+
     def _fetch_policy(self, domain: str) -> None:
-        self.open_link(domain).close()
+        try:
+            self.open_link(domain).close()
+        except MMTPError as exc:
+            error = exc
+        except errors.LocalError as exc:
+            error = MMTPError(errors.REMOTE_UNAVAILABLE, str(exc))
+        else:
+            return
+        with self._lock:
+            if len(self._policy_failures) > 10_000:
+                self._policy_failures.clear()
+            self._policy_failures[domain] = (error, self.clock() + FAILED_LOOKUP_TTL)
+        raise error
 
 
 def _cert_hash_of(path: Path) -> str:

@@ -350,6 +350,8 @@ class ServerLoop:
                 self._close(conn)
         assert self._protocol is not None
         self._protocol.failures.prune(time.time())
+        if self._protocol.federation is not None:
+            self._protocol.federation.lookups.prune(time.time())
 
     def _purge(self) -> None:
         store = self._store

@@ -84,3 +84,20 @@ def test_a_domain_with_the_dot_target_bounces_as_no_route(servers, client, dnsd)
         "NO_ROUTE",
         answer["messageId"],
     )
+
+
+def test_lookups_for_clients_cache_failures_and_are_rate_limited(servers, dnsd):
+    from helpers import Wire
+
+    a, _b = servers
+    with Wire(a) as wire:
+        assert wire.error("POLICY", {"domain": "gone.test"}) == "NO_ROUTE"
+        asked = dnsd.queries[("_mmtp._tcp.gone.test", "SRV")]
+        # A failure is remembered for a minute: no second lookup.
+        assert wire.error("POLICY", {"domain": "gone.test"}) == "NO_ROUTE"
+        assert dnsd.queries[("_mmtp._tcp.gone.test", "SRV")] == asked
+        codes = [wire.error("POLICY", {"domain": f"n{i}.test"}) for i in range(60)]
+        assert codes[:59] == ["NO_ROUTE"] * 59
+        assert codes[-1] == "RATE_LIMITED"
+        # Local figures are never limited.
+        assert wire.ok("POLICY", {"domain": "a.test"})["local"] is True

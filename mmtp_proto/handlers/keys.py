@@ -80,7 +80,7 @@ class KeyHandlers(RelayHandlers):
     def _request_public_key(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
         email = RequestPublicKeyRequest.from_data(data).email
         if domain_of(email) not in self.domains and self.federation is not None:
-            return self._remote_public_key(email)
+            return self._remote_public_key(session, email, now)
         self._require_local(email)
         record = self.store.get_key(email)
         if record is None:

@@ -74,6 +74,10 @@ class RelayHandlers(ProtocolBase):
 
         if fed.policy(domain, max_age=3600) is not None:
             return answer()
+        failed = fed.policy_failure(domain)
+        if failed is not None:
+            raise relay_policy.lookup_error(failed.code, failed.message, domain)
+        self._count_lookup(session, now)
         future = fed.fetch_policy(domain)
 
         def then() -> Outcome:
@@ -95,7 +99,18 @@ class RelayHandlers(ProtocolBase):
         answer = fed.keyring.answer(domain)
         return Outcome(DomainKeyAnswer(domain, answer["keys"], answer["ttl"]).to_response())
 
-    def _remote_public_key(self, email: str) -> Outcome:
+    def _count_lookup(self, session: Session, now: int) -> None:
+        """A lookup for a client that needs a fetch from another server: at most
+        LOOKUPS_PER_MINUTE per source IP (SPEC §8.4)."""
+        lookups = self._federation().lookups
+        if lookups.blocked(session.peer, now):
+            raise MMTPError(
+                errors.RATE_LIMITED,
+                "too many lookups of other domains from your address; wait a minute",
+            )
+        lookups.record_failure(session.peer, now)
+
+    def _remote_public_key(self, session: Session, email: str, now: int) -> Outcome:
         """REQUEST_PUBLIC_KEY for another domain's address, answered from its server (§8.4)."""
         fed = self._federation()
 
@@ -111,6 +126,7 @@ class RelayHandlers(ProtocolBase):
 
         if fed.remote_key(email)[0]:
             return answer()
+        self._count_lookup(session, now)
         return Outcome({}, deferred=Deferred(fed.fetch_sender_key(email), answer))
 
     # ------------------------------------------------------------------ DOMAIN_AUTH
