@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from federation_helpers import ALICE, BOB, CAROL, link_all, relay_server
+from federation_helpers import ALICE, BOB, CAROL, link_all, relay_server, wait_for
 from helpers import Wire, error_code, key_for, make_packet
 
 from mmtp_proto.domain_keys import DomainKeyring, cert_hash
@@ -101,3 +101,59 @@ def test_no_open_relay(servers):
         assert first["status"] == "OK" and first["queued"] is True
         again = wire.send(packet)  # a retry after a lost OK
         assert again["status"] == "OK" and again["duplicate"] is True
+
+
+def test_a_connection_waiting_for_a_fetch_never_stalls_the_others(tmp_path):
+    # a.test listens but does not serve yet: b.test's fetch of its domain keys waits.
+    a = relay_server(tmp_path, "a.test")
+    b = relay_server(tmp_path, "b.test")
+    link_all([a, b])
+    b.start()
+    assert a.federation is not None
+    try:
+        with Wire(b) as waiting, Wire(b) as other:
+            der = waiting.sock.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+            auth = a.federation.keyring.sign_auth(
+                "b.test", waiting.greeting["nonce"], "a.test", cert_hash(der)
+            )
+            first = waiting.send_request("DOMAIN_AUTH", auth)
+            second = waiting.send_request("POLICY", {"domain": "b.test"})
+            # Meanwhile another connection is answered at once.
+            assert other.ok("POLICY", {"domain": "b.test"})["local"] is True
+            assert other.ok("DOMAIN_KEY", {"domain": "b.test"})["keys"]
+            a.start()
+            answers = [waiting.read(), waiting.read()]
+            assert [x["id"] for x in answers] == [first, second]
+            assert [x["status"] for x in answers] == ["OK", "OK"]
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_server_that_does_not_relay_bounces_relayed_mail_at_once(tmp_path):
+    a = relay_server(tmp_path, "a.test")
+    b = relay_server(tmp_path, "b.test", relay=False)
+    assert a.federation is not None and b.tls_address is not None
+    a.federation.set_route("b.test", *b.tls_address)
+    a.start()
+    b.start()
+    try:
+        with Wire(b) as wire:
+            assert wire.greeting["features"]["relay"] is False
+            assert "DOMAIN_AUTH" not in wire.greeting["actions"]
+            wire.register(BOB)
+        with Wire(a) as wire:
+            wire.register(ALICE)
+            wire.auth(ALICE, key_for(ALICE))
+            sent = wire.send(make_packet(ALICE, BOB))
+            assert sent["queued"] is True
+
+            def reports() -> list:
+                got = wire.receive(ALICE)["messages"]
+                return [m for m in got if m["meta"]["type"] == "DSN"]
+
+            dsn = wait_for(reports)[0]["content"]["dsn"]
+            assert (dsn["action"], dsn["code"]) == ("failed", "UNKNOWN_ACTION")
+    finally:
+        a.stop()
+        b.stop()
