@@ -206,6 +206,24 @@ class QueueMixin:
             ),
         )
 
+    # For the operator (SPEC §11: list, retry now, remove).
+
+    def queue_retry_now(self, now: int, job_id: int | None = None) -> int:
+        """Make one queued job (or all, with None) due now; how many."""
+        if job_id is None:
+            cur = self._write("UPDATE outbound SET next_attempt = ? WHERE state = 'queued'", (now,))
+        else:
+            cur = self._write(
+                "UPDATE outbound SET next_attempt = ? WHERE state = 'queued' AND id = ?",
+                (now, job_id),
+            )
+        return cur.rowcount
+
+    def queue_remove(self, job_id: int) -> bool:
+        """Drop a queued job without delivering it (no report is made)."""
+        cur = self._write("DELETE FROM outbound WHERE id = ? AND state = 'queued'", (job_id,))
+        return cur.rowcount > 0
+
     def purge_finished_jobs(self, now: int) -> int:
         cur = self._write("DELETE FROM outbound WHERE state != 'queued' AND expires_at < ?", (now,))
         return cur.rowcount
