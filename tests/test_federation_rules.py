@@ -74,6 +74,25 @@ def test_a_genuine_domain_auth_may_deliver_but_never_relay(servers):
         assert error_code(wire.send(make_packet(ALICE, CAROL))) == "NOT_LOCAL"
         # A sender of another domain than the one authenticated: refused.
         assert error_code(wire.send(make_packet("(eve)%(c.test)", BOB))) == "FORBIDDEN"
+        # Signed, but a.test has no key for its sender: stored, not verified.
+        signed = make_packet(ALICE, BOB, sign=True, body="signed")
+        answer = wire.send(signed)
+        assert answer["status"] == "OK" and answer["signatureVerified"] is False
+    with Wire(b) as reader:
+        reader.auth(BOB, key_for(BOB))
+        stored = {m["meta"]["messageId"]: m for m in reader.receive(BOB)["messages"]}
+        assert stored[signed["meta"]["messageId"]]["meta"]["signatureVerified"] is False
+
+
+def test_remote_keys_are_looked_up_at_the_home_server(servers):
+    a, b, _c = servers
+    with Wire(b) as wire:
+        wire.register(BOB)
+    with Wire(a) as wire:
+        answer = wire.ok("REQUEST_PUBLIC_KEY", {"email": BOB})
+        assert answer["remote"] is True and answer["email"] == BOB
+        assert answer["fingerprint"] == key_for(BOB).public.fingerprint
+        assert wire.error("REQUEST_PUBLIC_KEY", {"email": "(nobody)%(b.test)"}) == "KEY_NOT_FOUND"
 
 
 def test_a_remote_sender_without_domain_auth_is_refused(servers):
