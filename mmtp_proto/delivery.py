@@ -126,7 +126,11 @@ class Delivery:
         due = store.next_due()
         if due is None:
             return IDLE_POLL
-        return max(0.05, min(IDLE_POLL, due - self.clock()))
+        wait = due - self.clock()
+        if wait <= 0 and self._claimed:
+            # Due jobs are (or wait behind) batches in flight; a worker kicks when it is done.
+            return IDLE_POLL
+        return max(0.05, min(IDLE_POLL, wait))
 
     def _dispatch(self, store: Store) -> None:
         now = int(self.clock())
@@ -150,14 +154,21 @@ class Delivery:
                 results = self._results.get_nowait()
             except queue.Empty:
                 return
-            for result in results:
-                self._apply(store, result)
-            store.commit()
-            for result in results:
-                self._claimed.discard(result.job.id)
-            if results:
-                key = (domain_of(results[0].job.sender), results[0].job.domain)
-                self._busy[key] = max(0, self._busy.get(key, 1) - 1)
+            try:
+                for result in results:
+                    self._apply(store, result)
+                store.commit()
+            except StoreError as exc:
+                # The jobs stay queued as they were and go out again (the remote's
+                # messageId dedupe makes that harmless).
+                store.rollback()
+                log.error("relay: could not record %d delivery outcomes: %s", len(results), exc)
+            finally:
+                for result in results:
+                    self._claimed.discard(result.job.id)
+                if results:
+                    key = (domain_of(results[0].job.sender), results[0].job.domain)
+                    self._busy[key] = max(0, self._busy.get(key, 1) - 1)
 
     def _apply(self, store: Store, result: Result) -> None:
         job, now = result.job, result.at
