@@ -12,12 +12,13 @@ import logging
 import selectors
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import ServerConfig
 from .errors import LocalError
-from .listeners import open_listener, raise_nofile_limit, write_ready_file
+from .listeners import make_private_dir, open_listener, raise_nofile_limit, write_ready_file
 from .protocol import Protocol
 from .server_loop import REJECT_SLACK, ServerLoop
 from .store import Store, StoreError
@@ -58,9 +59,10 @@ class Server(ServerLoop):
         raise_nofile_limit(max(4096, cfg.max_connections + REJECT_SLACK + 64))
         data_dir = Path(cfg.data_dir)
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise LocalError(f"cannot create the data directory {data_dir}: {exc}") from None
+        make_private_dir(data_dir)
         try:
             self._store = Store(data_dir / "mmtp.db", fsync=cfg.fsync)
         except StoreError as exc:
@@ -197,6 +199,39 @@ class Server(ServerLoop):
                 s.close()
         self._finished.set()
         log.info("stopped")
+
+    def _purge(self) -> None:
+        store = self._store
+        assert store is not None
+        # Between turns: no answer rests on the open transaction, so a failure here
+        # withdraws nothing.
+        try:
+            purged = store.purge_expired_stamps(int(time.time()))
+            purged += store.purge_finished_jobs(int(time.time()))
+            store.commit()
+            if purged:
+                log.info("purged %d expired stamps and finished relay jobs", purged)
+        except StoreError as exc:
+            store.rollback()
+            log.warning("could not purge expired stamps: %s", exc)
+
+    def wake(self) -> None:
+        """Make the loop look around now; safe from any thread (a fetch that finished)."""
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def _drain(self) -> None:
+        """Answer what was received, flush for a few seconds, then close every connection."""
+        with contextlib.suppress(Exception):
+            self._process_lines()
+        deadline = time.monotonic() + 5.0
+        while any(c.out for c in self._conns.values()) and time.monotonic() < deadline:
+            for conn in list(self._conns.values()):
+                if conn.out:
+                    self._flush(conn)
+            time.sleep(0.01)
+        for conn in list(self._conns.values()):
+            self._close(conn)
 
     def _close_listeners(self) -> None:
         for sock in self._listeners:

@@ -1,6 +1,7 @@
 """The server's event loop: `selectors`, non-blocking sockets, TLS handshakes, timers and
-admission (the connection caps of SPEC §7). No protocol here: each connection's requests and
-answers are its `server_connection.ServerConnection`'s; this only moves their bytes.
+admission (SPEC §7: connection caps, the unfinished-frame budget and minimum rate, counted
+by `admission`). No protocol here: each connection's requests and answers are its
+`server_connection.ServerConnection`'s; this only moves their bytes.
 
 Every turn answers what the connections have buffered, then commits once (group commit,
 `Protocol.commit`); the turn's answers leave only after that commit.
@@ -16,11 +17,13 @@ import ssl
 import threading
 import time
 
+from . import log_limit
+from .admission import Admission, over_budget
 from .config import ServerConfig
 from .peer import Peer
 from .protocol import Protocol
 from .server_connection import ServerConnection
-from .store import Store, StoreError
+from .store import Store
 
 log = logging.getLogger("mmtp.server")
 
@@ -43,10 +46,16 @@ class ServerLoop:
         self._selector: selectors.BaseSelector | None = None
         self._ssl_context: ssl.SSLContext | None = None
         self._conns: dict[socket.socket, Peer] = {}
-        # Admitted connections per address; connections being refused (over a cap, told
-        # so before they are closed) count in neither cap, only in self._rejecting.
-        self._per_ip: dict[str, int] = {}
+        # Admitted connections per address and network; connections being refused (over a
+        # cap, told so before they are closed) count in no cap, only in self._rejecting.
+        self._admission = Admission(
+            total=config.max_connections,
+            per_ip=config.max_connections_per_ip,
+            per_network=config.max_connections_per_network,
+        )
         self._rejecting = 0
+        # Bytes of unfinished frames across all connections (each Peer.accounted summed).
+        self._unfinished = 0
         self._pending: set[Peer] = set()
         # Connections whose next answer waits for a fetch from another server (SPEC §8.4).
         self._waiting: set[Peer] = set()
@@ -67,32 +76,22 @@ class ServerLoop:
                 timeout = 0.0 if ready else max(0.0, min(TICK, next_tick - time.monotonic()))
                 for key, mask in self._selector.select(timeout):
                     self._dispatch_safely(key, mask)
-                if self._waiting:
-                    self._collect_resumed()
+                if self._waiting:  # fetches done (or connections gone) since last turn
+                    done = {c for c in self._waiting if not c.connection.waiting}
+                    self._waiting -= done
+                    self._pending |= {c for c in done if c.sock in self._conns}
                 ready = self._process_lines()
                 now = time.monotonic()
                 if now >= next_tick:
                     next_tick = now + TICK
                     self._expire(now)
+                    log_limit.flush_due()
                     if now >= next_purge:
                         next_purge = now + PURGE_INTERVAL
                         self._purge()
         except Exception:
             log.exception("the server loop failed")
             raise
-
-    def wake(self) -> None:
-        """Make the loop look around now; safe from any thread (a fetch that finished)."""
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"\0")
-
-    def _collect_resumed(self) -> None:
-        for conn in list(self._waiting):
-            if conn.sock not in self._conns:
-                self._waiting.discard(conn)
-            elif not conn.connection.waiting:
-                self._waiting.discard(conn)
-                self._pending.add(conn)
 
     def _dispatch_safely(self, key: selectors.SelectorKey, mask: int) -> None:
         try:
@@ -121,7 +120,6 @@ class ServerLoop:
                     self._flush(conn)
 
     def _accept(self, listener: socket.socket, *, tls: bool) -> None:
-        cfg = self.config
         for _ in range(64):
             try:
                 sock, addr = listener.accept()
@@ -135,9 +133,8 @@ class ServerLoop:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer = str(addr[0])
-            over_total = len(self._conns) - self._rejecting >= cfg.max_connections
-            over_ip = self._per_ip.get(peer, 0) >= cfg.max_connections_per_ip
-            if (over_total or over_ip) and self._rejecting >= REJECT_SLACK:
+            refused = self._admission.refusal(peer)
+            if refused and self._rejecting >= REJECT_SLACK:
                 sock.close()
                 continue
             if tls:
@@ -149,9 +146,6 @@ class ServerLoop:
                 except (OSError, ssl.SSLError):
                     sock.close()
                     continue
-            refused = None
-            if over_total or over_ip:
-                refused = "on this server" if over_total else "from your address"
             assert self._protocol is not None
             state = ServerConnection(self._protocol, peer=peer, tls=tls, refused=refused)
             conn = Peer(sock, addr, tls, state)
@@ -160,9 +154,9 @@ class ServerLoop:
             self._selector.register(sock, selectors.EVENT_READ, conn)
             if refused:
                 self._rejecting += 1
-                log.info("refusing %s: too many connections", peer)
+                log.info("refusing %s: too many connections %s", peer, refused)
             else:
-                self._per_ip[peer] = self._per_ip.get(peer, 0) + 1
+                self._admission.admit(peer)
                 log.info("connection from %s:%s (%s)", peer, addr[1], "TLS" if tls else "plain")
             if not tls:
                 self._greet(conn)
@@ -219,8 +213,34 @@ class ServerLoop:
             # TLS may hold decrypted bytes that select() cannot see.
             if not (conn.tls and sock.pending()):  # type: ignore[attr-defined]
                 break
-        if state.finished and not conn.out:
+        self._account(conn)
+        if self._unfinished > self.config.unfinished_frames_budget:
+            self._shed()
+        if state.finished and not conn.out and conn.sock in self._conns:
             self._close(conn)
+
+    def _account(self, conn: Peer) -> None:
+        """Bring the loop's total of unfinished frame bytes up to date for `conn`."""
+        held = conn.connection.unfinished
+        self._unfinished += held - conn.accounted
+        conn.accounted = held
+
+    def _shed(self) -> None:
+        """Over the unfinished-frame budget: give up the largest unfinished frames until
+        the rest fit (admission.over_budget); their connections are answered, then closed."""
+        budget = self.config.unfinished_frames_budget
+        partials = [(c, c.accounted) for c in self._conns.values() if c.accounted]
+        for conn in over_budget(partials, budget):
+            log.warning(
+                "unfinished frames use over %d bytes: shedding %s's %d bytes",
+                budget,
+                conn.peer,
+                conn.accounted,
+            )
+            conn.connection.shed()
+            self._account(conn)
+            self._pending.add(conn)
+            self._update_interest(conn)
 
     def _process_lines(self) -> set[Peer]:
         """Answer buffered requests, commit once, then release the answers."""
@@ -327,14 +347,12 @@ class ServerLoop:
             self._selector.unregister(conn.sock)
         with contextlib.suppress(OSError):
             conn.sock.close()
+        self._unfinished -= conn.accounted
+        conn.accounted = 0
         if conn.refused:
             self._rejecting -= 1
             return
-        left = self._per_ip.get(conn.peer, 1) - 1
-        if left > 0:
-            self._per_ip[conn.peer] = left
-        else:
-            self._per_ip.pop(conn.peer, None)
+        self._admission.release(conn.peer)
         log.info("closed %s:%s", conn.peer, conn.addr[1])
 
     def _expire(self, now: float) -> None:
@@ -348,35 +366,35 @@ class ServerLoop:
                     "%s timed out (%s)", conn.peer, "handshake" if conn.handshaking else "idle"
                 )
                 self._close(conn)
+            elif self._stalled(conn, now):
+                log.info(
+                    "%s: unfinished frame of %d bytes advances under %d bytes/s; closing",
+                    conn.peer,
+                    conn.accounted,
+                    cfg.slow_frame_min_rate,
+                )
+                self._close(conn)
         assert self._protocol is not None
         self._protocol.failures.prune(time.time())
-        if self._protocol.federation is not None:
+        if self._protocol.federation is not None:  # its per-IP lookup limits
             self._protocol.federation.lookups.prune(time.time())
 
-    def _purge(self) -> None:
-        store = self._store
-        assert store is not None
-        # Between turns: no answer rests on the open transaction, so a failure here
-        # withdraws nothing.
+    def _stalled(self, conn: Peer, now: float) -> bool:
+        if conn.handshaking or conn.connection.closing:
+            return False
+        assert self._selector is not None
         try:
-            purged = store.purge_expired_stamps(int(time.time()))
-            purged += store.purge_finished_jobs(int(time.time()))
-            store.commit()
-            if purged:
-                log.info("purged %d expired stamps", purged)
-        except StoreError as exc:
-            store.rollback()
-            log.warning("could not purge expired stamps: %s", exc)
+            reading = bool(self._selector.get_key(conn.sock).events & selectors.EVENT_READ)
+        except (KeyError, ValueError):
+            return False
+        return conn.progress.stalled(
+            now,
+            unfinished=conn.connection.unfinished,
+            received=conn.connection.received,
+            reading=reading,
+            grace=self.config.slow_frame_grace,
+            min_rate=self.config.slow_frame_min_rate,
+        )
 
-    def _drain(self) -> None:
-        """Answer what was received, flush for a few seconds, then close every connection."""
-        with contextlib.suppress(Exception):
-            self._process_lines()
-        deadline = time.monotonic() + 5.0
-        while any(c.out for c in self._conns.values()) and time.monotonic() < deadline:
-            for conn in list(self._conns.values()):
-                if conn.out:
-                    self._flush(conn)
-            time.sleep(0.01)
-        for conn in list(self._conns.values()):
-            self._close(conn)
+    def _purge(self) -> None:
+        """Housekeeping every PURGE_INTERVAL, between turns (`server.Server` does it)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,9 @@ from ..address import domain_of
 from ..errors import MMTPError
 from ..session import Outcome, Session
 from .relay import RelayHandlers
+
+# The audit lines (who authenticated, key changes, deletions) share the protocol's logger.
+log = logging.getLogger("mmtp.protocol")
 
 
 class KeyHandlers(RelayHandlers):
@@ -70,6 +74,7 @@ class KeyHandlers(RelayHandlers):
             verb = "updated"
         else:
             verb = "replaced"
+        log.info("audit: %s %s the key of %s (%s)", session.peer, verb, email, key.fingerprint)
         return Outcome(
             RegisterKeyAnswer(
                 message=f"Public key {verb} successfully", fingerprint=key.fingerprint
