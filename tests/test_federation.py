@@ -159,3 +159,24 @@ def test_a_second_batch_reuses_the_relay_connection(servers, client, caplog):
         wait_for(lambda n=n: len(inbox(bob, BOB)) == n + 1)
     auths = [r for r in caplog.records if "DOMAIN_AUTH OK" in r.getMessage()]
     assert len(auths) == 1
+
+
+def test_a_reply_threads_back_across_domains(servers, client):
+    a, b, _c = servers
+    alice, bob = client(a, ALICE), client(b, BOB)
+    first = alice.send_mail(ALICE, BOB, "Question", "Lunch?")
+    original = wait_for(lambda: inbox(bob, BOB))[0]
+    reply = bob.send_mail(
+        BOB,
+        ALICE,
+        "Re: Question",
+        "Yes.",
+        type="REPLY",
+        in_reply_to=first.message_id,
+        references=[first.message_id],
+    )
+    assert reply.queued
+    got = wait_for(lambda: [m for m in inbox(alice, ALICE) if m["meta"]["type"] == "REPLY"])[0]
+    assert got["meta"]["inReplyTo"] == original["meta"]["messageId"] == first.message_id
+    opened = alice.open(got)
+    assert (opened.body, opened.signature) == ("Yes.", VERIFIED)
