@@ -104,6 +104,9 @@ class Delivery:
         assert store is not None
         try:
             while not self._stop.is_set():
+                # Cleared before the work, not after the wait: a kick that comes while the
+                # manager works must wake the next wait, not be lost.
+                self._kick.clear()
                 try:
                     self._apply_results(store)
                     self._dispatch(store)
@@ -112,7 +115,6 @@ class Delivery:
                     store.rollback()
                     log.error("relay: queue storage error: %s", exc)
                 self._kick.wait(self._wait_time(store))
-                self._kick.clear()
         except Exception:
             log.exception("relay: the delivery manager failed")
         finally:
