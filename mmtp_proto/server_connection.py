@@ -141,6 +141,7 @@ class ServerConnection:
             features=Features(
                 plain_auth=config.allow_plain_auth,
                 pipelining=True,
+                registration=config.registration,
                 relay=self._protocol.federation is not None,
             ),
             actions=list(self._protocol.actions),

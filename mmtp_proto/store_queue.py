@@ -192,15 +192,16 @@ class QueueMixin:
     def add_report(self, packet: dict[str, Any], now: int) -> None:
         """Store a server-made packet (a DSN, SPEC §10) in its recipient's mailbox: no stamp."""
         text = _text(packet)
-        recipient = packet["recipient"]
         self._write(
-            "INSERT INTO messages (recipient, message_id, message_hash, received_at, packet,"
-            " checksum) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages (recipient, sender, message_id, message_hash, received_at,"
+            " size, packet, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                recipient,
+                packet["recipient"],
+                packet["sender"],
                 packet["meta"]["messageId"],
                 packet["verification"]["messageHash"],
                 now,
+                len(text.encode("utf-8")),
                 text,
                 hashlib.sha256(text.encode("utf-8")).hexdigest(),
             ),
