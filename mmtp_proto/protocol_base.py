@@ -109,8 +109,9 @@ class ProtocolBase:
         try:
             outcome = step()
         except MMTPError as exc:
-            # NOT_LOCAL is not the key's fault, INTERNAL (busy) not the client's.
-            if exc.code not in (errors.NOT_LOCAL, errors.INTERNAL):
+            # NOT_LOCAL is not the key's fault, INTERNAL (busy) not the client's, and the
+            # registration and CPU limits are limits, not failed attempts.
+            if exc.code not in (errors.NOT_LOCAL, errors.INTERNAL, errors.RATE_LIMITED):
                 self.failures.record_failure(session.peer, now)
             raise
         if isinstance(outcome, Pending):

@@ -26,8 +26,8 @@ from .actions.greeting import Features, Greeting
 from .deferred import Job, JobResult, Pending
 from .errors import MMTPError
 from .framing import NO_ID, FrameDecoder, encode_frame, with_id
-from .protocol import ACTIONS, Protocol
-from .session import Outcome, Session, storage_failure
+from .protocol import Protocol
+from .session import Deferred, Outcome, Session, storage_failure
 
 log = logging.getLogger("mmtp.server")
 
@@ -71,6 +71,9 @@ class ServerConnection:
         self._frame_error: MMTPError = self.decoder.error()
         # Every byte received, for the loop's minimum-rate rule (admission.FrameProgress).
         self.received = 0
+        # A request waiting for a fetch from another server (SPEC §8.4); the requests after
+        # it wait in `_lines`, so answers stay in order.
+        self._deferred: Deferred | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -85,10 +88,16 @@ class ServerConnection:
         return (
             self._closing
             and self._waiting is None
+            and self._deferred is None
             and not self._lines
             and not self._held
             and not self._outgoing
         )
+
+    @property
+    def resumable(self) -> bool:
+        """A waiting request's fetch is done: `process` answers it next."""
+        return self._deferred is not None and self._deferred.future.done()
 
     @property
     def pending_requests(self) -> int:
@@ -97,15 +106,19 @@ class ServerConnection:
 
     @property
     def can_process(self) -> bool:
-        """Would `process` do anything now? Not while a request waits for its job."""
+        """Would `process` do anything now? Not while a request waits for its job or fetch."""
+        if self._deferred is not None:
+            return self._deferred.future.done()
         if self._waiting is not None:
             return self._result is not None
         return bool(self._lines)
 
     @property
     def waiting(self) -> bool:
-        """A request waits for its job's result."""
-        return self._waiting is not None
+        """A request waits for a job or a fetch that has not finished yet."""
+        if self._deferred is not None:
+            return not self._deferred.future.done()
+        return self._waiting is not None and self._result is None
 
     @property
     def receive_room(self) -> int:
@@ -152,8 +165,9 @@ class ServerConnection:
                 plain_auth=config.allow_plain_auth,
                 pipelining=True,
                 registration=config.registration,
+                relay=self._protocol.federation is not None,
             ),
-            actions=list(ACTIONS),
+            actions=list(self._protocol.actions),
         ).to_response()
 
     def receive_data(self, data: bytes) -> None:
@@ -195,13 +209,24 @@ class ServerConnection:
         """
         protocol = self._protocol
         queued = self.queued_bytes
+        if self._deferred is not None:
+            if not self._deferred.future.done():
+                return
+            deferred, self._deferred = self._deferred, None
+            queued += self._take(protocol.resume(deferred))
         if self._waiting is not None:
             if self._result is None:
                 return
             pending, result = self._waiting, self._result
             self._waiting = self._result = None
-            queued += self._take(protocol.resume(pending, result))
-        while self._lines and max_lines and queued < room and self._waiting is None:
+            queued += self._take(protocol.resume_job(pending, result))
+        while (
+            self._lines
+            and max_lines
+            and queued < room
+            and self._waiting is None
+            and self._deferred is None
+        ):
             line = self._lines.popleft()
             if not line:  # the oversized-frame marker: answer it, then close
                 error = self._frame_error.to_response()
@@ -212,9 +237,15 @@ class ServerConnection:
             queued += self._take(protocol.handle_line(self.session, line))
 
     def _take(self, outcome: Outcome | Pending) -> int:
-        """Hold an answer (promised to the commit when durable), or start waiting."""
+        """Hold an answer (promised to the commit when durable), or start waiting: for a job
+        (`Pending`) or for a fetch (`Outcome.deferred`, federation's remote lookups)."""
         if isinstance(outcome, Pending):
             self._waiting, self._job = outcome, outcome.job
+            return 0
+        if outcome.deferred is not None:
+            self._deferred = outcome.deferred
+            protocol = self._protocol
+            outcome.deferred.future.add_done_callback(lambda _f: protocol.wake())
             return 0
         self._log_outcome(outcome.action, outcome.response)
         answer = HeldAnswer(encode_answer(outcome.response), outcome.response.get("id", NO_ID))

@@ -1,5 +1,5 @@
-"""The server loop's side of the worker pool (jobs handed over, results handed back) and its
-other periodic chore, purging expired stamps.
+"""The server loop's side of work that finishes later: worker jobs handed over and their
+results handed back, federation's fetches collected when done; and the slow-frame check.
 
 A connection whose request waits for a job (`ServerConnection.take_job`) is not processed
 further until the job's result is delivered, so its later answers keep their order; the
@@ -14,8 +14,9 @@ import selectors
 import socket
 import time
 
+from .config import ServerConfig
 from .peer import Peer
-from .store import Store, StoreError
+from .store import Store
 from .worker_pool import PoolWorker, WorkerPool
 
 log = logging.getLogger("mmtp.server")
@@ -27,6 +28,8 @@ class ServerJobs:
     _conns: dict[socket.socket, Peer]
     _pending: set[Peer]
     _selector: selectors.BaseSelector | None
+    _waiting: set[Peer]
+    config: ServerConfig
 
     def _init_jobs(self) -> None:
         self._pool: WorkerPool | None = None
@@ -92,16 +95,26 @@ class ServerJobs:
                 self._pool.on_event(key.data, mask)
         self._pool_step()
 
-    def _purge(self) -> None:
-        store = self._store
-        assert store is not None
-        # Between turns: no answer rests on the open transaction, so a failure here
-        # withdraws nothing.
+    def _collect_fetched(self) -> None:
+        """Connections whose fetch is done (or that are gone) since the last turn go on."""
+        if self._waiting:
+            done = {c for c in self._waiting if not c.connection.waiting}
+            self._waiting -= done
+            self._pending |= {c for c in done if c.sock in self._conns}
+
+    def _stalled(self, conn: Peer, now: float) -> bool:
+        if conn.handshaking or conn.connection.closing:
+            return False
+        assert self._selector is not None
         try:
-            purged = store.purge_expired_stamps(int(time.time()))
-            store.commit()
-            if purged:
-                log.info("purged %d expired stamps", purged)
-        except StoreError as exc:
-            store.rollback()
-            log.warning("could not purge expired stamps: %s", exc)
+            reading = bool(self._selector.get_key(conn.sock).events & selectors.EVENT_READ)
+        except (KeyError, ValueError):
+            return False
+        return conn.progress.stalled(
+            now,
+            unfinished=conn.connection.unfinished,
+            received=conn.connection.received,
+            reading=reading,
+            grace=self.config.slow_frame_grace,
+            min_rate=self.config.slow_frame_min_rate,
+        )

@@ -60,6 +60,8 @@ class ServerLoop(ServerJobs):
         # Bytes of unfinished frames across all connections (each Peer.accounted summed).
         self._unfinished = 0
         self._pending: set[Peer] = set()
+        # Connections whose next answer waits for a fetch from another server (SPEC §8.4).
+        self._waiting: set[Peer] = set()
         self._store: Store | None = None
         self._protocol: Protocol | None = None
         self._init_jobs()
@@ -80,6 +82,7 @@ class ServerLoop(ServerJobs):
                 for key, mask in self._selector.select(self._job_timeout(max(0.0, wait))):
                     self._dispatch_safely(key, mask)
                 self._pool_step()
+                self._collect_fetched()
                 ready = self._process_lines()
                 now = time.monotonic()
                 if now >= next_tick:
@@ -294,7 +297,11 @@ class ServerLoop(ServerJobs):
         high_water = self.config.output_high_water
         for conn in batch:
             conn.connection.process(LINES_PER_TURN, high_water - len(conn.out))
-            if not self._submit_job(conn) and conn.connection.can_process:
+            if self._submit_job(conn):
+                continue
+            if conn.connection.waiting:
+                self._waiting.add(conn)
+            elif conn.connection.can_process:
                 self._pending.add(conn)
         self._deliver()
 
@@ -378,20 +385,8 @@ class ServerLoop(ServerJobs):
                 self._close(conn)
         assert self._protocol is not None
         self._protocol.prune_limits(time.time())
+        if self._protocol.federation is not None:  # its per-IP lookup limits
+            self._protocol.federation.lookups.prune(time.time())
 
-    def _stalled(self, conn: Peer, now: float) -> bool:
-        if conn.handshaking or conn.connection.closing:
-            return False
-        assert self._selector is not None
-        try:
-            reading = bool(self._selector.get_key(conn.sock).events & selectors.EVENT_READ)
-        except (KeyError, ValueError):
-            return False
-        return conn.progress.stalled(
-            now,
-            unfinished=conn.connection.unfinished,
-            received=conn.connection.received,
-            reading=reading,
-            grace=self.config.slow_frame_grace,
-            min_rate=self.config.slow_frame_min_rate,
-        )
+    def _purge(self) -> None:
+        """Housekeeping every PURGE_INTERVAL, between turns (`server.Server` does it)."""

@@ -7,6 +7,7 @@ signed SENDs are refused before anything is verified.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .. import errors, pgp_jobs
@@ -15,18 +16,41 @@ from ..deferred import JobResult, Pending
 from ..errors import MMTPError
 from ..hashcash import Stamp, verify_stamp
 from ..packet import Packet, validate_packet
-from ..protocol_base import ProtocolBase
-from ..session import Outcome, Session, ok
+from ..session import Deferred, Outcome, Session, ok
 from ..store import KeyRecord, stored_text
+from .relay import RelayHandlers
 
 
-class SendHandler(ProtocolBase):
+class SendHandler(RelayHandlers):
     def _send(self, session: Session, data: dict[str, Any], now: int) -> Outcome | Pending:
         packet = validate_packet(
             data.get("packet"),
             now=now,
             stamp_validity_seconds=self.config.stamp_validity_seconds,
         )
+        if session.domain is not None:
+            # Relayed to us (SPEC §8.3); the sender's key may have to be fetched first, then
+            # the request is handled again with it cached.
+            waiting = self._check_relayed(session, packet)
+            if waiting is not None:
+                return Outcome(
+                    {}, deferred=Deferred(waiting.future, lambda: self._send(session, data, now))
+                )
+        elif domain_of(packet.sender) not in self.domains and self.federation is not None:
+            # Enforced where domain authentication exists (a relaying server); a server that
+            # does not relay keeps revision 1's island behaviour for now (see federation.md).
+            raise MMTPError(
+                errors.FORBIDDEN,
+                f"{packet.sender} is not on a domain this server serves: only its own "
+                "domain's server may deliver its mail here (SPEC §3)",
+            )
+        elif domain_of(packet.recipient) not in self.domains and self.federation is not None:
+            return self._with_local_signature(
+                session,
+                packet,
+                now,
+                lambda verified: self._queue_remote(session, packet, verified, now),
+            )
         self._require_local(packet.recipient)
         if self._active_key(packet.recipient) is None:
             raise MMTPError(
@@ -46,34 +70,59 @@ class SendHandler(ProtocolBase):
             now=now,
             validity_seconds=self.config.stamp_validity_seconds,
         )
-        if packet.signature is not None and self._active_key(packet.sender) is not None:
-            self._rate_check(session, now)
-            self._cpu_check(session, now)
-            signature, signed = packet.signature, packet.signature_input()
-            return self._with_registered_key(
-                session,
-                packet.sender,
-                pgp_jobs.verify,
-                lambda armored: (signed, signature, armored),
-                lambda record, result: self._send_verified(
-                    session, packet, stamp, record, result, now
-                ),
-            )
-        return self._send_checked(session, packet, stamp, False, now)
+        if session.domain is not None:
+            # Relayed to us: verified against the key fetched from the sender's domain.
+            verified = self._relayed_signature(packet)
+            return self._send_checked(session, packet, stamp, verified, now)
+        return self._with_local_signature(
+            session,
+            packet,
+            now,
+            lambda verified: self._send_checked(session, packet, stamp, verified, now),
+            recheck=True,
+        )
+
+    def _with_local_signature(
+        self,
+        session: Session,
+        packet: Packet,
+        now: int,
+        then: Callable[[bool], Outcome],
+        *,
+        recheck: bool = False,
+    ) -> Outcome | Pending:
+        """`then(verified)`: whether the signature verifies against the sender's key registered
+        here, checked by a worker (SPEC §3); one that does not is refused and counted."""
+        if packet.signature is None or self._active_key(packet.sender) is None:
+            return then(False)
+        self._rate_check(session, now)
+        self._cpu_check(session, now)
+        signature, signed = packet.signature, packet.signature_input()
+        return self._with_registered_key(
+            session,
+            packet.sender,
+            pgp_jobs.verify,
+            lambda armored: (signed, signature, armored),
+            lambda record, result: self._send_verified(
+                session, packet, record, result, now, then, recheck
+            ),
+        )
 
     def _send_verified(
         self,
         session: Session,
         packet: Packet,
-        stamp: Stamp,
         record: KeyRecord | None,
         result: JobResult,
         now: int,
+        then: Callable[[bool], Outcome],
+        recheck: bool,
     ) -> Outcome:
-        # The same message may have been stored while this one was checked: still a duplicate.
-        delivered = self.store.find_delivered(packet.recipient, packet.sender, packet.message_id)
-        if delivered is not None:
-            return self._duplicate(packet, *delivered)
+        if recheck:
+            # The same message may have been stored while it was checked: still a duplicate.
+            found = self.store.find_delivered(packet.recipient, packet.sender, packet.message_id)
+            if found is not None:
+                return self._duplicate(packet, *found)
         if not result.ok:
             error = self._job_failure(result, errors.SIGNATURE_INVALID, "checking the signature")
             if error.code != errors.INTERNAL:
@@ -87,7 +136,7 @@ class SendHandler(ProtocolBase):
                 f"{packet.sender}; sign the message with that key",
             )
         # No key registered any more (it went while the job ran): stored unverified.
-        return self._send_checked(session, packet, stamp, record is not None, now)
+        return then(record is not None)
 
     def _send_checked(
         self, session: Session, packet: Packet, stamp: Stamp, verified: bool, now: int
@@ -108,6 +157,8 @@ class SendHandler(ProtocolBase):
             "signed": packet.signature is not None,
             "signatureVerified": verified,
         }
+        if self.federation is not None:
+            summary["queued"] = False
         stored = dict(packet.raw)
         stored["meta"] = {**packet.raw["meta"], "signatureVerified": verified, "receivedAt": now}
         text = stored_text(stored)
