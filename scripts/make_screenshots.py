@@ -127,7 +127,7 @@ async def shoot(width: int, height: int) -> None:
             while not isinstance(app.screen, MainScreen):
                 await pilot.pause(0.05)
             app.clear_notifications()
-            await pilot.press("k")
+            await pilot.press("K")
             while not isinstance(app.screen, KeysScreen):
                 await pilot.pause(0.05)
             await app.workers.wait_for_complete()

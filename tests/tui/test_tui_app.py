@@ -158,7 +158,7 @@ async def test_compose_send_receive_read_reply_thread(server, make_session, tui_
             bob.send(client, reply, minter=Minter(processes=1))
 
         # Alice fetches and reads the reply: decrypted, verified, thread shown.
-        await pilot.press("g")
+        await pilot.press("F")
         await settle(app, pilot)
         table = main.query_one(MessageList)
         assert table.row_count == 1
@@ -215,7 +215,7 @@ async def test_keys_pane_generates_and_registers(server, tui_settings, known_ser
     app = MailApp(settings, known_servers=known_servers)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for_screen(app, pilot, MainScreen)
-        await pilot.press("k")
+        await pilot.press("K")
         keys = await wait_for_screen(app, pilot, KeysScreen)
         await settle(app, pilot)
         await pilot.press("g")
