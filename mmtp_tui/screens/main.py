@@ -126,7 +126,7 @@ class MainScreen(Screen):
             self.sub_title = (
                 f"{self.folder} · {count} message{'s' * (count != 1)}, {unread} unread{how}"
             )
-        if self.sort != "date" or self.search_text is None:
+        if self.sort != "date":  # the store already gives date order (threads together)
             self.shown = query.sort_messages(self.shown, self.sort)
         if self.collapsed:
             self.shown = query.collapse(self.shown)
