@@ -49,6 +49,11 @@ class ServerConfig:
     failure_block_seconds: float = 300.0
     mailbox_max_messages: int = 100_000
     fsync: bool = True
+    # Where the mail lives: None is SQLite under data_dir; a postgresql:// URL is a
+    # PostgreSQL database, which several server processes and hosts may share.
+    database: str | None = None
+    # Server processes sharing the listening ports (a supervisor restarts any that dies).
+    workers: int = 1
     # Written (JSON: pid, plain and tls [host, port], fingerprint) once the server listens.
     ready_file: Path | None = None
 
@@ -81,6 +86,14 @@ class ServerConfig:
         for name in ("idle_timeout", "handshake_timeout", "stamp_validity_seconds"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive")
+        if self.database is not None and not self.database.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            problems.append(
+                "database must be a postgresql:// URL (leave it out for SQLite in data_dir)"
+            )
+        if not isinstance(self.workers, int) or not 1 <= self.workers <= 64:
+            problems.append("workers must be a whole number from 1 to 64")
         if problems:
             raise LocalError("invalid server configuration:\n  - " + "\n  - ".join(problems))
         return self
@@ -106,6 +119,9 @@ def config_from_mapping(values: dict[str, Any], source: str = "config") -> Serve
             if not isinstance(value, str):
                 raise LocalError(f"{source}: {raw_key} must be a path string")
             value = Path(value).expanduser()
+        elif key == "database":
+            if not isinstance(value, str):
+                raise LocalError(f"{source}: {raw_key} must be a postgresql:// URL string")
         elif key == "domains":
             if isinstance(value, str):
                 value = [value]

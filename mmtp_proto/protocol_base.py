@@ -16,7 +16,7 @@ from .errors import MMTPError
 from .group_commit import GroupCommit, Withdrawable
 from .ratelimit import FailureLimiter
 from .session import Session
-from .store import Store
+from .storage import Storage
 
 _KEY_CACHE_SIZE = 1024
 
@@ -25,7 +25,7 @@ class ProtocolBase:
     def __init__(
         self,
         config: ServerConfig,
-        store: Store,
+        store: Storage,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -14,12 +14,13 @@ import socket
 import threading
 from pathlib import Path
 
+from .backends import describe, open_store
 from .config import ServerConfig
 from .errors import LocalError
 from .listeners import open_listener, raise_nofile_limit, write_ready_file
 from .protocol import Protocol
 from .server_loop import REJECT_SLACK, ServerLoop
-from .store import Store, StoreError
+from .storage import Storage, StoreError
 
 log = logging.getLogger("mmtp.server")
 
@@ -38,7 +39,7 @@ class Server(ServerLoop):
     # ------------------------------------------------------------------ lifecycle
 
     @property
-    def store(self) -> Store:
+    def store(self) -> Storage:
         assert self._store is not None
         return self._store
 
@@ -54,7 +55,7 @@ class Server(ServerLoop):
         except OSError as exc:
             raise LocalError(f"cannot create the data directory {data_dir}: {exc}") from None
         try:
-            self._store = Store(data_dir / "mmtp.db", fsync=cfg.fsync)
+            self._store = open_store(cfg.database, data_dir, fsync=cfg.fsync)
         except StoreError as exc:
             raise LocalError(str(exc)) from None
         self._protocol = Protocol(cfg, self._store)
@@ -132,10 +133,10 @@ class Server(ServerLoop):
             log.info("listening (TLS) on %s:%d", *self.tls_address)
             log.info("TLS certificate SHA-256 fingerprint %s", self.tls_fingerprint)
         log.info(
-            "serving %s at difficulty %d bits; data in %s",
+            "serving %s at difficulty %d bits; mail in %s",
             ", ".join(cfg.domains),
             cfg.difficulty,
-            cfg.data_dir,
+            describe(cfg.database, Path(cfg.data_dir)),
         )
 
     # ------------------------------------------------------------------ the loop

@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"mail store and self-signed certificate (default {default_data_dir()})",
     )
     parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="a postgresql://user@host/db URL to keep the mail in PostgreSQL, which several "
+        "server processes and hosts can share (default: SQLite in DATA_DIR)",
+    )
+    parser.add_argument(
         "--domain",
         action="append",
         dest="domains",
@@ -143,6 +149,7 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         "tls": args.tls,
         "data_dir": args.data_dir.expanduser() if args.data_dir is not None else None,
         "domains": args.domains,
+        "database": args.database,
         "difficulty": args.difficulty,
         "cert": args.cert.expanduser() if args.cert is not None else None,
         "key": args.key.expanduser() if args.key is not None else None,

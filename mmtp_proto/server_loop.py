@@ -20,7 +20,7 @@ from .config import ServerConfig
 from .peer import Peer
 from .protocol import Protocol
 from .server_connection import ServerConnection
-from .store import Store, StoreError
+from .storage import Storage, StoreError
 
 log = logging.getLogger("mmtp.server")
 
@@ -48,7 +48,7 @@ class ServerLoop:
         self._per_ip: dict[str, int] = {}
         self._rejecting = 0
         self._pending: set[Peer] = set()
-        self._store: Store | None = None
+        self._store: Storage | None = None
         self._protocol: Protocol | None = None
         self._stop = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()

@@ -1,23 +1,41 @@
-"""Durable server storage: one SQLite file in WAL mode (messages, keys, spent stamps).
+"""Durable server storage, the default backend: one SQLite file in WAL mode (messages, keys,
+spent stamps). `store_postgres` is the other backend; `storage.Storage` is what both offer.
 
 Writes are staged in an open transaction and made durable by `commit()`, which
 `group_commit.GroupCommit` calls once per loop turn: every SEND answered in that turn shares
 one commit and one fsync, and no answer leaves before its commit is on disk. Every stored
 message carries a checksum of its own bytes, so a damaged row is detected, never served.
+
+Several server processes may share the file: SQLite's write lock orders their turns, the
+conditional writes make the loser of a race get the error it would have got a moment later,
+and `refresh()` drops the caches when `PRAGMA data_version` says another process committed.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import sqlite3
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .storage import (
+    KeyRecord,
+    StoredMessage,
+    StoreError,
+    check_schema_version,
+    encode_packet,
+    key_changed_meanwhile,
+    message_id_taken,
+    page_messages,
+    stamp_replayed,
+)
+
+__all__ = ["KeyRecord", "Store", "StoreError", "StoredMessage"]
+
 log = logging.getLogger("mmtp.store")
+# How long a write waits for another process's turn to commit before it gives up.
+BUSY_TIMEOUT_SECONDS = 30.0
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -46,42 +64,25 @@ CREATE INDEX IF NOT EXISTS spent_by_expiry ON spent_stamps (expires_at);
 """
 
 
-def _checksum(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class KeyRecord:
-    email: str
-    armored: str
-    fingerprint: str
-    registered_at: int
-
-
-@dataclass(frozen=True)
-class StoredMessage:
-    seq: int
-    packet: dict[str, Any]
-
-
-class StoreError(Exception):
-    """The database could not do what was asked (disk full, read-only, damaged)."""
-
-
 class Store:
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(
+                str(path),
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_SECONDS,
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: in WAL mode every COMMIT fsyncs the log, which is what "durable" means.
             self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'OFF'}")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the database {path}: {exc}") from exc
+        self._data_version = self._version()
         self._in_tx = False
         # How many times staged writes were thrown away: group_commit compares it to know
         # whether the answers it holds still stand.
@@ -90,6 +91,46 @@ class Store:
         # MAILBOX_FULL check on every SEND does not count the whole mailbox each time.
         self._counts: dict[str, int] = {}
         self._keys: dict[str, KeyRecord] = {}
+        # The key text each address had when this store last read it (None: no key), so
+        # put_key replaces only that: two processes registering one address, the first wins.
+        self._seen_keys: dict[str, str | None] = {}
+
+    def _migrate(self) -> None:
+        # Under the write lock: two processes starting together create the schema once.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            found = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            check_schema_version(found, SCHEMA_VERSION, str(self.path))
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            if found < SCHEMA_VERSION:
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _version(self) -> int:
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def refresh(self) -> None:
+        """Forget cached keys and counts if another process committed since we last looked.
+
+        `PRAGMA data_version` changes exactly when another connection commits; it costs a
+        few microseconds, no I/O. Inside our own write transaction nobody else can commit.
+        """
+        self._seen_keys.clear()
+        if self._in_tx:
+            return
+        try:
+            version = self._version()
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
+        if version != self._data_version:
+            self._data_version = version
+            self._counts.clear()
+            self._keys.clear()
 
     # ------------------------------------------------------------------ transactions
 
@@ -104,8 +145,16 @@ class Store:
     def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         try:
             if not self._in_tx:
+                # Waits (up to the busy timeout) while another process's turn holds the lock.
                 self._db.execute("BEGIN IMMEDIATE")
                 self._in_tx = True
+                version = self._version()
+                if version != self._data_version:
+                    # Another process committed between our reads and this write: counts
+                    # must be taken again inside the transaction.
+                    self._data_version = version
+                    self._counts.clear()
+                    self._keys.clear()
             return self._db.execute(sql, tuple(params))
         except sqlite3.Error as exc:
             raise StoreError(str(exc)) from exc
@@ -125,6 +174,7 @@ class Store:
             self._rollbacks += 1
             self._counts.clear()
             self._keys.clear()
+            self._seen_keys.clear()
             try:
                 self._db.execute("ROLLBACK")
             except sqlite3.Error as exc:
@@ -144,40 +194,71 @@ class Store:
         # and change rarely, so they are kept in memory (unknown addresses are not: anyone
         # can make up as many of those as they like).
         record = self._keys.get(email)
-        if record is not None:
-            return record
-        row = self._db.execute(
-            "SELECT email, armored, fingerprint, registered_at FROM keys WHERE email = ?",
-            (email,),
-        ).fetchone()
-        if row is None:
-            return None
-        record = KeyRecord(*row)
-        if len(self._keys) >= 100_000:
-            self._keys.clear()
-        self._keys[email] = record
+        if record is None:
+            row = self._read(
+                "SELECT email, armored, fingerprint, registered_at FROM keys WHERE email = ?",
+                (email,),
+            ).fetchone()
+            if row is not None:
+                record = KeyRecord(*row)
+                if len(self._keys) >= 100_000:
+                    self._keys.clear()
+                self._keys[email] = record
+        if len(self._seen_keys) >= 1024:
+            self._seen_keys.clear()
+        self._seen_keys[email] = record.armored if record else None
         return record
 
     def put_key(self, email: str, armored: str, fingerprint: str, now: int) -> None:
-        self._write(
-            "INSERT INTO keys (email, armored, fingerprint, registered_at) VALUES (?, ?, ?, ?)"
+        """Register or replace the key of `email`.
+
+        If this store read the address's key in this request (`get_key`), only that key is
+        replaced: when another process registered or replaced it meanwhile, this raises
+        KEY_EXISTS (or does nothing when the very same key is there already).
+        """
+        params = (email, armored, fingerprint, now)
+        insert = "INSERT INTO keys (email, armored, fingerprint, registered_at) VALUES (?, ?, ?, ?)"
+        update = (
             " ON CONFLICT (email) DO UPDATE SET armored = excluded.armored,"
-            " fingerprint = excluded.fingerprint, registered_at = excluded.registered_at",
-            (email, armored, fingerprint, now),
+            " fingerprint = excluded.fingerprint, registered_at = excluded.registered_at"
         )
+        unseen = object()
+        seen = self._seen_keys.pop(email, unseen)
+        if seen is unseen:
+            self._write(insert + update, params)
+        else:
+            if seen is None:
+                cur = self._write(insert + " ON CONFLICT DO NOTHING", params)
+            else:
+                cur = self._write(insert + update + " WHERE keys.armored = ?", (*params, seen))
+            if cur.rowcount == 0:
+                self._key_race_lost(email, armored)
+                return
         self._keys[email] = KeyRecord(email, armored, fingerprint, now)
+
+    def _key_race_lost(self, email: str, armored: str) -> None:
+        self._keys.pop(email, None)
+        current = self.get_key(email)
+        if current is None or current.armored != armored:
+            raise key_changed_meanwhile(email)
 
     # ------------------------------------------------------------------ messages
 
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, tuple(params))
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
+
     def find_message_hash(self, recipient: str, message_id: str) -> str | None:
-        row = self._db.execute(
+        row = self._read(
             "SELECT message_hash FROM messages WHERE recipient = ? AND message_id = ?",
             (recipient, message_id),
         ).fetchone()
         return row[0] if row else None
 
     def is_spent(self, stamp_key: str) -> bool:
-        row = self._db.execute("SELECT 1 FROM spent_stamps WHERE stamp = ?", (stamp_key,))
+        row = self._read("SELECT 1 FROM spent_stamps WHERE stamp = ?", (stamp_key,))
         return row.fetchone() is not None
 
     def add_message(
@@ -191,17 +272,26 @@ class Store:
         stamp_key: str,
         stamp_expires_at: int,
     ) -> int:
-        """Store a message and spend its stamp in the same transaction (SPEC §4)."""
-        text = json.dumps(packet, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        self._write(
-            "INSERT INTO spent_stamps (stamp, expires_at) VALUES (?, ?)",
+        """Store a message and spend its stamp in the same transaction (SPEC §4).
+
+        Another process may have spent the stamp or stored the messageId since this one
+        looked: then nothing is written and the error the look would have found is raised.
+        """
+        text, digest = encode_packet(packet)
+        cur = self._write(
+            "INSERT INTO spent_stamps (stamp, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
             (stamp_key, stamp_expires_at),
         )
+        if cur.rowcount == 0:
+            raise stamp_replayed()
         cur = self._write(
             "INSERT INTO messages (recipient, message_id, message_hash, received_at, packet,"
-            " checksum) VALUES (?, ?, ?, ?, ?, ?)",
-            (recipient, message_id, message_hash, received_at, text, _checksum(text)),
+            " checksum) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (recipient, message_id, message_hash, received_at, text, digest),
         )
+        if cur.rowcount == 0:
+            self._write("DELETE FROM spent_stamps WHERE stamp = ?", (stamp_key,))
+            raise message_id_taken(self.find_message_hash(recipient, message_id) == message_hash)
         if recipient in self._counts:
             self._counts[recipient] += 1
         return int(cur.lastrowid or 0)
@@ -209,9 +299,7 @@ class Store:
     def count_messages(self, recipient: str) -> int:
         count = self._counts.get(recipient)
         if count is None:
-            row = self._db.execute(
-                "SELECT COUNT(*) FROM messages WHERE recipient = ?", (recipient,)
-            )
+            row = self._read("SELECT COUNT(*) FROM messages WHERE recipient = ?", (recipient,))
             count = int(row.fetchone()[0])
             if len(self._counts) >= 100_000:
                 self._counts.clear()
@@ -221,36 +309,16 @@ class Store:
     def list_messages(
         self, recipient: str, after_seq: int, limit: int, max_bytes: int | None = None
     ) -> tuple[list[StoredMessage], bool]:
-        """Up to `limit` intact messages after `after_seq`, and whether rows remain after them.
+        """Up to `limit` intact messages after `after_seq` (see `storage.page_messages`)."""
 
-        Damaged rows are skipped and do not take a place in the page, so a page is empty
-        only when nothing intact is left: a client paging until `more` is false finishes
-        even when damaged rows fill a whole page. With `max_bytes`, the page also stops
-        before the stored packets would exceed that size (it always holds at least one).
-        """
-        result: list[StoredMessage] = []
-        position = after_seq
-        size = 0
-        while True:
-            wanted = limit - len(result)
-            rows = self._db.execute(
+        def fetch(position: int, n: int) -> Sequence[tuple[int, str, str]]:
+            return self._read(
                 "SELECT seq, packet, checksum FROM messages WHERE recipient = ? AND seq > ?"
                 " ORDER BY seq LIMIT ?",
-                (recipient, position, wanted + 1),
+                (recipient, position, n),
             ).fetchall()
-            for seq, text, checksum in rows[:wanted]:
-                if max_bytes is not None and result and size + len(text) > max_bytes:
-                    return result, True
-                position = seq
-                if _checksum(text) != checksum:
-                    log.error("message row %d for %s is damaged; not serving it", seq, recipient)
-                    continue
-                size += len(text)
-                result.append(StoredMessage(seq, json.loads(text)))
-            if len(rows) <= wanted:
-                return result, False
-            if len(result) == limit:
-                return result, True
+
+        return page_messages(fetch, recipient, after_seq, limit, max_bytes)
 
     def delete_messages(self, recipient: str, message_ids: list[str]) -> int:
         deleted = 0

@@ -32,7 +32,7 @@ from pgpy.constants import EllipticCurveOID, KeyFlags, PubKeyAlgorithm
 from mmtp_proto import pgp
 from mmtp_proto.canonical import auth_challenge
 
-pytestmark = pytest.mark.secure
+pytestmark = [pytest.mark.secure, pytest.mark.both_backends]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,365 @@
+"""Durable server storage on PostgreSQL (psycopg 3): one database shared by any number of
+server processes, on any number of hosts. `store.Store` (SQLite) is the default backend;
+`storage.Storage` is what both offer.
+
+Like the SQLite store, writes are staged in an open transaction and made durable by
+`commit()`, once per loop turn; the session runs with `synchronous_commit = on`, so COMMIT
+returns only when the transaction is on the primary's disk, and no answer leaves before.
+
+Across processes:
+- stamps, messageIds and first key registrations are unique in the database; the conditional
+  writes (`ON CONFLICT DO NOTHING`) tell the loser of a race, which gets POW_REPLAYED,
+  KEY_EXISTS or the duplicate answer instead of a constraint error;
+- a mailbox takes new messages from one transaction at a time (an advisory lock per
+  recipient), so the order of `seq` is the order of commits and a RECEIVE cursor never
+  passes a message that commits later;
+- the key cache is checked against a version row that every key write bumps, once per
+  request: a key replaced anywhere is seen by the next request everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from .storage import (
+    KeyRecord,
+    StoredMessage,
+    StoreError,
+    check_schema_version,
+    encode_packet,
+    key_changed_meanwhile,
+    message_id_taken,
+    page_messages,
+    stamp_replayed,
+)
+
+log = logging.getLogger("mmtp.store")
+
+SCHEMA_VERSION = 1
+# Advisory lock ids: one for creating and migrating the schema, and the mailbox locks, which
+# are taken in their own key space (the two-integer form) so they never meet this one.
+_SCHEMA_LOCK = 0x6D6D7470
+_MAILBOX_SPACE = 0x6D626F78
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mmtp_meta (
+    name TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS keys (
+    email TEXT PRIMARY KEY,
+    armored TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    registered_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    recipient TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    message_hash TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    packet TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    UNIQUE (recipient, message_id)
+);
+CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (recipient, seq);
+CREATE TABLE IF NOT EXISTS spent_stamps (
+    stamp TEXT PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS spent_by_expiry ON spent_stamps (expires_at);
+INSERT INTO mmtp_meta (name, value) VALUES ('key_version', 0) ON CONFLICT DO NOTHING;
+"""
+
+
+def is_postgres_url(database: str) -> bool:
+    return database.startswith(("postgresql://", "postgres://"))
+
+
+def redact(url: str) -> str:
+    """The URL without its password, fit for a log line or an error message."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def _mailbox_lock_id(recipient: str) -> int:
+    return int.from_bytes(hashlib.sha256(recipient.encode()).digest()[:4], "big", signed=True)
+
+
+class PostgresStore:
+    def __init__(self, url: str, *, fsync: bool = True, connect_timeout: int = 10) -> None:
+        self.url = url
+        self._fsync = fsync
+        self._connect_timeout = connect_timeout
+        self._in_tx = False
+        self._rollbacks = 0
+        self._counts: dict[str, int] = {}
+        self._keys: dict[str, KeyRecord] = {}
+        self._seen_keys: dict[str, str | None] = {}
+        self._key_version: int | None = None
+        # Mailboxes whose advisory lock the open transaction holds.
+        self._locked: set[str] = set()
+        self._db = self._connect()
+        self._migrate()
+
+    # ------------------------------------------------------------------ connection
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            db = psycopg.connect(self.url, autocommit=True, connect_timeout=self._connect_timeout)
+            # Answers leave after COMMIT returns; with this on, that means on the primary's
+            # disk (and on synchronous standbys, where the operator configured some).
+            db.execute(f"SET synchronous_commit = {'on' if self._fsync else 'off'}")
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open the database {redact(self.url)}: {exc}") from exc
+        return db
+
+    def _conn(self) -> psycopg.Connection[Any]:
+        if self._db.closed:
+            # Lost (server restart, failover): the open transaction died with it and was
+            # rolled back; a new connection serves the next request.
+            log.warning("reconnecting to %s", redact(self.url))
+            self._db = self._connect()
+            self._key_version = None
+        return self._db
+
+    def _migrate(self) -> None:
+        db = self._conn()
+        try:
+            with db.transaction():
+                # Two processes starting together: one creates the schema, the other waits.
+                db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                found = 0
+                if db.execute("SELECT to_regclass('mmtp_meta')").fetchone() != (None,):
+                    row = db.execute(
+                        "SELECT value FROM mmtp_meta WHERE name = 'schema_version'"
+                    ).fetchone()
+                    found = int(row[0]) if row else 0
+                check_schema_version(found, SCHEMA_VERSION, redact(self.url))
+                db.execute(_SCHEMA)
+                db.execute(
+                    "INSERT INTO mmtp_meta (name, value) VALUES ('schema_version', %s)"
+                    " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (SCHEMA_VERSION,),
+                )
+        except psycopg.Error as exc:
+            db.close()
+            raise StoreError(f"cannot prepare the database {redact(self.url)}: {exc}") from exc
+        except StoreError:
+            db.close()
+            raise
+
+    # ------------------------------------------------------------------ transactions
+
+    @property
+    def pending(self) -> bool:
+        return self._in_tx
+
+    @property
+    def rollbacks(self) -> int:
+        return self._rollbacks
+
+    def _write(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        try:
+            db = self._conn()
+            if not self._in_tx:
+                db.execute("BEGIN")
+                self._in_tx = True
+            return db.execute(sql, params)  # type: ignore[arg-type]
+        except psycopg.Error as exc:
+            raise StoreError(str(exc)) from exc
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        try:
+            return self._conn().execute(sql, params)  # type: ignore[arg-type]
+        except psycopg.Error as exc:
+            raise StoreError(str(exc)) from exc
+
+    def commit(self) -> None:
+        if not self._in_tx:
+            return
+        try:
+            self._db.execute("COMMIT")
+        except psycopg.Error as exc:
+            self.rollback()
+            raise StoreError(f"commit failed: {exc}") from exc
+        self._in_tx = False
+        self._locked.clear()
+
+    def rollback(self) -> None:
+        if self._in_tx:
+            self._rollbacks += 1
+            self._counts.clear()
+            self._keys.clear()
+            self._seen_keys.clear()
+            self._locked.clear()
+            self._key_version = None
+            try:
+                if not self._db.closed:
+                    self._db.execute("ROLLBACK")
+            except psycopg.Error as exc:
+                log.warning("rollback failed: %s", exc)
+            self._in_tx = False
+
+    def close(self) -> None:
+        try:
+            self.commit()
+        finally:
+            self._db.close()
+
+    def refresh(self) -> None:
+        """Drop cached keys if any process changed one; counts are taken again outside a
+        transaction (inside ours, they follow our own writes)."""
+        self._seen_keys.clear()
+        row = self._read("SELECT value FROM mmtp_meta WHERE name = 'key_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version != self._key_version:
+            self._key_version = version
+            self._keys.clear()
+        if not self._in_tx:
+            self._counts.clear()
+
+    # ------------------------------------------------------------------ keys
+
+    def get_key(self, email: str) -> KeyRecord | None:
+        record = self._keys.get(email)
+        if record is None:
+            row = self._read(
+                "SELECT email, armored, fingerprint, registered_at FROM keys WHERE email = %s",
+                (email,),
+            ).fetchone()
+            if row is not None:
+                record = KeyRecord(*row)
+                if len(self._keys) >= 100_000:
+                    self._keys.clear()
+                self._keys[email] = record
+        if len(self._seen_keys) >= 1024:
+            self._seen_keys.clear()
+        self._seen_keys[email] = record.armored if record else None
+        return record
+
+    def put_key(self, email: str, armored: str, fingerprint: str, now: int) -> None:
+        """Register or replace the key of `email` (only the one `get_key` read, if it did:
+        see `store.Store.put_key`)."""
+        params: tuple[Any, ...] = (email, armored, fingerprint, now)
+        insert = (
+            "INSERT INTO keys (email, armored, fingerprint, registered_at) VALUES (%s, %s, %s, %s)"
+        )
+        update = (
+            " ON CONFLICT (email) DO UPDATE SET armored = excluded.armored,"
+            " fingerprint = excluded.fingerprint, registered_at = excluded.registered_at"
+        )
+        unseen = object()
+        seen = self._seen_keys.pop(email, unseen)
+        if seen is unseen:
+            cur = self._write(insert + update, params)
+        elif seen is None:
+            cur = self._write(insert + " ON CONFLICT DO NOTHING", params)
+        else:
+            cur = self._write(insert + update + " WHERE keys.armored = %s", (*params, seen))
+        if cur.rowcount == 0:
+            self._keys.pop(email, None)
+            current = self.get_key(email)
+            if current is None or current.armored != armored:
+                raise key_changed_meanwhile(email)
+            return
+        # Every process's next request sees the version move and reads keys afresh.
+        self._write("UPDATE mmtp_meta SET value = value + 1 WHERE name = 'key_version'")
+        self._keys[email] = KeyRecord(email, armored, fingerprint, now)
+
+    # ------------------------------------------------------------------ messages
+
+    def find_message_hash(self, recipient: str, message_id: str) -> str | None:
+        row = self._read(
+            "SELECT message_hash FROM messages WHERE recipient = %s AND message_id = %s",
+            (recipient, message_id),
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def is_spent(self, stamp_key: str) -> bool:
+        row = self._read("SELECT 1 FROM spent_stamps WHERE stamp = %s", (stamp_key,))
+        return row.fetchone() is not None
+
+    def _lock_mailbox(self, recipient: str) -> None:
+        if recipient in self._locked:
+            return
+        args = (_MAILBOX_SPACE, _mailbox_lock_id(recipient))
+        got = self._write("SELECT pg_try_advisory_xact_lock(%s, %s)", args).fetchone()
+        if not (got and got[0]):
+            # Another process's turn is filling this mailbox. Commit what this turn staged
+            # first (making it durable early promises nothing new), so that we hold no lock
+            # while we wait: two processes can never wait for each other.
+            self.commit()
+            self._write("SELECT pg_advisory_xact_lock(%s, %s)", args)
+        self._locked.add(recipient)
+
+    def add_message(
+        self,
+        *,
+        recipient: str,
+        message_id: str,
+        message_hash: str,
+        packet: dict[str, Any],
+        received_at: int,
+        stamp_key: str,
+        stamp_expires_at: int,
+    ) -> int:
+        """Store a message and spend its stamp in the same transaction (SPEC §4)."""
+        text, digest = encode_packet(packet)
+        self._lock_mailbox(recipient)
+        cur = self._write(
+            "INSERT INTO spent_stamps (stamp, expires_at) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (stamp_key, stamp_expires_at),
+        )
+        if cur.rowcount == 0:
+            raise stamp_replayed()
+        row = self._write(
+            "INSERT INTO messages (recipient, message_id, message_hash, received_at, packet,"
+            " checksum) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING seq",
+            (recipient, message_id, message_hash, received_at, text, digest),
+        ).fetchone()
+        if row is None:
+            self._write("DELETE FROM spent_stamps WHERE stamp = %s", (stamp_key,))
+            raise message_id_taken(self.find_message_hash(recipient, message_id) == message_hash)
+        if recipient in self._counts:
+            self._counts[recipient] += 1
+        return int(row[0])
+
+    def count_messages(self, recipient: str) -> int:
+        count = self._counts.get(recipient)
+        if count is None:
+            row = self._read("SELECT count(*) FROM messages WHERE recipient = %s", (recipient,))
+            count = int(row.fetchone()[0])  # type: ignore[index]
+            if len(self._counts) >= 100_000:
+                self._counts.clear()
+            self._counts[recipient] = count
+        return count
+
+    def list_messages(
+        self, recipient: str, after_seq: int, limit: int, max_bytes: int | None = None
+    ) -> tuple[list[StoredMessage], bool]:
+        def fetch(position: int, n: int) -> Sequence[tuple[int, str, str]]:
+            return self._read(
+                "SELECT seq, packet, checksum FROM messages WHERE recipient = %s AND seq > %s"
+                " ORDER BY seq LIMIT %s",
+                (recipient, position, n),
+            ).fetchall()
+
+        return page_messages(fetch, recipient, after_seq, limit, max_bytes)
+
+    def delete_messages(self, recipient: str, message_ids: list[str]) -> int:
+        cur = self._write(
+            "DELETE FROM messages WHERE recipient = %s AND message_id = ANY(%s)",
+            (recipient, list(dict.fromkeys(message_ids))),
+        )
+        deleted = cur.rowcount
+        if recipient in self._counts:
+            self._counts[recipient] -= deleted
+        return deleted
+
+    def purge_expired_stamps(self, now: int) -> int:
+        return self._write("DELETE FROM spent_stamps WHERE expires_at < %s", (now,)).rowcount
