@@ -26,8 +26,10 @@ log = logging.getLogger("mmtp.server")
 
 
 class Server(ServerLoop):
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, *, reuse_port: bool = False) -> None:
         super().__init__(config.validate())
+        # A worker of `--workers N`: the listening ports are shared (SO_REUSEPORT).
+        self.reuse_port = reuse_port
         self.plain_address: tuple[str, int] | None = None
         self.tls_address: tuple[str, int] | None = None
         self.tls_fingerprint: str | None = None
@@ -88,7 +90,7 @@ class Server(ServerLoop):
         self._bound = True
 
     def _listen(self, port: int, *, tls: bool) -> tuple[str, int]:
-        sock = open_listener(self.config.host, port)
+        sock = open_listener(self.config.host, port, reuse_port=self.reuse_port)
         assert self._selector is not None
         self._selector.register(sock, selectors.EVENT_READ, "tls" if tls else "plain")
         self._listeners.append(sock)
