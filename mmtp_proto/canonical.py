@@ -1,4 +1,7 @@
-"""Canonical JSON and every byte string that is hashed or signed (SPEC §3, §5)."""
+"""Canonical JSON and the bytes that are hashed or signed (SPEC §3, §5).
+
+What a message signature covers is `mmtp_proto.packet.signature_input_of`.
+"""
 
 from __future__ import annotations
 
@@ -33,21 +36,6 @@ def _refuse_floats(value: Any) -> None:
 def message_hash(content: dict[str, Any]) -> str:
     """`verification.messageHash`: SHA-256 of the canonical JSON of `content` as sent."""
     return hashlib.sha256(canonical_json(content)).hexdigest()
-
-
-def signature_input(
-    *, message_hash: str, message_id: str, recipient: str, sender: str, timestamp: int
-) -> bytes:
-    """The bytes a message signature covers, binding content, id, both parties and time."""
-    return canonical_json(
-        {
-            "messageHash": message_hash,
-            "messageId": message_id,
-            "recipient": recipient,
-            "sender": sender,
-            "timestamp": timestamp,
-        }
-    )
 
 
 def auth_challenge(server_name: str, nonce: str, email: str) -> bytes:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
-import os
-import secrets
 import ssl
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .atomic_file import write_atomically
 from .errors import LocalError
 
 log = logging.getLogger("mmtp.certs")
@@ -297,42 +296,13 @@ def _create(cert_path: Path, key_path: Path, hostnames: list[str]) -> x509.Certi
     # Key first: a crash between the two renames leaves a key that does not match the old
     # certificate, which the next start notices and replaces.
     try:
-        _write_atomically(key_path, key_pem, 0o600)
-        _write_atomically(cert_path, cert_pem, 0o644)
+        write_atomically(key_path, key_pem, 0o600)
+        write_atomically(cert_path, cert_pem, 0o644)
     except OSError as exc:
         raise LocalError(
             f"cannot write the self-signed certificate to {cert_path.parent}: {exc.strerror or exc}"
         ) from None
     return certificate
-
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Write `data` to `path` via a new file created with `mode` (never wider, not even briefly)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --- small helpers ------------------------------------------------------------------------

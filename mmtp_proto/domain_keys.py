@@ -16,8 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,6 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .atomic_file import fsync_dir, write_atomically
 from .errors import AUTH_FAILED, LocalError, MMTPError
 
 KEY_DIR = "domain_keys"
@@ -119,7 +118,7 @@ class DomainKeyring:
             key = _new_key(directory)
             keys[key.id] = key
             active = key.id
-            _write_atomically(directory / ACTIVE_NAME, f"{active}\n".encode(), 0o600)
+            write_atomically(directory / ACTIVE_NAME, f"{active}\n".encode(), 0o600)
         return cls(directory, keys, active)
 
     @property
@@ -144,7 +143,7 @@ class DomainKeyring:
         with self._lock:
             key = _new_key(self.directory)
             self._keys[key.id] = key
-            _write_atomically(self.directory / ACTIVE_NAME, f"{key.id}\n".encode(), 0o600)
+            write_atomically(self.directory / ACTIVE_NAME, f"{key.id}\n".encode(), 0o600)
             self._active = key.id
             return key
 
@@ -156,7 +155,7 @@ class DomainKeyring:
             if retired_id not in self._keys:
                 raise LocalError(f"no domain key {retired_id!r}")
             (self.directory / f"{retired_id}.key").unlink(missing_ok=True)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
             del self._keys[retired_id]
 
     def sign_auth(
@@ -326,7 +325,7 @@ def _new_key(directory: Path) -> DomainKey:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write_atomically(directory / f"{key.id}.key", pem, 0o600)
+    write_atomically(directory / f"{key.id}.key", pem, 0o600)
     return key
 
 
@@ -363,32 +362,3 @@ def _private_dir(directory: Path) -> None:
             directory.chmod(0o700)
     except OSError as exc:
         raise LocalError(f"cannot create {directory}: {exc.strerror or exc}") from None
-
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Write via a new file created with `mode` (never wider, not even briefly), then rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import BAD_JSON, BAD_REQUEST, FRAME_TOO_LARGE, MMTPError
+from .jsondepth import MAX_DEPTH, is_json_syntax, too_deep
 
 DEFAULT_MAX_FRAME_BYTES = 1 << 20
 _NO_ID = object()
@@ -118,19 +119,30 @@ def _has_lone_surrogate(value: Any) -> bool:
 
 
 def parse_json(line: bytes) -> Any:
-    """Strict JSON: valid UTF-8, no NaN/Infinity, no duplicate keys, no lone surrogates."""
+    """Strict JSON: valid UTF-8, no NaN/Infinity, no duplicate keys, no lone surrogates, and
+    nesting of at most `MAX_DEPTH` levels (SPEC §1), checked before the parser recurses.
+
+    Server and clients (frames and decrypted content alike) read JSON only through here.
+    """
     try:
         text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MMTPError(BAD_JSON, "the frame is not valid UTF-8; send UTF-8 JSON") from None
+    if too_deep(text):
+        if not is_json_syntax(text):
+            raise MMTPError(BAD_JSON, "the frame is not valid JSON")
+        raise MMTPError(
+            BAD_REQUEST,
+            f"the JSON nests deeper than {MAX_DEPTH} levels (objects and arrays count alike); "
+            "no MMTP request or message needs that",
+        )
+    try:
         value = json.loads(
             text,
             parse_constant=_reject_constant,
             parse_float=_finite_float,
             object_pairs_hook=_no_duplicate_keys,
         )
-    except UnicodeDecodeError:
-        raise MMTPError(BAD_JSON, "the frame is not valid UTF-8; send UTF-8 JSON") from None
-    except RecursionError:
-        raise MMTPError(BAD_JSON, "the frame nests too deeply to be a request") from None
     except ValueError as exc:
         # JSONDecodeError, NaN/Infinity, duplicate keys and over-long integers all land here.
         raise MMTPError(BAD_JSON, f"the frame is not valid JSON: {exc}") from None

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import platformdirs
 
 from . import pgp
 from .address import parse_address
+from .atomic_file import write_atomically
 from .errors import LocalError
 
 
@@ -23,23 +23,9 @@ def _file_stem(email: str) -> str:
 
 
 def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    # A leftover temporary file keeps its own mode through O_TRUNC (and could be a link
-    # someone planted): start from a file this call creates, 0600 from the first byte.
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    # The rename lives in the directory: without this a crash can forget a new key that
-    # was already registered (trust on first use), locking its owner out of the address.
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # Durable before it is used: a crash must not forget a key that was already registered
+    # (trust on first use), which would lock its owner out of the address.
+    write_atomically(path, text.encode("utf-8"), 0o600)
 
 
 class Keystore:

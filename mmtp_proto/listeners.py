@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import logging
 import os
 import resource
 import socket
-import tempfile
 from pathlib import Path
 
+from .atomic_file import write_atomically
 from .errors import LocalError
 
 log = logging.getLogger("mmtp.server")
@@ -72,15 +71,6 @@ def write_ready_file(
     }
     path = path.expanduser()
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(content, out)
-                out.write("\n")
-            os.replace(temp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        write_atomically(path, (json.dumps(content) + "\n").encode("utf-8"), 0o600)
     except OSError as exc:
         raise LocalError(f"cannot write the ready file {path}: {exc.strerror or exc}") from None

@@ -16,11 +16,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from .address import normalize_address
-from .canonical import message_hash, signature_input
+from .canonical import canonical_json, message_hash
 from .errors import BAD_REQUEST, HASH_MISMATCH, MMTPError
+from .hashcash import DEFAULT_VALIDITY_SECONDS
 
 MESSAGE_TYPES = ("SEND", "REPLY", "FORWARD")
+NOTIFY_EVENTS = ("failure", "delay", "success")
 MAX_FUTURE_SECONDS = 3600
+# SPEC §3: a message is sent within its stamp's life, plus this much for clock skew.
+MAX_AGE_BEYOND_STAMP_SECONDS = 3600
+MAX_CONTENT_TYPE_CHARS = 255
 MAX_SUBJECT_CHARS = 998
 MAX_ATTACHMENTS = 100
 MAX_REFERENCES = 100
@@ -32,7 +37,12 @@ ARMOR_SIGNATURE = "-----BEGIN PGP SIGNATURE-----"
 _MESSAGE_ID = re.compile(r"[0-9a-f]{32}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MEDIA_PART = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+\-]{0,126}"
-_CONTENT_TYPE = re.compile(f"{_MEDIA_PART}/{_MEDIA_PART}")
+# RFC 2045 §5.1: parameters are attribute=value, the value a token or a quoted-string.
+_TOKEN = r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]++"
+_QUOTED = r'"(?:[^"\\\r\n\x00-\x1f\x7f]++|\\[\x20-\x7e])*+"'
+_CONTENT_TYPE = re.compile(
+    rf"{_MEDIA_PART}/{_MEDIA_PART}(?:[ \t]*+;[ \t]*+{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))*+"
+)
 
 _TOP_KEYS = {"meta", "sender", "recipient", "content", "verification"}
 _META_KEYS = {
@@ -45,8 +55,12 @@ _META_KEYS = {
     "signatureVerified",
     "inReplyTo",
     "references",
+    "notify",
     "receivedAt",
 }
+# SPEC §3 rev 2: a signature covers the packet minus these (the stamp and server-set fields).
+_UNSIGNED_META = ("hashcashToken", "signed", "signatureVerified", "receivedAt")
+_STAMP_KEYS = {"token", "counter"}
 _CLEAR_KEYS = {"subject", "body", "attachments"}
 _ATTACHMENT_KEYS = {"filename", "contentType", "size", "sha256", "data"}
 _VERIFICATION_KEYS = {"messageHash", "signature"}
@@ -126,8 +140,16 @@ def validate_attachment(item: object, field: str) -> dict[str, Any]:
     ):
         raise _bad(f"{field}.filename must be a plain file name of 1-255 characters")
     ctype = att["contentType"]
-    if not isinstance(ctype, str) or not _CONTENT_TYPE.fullmatch(ctype):
-        raise _bad(f"{field}.contentType must be a media type such as text/plain")
+    if (
+        not isinstance(ctype, str)
+        or len(ctype) > MAX_CONTENT_TYPE_CHARS
+        or not ctype.isascii()
+        or not _CONTENT_TYPE.fullmatch(ctype)
+    ):
+        raise _bad(
+            f"{field}.contentType must be a media type such as text/plain, optionally with "
+            "RFC 2045 parameters such as 'text/plain; charset=utf-8'"
+        )
     if not _is_int(att["size"]) or att["size"] < 0:
         raise _bad(f"{field}.size must be a non-negative integer")
     if not isinstance(att["sha256"], str) or not _HEX64.fullmatch(att["sha256"]):
@@ -197,36 +219,10 @@ class Packet:
     stamp: object
 
     def signature_input(self) -> bytes:
-        return signature_input(
-            message_hash=self.message_hash,
-            message_id=self.message_id,
-            recipient=self.recipient,
-            sender=self.sender,
-            timestamp=self.timestamp,
-        )
+        return signature_input_of(self.raw)
 
 
-def validate_packet(obj: object, *, now: int | None = None) -> Packet:
-    """Check every field of SPEC §3 and recompute the hash. Returns a normalized copy."""
-    now = int(time.time()) if now is None else now
-    packet = _require_object(obj, "packet")
-    _refuse_unknown(packet, _TOP_KEYS, "packet")
-    for key in ("meta", "sender", "recipient", "content", "verification"):
-        if key not in packet:
-            raise _bad(f"packet.{key} is missing")
-    meta = _require_object(packet["meta"], "meta")
-    _refuse_unknown(meta, _META_KEYS, "meta")
-    if meta.get("type") not in MESSAGE_TYPES:
-        raise _bad(f"meta.type must be one of {', '.join(MESSAGE_TYPES)}")
-    if not is_message_id(meta.get("messageId")):
-        raise _bad("meta.messageId must be 32 lowercase hex characters (128 random bits)")
-    timestamp = meta.get("timestamp")
-    if not _is_int(timestamp):
-        raise _bad("meta.timestamp must be an integer number of Unix seconds")
-    if timestamp < 0 or timestamp > now + MAX_FUTURE_SECONDS:
-        raise _bad("meta.timestamp is out of range (more than 1 hour in the future?)")
-    for key in ("encrypted", "signed", "signatureVerified"):
-        _optional_bool(meta, key)
+def _validate_meta_extras(meta: dict[str, Any]) -> None:
     if meta.get("inReplyTo") is not None and not is_message_id(meta["inReplyTo"]):
         raise _bad("meta.inReplyTo must be a messageId (32 lowercase hex characters)")
     refs = meta.get("references")
@@ -236,8 +232,70 @@ def validate_packet(obj: object, *, now: int | None = None) -> Packet:
         or not all(is_message_id(r) for r in refs)
     ):
         raise _bad(f"meta.references must be a list of at most {MAX_REFERENCES} messageIds")
-    sender = normalize_address(packet["sender"], "sender")
-    recipient = normalize_address(packet["recipient"], "recipient")
+    notify = meta.get("notify")
+    if notify is not None and (
+        not isinstance(notify, list)
+        or not all(isinstance(n, str) and n in NOTIFY_EVENTS for n in notify)
+        or len(set(notify)) != len(notify)
+    ):
+        raise _bad(
+            f"meta.notify must be a list of distinct values drawn from {', '.join(NOTIFY_EVENTS)}"
+        )
+    stamp = meta.get("hashcashToken")
+    if isinstance(stamp, dict):
+        _refuse_unknown(stamp, _STAMP_KEYS, "meta.hashcashToken")
+
+
+def _address(value: object, field: str) -> str:
+    if not isinstance(value, str):
+        raise _bad(f"{field} must be a string address of the form (name)%(domain)")
+    return normalize_address(value, field)
+
+
+def validate_packet(
+    obj: object,
+    *,
+    now: int | None = None,
+    stamp_validity_seconds: int = DEFAULT_VALIDITY_SECONDS,
+) -> Packet:
+    """Check every field of SPEC §3 and recompute the hash. Returns a normalized copy.
+
+    `stamp_validity_seconds` is the server's; a packet older than it plus 1 hour is refused,
+    so an old signed packet cannot be re-injected under a fresh stamp.
+    """
+    now = int(time.time()) if now is None else now
+    packet = _require_object(obj, "packet")
+    _refuse_unknown(packet, _TOP_KEYS, "packet")
+    for key in ("meta", "sender", "recipient", "content", "verification"):
+        if key not in packet:
+            raise _bad(f"packet.{key} is missing")
+    meta = _require_object(packet["meta"], "meta")
+    _refuse_unknown(meta, _META_KEYS, "meta")
+    if meta.get("type") == "DSN":
+        raise _bad("meta.type DSN is made only by servers; send SEND, REPLY or FORWARD")
+    if meta.get("type") not in MESSAGE_TYPES:
+        raise _bad(f"meta.type must be one of {', '.join(MESSAGE_TYPES)}")
+    if not is_message_id(meta.get("messageId")):
+        raise _bad("meta.messageId must be 32 lowercase hex characters (128 random bits)")
+    timestamp = meta.get("timestamp")
+    if not _is_int(timestamp):
+        raise _bad("meta.timestamp must be an integer number of Unix seconds")
+    if timestamp > now + MAX_FUTURE_SECONDS:
+        raise _bad("meta.timestamp is more than 1 hour in the future; check your clock")
+    oldest = now - stamp_validity_seconds - MAX_AGE_BEYOND_STAMP_SECONDS
+    if timestamp < oldest:
+        raise _bad(
+            f"meta.timestamp is {now - timestamp} seconds old; a message must be sent within "
+            f"{stamp_validity_seconds + MAX_AGE_BEYOND_STAMP_SECONDS} seconds of its timestamp "
+            "(the stamp's validity plus 1 hour): build and sign it again"
+        )
+    for key in ("encrypted", "signed", "signatureVerified"):
+        _optional_bool(meta, key)
+    _validate_meta_extras(meta)
+    sender = _address(packet["sender"], "sender")
+    recipient = _address(packet["recipient"], "recipient")
+    if isinstance(packet["content"], dict) and "dsn" in packet["content"]:
+        raise _bad("content.dsn is written only by servers (delivery notices); remove it")
     encrypted = _validate_content(packet["content"])
     if meta.get("encrypted") is not None and meta["encrypted"] != encrypted:
         raise _bad("meta.encrypted disagrees with the content (encrypted content has one field)")
@@ -262,8 +320,10 @@ def validate_packet(obj: object, *, now: int | None = None) -> Packet:
         or not signature.lstrip().startswith(ARMOR_SIGNATURE)
     ):
         raise _bad("verification.signature must be an ASCII-armored detached OpenPGP signature")
+    # Covered keys stay exactly as the sender wrote them (SPEC §3): a filled-in
+    # meta.encrypted would change what the signature covers.
     normalized = {
-        "meta": {**meta, "encrypted": encrypted, "signed": signature is not None},
+        "meta": {**meta, "signed": signature is not None},
         "sender": sender,
         "recipient": recipient,
         "content": packet["content"],
@@ -321,10 +381,18 @@ def build_packet(
 
 
 def signature_input_of(packet: dict[str, Any]) -> bytes:
-    return signature_input(
-        message_hash=packet["verification"]["messageHash"],
-        message_id=packet["meta"]["messageId"],
-        recipient=packet["recipient"],
-        sender=packet["sender"],
-        timestamp=packet["meta"]["timestamp"],
-    )
+    """The bytes a message signature covers (SPEC §3 rev 2), for signer and verifier alike.
+
+    The canonical JSON of the packet without `verification` and without the stamp and the
+    server-set fields of `meta`; only `sender` and `recipient` are lowercased, everything else
+    is as written (an absent key and a null one differ). So type, threading, notify, id, time,
+    both parties and content are all bound.
+    """
+    covered = {key: value for key, value in packet.items() if key != "verification"}
+    meta = packet.get("meta")
+    if isinstance(meta, dict):
+        covered["meta"] = {k: v for k, v in meta.items() if k not in _UNSIGNED_META}
+    for key in ("sender", "recipient"):
+        if isinstance(covered.get(key), str):
+            covered[key] = covered[key].lower()
+    return canonical_json(covered)

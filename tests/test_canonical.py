@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mmtp_proto.canonical import auth_challenge, canonical_json, message_hash, signature_input
+from mmtp_proto.canonical import auth_challenge, canonical_json, message_hash
 
 # A fixed content object with nested keys out of order, non-ASCII text, an emoji outside the
 # BMP, characters JSON must escape, and an attachment.
@@ -176,49 +176,6 @@ def test_message_hash_of_encrypted_content_hashes_the_encrypted_object():
 def test_message_hash_refuses_floats():
     with pytest.raises(ValueError):
         message_hash({"subject": "s", "body": "b", "x": 1.5})
-
-
-# ---------------------------------------------------------------------------- signature_input
-
-
-def test_signature_input_is_canonical_json_of_the_five_bound_fields():
-    got = signature_input(
-        message_hash="ab" * 32,
-        message_id="0123456789abcdef0123456789abcdef",
-        recipient="(bob)%(example.com)",
-        sender="(alice)%(example.org)",
-        timestamp=1700000000,
-    )
-    assert got == (
-        b'{"messageHash":"' + b"ab" * 32 + b'","messageId":"0123456789abcdef0123456789abcdef",'
-        b'"recipient":"(bob)%(example.com)","sender":"(alice)%(example.org)",'
-        b'"timestamp":1700000000}'
-    )
-
-
-def test_signature_input_differs_for_another_recipient():
-    common = dict(message_hash="0" * 64, message_id="f" * 32, sender="(a)%(b.c)", timestamp=1)
-    assert signature_input(recipient="(x)%(b.c)", **common) != signature_input(
-        recipient="(y)%(b.c)", **common
-    )
-
-
-def test_signature_input_differs_for_another_message_id():
-    common = dict(message_hash="0" * 64, recipient="(x)%(b.c)", sender="(a)%(b.c)", timestamp=1)
-    assert signature_input(message_id="a" * 32, **common) != signature_input(
-        message_id="b" * 32, **common
-    )
-
-
-def test_signature_input_refuses_a_float_timestamp():
-    with pytest.raises(ValueError):
-        signature_input(
-            message_hash="0" * 64,
-            message_id="a" * 32,
-            recipient="(x)%(b.c)",
-            sender="(a)%(b.c)",
-            timestamp=1.0,  # type: ignore[arg-type]
-        )
 
 
 # ---------------------------------------------------------------------------- auth_challenge

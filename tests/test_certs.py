@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from mmtp_proto import certs
 from mmtp_proto.certs import ensure_certificate, fingerprint, server_ssl_context
 from mmtp_proto.errors import LocalError
 
@@ -131,8 +130,8 @@ def test_key_file_is_created_0600_not_narrowed_afterwards(
     def no_chmod(*args, **kwargs):
         raise AssertionError("the key must be created 0600, not chmod-ed later")
 
-    monkeypatch.setattr(certs.os, "open", recording_open)
-    monkeypatch.setattr(certs.os, "chmod", no_chmod)
+    monkeypatch.setattr(os, "open", recording_open)
+    monkeypatch.setattr(os, "chmod", no_chmod)
     monkeypatch.setattr(Path, "chmod", no_chmod)
     old_umask = os.umask(0)  # the mode must come from os.open itself, not from the umask
     try:

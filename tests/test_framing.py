@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 
 import pytest
 
@@ -301,16 +303,69 @@ def test_escaped_surrogate_pair_is_a_valid_character():
     assert parse_json(b'"\\ud83d\\udc4b"') == "👋"
 
 
-def test_deeply_nested_json_is_bad_json():
-    bad_json(b"[" * 100_000 + b"]" * 100_000)
+def too_deep(line: bytes) -> MMTPError:
+    with pytest.raises(MMTPError) as info:
+        parse_json(line)
+    assert info.value.code == BAD_REQUEST
+    assert "32" in info.value.message
+    return info.value
 
 
-def test_deeply_nested_objects_are_bad_json():
-    bad_json(b'{"a":' * 100_000 + b"1" + b"}" * 100_000)
+def test_deeply_nested_lists_are_bad_request_quickly():
+    # SPEC §1 rev 2: depth is a declared limit, not the interpreter's recursion limit.
+    t0 = time.perf_counter()
+    too_deep(b"[" * 100_000 + b"]" * 100_000)
+    assert time.perf_counter() - t0 < 2.0  # milliseconds really; generous for a loaded machine
+
+
+def test_deeply_nested_objects_are_bad_request_quickly():
+    t0 = time.perf_counter()
+    too_deep(b'{"a":' * 100_000 + b"1" + b"}" * 100_000)
+    assert time.perf_counter() - t0 < 2.0  # milliseconds really; generous for a loaded machine
+
+
+def test_deep_nesting_refused_even_on_a_deep_stack():
+    # The TUI's fetch worker parsed with a deeper stack and hit RecursionError at ~982 levels.
+    def at_depth(n: int) -> MMTPError:
+        if n:
+            return at_depth(n - 1)
+        return too_deep(b'{"token":' * 982 + b"1" + b"}" * 982)
+
+    at_depth(sys.getrecursionlimit() - 100)
+
+
+def test_a_syntax_error_in_a_deep_frame_is_bad_json_first():
+    bad_json(b"[" * 100_000)
+    bad_json(b"[" * 100_000 + b"]" * 99_999 + b"}")
+    bad_json(b"[" * 40 + b"1,]" + b"]" * 39)
+    bad_json(b'{"a":' * 40 + b"1" + b"}" * 40 + b"x")
+
+
+@pytest.mark.parametrize(("opener", "closer"), [(b"[", b"]"), (b'{"a":', b"}"), (b'[{"a":', b"}]")])
+def test_depth_32_is_accepted_and_33_is_not(opener, closer):
+    per_level = 2 if opener == b'[{"a":' else 1
+    levels = 32 // per_level
+    assert parse_json(opener * levels + b"1" + closer * levels) is not None
+    deeper = levels + 1
+    too_deep(opener * deeper + b"1" + closer * deeper)
+
+
+@pytest.mark.parametrize(
+    "tail", [b'"' + b'\\"' * 200_000, b'"\\' * 200_000], ids=["escaped-quotes", "quote-backslash"]
+)
+def test_unterminated_strings_in_a_deep_frame_are_judged_in_linear_time(tail):
+    t0 = time.perf_counter()
+    bad_json(b"[" * 40 + tail)
+    assert time.perf_counter() - t0 < 2.0  # milliseconds really; generous for a loaded machine
+
+
+def test_brackets_inside_strings_do_not_count():
+    text = b'{"a":"' + b"[" * 100 + b'","b":"' + b"{" * 100 + b'\\"[["}'
+    assert parse_json(text)["a"] == "[" * 100
 
 
 def test_moderately_nested_json_is_accepted():
-    assert parse_json(b"[" * 50 + b"]" * 50) is not None
+    assert parse_json(b"[" * 32 + b"]" * 32) is not None
 
 
 def test_huge_integer_is_bad_json():

@@ -527,23 +527,27 @@ def test_valid_requests_before_an_oversized_frame_are_answered(start_server):
 
 
 @pytest.mark.parametrize(
-    "frame",
+    ("frame", "code"),
     [
-        b"[" * 100_000 + b"]" * 100_000,
-        b"[" * 100_000,
-        b'{"action":"CHECK","id":1,"data":{"email":' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
-        b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+        (b"[" * 100_000 + b"]" * 100_000, "BAD_REQUEST"),
+        (b"[" * 100_000, "BAD_JSON"),
+        (
+            b'{"action":"CHECK","id":1,"data":{"email":' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+            "BAD_REQUEST",
+        ),
+        (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "BAD_REQUEST"),
     ],
     ids=["lists", "unclosed", "inside-data", "objects"],
 )
-def test_deep_nesting_is_bad_json_and_the_connection_stays_usable(start_server, frame):
+def test_deep_nesting_is_refused_and_the_connection_stays_usable(start_server, frame, code):
+    # SPEC §1 rev 2: deeper than 32 levels is BAD_REQUEST; a syntax error is BAD_JSON first.
     server = start_server()
     register(server.plain_address)
     with Wire(server.plain_address) as wire:
         t0 = time.monotonic()
         wire.send_bytes(frame + b"\n")
         answer = wire.read()
-        assert code_of(answer) == "BAD_JSON"
+        assert code_of(answer) == code
         assert time.monotonic() - t0 < PROMPT
         answer = wire.request("REQUEST_PUBLIC_KEY", {"email": RECIPIENT})
         assert answer["status"] == "OK"

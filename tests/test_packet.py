@@ -9,9 +9,10 @@ import hashlib
 
 import pytest
 
-from mmtp_proto.canonical import message_hash, signature_input
+from mmtp_proto.canonical import canonical_json, message_hash
 from mmtp_proto.errors import BAD_REQUEST, HASH_MISMATCH, INVALID_ADDRESS, MMTPError
 from mmtp_proto.packet import (
+    NOTIFY_EVENTS,
     Packet,
     build_packet,
     clear_content,
@@ -148,11 +149,12 @@ def test_invalid_address_is_invalid_address_naming_the_field(field, value):
 
 
 @pytest.mark.parametrize("field", ["sender", "recipient"])
-@pytest.mark.parametrize("value", [None, 1, ["(a)%(b.c)"], {"name": "a"}])
-def test_non_string_address_is_refused_naming_the_field(field, value):
+@pytest.mark.parametrize("value", [None, 1, True, ["(a)%(b.c)"], {"name": "a"}])
+def test_non_string_address_is_bad_request_naming_the_field(field, value):
+    # SPEC §3: an ill-typed field is BAD_REQUEST (issue 11 item 13; it was INVALID_ADDRESS).
     packet = make_packet()
     packet[field] = value
-    refused(packet, field, INVALID_ADDRESS)
+    refused(packet, field, BAD_REQUEST)
 
 
 # ---------------------------------------------------------------------------- meta
@@ -236,12 +238,24 @@ def test_timestamp_now_is_accepted():
     assert accepted(make_packet(timestamp=NOW)).timestamp == NOW
 
 
-def test_timestamp_in_the_past_is_accepted():
-    assert accepted(make_packet(timestamp=NOW - 10 * 365 * 86400)).timestamp < NOW
+def test_timestamp_in_the_past_within_the_stamp_validity_plus_an_hour_is_accepted():
+    oldest = NOW - 2 * 86400 - 3600
+    assert accepted(make_packet(timestamp=oldest)).timestamp == oldest
 
 
-def test_timestamp_zero_is_accepted():
-    assert accepted(make_packet(timestamp=0)).timestamp == 0
+def test_timestamp_older_than_the_stamp_validity_plus_an_hour_is_bad_request():
+    # SPEC §3 rev 2: an old signed packet cannot be re-injected under a fresh stamp.
+    refused(make_packet(timestamp=NOW - 2 * 86400 - 3601), "meta.timestamp")
+    refused(make_packet(timestamp=NOW - 10 * 365 * 86400), "meta.timestamp")
+    refused(make_packet(timestamp=0), "meta.timestamp")
+
+
+def test_timestamp_age_follows_the_servers_stamp_validity():
+    packet = make_packet(timestamp=NOW - 600 - 3600)
+    assert validate_packet(packet, now=NOW, stamp_validity_seconds=600).timestamp < NOW
+    with pytest.raises(MMTPError) as info:
+        validate_packet(packet, now=NOW, stamp_validity_seconds=599)
+    assert info.value.code == BAD_REQUEST and "meta.timestamp" in info.value.message
 
 
 def test_timestamp_exactly_one_hour_in_the_future_is_accepted():
@@ -325,10 +339,13 @@ def test_meta_signed_is_set_by_the_server_not_the_client():
     assert accepted(packet).raw["meta"]["signed"] is False
 
 
-def test_meta_encrypted_is_set_by_the_server_when_absent():
+def test_meta_encrypted_absent_is_derived_from_the_content_but_not_filled_in():
+    # SPEC §3 rev 2: meta.encrypted is signed, so the server never adds it to the packet.
     packet = make_packet({"encrypted": ARMORED_MESSAGE})
     del packet["meta"]["encrypted"]
-    assert accepted(packet).raw["meta"]["encrypted"] is True
+    result = accepted(packet)
+    assert result.encrypted is True
+    assert "encrypted" not in result.raw["meta"]
 
 
 def test_received_at_sent_by_the_client_is_dropped():
@@ -640,7 +657,44 @@ def test_attachment_media_type_is_accepted(content_type):
 
 
 @pytest.mark.parametrize(
-    "content_type", ["", "text", "text/", "/plain", "text/plain/x", "te xt/plain", None, 1]
+    "content_type",
+    [
+        "text/plain; charset=utf-8",
+        "text/plain;charset=UTF-8",
+        'text/plain; charset="utf-8"',
+        'multipart/mixed; boundary="a b;c=d"; x-y=z',
+        'application/x; name="quote \\" inside"',
+        "text/plain;\tformat=flowed",
+    ],
+)
+def test_attachment_media_type_with_rfc_2045_parameters_is_accepted(content_type):
+    # Issue 11 item 13: parameters were refused.
+    accepted(with_attachments(attachment(contentType=content_type)))
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "",
+        "text",
+        "text/",
+        "/plain",
+        "text/plain/x",
+        "te xt/plain",
+        None,
+        1,
+        "text/plain;",
+        "text/plain; charset",
+        "text/plain; charset=",
+        "text/plain; =utf-8",
+        "text/plain; charset=utf 8",
+        "text/plain; charset=utf-8;",
+        'text/plain; charset="utf-8',
+        "text/plain; charset=a/b",
+        "text/plain; charset=é",
+        'text/plain; name="line\nbreak"',
+        "text/plain; charset=" + "x" * 300,
+    ],
 )
 def test_attachment_content_type_that_is_not_a_media_type_is_bad_request(content_type):
     refused(
@@ -760,19 +814,83 @@ def test_signature_that_is_not_an_armored_detached_signature_is_bad_request(valu
     refused(packet, "verification.signature")
 
 
-def test_signature_input_binds_hash_id_both_addresses_and_timestamp():
-    packet = make_packet()
-    packet["sender"] = "(ALICE)%(example.org)"
-    result = accepted(packet)
-    expected = signature_input(
-        message_hash=result.message_hash,
-        message_id=MESSAGE_ID,
-        recipient=RECIPIENT,
-        sender=SENDER,
-        timestamp=NOW,
+def test_signature_input_is_the_packet_without_verification_stamp_and_server_fields():
+    # SPEC §3 rev 2 (the five-field input of revision 1 is gone).
+    packet = make_packet(type="REPLY", in_reply_to=OTHER_ID, references=[OTHER_ID])
+    packet["meta"]["notify"] = ["failure"]
+    packet["meta"]["hashcashToken"] = {"token": "1:20:x", "counter": 1}
+    packet["meta"]["receivedAt"] = NOW
+    packet["meta"]["signatureVerified"] = True
+    packet["meta"]["signed"] = True
+    packet["verification"]["signature"] = ARMORED_SIGNATURE
+    expected = canonical_json(
+        {
+            "meta": {
+                "type": "REPLY",
+                "messageId": MESSAGE_ID,
+                "timestamp": NOW,
+                "encrypted": False,
+                "inReplyTo": OTHER_ID,
+                "references": [OTHER_ID],
+                "notify": ["failure"],
+            },
+            "sender": SENDER,
+            "recipient": RECIPIENT,
+            "content": packet["content"],
+        }
     )
+    assert signature_input_of(packet) == expected
+    packet["sender"] = "(ALICE)%(EXAMPLE.ORG)"
+    packet["recipient"] = "(Bob)%(example.com)"
+    assert signature_input_of(packet) == expected  # only the addresses are lowercased
+    result = accepted(packet)
     assert result.signature_input() == expected
     assert signature_input_of(result.raw) == expected
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda p: p["meta"].update(type="FORWARD"),
+        lambda p: p["meta"].update(inReplyTo=OTHER_ID),
+        lambda p: p["meta"].update(references=[OTHER_ID]),
+        lambda p: p["meta"].update(notify=[]),
+        lambda p: p["meta"].update(messageId=OTHER_ID),
+        lambda p: p["meta"].update(timestamp=NOW + 1),
+        lambda p: p["meta"].pop("encrypted"),
+        lambda p: p["meta"].update(encrypted=None),
+        lambda p: p.update(recipient="(carol)%(example.com)"),
+        lambda p: p.update(sender="(carol)%(example.org)"),
+        lambda p: p.update(content=clear_content("Hello", "How are you!")),
+    ],
+)
+def test_signature_input_covers_every_field_the_sender_wrote(change):
+    packet = make_packet()
+    before = signature_input_of(packet)
+    change(packet)
+    assert signature_input_of(packet) != before
+
+
+def test_signature_input_ignores_the_stamp_and_server_set_fields():
+    packet = make_packet()
+    before = signature_input_of(packet)
+    packet["meta"].update(
+        hashcashToken={"token": "t", "counter": 0}, signed=True, signatureVerified=True
+    )
+    packet["meta"]["receivedAt"] = NOW
+    packet["verification"] = {"messageHash": "0" * 64, "signature": ARMORED_SIGNATURE}
+    assert signature_input_of(packet) == before
+
+
+def test_validation_keeps_covered_meta_keys_exactly_as_written():
+    # A server that filled in meta.encrypted would break the sender's signature.
+    packet = make_packet()
+    del packet["meta"]["encrypted"]
+    packet["meta"]["inReplyTo"] = None
+    result = accepted(packet)
+    assert "encrypted" not in result.raw["meta"]
+    assert result.raw["meta"]["inReplyTo"] is None
+    assert result.signature_input() == signature_input_of(packet)
 
 
 # ---------------------------------------------------------------------------- build_packet
@@ -803,3 +921,55 @@ def test_build_packet_refuses_an_invalid_address():
     with pytest.raises(MMTPError) as info:
         make_packet(recipient="bob@example.com")
     assert info.value.code == INVALID_ADDRESS
+
+
+# ---------------------------------------------------------------------------- revision 2 meta
+
+
+@pytest.mark.parametrize("notify", [[], ["failure"], ["failure", "delay"], list(NOTIFY_EVENTS)])
+def test_meta_notify_drawn_from_the_known_events_is_accepted(notify):
+    packet = make_packet()
+    packet["meta"]["notify"] = notify
+    assert accepted(packet).raw["meta"]["notify"] == notify
+
+
+@pytest.mark.parametrize(
+    "notify", ["failure", ["never"], ["failure", "failure"], [1], {"failure": True}, ["FAILURE"]]
+)
+def test_meta_notify_that_is_not_a_list_of_known_events_is_bad_request(notify):
+    packet = make_packet()
+    packet["meta"]["notify"] = notify
+    refused(packet, "meta.notify")
+
+
+def test_meta_type_dsn_is_bad_request_in_a_send():
+    # SPEC §10: only a server makes delivery status notifications.
+    packet = make_packet()
+    packet["meta"]["type"] = "DSN"
+    refused(packet, "DSN")
+
+
+def test_content_dsn_is_bad_request_in_a_send():
+    packet = with_content({"subject": "s", "body": "b", "dsn": {"action": "delivered"}})
+    refused(packet, "content.dsn")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"x": 1},
+        {"nested": {"token": {"token": {}}}},
+        {"counter2": 0},
+    ],
+)
+def test_hashcash_token_with_keys_beyond_token_and_counter_is_bad_request(extra):
+    # Issue 11 item 2: extra keys, nested deep, jammed mailboxes.
+    packet = make_packet()
+    packet["meta"]["hashcashToken"] = {"token": "1:20:x", "counter": 1, **extra}
+    refused(packet, "meta.hashcashToken")
+
+
+def test_hashcash_token_with_only_token_and_counter_passes_packet_validation():
+    packet = make_packet()
+    packet["meta"]["hashcashToken"] = {"token": "1:20:x", "counter": 1}
+    assert accepted(packet).stamp == {"token": "1:20:x", "counter": 1}

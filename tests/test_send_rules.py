@@ -265,13 +265,25 @@ def test_timestamp_up_to_an_hour_ahead_is_accepted(bob_server):
 
 
 @pytest.mark.parametrize("field", ["sender", "recipient"])
-@pytest.mark.parametrize("address", ["bob@localhost", "(bob)", "(b ob)%(localhost)", 17, None])
+@pytest.mark.parametrize("address", ["bob@localhost", "(bob)", "(b ob)%(localhost)"])
 def test_invalid_addresses_in_a_packet_get_invalid_address(bob_server, field, address):
     packet = make_packet(DAVE_REMOTE, BOB)
     packet[field] = address
     with Wire(bob_server) as wire:
         answer = wire.send(packet)
     assert error_code(answer) == "INVALID_ADDRESS"
+    assert field in answer["message"]
+
+
+@pytest.mark.parametrize("field", ["sender", "recipient"])
+@pytest.mark.parametrize("address", [17, None, ["(bob)%(localhost)"]])
+def test_ill_typed_addresses_in_a_packet_get_bad_request(bob_server, field, address):
+    # SPEC §3: an ill-typed field is BAD_REQUEST (issue 11 item 13).
+    packet = make_packet(DAVE_REMOTE, BOB)
+    packet[field] = address
+    with Wire(bob_server) as wire:
+        answer = wire.send(packet)
+    assert error_code(answer) == "BAD_REQUEST"
     assert field in answer["message"]
 
 

@@ -15,7 +15,11 @@ from ..session import Outcome, Session, ok
 
 class SendHandler(ProtocolBase):
     def _send(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
-        packet = validate_packet(data.get("packet"), now=now)
+        packet = validate_packet(
+            data.get("packet"),
+            now=now,
+            stamp_validity_seconds=self.config.stamp_validity_seconds,
+        )
         self._require_local(packet.recipient)
         if self.store.get_key(packet.recipient) is None:
             raise MMTPError(
