@@ -2,7 +2,8 @@
 
     python benchmarks/run.py [--quick] [--only SECTION ...] [--output FILE]
 
-Sections: mint (HashCash), send (durable SEND vs aiosmtpd), mailbox (RECEIVE,
+Sections: mint (HashCash), send (durable SEND vs aiosmtpd), storage (SEND on SQLite and
+PostgreSQL, one worker and two), mailbox (RECEIVE,
 REQUEST_PUBLIC_KEY, AUTH), pgp (OpenPGP operations), memory (idle connections).
 ``--quick`` runs each with small counts (about a minute in all); the full run takes about
 five minutes. Servers run as subprocesses on 127.0.0.1 and are always stopped. The machine
@@ -24,7 +25,7 @@ if str(HERE) not in sys.path:
 from common import Section  # noqa: E402
 from report import console, machine_lines, markdown  # noqa: E402
 
-SECTIONS = ("mint", "send", "mailbox", "pgp", "memory")
+SECTIONS = ("mint", "send", "storage", "mailbox", "pgp", "memory")
 
 PREAMBLE = (
     "Written by `benchmarks/run.py`. The machine may be shared with other work while this "
@@ -41,6 +42,8 @@ def _load(name: str):
         import bench_mint as module
     elif name == "send":
         import bench_send as module
+    elif name == "storage":
+        import bench_storage as module
     elif name == "mailbox":
         import bench_mailbox as module
     elif name == "pgp":

@@ -14,7 +14,8 @@ Across processes:
   recipient), so the order of `seq` is the order of commits and a RECEIVE cursor never
   passes a message that commits later;
 - the key cache is checked against a version row that every key write bumps, once per
-  request: a key replaced anywhere is seen by the next request everywhere.
+  request (with its first key read): a key replaced anywhere is seen by the next request
+  everywhere.
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ class PostgresStore:
         self._keys: dict[str, KeyRecord] = {}
         self._seen_keys: dict[str, str | None] = {}
         self._key_version: int | None = None
+        # Whether this request already compared the key version (see refresh).
+        self._keys_checked = False
         # Mailboxes whose advisory lock the open transaction holds.
         self._locked: set[str] = set()
         self._db = self._connect()
@@ -212,28 +215,35 @@ class PostgresStore:
             self._db.close()
 
     def refresh(self) -> None:
-        """Drop cached keys if any process changed one; counts are taken again outside a
-        transaction (inside ours, they follow our own writes)."""
+        """Start a request: keys are checked against the version row at the first key read
+        (one round trip with that read); counts are taken again outside a transaction
+        (inside ours, they follow our own writes)."""
         self._seen_keys.clear()
-        row = self._read("SELECT value FROM mmtp_meta WHERE name = 'key_version'").fetchone()
-        version = int(row[0]) if row else 0
-        if version != self._key_version:
-            self._key_version = version
-            self._keys.clear()
+        self._keys_checked = False
         if not self._in_tx:
             self._counts.clear()
 
     # ------------------------------------------------------------------ keys
 
     def get_key(self, email: str) -> KeyRecord | None:
-        record = self._keys.get(email)
+        record = self._keys.get(email) if self._keys_checked else None
         if record is None:
+            # The key and the key version in one round trip: if any process changed a key
+            # since this store last looked, every cached key is dropped.
             row = self._read(
-                "SELECT email, armored, fingerprint, registered_at FROM keys WHERE email = %s",
+                "SELECT (SELECT value FROM mmtp_meta WHERE name = 'key_version'),"
+                " k.email, k.armored, k.fingerprint, k.registered_at"
+                " FROM (VALUES (1)) AS one LEFT JOIN keys AS k ON k.email = %s",
                 (email,),
             ).fetchone()
-            if row is not None:
-                record = KeyRecord(*row)
+            assert row is not None
+            if not self._keys_checked:
+                self._keys_checked = True
+                if row[0] != self._key_version:
+                    self._key_version = row[0]
+                    self._keys.clear()
+            if row[1] is not None:
+                record = KeyRecord(*row[1:])
                 if len(self._keys) >= 100_000:
                     self._keys.clear()
                 self._keys[email] = record
@@ -311,23 +321,29 @@ class PostgresStore:
         """Store a message and spend its stamp in the same transaction (SPEC §4)."""
         text, digest = encode_packet(packet)
         self._lock_mailbox(recipient)
-        cur = self._write(
-            "INSERT INTO spent_stamps (stamp, expires_at) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (stamp_key, stamp_expires_at),
-        )
-        if cur.rowcount == 0:
-            raise stamp_replayed()
+        # One round trip: the message is inserted only if its stamp was not spent yet.
         row = self._write(
-            "INSERT INTO messages (recipient, message_id, message_hash, received_at, packet,"
-            " checksum) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING seq",
-            (recipient, message_id, message_hash, received_at, text, digest),
+            "WITH stamp AS (INSERT INTO spent_stamps (stamp, expires_at) VALUES (%s, %s)"
+            " ON CONFLICT DO NOTHING RETURNING 1),"
+            " message AS (INSERT INTO messages (recipient, message_id, message_hash,"
+            " received_at, packet, checksum) SELECT %s, %s, %s, %s, %s, %s"
+            " WHERE EXISTS (SELECT 1 FROM stamp) ON CONFLICT DO NOTHING RETURNING seq)"
+            " SELECT EXISTS (SELECT 1 FROM stamp), (SELECT seq FROM message)",
+            (
+                *(stamp_key, stamp_expires_at),
+                *(recipient, message_id, message_hash, received_at, text, digest),
+            ),
         ).fetchone()
-        if row is None:
+        assert row is not None
+        spent, seq = row
+        if not spent:
+            raise stamp_replayed()
+        if seq is None:
             self._write("DELETE FROM spent_stamps WHERE stamp = %s", (stamp_key,))
             raise message_id_taken(self.find_message_hash(recipient, message_id) == message_hash)
         if recipient in self._counts:
             self._counts[recipient] += 1
-        return int(row[0])
+        return int(seq)
 
     def count_messages(self, recipient: str) -> int:
         count = self._counts.get(recipient)
