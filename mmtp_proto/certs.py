@@ -203,9 +203,20 @@ def _load_existing(cert_path: Path, key_path: Path) -> x509.Certificate | None:
             certificate.not_valid_after_utc.isoformat(),
         )
         return None
-    if key_path.stat().st_mode & 0o077:
-        log.warning("key file %s is readable by other users; run: chmod 600 %s", key_path, key_path)
+    for path in (key_path, cert_path):
+        _tighten(path)
     return certificate
+
+
+def _tighten(path: Path) -> None:
+    """Make a file of the self-signed pair 0600 again, saying so: others could read it."""
+    try:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            path.chmod(0o600)
+            log.warning("%s was mode %o (other users could read it); it is now 0600", path, mode)
+    except OSError as exc:
+        log.warning("%s is readable by other users and could not be made 0600: %s", path, exc)
 
 
 def _names_missing(certificate: x509.Certificate, hostnames: list[str]) -> list[str]:
@@ -297,7 +308,8 @@ def _create(cert_path: Path, key_path: Path, hostnames: list[str]) -> x509.Certi
     # certificate, which the next start notices and replaces.
     try:
         write_atomically(key_path, key_pem, 0o600)
-        write_atomically(cert_path, cert_pem, 0o644)
+        # Public, but SPEC §7 (this project's reading): every file of the data dir is 0600.
+        write_atomically(cert_path, cert_pem, 0o600)
     except OSError as exc:
         raise LocalError(
             f"cannot write the self-signed certificate to {cert_path.parent}: {exc.strerror or exc}"

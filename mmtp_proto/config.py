@@ -35,6 +35,10 @@ class ServerConfig:
     key: Path | None = None
     allow_plain_auth: bool = False
     log_level: str = "INFO"
+    # Log lines of one kind (one message template) per log_limit_seconds before the rest are
+    # counted and summed up in one line; 0 turns the limit off (mmtp-server only).
+    log_limit_lines: int = 30
+    log_limit_seconds: float = 10.0
     server_name: str = "mmtp-server"
     max_frame_bytes: int = 4 * 1024 * 1024
     stamp_validity_seconds: int = DEFAULT_STAMP_VALIDITY_SECONDS
@@ -42,6 +46,14 @@ class ServerConfig:
     handshake_timeout: float = 10.0
     max_connections: int = 1024
     max_connections_per_ip: int = 32
+    # Per IPv4 /24 or IPv6 /64 (admission.network_of): addresses come cheap, networks less so.
+    max_connections_per_network: int = 128
+    # Bytes of unfinished frames held across all connections; past it the largest is shed.
+    unfinished_frames_budget: int = 64 * 1024 * 1024
+    # An unfinished frame over 64 KiB that advances slower than this (bytes a second, over
+    # windows of slow_frame_grace seconds) closes its connection; 0 turns the rule off.
+    slow_frame_min_rate: int = 1024
+    slow_frame_grace: float = 10.0
     # A client whose unread answers exceed this is not read from until it catches up.
     output_high_water: int = 1024 * 1024
     failure_limit: int = 10
@@ -80,10 +92,28 @@ class ServerConfig:
         self.log_level = self.log_level.upper()
         if self.max_frame_bytes < 4096:
             problems.append("max_frame_bytes must be at least 4096")
-        for name in ("max_connections", "max_connections_per_ip", "failure_limit"):
+        for name in (
+            "max_connections",
+            "max_connections_per_ip",
+            "max_connections_per_network",
+            "failure_limit",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
-        for name in ("idle_timeout", "handshake_timeout", "stamp_validity_seconds"):
+        if self.unfinished_frames_budget < self.max_frame_bytes:
+            problems.append(
+                "unfinished_frames_budget must be at least max_frame_bytes (one whole frame)"
+            )
+        for name in ("slow_frame_min_rate", "log_limit_lines"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be 0 (off) or more")
+        for name in (
+            "idle_timeout",
+            "handshake_timeout",
+            "stamp_validity_seconds",
+            "slow_frame_grace",
+            "log_limit_seconds",
+        ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive")
         if self.database is not None and not self.database.startswith(

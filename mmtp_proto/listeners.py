@@ -1,4 +1,5 @@
-"""Listening sockets, the open-files limit and the ready file: the server's start, OS side."""
+"""Listening sockets, the open-files limit, the ready file and the data directory's mode:
+the server's start, OS side."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import os
 import resource
 import socket
+import stat
 from pathlib import Path
 
 from .atomic_file import write_atomically
@@ -49,6 +51,28 @@ def raise_nofile_limit(wanted: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     except (ValueError, OSError) as exc:
         log.warning("could not raise the open-files limit: %s", exc)
+
+
+def make_private_dir(path: Path) -> None:
+    """The data directory holds mail: 0700. A wider existing one is tightened, with a warning
+    (systemd's StateDirectory= and plain mkdir make 0755 ones)."""
+    try:
+        st_mode = path.stat().st_mode
+        mode = st_mode & 0o777
+        if st_mode & stat.S_ISVTX:
+            # /tmp and its kind: closing it would break every other user of it.
+            log.warning(
+                "data directory %s is a shared directory (sticky bit); left as it is: "
+                "give the server a directory of its own",
+                path,
+            )
+        elif mode & 0o077:
+            path.chmod(0o700)
+            log.warning(
+                "data directory %s was mode %o (others could list it); now 0700", path, mode
+            )
+    except OSError as exc:
+        log.warning("could not make the data directory %s private (0700): %s", path, exc)
 
 
 def write_ready_file(

@@ -5,13 +5,25 @@ from __future__ import annotations
 import socket
 import time
 
+from .admission import FrameProgress
 from .server_connection import ServerConnection
 
 
 class Peer:
     """A socket, its TLS handshake, its clock and its unsent bytes; `connection` does the rest."""
 
-    __slots__ = ("addr", "connection", "handshaking", "last_active", "out", "peer", "sock", "tls")
+    __slots__ = (
+        "accounted",
+        "addr",
+        "connection",
+        "handshaking",
+        "last_active",
+        "out",
+        "peer",
+        "progress",
+        "sock",
+        "tls",
+    )
 
     def __init__(
         self, sock: socket.socket, addr: tuple, tls: bool, connection: ServerConnection
@@ -25,6 +37,9 @@ class Peer:
         # Bytes handed out by `connection` that the socket has not taken yet.
         self.out = bytearray()
         self.last_active = time.monotonic()
+        # This connection's unfinished frame bytes as counted in the loop's budget total.
+        self.accounted = 0
+        self.progress = FrameProgress()
 
     @property
     def refused(self) -> bool:

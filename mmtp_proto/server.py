@@ -12,12 +12,13 @@ import logging
 import selectors
 import socket
 import threading
+import time
 from pathlib import Path
 
 from .backends import describe, open_store
 from .config import ServerConfig
 from .errors import LocalError
-from .listeners import open_listener, raise_nofile_limit, write_ready_file
+from .listeners import make_private_dir, open_listener, raise_nofile_limit, write_ready_file
 from .protocol import Protocol
 from .server_loop import REJECT_SLACK, ServerLoop
 from .storage import Storage, StoreError
@@ -53,9 +54,10 @@ class Server(ServerLoop):
         raise_nofile_limit(max(4096, cfg.max_connections + REJECT_SLACK + 64))
         data_dir = Path(cfg.data_dir)
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise LocalError(f"cannot create the data directory {data_dir}: {exc}") from None
+        make_private_dir(data_dir)
         try:
             self._store = open_store(cfg.database, data_dir, fsync=cfg.fsync)
         except StoreError as exc:
@@ -169,6 +171,19 @@ class Server(ServerLoop):
                 s.close()
         self._finished.set()
         log.info("stopped")
+
+    def _drain(self) -> None:
+        """Answer what was received, flush for a few seconds, then close every connection."""
+        with contextlib.suppress(Exception):
+            self._process_lines()
+        deadline = time.monotonic() + 5.0
+        while any(c.out for c in self._conns.values()) and time.monotonic() < deadline:
+            for conn in list(self._conns.values()):
+                if conn.out:
+                    self._flush(conn)
+            time.sleep(0.01)
+        for conn in list(self._conns.values()):
+            self._close(conn)
 
     def _close_listeners(self) -> None:
         for sock in self._listeners:

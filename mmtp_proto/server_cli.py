@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from importlib import metadata
@@ -20,6 +21,7 @@ from typing import Any
 from . import __version__
 from .config import LOG_LEVELS, ServerConfig, default_data_dir, load_config
 from .errors import LocalError
+from .log_limit import RepeatLimiter
 
 PROG = "mmtp-server"
 EXIT_OK = 0
@@ -171,7 +173,9 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
     return config.with_overrides(**overrides).validate()
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, limit_lines: int = 0, limit_seconds: float = 10.0) -> None:
+    """Log to stderr; with `limit_lines`, at most that many lines of one kind per
+    `limit_seconds`, then one summary (log_limit)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
@@ -180,6 +184,8 @@ def setup_logging(level: str) -> None:
     for old in [h for h in root.handlers if getattr(h, "_mmtp_cli", False)]:
         root.removeHandler(old)
     handler._mmtp_cli = True  # type: ignore[attr-defined]
+    if limit_lines > 0:
+        RepeatLimiter.install(handler, limit_lines, limit_seconds)
     root.addHandler(handler)
     root.setLevel(level)
 
@@ -203,7 +209,10 @@ def _main(argv: list[str] | None) -> int:
     except LocalError as exc:
         _error(exc)
         return EXIT_CONFIG
-    setup_logging(config.log_level)
+    # Mail is private: whatever the server creates (store, WAL, certificates, ready file)
+    # is its user's alone, whatever umask it was started with.
+    os.umask(0o077)
+    setup_logging(config.log_level, config.log_limit_lines, config.log_limit_seconds)
     log.info("%s %s starting", PROG, _version())
     if args.config is not None:
         log.info("configuration from %s", args.config)

@@ -57,6 +57,10 @@ class ServerConnection:
         self._held: list[HeldAnswer] = []
         self._outgoing = bytearray()
         self._closing = False
+        # What the oversized-frame marker answers (see `shed` for the other cause).
+        self._frame_error: MMTPError = self.decoder.error()
+        # Every byte received, for the loop's minimum-rate rule (admission.FrameProgress).
+        self.received = 0
 
     # ------------------------------------------------------------------ state
 
@@ -79,6 +83,11 @@ class ServerConnection:
         """How many bytes to read at most: the unfinished line held plus this read stays
         within maxFrameBytes + 1, the byte that proves a frame too large."""
         return self.decoder.max_frame_bytes + 1 - self.decoder.buffered
+
+    @property
+    def unfinished(self) -> int:
+        """Bytes of the frame being received (after the last LF), held until its LF comes."""
+        return self.decoder.buffered
 
     @property
     def queued_bytes(self) -> int:
@@ -121,11 +130,28 @@ class ServerConnection:
         if not data:
             self._closing = True
             return
+        self.received += len(data)
         self._lines.extend(self.decoder.feed(data))
         if self.decoder.broken:
             self._lines.append(b"")  # marks where the oversized frame stood
             self._closing = True
             log.info("%s sent a frame over %d bytes", self.peer, self.decoder.max_frame_bytes)
+
+    def shed(self) -> None:
+        """The server's budget for unfinished frames is spent and this frame is the one to
+        give up: drop it, answer what came before it, then FRAME_TOO_LARGE, and close."""
+        if self._closing:
+            return
+        # A fresh decoder frees the unfinished bytes; nothing more is fed once closing.
+        self.decoder = FrameDecoder(self.decoder.max_frame_bytes)
+        self._frame_error = MMTPError(
+            errors.FRAME_TOO_LARGE,
+            "the server holds too much unfinished data from its clients right now and gave up "
+            "this frame; send it again later — the connection will now close",
+        )
+        self._lines.append(b"")
+        self._closing = True
+        log.info("%s: unfinished frame shed (server frame budget spent)", self.peer)
 
     def process(self, max_lines: int, room: int) -> None:
         """Answer up to `max_lines` requests while the queued answers stay under `room` bytes.
@@ -139,7 +165,7 @@ class ServerConnection:
         while self._lines and max_lines and queued < room:
             line = self._lines.popleft()
             if not line:  # the oversized-frame marker: answer it, then close
-                error = self.decoder.error().to_response()
+                error = self._frame_error.to_response()
                 self._held.append(HeldAnswer(encode_frame(error), NO_ID))
                 self._lines.clear()
                 break

@@ -1,6 +1,7 @@
 """The server's event loop: `selectors`, non-blocking sockets, TLS handshakes, timers and
-admission (the connection caps of SPEC §7). No protocol here: each connection's requests and
-answers are its `server_connection.ServerConnection`'s; this only moves their bytes.
+admission (SPEC §7: connection caps, the unfinished-frame budget and minimum rate, counted
+by `admission`). No protocol here: each connection's requests and answers are its
+`server_connection.ServerConnection`'s; this only moves their bytes.
 
 Every turn answers what the connections have buffered, then commits once (group commit,
 `Protocol.commit`); the turn's answers leave only after that commit.
@@ -16,6 +17,8 @@ import ssl
 import threading
 import time
 
+from . import log_limit
+from .admission import Admission, over_budget
 from .config import ServerConfig
 from .peer import Peer
 from .protocol import Protocol
@@ -43,10 +46,16 @@ class ServerLoop:
         self._selector: selectors.BaseSelector | None = None
         self._ssl_context: ssl.SSLContext | None = None
         self._conns: dict[socket.socket, Peer] = {}
-        # Admitted connections per address; connections being refused (over a cap, told
-        # so before they are closed) count in neither cap, only in self._rejecting.
-        self._per_ip: dict[str, int] = {}
+        # Admitted connections per address and network; connections being refused (over a
+        # cap, told so before they are closed) count in no cap, only in self._rejecting.
+        self._admission = Admission(
+            total=config.max_connections,
+            per_ip=config.max_connections_per_ip,
+            per_network=config.max_connections_per_network,
+        )
         self._rejecting = 0
+        # Bytes of unfinished frames across all connections (each Peer.accounted summed).
+        self._unfinished = 0
         self._pending: set[Peer] = set()
         self._store: Storage | None = None
         self._protocol: Protocol | None = None
@@ -70,6 +79,7 @@ class ServerLoop:
                 if now >= next_tick:
                     next_tick = now + TICK
                     self._expire(now)
+                    log_limit.flush_due()
                     if now >= next_purge:
                         next_purge = now + PURGE_INTERVAL
                         self._purge()
@@ -104,7 +114,6 @@ class ServerLoop:
                     self._flush(conn)
 
     def _accept(self, listener: socket.socket, *, tls: bool) -> None:
-        cfg = self.config
         for _ in range(64):
             try:
                 sock, addr = listener.accept()
@@ -118,9 +127,8 @@ class ServerLoop:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer = str(addr[0])
-            over_total = len(self._conns) - self._rejecting >= cfg.max_connections
-            over_ip = self._per_ip.get(peer, 0) >= cfg.max_connections_per_ip
-            if (over_total or over_ip) and self._rejecting >= REJECT_SLACK:
+            refused = self._admission.refusal(peer)
+            if refused and self._rejecting >= REJECT_SLACK:
                 sock.close()
                 continue
             if tls:
@@ -132,9 +140,6 @@ class ServerLoop:
                 except (OSError, ssl.SSLError):
                     sock.close()
                     continue
-            refused = None
-            if over_total or over_ip:
-                refused = "on this server" if over_total else "from your address"
             assert self._protocol is not None
             state = ServerConnection(self._protocol, peer=peer, tls=tls, refused=refused)
             conn = Peer(sock, addr, tls, state)
@@ -143,9 +148,9 @@ class ServerLoop:
             self._selector.register(sock, selectors.EVENT_READ, conn)
             if refused:
                 self._rejecting += 1
-                log.info("refusing %s: too many connections", peer)
+                log.info("refusing %s: too many connections %s", peer, refused)
             else:
-                self._per_ip[peer] = self._per_ip.get(peer, 0) + 1
+                self._admission.admit(peer)
                 log.info("connection from %s:%s (%s)", peer, addr[1], "TLS" if tls else "plain")
             if not tls:
                 self._greet(conn)
@@ -202,8 +207,34 @@ class ServerLoop:
             # TLS may hold decrypted bytes that select() cannot see.
             if not (conn.tls and sock.pending()):  # type: ignore[attr-defined]
                 break
-        if state.finished and not conn.out:
+        self._account(conn)
+        if self._unfinished > self.config.unfinished_frames_budget:
+            self._shed()
+        if state.finished and not conn.out and conn.sock in self._conns:
             self._close(conn)
+
+    def _account(self, conn: Peer) -> None:
+        """Bring the loop's total of unfinished frame bytes up to date for `conn`."""
+        held = conn.connection.unfinished
+        self._unfinished += held - conn.accounted
+        conn.accounted = held
+
+    def _shed(self) -> None:
+        """Over the unfinished-frame budget: give up the largest unfinished frames until
+        the rest fit (admission.over_budget); their connections are answered, then closed."""
+        budget = self.config.unfinished_frames_budget
+        partials = [(c, c.accounted) for c in self._conns.values() if c.accounted]
+        for conn in over_budget(partials, budget):
+            log.warning(
+                "unfinished frames use over %d bytes: shedding %s's %d bytes",
+                budget,
+                conn.peer,
+                conn.accounted,
+            )
+            conn.connection.shed()
+            self._account(conn)
+            self._pending.add(conn)
+            self._update_interest(conn)
 
     def _process_lines(self) -> set[Peer]:
         """Answer buffered requests, commit once, then release the answers."""
@@ -307,14 +338,12 @@ class ServerLoop:
             self._selector.unregister(conn.sock)
         with contextlib.suppress(OSError):
             conn.sock.close()
+        self._unfinished -= conn.accounted
+        conn.accounted = 0
         if conn.refused:
             self._rejecting -= 1
             return
-        left = self._per_ip.get(conn.peer, 1) - 1
-        if left > 0:
-            self._per_ip[conn.peer] = left
-        else:
-            self._per_ip.pop(conn.peer, None)
+        self._admission.release(conn.peer)
         log.info("closed %s:%s", conn.peer, conn.addr[1])
 
     def _expire(self, now: float) -> None:
@@ -328,8 +357,33 @@ class ServerLoop:
                     "%s timed out (%s)", conn.peer, "handshake" if conn.handshaking else "idle"
                 )
                 self._close(conn)
+            elif self._stalled(conn, now):
+                log.info(
+                    "%s: unfinished frame of %d bytes advances under %d bytes/s; closing",
+                    conn.peer,
+                    conn.accounted,
+                    cfg.slow_frame_min_rate,
+                )
+                self._close(conn)
         assert self._protocol is not None
         self._protocol.failures.prune(time.time())
+
+    def _stalled(self, conn: Peer, now: float) -> bool:
+        if conn.handshaking or conn.connection.closing:
+            return False
+        assert self._selector is not None
+        try:
+            reading = bool(self._selector.get_key(conn.sock).events & selectors.EVENT_READ)
+        except (KeyError, ValueError):
+            return False
+        return conn.progress.stalled(
+            now,
+            unfinished=conn.connection.unfinished,
+            received=conn.connection.received,
+            reading=reading,
+            grace=self.config.slow_frame_grace,
+            min_rate=self.config.slow_frame_min_rate,
+        )
 
     def _purge(self) -> None:
         store = self._store
@@ -344,16 +398,3 @@ class ServerLoop:
         except StoreError as exc:
             store.rollback()
             log.warning("could not purge expired stamps: %s", exc)
-
-    def _drain(self) -> None:
-        """Answer what was received, flush for a few seconds, then close every connection."""
-        with contextlib.suppress(Exception):
-            self._process_lines()
-        deadline = time.monotonic() + 5.0
-        while any(c.out for c in self._conns.values()) and time.monotonic() < deadline:
-            for conn in list(self._conns.values()):
-                if conn.out:
-                    self._flush(conn)
-            time.sleep(0.01)
-        for conn in list(self._conns.values()):
-            self._close(conn)

@@ -215,7 +215,8 @@ def test_default_server_takes_20_connections_from_one_address(start_server):
 
 @pytest.mark.slow
 def test_default_server_takes_1000_connections(start_server):
-    """1,000 plain connections from 40 loopback addresses (25 each, under the per-IP cap)."""
+    """1,000 plain connections from 40 loopback addresses (25 each, under the per-IP cap),
+    each in its own /24 (so under the per-network cap too: 127.0.0.0/8 is all loopback)."""
     server = start_server()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert soft == resource.RLIM_INFINITY or soft >= min(hard, server.config.max_connections)
@@ -226,7 +227,7 @@ def test_default_server_takes_1000_connections(start_server):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             socks.append(sock)
             sock.settimeout(10)
-            sock.bind((f"127.0.0.{2 + i % 40}", 0))
+            sock.bind((f"127.0.{i % 40}.2", 0))
             sock.connect(server.plain_address)
         greeted = 0
         for sock in socks:

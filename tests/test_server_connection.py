@@ -413,6 +413,24 @@ def test_a_frame_too_large_is_answered_after_the_ones_before_it_then_the_connect
     assert conn.finished
 
 
+def test_a_shed_frame_is_dropped_after_the_requests_before_it_are_answered(turns):
+    """The loop sheds the largest unfinished frame when the server's budget is spent."""
+    conn, _ = greeted(turns)
+    conn.receive_data(encode_frame(request("CHECK", 1)) + b'{"action":"CHECK","pad":"xxxx')
+    assert conn.unfinished == len(b'{"action":"CHECK","pad":"xxxx')
+    received = conn.received
+    conn.shed()
+    assert conn.unfinished == 0 and conn.closing and not conn.finished
+    conn.receive_data(b'xx"}\n')  # after the shedding: never read
+    assert conn.received == received
+    first, shed = turns.turn(conn)[0]
+    assert first["id"] == 1
+    assert code(shed) == "FRAME_TOO_LARGE" and "again later" in shed["error"]["message"]
+    assert conn.finished
+    conn.shed()  # once closing, shedding again changes nothing
+    assert conn.finished and turns.turn(conn)[0] == []
+
+
 def test_a_complete_line_over_the_limit_is_too_large_too(turns):
     conn, _ = greeted(turns)
     conn.receive_data(b" " * (MAX_FRAME + 10) + b"\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .. import errors, pgp
@@ -10,6 +11,9 @@ from ..canonical import auth_challenge
 from ..errors import MMTPError
 from ..protocol_base import ProtocolBase
 from ..session import Outcome, Session
+
+# The audit lines (who authenticated, key changes, deletions) share the protocol's logger.
+log = logging.getLogger("mmtp.protocol")
 
 
 class AuthHandler(ProtocolBase):
@@ -32,9 +36,11 @@ class AuthHandler(ProtocolBase):
                     f"authentication as {email} failed: sign this connection's challenge with "
                     "the private key registered for that address",
                 )
-        except MMTPError:
+        except MMTPError as exc:
+            log.info("audit: %s AUTH failed (%s) %.80r", session.peer, exc.code, data.get("email"))
             self.failures.record_failure(session.peer, now)
             raise
+        log.info("audit: %s authenticated as %s (%s)", session.peer, email, key.fingerprint)
         session.authenticated = email
         session.auth_fingerprint = key.fingerprint
         return Outcome(AuthAnswer(message="Authenticated", email=email).to_response())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +17,9 @@ from ..actions import (
 from ..errors import MMTPError
 from ..protocol_base import ProtocolBase
 from ..session import Outcome, Session
+
+# The audit lines (who authenticated, key changes, deletions) share the protocol's logger.
+log = logging.getLogger("mmtp.protocol")
 
 
 class KeyHandlers(ProtocolBase):
@@ -69,6 +73,7 @@ class KeyHandlers(ProtocolBase):
             verb = "updated"
         else:
             verb = "replaced"
+        log.info("audit: %s %s the key of %s (%s)", session.peer, verb, email, key.fingerprint)
         return Outcome(
             RegisterKeyAnswer(
                 message=f"Public key {verb} successfully", fingerprint=key.fingerprint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ..actions import (
@@ -16,6 +17,9 @@ from ..actions import (
 from ..limits import RECEIVE_BYTE_BUDGET
 from ..protocol_base import ProtocolBase
 from ..session import Outcome, Session, cursor, parse_cursor
+
+# The audit lines (who authenticated, key changes, deletions) share the protocol's logger.
+log = logging.getLogger("mmtp.protocol")
 
 
 class MailboxHandlers(ProtocolBase):
@@ -46,4 +50,11 @@ class MailboxHandlers(ProtocolBase):
         self._require_auth_as(session, email_of(data))
         request = DeleteRequest.from_data(data)
         deleted = self.store.delete_messages(request.email, request.message_ids)
+        log.info(
+            "audit: %s deleted %d of %d from %s",
+            session.peer,
+            deleted,
+            len(request.message_ids),
+            request.email,
+        )
         return Outcome(DeleteAnswer(deleted=deleted).to_response(), durable=deleted > 0)
