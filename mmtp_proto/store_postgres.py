@@ -87,6 +87,11 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
+def _why(exc: BaseException) -> str:
+    """libpq's message on one line (it spreads hints over several)."""
+    return " ".join(str(exc).split())
+
+
 def _mailbox_lock_id(recipient: str) -> int:
     return int.from_bytes(hashlib.sha256(recipient.encode()).digest()[:4], "big", signed=True)
 
@@ -118,7 +123,7 @@ class PostgresStore:
             # disk (and on synchronous standbys, where the operator configured some).
             db.execute(f"SET synchronous_commit = {'on' if self._fsync else 'off'}")
         except psycopg.Error as exc:
-            raise StoreError(f"cannot open the database {redact(self.url)}: {exc}") from exc
+            raise StoreError(f"cannot open the database {redact(self.url)}: {_why(exc)}") from exc
         return db
 
     def _conn(self) -> psycopg.Connection[Any]:
@@ -151,7 +156,9 @@ class PostgresStore:
                 )
         except psycopg.Error as exc:
             db.close()
-            raise StoreError(f"cannot prepare the database {redact(self.url)}: {exc}") from exc
+            raise StoreError(
+                f"cannot prepare the database {redact(self.url)}: {_why(exc)}"
+            ) from exc
         except StoreError:
             db.close()
             raise
@@ -174,13 +181,13 @@ class PostgresStore:
                 self._in_tx = True
             return db.execute(sql, params)  # type: ignore[arg-type]
         except psycopg.Error as exc:
-            raise StoreError(str(exc)) from exc
+            raise StoreError(_why(exc)) from exc
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         try:
             return self._conn().execute(sql, params)  # type: ignore[arg-type]
         except psycopg.Error as exc:
-            raise StoreError(str(exc)) from exc
+            raise StoreError(_why(exc)) from exc
 
     def commit(self) -> None:
         if not self._in_tx:
@@ -189,7 +196,7 @@ class PostgresStore:
             self._db.execute("COMMIT")
         except psycopg.Error as exc:
             self.rollback()
-            raise StoreError(f"commit failed: {exc}") from exc
+            raise StoreError(f"commit failed: {_why(exc)}") from exc
         self._in_tx = False
         self._locked.clear()
 

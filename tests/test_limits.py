@@ -35,8 +35,6 @@ from mmtp_proto.config import ServerConfig
 from mmtp_proto.framing import encode_frame
 from mmtp_proto.limits import MAX_ARMOR_CHARS
 
-pytestmark = pytest.mark.both_backends
-
 PROMPT = 2.0  # "answered promptly" while an attack is under way
 
 

@@ -1,6 +1,6 @@
-"""`mmtp-server --workers 2` over one PostgreSQL database: one port, two processes, every
-acknowledged message stored once; a worker killed under load is replaced and loses nothing
-acknowledged; SIGTERM stops them all."""
+"""`mmtp-server --workers 2` over one database (PostgreSQL, or the one SQLite file): one port,
+two processes, every acknowledged message stored once; a worker killed under load is replaced
+and loses nothing acknowledged; SIGTERM stops them all."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from load_tools import SendLoad, ServerProcess, receive_all, register
 
-pytestmark = [pytest.mark.parametrize("backend", ["postgresql"], indirect=True)]
+pytestmark = pytest.mark.both_backends
 
 
 def children(pid: int) -> set[int]:
@@ -32,10 +32,8 @@ def alive(pid: int) -> bool:
 
 @pytest.fixture
 def supervised(tmp_path: Path, database: str | None) -> Iterator[ServerProcess]:
-    assert database is not None
-    server = ServerProcess(
-        tmp_path / "data", tmp_path / "logs", ["--database", database, "--workers", "2"]
-    )
+    args = ["--workers", "2"] + (["--database", database] if database else [])
+    server = ServerProcess(tmp_path / "data", tmp_path / "logs", args)
     yield server.start()
     if server.proc is not None and server.proc.poll() is None:
         for pid in children(server.pid):
