@@ -66,6 +66,20 @@ CREATE INDEX IF NOT EXISTS spent_by_expiry ON spent_stamps (expires_at);
 """
 
 
+def _statements(script: str) -> list[str]:
+    """The statements of a script, one by one (executescript would commit our BEGIN first);
+    sqlite3.complete_statement keeps a trigger's body in one piece."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        statements.append(pending.strip())
+    return statements
+
+
 def _make_private(path: Path) -> None:
     """Create the database file 0600, or make an existing one (and its -wal and -shm) 0600
     with a warning: stored mail is for its recipients only. SQLite creates -wal and -shm
@@ -125,9 +139,8 @@ class Store:
         try:
             found = int(self._db.execute("PRAGMA user_version").fetchone()[0])
             check_schema_version(found, SCHEMA_VERSION, str(self.path))
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
+            for statement in _statements(_SCHEMA):
+                self._db.execute(statement)
             if found < SCHEMA_VERSION:
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._db.execute("COMMIT")
