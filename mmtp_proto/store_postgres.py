@@ -186,6 +186,15 @@ class PostgresStore:
     def _read(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         try:
             return self._conn().execute(sql, params)  # type: ignore[arg-type]
+        except psycopg.OperationalError as exc:
+            if self._in_tx or not self._db.closed:
+                raise StoreError(_why(exc)) from exc
+            # Lost between transactions (a restart, a failover): a read holds nothing that
+            # was lost with it, so it is simply asked again on a new connection.
+        except psycopg.Error as exc:
+            raise StoreError(_why(exc)) from exc
+        try:
+            return self._conn().execute(sql, params)  # type: ignore[arg-type]
         except psycopg.Error as exc:
             raise StoreError(_why(exc)) from exc
 

@@ -13,6 +13,7 @@ import pytest
 from mmtp_proto.backends import open_store
 from mmtp_proto.config import config_from_mapping
 from mmtp_proto.errors import LocalError
+from mmtp_proto.storage import StoreError
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -54,3 +55,27 @@ def test_an_unreachable_database_is_one_clear_line(tmp_path) -> None:
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("mmtp-server: error: cannot open the database"), last
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_connection_lost_between_requests_is_replaced_without_an_error(
+    tmp_path, database
+) -> None:
+    store = open_store(database, tmp_path)
+    store.put_key("(bob)%(example.com)", "armored", "F", 1)
+    store.commit()
+    with psycopg.connect(database, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (store._db.info.backend_pid,))
+    store.refresh()
+    assert store.get_key("(bob)%(example.com)").fingerprint == "F"
+    # Lost inside a transaction, the staged writes are gone: that is an error, once.
+    store.put_key("(carol)%(example.com)", "armored", "G", 1)
+    with psycopg.connect(database, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (store._db.info.backend_pid,))
+    rollbacks = store.rollbacks
+    with pytest.raises(StoreError):
+        store.commit()
+    assert store.rollbacks == rollbacks + 1 and not store.pending
+    store.refresh()
+    assert store.get_key("(carol)%(example.com)") is None
+    store.close()
