@@ -28,6 +28,7 @@ from typing import Any
 
 import psycopg
 
+from .pg_schema import MAILBOX_LOCK_SPACE, SCHEMA, SCHEMA_LOCK, SCHEMA_VERSION
 from .storage import (
     KeyRecord,
     StoredMessage,
@@ -41,45 +42,6 @@ from .storage import (
 )
 
 log = logging.getLogger("mmtp.store")
-
-SCHEMA_VERSION = 1
-# Advisory lock ids: one for creating and migrating the schema, and the mailbox locks, which
-# are taken in their own key space (the two-integer form) so they never meet this one.
-_SCHEMA_LOCK = 0x6D6D7470
-_MAILBOX_SPACE = 0x6D626F78
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS mmtp_meta (
-    name TEXT PRIMARY KEY,
-    value BIGINT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS keys (
-    email TEXT PRIMARY KEY,
-    armored TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    registered_at BIGINT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS messages (
-    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    recipient TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    message_hash TEXT NOT NULL,
-    received_at BIGINT NOT NULL,
-    packet TEXT NOT NULL,
-    checksum TEXT NOT NULL,
-    UNIQUE (recipient, message_id)
-);
-CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (recipient, seq);
-CREATE TABLE IF NOT EXISTS spent_stamps (
-    stamp TEXT PRIMARY KEY,
-    expires_at BIGINT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS spent_by_expiry ON spent_stamps (expires_at);
-INSERT INTO mmtp_meta (name, value) VALUES ('key_version', 0) ON CONFLICT DO NOTHING;
-"""
-
-
-def is_postgres_url(database: str) -> bool:
-    return database.startswith(("postgresql://", "postgres://"))
 
 
 def redact(url: str) -> str:
@@ -140,7 +102,7 @@ class PostgresStore:
         try:
             with db.transaction():
                 # Two processes starting together: one creates the schema, the other waits.
-                db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
                 found = 0
                 if db.execute("SELECT to_regclass('mmtp_meta')").fetchone() != (None,):
                     row = db.execute(
@@ -148,7 +110,7 @@ class PostgresStore:
                     ).fetchone()
                     found = int(row[0]) if row else 0
                 check_schema_version(found, SCHEMA_VERSION, redact(self.url))
-                db.execute(_SCHEMA)
+                db.execute(SCHEMA)
                 db.execute(
                     "INSERT INTO mmtp_meta (name, value) VALUES ('schema_version', %s)"
                     " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -313,7 +275,7 @@ class PostgresStore:
     def _lock_mailbox(self, recipient: str) -> None:
         if recipient in self._locked:
             return
-        args = (_MAILBOX_SPACE, _mailbox_lock_id(recipient))
+        args = (MAILBOX_LOCK_SPACE, _mailbox_lock_id(recipient))
         got = self._write("SELECT pg_try_advisory_xact_lock(%s, %s)", args).fetchone()
         if not (got and got[0]):
             # Another process's turn is filling this mailbox. Commit what this turn staged
