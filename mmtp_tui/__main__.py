@@ -49,6 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     except (LocalError, MMTPError, OSError) as exc:
         print(f"mmtp-tui: error: {exc}", file=sys.stderr)
         return 2
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        # Without a terminal Textual would write escape codes into the void and wait
+        # forever for keys that never come.
+        print(
+            "mmtp-tui: error: this needs a terminal (stdin and stdout must be a tty); "
+            "over SSH use `ssh -t`",
+            file=sys.stderr,
+        )
+        return 2
     app.run(mouse=not args.no_mouse and settings.mouse)
     return app.return_code or 0
 

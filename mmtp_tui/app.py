@@ -3,10 +3,12 @@ runs the local server when the account wants one, and shows the screens."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from textual.app import App, SystemCommand
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from mmtp_proto.errors import LocalError
@@ -118,6 +120,19 @@ class MailApp(App):
             self._waiting.discard(event)
         return bool(answer and answer[0])
 
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Notifications carry addresses, paths and server words: never markup (a `[/x]`
+        typed by the user would otherwise crash the app)."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
+
     # ------------------------------------------------------------------ life cycle
 
     def on_mount(self) -> None:
@@ -126,6 +141,7 @@ class MailApp(App):
             self.animation_level = "none"
         if self.settings.keymap:
             self.set_keymap(self.settings.keymap)
+        self.set_interval(2, self.watch_local_server, name="local-server-watch")
         account = self.settings.account
         if account is None:
             self.push_screen(SetupScreen(first_run=True))
@@ -152,6 +168,45 @@ class MailApp(App):
                 self.notify, f"The local server did not start: {exc}", severity="error"
             )
         self.call_from_thread(lambda: self.open_session(self.make_session(account)))
+
+    def watch_local_server(self) -> None:
+        """Cheap, on the UI thread: notice (and reap) a local server that died."""
+        server = self.local_server
+        if server is None or server.info is None or server.running():
+            return
+        if any(w.name == "local-server-restart" and not w.is_finished for w in self.workers):
+            return
+        self.notify("The local server stopped; starting it again…", severity="warning")
+        self.run_worker(
+            self._restart_local_server,
+            thread=True,
+            exit_on_error=False,
+            name="local-server-restart",
+        )
+
+    def _restart_local_server(self) -> None:
+        server = self.local_server
+        assert server is not None
+        try:
+            info = server.restart_if_dead()
+        except LocalError as exc:
+            self.call_from_thread(
+                self.notify, f"The local server did not restart: {exc}", severity="error"
+            )
+            return
+        if info is None:
+            return
+        session = self.session
+        if session is not None and session.account.local_server:
+            account = session.account
+            account.host, account.port, account.secure_port = (
+                info.host,
+                info.port,
+                info.secure_port,
+            )
+            session.known_servers.forget(info.host, info.secure_port)
+            session.known_servers.pin(info.host, info.secure_port, info.fingerprint)
+        self.call_from_thread(self.notify, "The local server is running again.")
 
     def open_session(self, session: AccountSession) -> None:
         self.session = session
@@ -180,6 +235,29 @@ class MailApp(App):
 
         self.push_screen(PassphraseScreen(f"Passphrase for the key of {session.address}:"), unlock)
 
+    def with_unlocked_key(
+        self, session: AccountSession, then: Callable[[], None], *, why: str = ""
+    ) -> None:
+        """Run `then` once the key is unlocked, asking for the passphrase if needed: after
+        an Esc at start-up, every action that needs the key offers to unlock it again."""
+        if not session.needs_passphrase():
+            then()
+            return
+
+        def unlock(passphrase: str | None) -> None:
+            if passphrase is None:
+                self.notify("The key stays locked.", severity="warning")
+                return
+            try:
+                session.unlock(passphrase)
+            except LocalError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            then()
+
+        question = f"The key of {session.address} is locked{why}. Its passphrase:"
+        self.push_screen(PassphraseScreen(question), unlock)
+
     def show_main(self, session: AccountSession) -> None:
         self.switch_screen(MainScreen(session)) if self._has_base_screen() else self.push_screen(
             MainScreen(session)
@@ -195,6 +273,26 @@ class MailApp(App):
             self.local_server.stop()
         if self._store is not None:
             self._store.close()
+
+    def keep_unsent_composes(self) -> None:
+        """Save every open, changed compose as its draft (before quitting, or on a crash)."""
+        from .screens.compose import ComposeScreen
+
+        for screen in list(self.screen_stack):
+            if isinstance(screen, ComposeScreen):
+                screen.keep_draft(quiet=True)
+
+    async def action_quit(self) -> None:
+        """ctrl+q never loses a message being written: it is kept in Drafts."""
+        with contextlib.suppress(Exception):  # a failing save must not stop the quit
+            self.keep_unsent_composes()
+        self.exit()
+
+    def _handle_exception(self, error: Exception) -> None:
+        # A crash must not lose a compose either; saving is best effort here.
+        with contextlib.suppress(Exception):
+            self.keep_unsent_composes()
+        super()._handle_exception(error)
 
     # ------------------------------------------------------------------ app actions
 
@@ -221,16 +319,25 @@ class MailApp(App):
         self.push_screen(ChoiceScreen("Accounts (the active one is used):", choices), chosen)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
-        yield SystemCommand("Help", "Show every key binding", self.action_help)
-        yield SystemCommand("Theme", "Switch dark/light", self.action_toggle_theme)
-        yield SystemCommand("Accounts", "Switch or add accounts", self.action_accounts)
+        seen: set[str] = set()
+        for command in super().get_system_commands(screen):
+            seen.add(command.title.lower())
+            yield command
+        for command in (
+            SystemCommand("Help", "Show every key binding", self.action_help),
+            SystemCommand("Theme", "Switch dark/light", self.action_toggle_theme),
+            SystemCommand("Accounts", "Switch or add accounts", self.action_accounts),
+        ):
+            if command.title.lower() not in seen:
+                seen.add(command.title.lower())
+                yield command
         if isinstance(screen, MainScreen):
             for key in keymap.MAIN:
-                if "(" in key.action or key.action.startswith("app."):
+                if key.description.lower() in seen or key.action.startswith("app."):
                     continue
+                seen.add(key.description.lower())
                 yield SystemCommand(
                     key.description,
-                    f"{key.id} ({key.keys})",
+                    f"{key.id} ({keymap.display_keys(key.keys)})",
                     lambda action=key.action: screen.run_action(action),
                 )

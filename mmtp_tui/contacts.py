@@ -7,15 +7,19 @@ key or dismisses the warning. Plain module: no Textual.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from mmtp_proto import pgp
-from mmtp_proto.address import normalize_address
+from mmtp_proto.address import Address, normalize_address
 from mmtp_proto.errors import LocalError
 from mmtp_proto.keystore import Keystore
+
+from .keyring import write_new
 
 PINNED = "pinned"  # first time seen: now pinned
 SAME = "same"
@@ -46,9 +50,32 @@ class Contact:
     name: str
 
 
+def _scope_dir(name: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip(".") or "_"
+    if safe != name:  # two names that clean up the same must not share pins
+        safe += "-" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    return safe
+
+
 class Contacts:
     def __init__(self, keystore: Keystore) -> None:
         self.keystore = keystore
+
+    @classmethod
+    def for_account(cls, keystore: Keystore, account: str) -> Contacts:
+        """The pins of one account. Two accounts may talk to two servers that both serve
+        `localhost`: a key pinned through one must not vouch for the other. Pins made
+        before pins were per account are copied in once, so nobody loses a pin."""
+        scoped = Keystore(keystore.path / "accounts" / _scope_dir(account))
+        target = scoped.path / "contacts"
+        if not target.exists():
+            target.mkdir(parents=True, mode=0o700)
+            shared = keystore.path / "contacts"
+            if shared.is_dir():
+                for path in shared.iterdir():
+                    if path.is_file() and not path.is_symlink():
+                        write_new(target / path.name, path.read_text(encoding="utf-8"))
+        return cls(scoped)
 
     @property
     def _changes_path(self) -> Path:
@@ -128,7 +155,7 @@ class Contacts:
         for path in sorted(directory.glob("*.pub.asc")):
             stem = path.name.removesuffix(".pub.asc")
             name, _, domain = stem.rpartition("@")
-            email = f"({name})%({domain})"
+            email = str(Address(name, domain))
             key = self.get(email)
             if key is not None:
                 out.append(Contact(email, key.fingerprint, key.algorithm, key.name))

@@ -31,7 +31,8 @@ MAIN = (
     Key("main.fetch", "g", "fetch", "Fetch"),
     Key("main.search", "slash", "search", "Search"),
     Key("main.toggle_read", "u", "toggle_read", "Read/unread", show=False),
-    Key("main.move", "m", "move", "Move"),
+    # Not in the footer: all that is shown must fit 80 columns (help and palette list it).
+    Key("main.move", "m", "move", "Move", show=False),
     Key("main.archive", "a", "move_to('Archive')", "Archive", show=False),
     Key("main.delete", "d,delete", "delete", "Delete"),
     Key("main.save_attachment", "s", "save_attachment", "Save att.", show=False),
@@ -58,7 +59,7 @@ KEYS = (
     Key("keys.register", "r", "register", "Register"),
     Key("keys.fetch", "f", "fetch_contact", "Fetch"),
     Key("keys.pin", "n", "pin_offered", "Pin new"),
-    Key("keys.remove", "d,delete", "remove_contact", "Remove"),
+    Key("keys.remove", "d,delete", "remove_contact", "Remove", show=False),
     Key("keys.close", "escape", "close", "Back"),
 )
 
@@ -69,3 +70,29 @@ def validate(overrides: dict[str, str]) -> list[str]:
     """Problems with a [keymap] table, in words (unknown ids)."""
     known = {k.id for k in ALL}
     return [f"unknown binding id {name!r} in [keymap]" for name in overrides if name not in known]
+
+
+_KEY_NAMES = {
+    "question_mark": "?",
+    "slash": "/",
+    "escape": "Esc",
+    "delete": "Del",
+    "enter": "Enter",
+    "space": "Space",
+    "tab": "Tab",
+}
+
+
+def display_key(key: str) -> str:
+    """One key as people write it: `question_mark` → `?`, `f1` → `F1`, `ctrl+q` → `ctrl+q`."""
+    key = key.strip()
+    if key in _KEY_NAMES:
+        return _KEY_NAMES[key]
+    if len(key) >= 2 and key[0] == "f" and key[1:].isdigit():
+        return key.upper()
+    return key
+
+
+def display_keys(keys: str) -> str:
+    """A binding's keys for the help screen and palette: `question_mark,f1` → `? F1`."""
+    return " ".join(display_key(k) for k in keys.split(","))

@@ -223,6 +223,24 @@ class LocalServer:
             return None
         return value if isinstance(value, dict) else None
 
+    def running(self) -> bool:
+        """Is the server this object knows still running? Polling our own child also reaps
+        it when it has died (no `<defunct>` process left behind)."""
+        if self.process is not None:
+            return self.process.poll() is None
+        return self.info is not None and _alive(self.info.pid)
+
+    def restart_if_dead(self, timeout: float = 20.0) -> LocalServerInfo | None:
+        """Blocking: start the server again if it died, on the same ports when they are
+        free. Returns the new info, or None when it was running."""
+        if self.info is None or self.running():
+            return None
+        old = self.info
+        self.stop()  # reaps the child, joins the log reader, forgets the state file
+        self.info, self.adopted = None, False
+        self.ports = (old.port, old.secure_port)
+        return self.start(timeout)
+
     def _write_state(self, info: LocalServerInfo) -> None:
         self.state_path.write_text(json.dumps(info.__dict__), encoding="utf-8")
 

@@ -25,6 +25,7 @@ from mmtp_proto.sending import SendResult, Step, send_outgoing
 
 from .config import Account, data_dir
 from .contacts import CHANGED, Contacts
+from .keyring import KeyRing
 from .mailstore import MailStore
 
 FingerprintPrompt = Callable[[str, int, str], bool]
@@ -74,8 +75,9 @@ class AccountSession:
         self.keystore = keystore or default_keystore()
         self.known_servers = known_servers or KnownServers()
         self.on_new_fingerprint = on_new_fingerprint
-        self.contacts = Contacts(self.keystore)
+        self.contacts = Contacts.for_account(self.keystore, account.name)
         self._key: pgp.PrivateKey | None = None
+        self._old_keys: list[pgp.PrivateKey] = []
         self._lock = threading.Lock()
 
     @property
@@ -92,10 +94,22 @@ class AccountSession:
             return False
         return self.keystore.private_is_protected(self.address)
 
+    @property
+    def ring(self) -> KeyRing:
+        return KeyRing(self.keystore, self.address)
+
     def unlock(self, passphrase: str | None) -> pgp.PrivateKey:
-        """Load the private key (LocalError on a wrong passphrase); kept in memory only."""
+        """Load the private key (LocalError on a wrong passphrase); kept in memory only.
+        The older keys of the ring that open with the same passphrase come along, so mail
+        encrypted to them stays readable."""
         self._key = self.keystore.load_private(self.address, passphrase)
+        self.ring.keep_current()
+        self._old_keys = self.ring.unlock(passphrase, skip=self._key.public.fingerprint)
         return self._key
+
+    def old_keys(self) -> list[pgp.PrivateKey]:
+        """Earlier private keys of this address, unlocked (see `unlock`)."""
+        return list(self._old_keys)
 
     def key(self) -> pgp.PrivateKey:
         if self._key is None:
@@ -106,8 +120,20 @@ class AccountSession:
         return self._key
 
     def set_key(self, key: pgp.PrivateKey) -> None:
+        """Make `key` the current one. The key it replaces is kept in the ring first (and
+        stays in memory for reading old mail): no private key is ever lost."""
+        ring = self.ring
+        ring.keep_current()
+        ring.keep(key.armored)
         self.keystore.save_private(key, self.address)
+        previous = self._key
+        if previous is not None and previous.public.fingerprint != key.public.fingerprint:
+            self._old_keys.insert(0, previous)
         self._key = key
+
+    def previous_key(self) -> pgp.PrivateKey | None:
+        """The key used just before the current one, if unlocked in this session."""
+        return self._old_keys[0] if self._old_keys else None
 
     def generate_key(self, algorithm: str, passphrase: str | None) -> pgp.PrivateKey:
         """A new key: saved protected by `passphrase` (if any), kept unlocked in memory."""
@@ -134,9 +160,15 @@ class AccountSession:
         self.set_key(key)
         return key
 
-    def change_passphrase(self, new: str | None) -> None:
+    def change_passphrase(self, old: str | None, new: str | None) -> None:
+        """Re-protect the key: `old` must open the key file (LocalError otherwise)."""
+        if self.needs_passphrase() or self.keystore.private_is_protected(self.address):
+            self.keystore.load_private(self.address, old or None)  # proves the old one
         key = self.key()
-        self.keystore.save_private(key.with_passphrase(new or None), self.address)
+        changed = key.with_passphrase(new or None)
+        self.ring.keep_current()
+        self.ring.keep(changed.armored)
+        self.keystore.save_private(changed, self.address)
 
     def key_info(self) -> KeyInfo | None:
         """Our key as the Keys pane shows it (None without a key; fingerprint hidden while
@@ -182,6 +214,27 @@ class AccountSession:
                 client.add_private_key(key, self.address)
                 client.auth(self.address, key)
             yield client
+        finally:
+            client.disconnect()
+
+    def open_with_old_keys(self, packet: dict[str, Any]) -> OpenedMessage | None:
+        """A message the current key cannot decrypt, tried with the ring's older keys."""
+        for key in self._old_keys:
+            opened = open_message(packet, my_key=key, sender_key_for=self.contacts.get)
+            if opened.decrypted:
+                return opened
+        return None
+
+    def replace_registered_key(self, old: pgp.PrivateKey) -> str:
+        """The guided step after a new key: prove the old key (AUTH with it), then register
+        the current one in its place. Returns the new fingerprint."""
+        new = self.key()
+        client = self.client()
+        client.connect()
+        try:
+            client.add_private_key(old, self.address)
+            client.auth(self.address, old)
+            return client.register_key(self.address, new.public.armored)
         finally:
             client.disconnect()
 

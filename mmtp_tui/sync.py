@@ -28,6 +28,8 @@ def fetch(session: AccountSession, *, page: int = 200) -> FetchResult:
             stored_ids: list[str] = []
             for packet in answer.messages:
                 opened, status = session.open(packet, client)
+                if opened.encrypted and not opened.decrypted:
+                    opened = session.open_with_old_keys(packet) or opened
                 if status == CHANGED:
                     change = session.contacts.changes().get(opened.sender)
                     if change is not None and change.text not in result.warnings:

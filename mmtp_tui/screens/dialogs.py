@@ -1,4 +1,6 @@
-"""Small modal questions: a passphrase, yes/no, one line of text, a choice."""
+"""Small modal questions: a passphrase, yes/no, one line of text, a choice.
+
+Questions and choices often quote addresses, paths or server words: shown as plain text."""
 
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ class PromptScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question, classes="dialog-question")
+            yield Label(self.question, classes="dialog-question", markup=False)
             yield Input(
                 self.value,
                 password=self.password,
@@ -54,6 +56,43 @@ class PassphraseScreen(PromptScreen):
         super().__init__(question, password=True, placeholder="passphrase")
 
 
+class NewPassphraseScreen(ModalScreen[str | None]):
+    """A new passphrase typed twice; Enter in the second field accepts when both match."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel", id="dialog.cancel")
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.question, classes="dialog-question", markup=False)
+            yield Input(password=True, placeholder="new passphrase", id="new-passphrase")
+            yield Input(password=True, placeholder="the same again", id="confirm-passphrase")
+            yield Label("", id="passphrase-problem", markup=False)
+            yield Label("Enter accepts · Esc cancels", classes="dialog-hint")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if event.input.id == "new-passphrase":
+            self.query_one("#confirm-passphrase", Input).focus()
+            return
+        new = self.query_one("#new-passphrase", Input).value
+        if event.value != new:
+            self.query_one("#passphrase-problem", Label).update(
+                "The two passphrases differ: type them again."
+            )
+            self.query_one("#confirm-passphrase", Input).value = ""
+            return
+        self.dismiss(new)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 class ConfirmScreen(ModalScreen[bool]):
     """Yes or no: y / Enter on Yes, n / Esc for no."""
 
@@ -68,7 +107,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question, classes="dialog-question")
+            yield Label(self.question, classes="dialog-question", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button(f"{self.yes} (y)", variant="primary", id="yes")
                 yield Button(f"{self.no} (n)", id="no")
@@ -93,8 +132,8 @@ class ChoiceScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question, classes="dialog-question")
-            yield OptionList(*[Option(label, id=cid) for cid, label in self.choices])
+            yield Label(self.question, classes="dialog-question", markup=False)
+            yield OptionList(*[Option(label, id=cid) for cid, label in self.choices], markup=False)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()

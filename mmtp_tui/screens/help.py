@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
@@ -26,11 +27,26 @@ def help_table(overrides: dict[str, str]) -> Table:
     table.add_column("Keys", style="bold cyan", no_wrap=True)
     table.add_column("Does")
     table.add_column("Binding id", style="dim")
+    # Cells are Text, not strings: Rich would read a remapped key like `[` as markup.
     for title, keys in SECTIONS:
-        table.add_row(f"[b]{title}[/b]", "", "")
+        table.add_row(Text(title, style="bold"), Text(""), Text(""))
         for key in keys:
-            table.add_row(overrides.get(key.id, key.keys), key.description, key.id)
+            table.add_row(
+                Text(keymap.display_keys(overrides.get(key.id, key.keys))),
+                Text(key.description),
+                Text(key.id),
+            )
     return table
+
+
+def intro() -> Text:
+    text = Text()
+    text.append("mmtp-tui help", style="bold")
+    text.append(
+        " — keys (remap by id under [keymap] in the config file); "
+        "ctrl+p opens the command palette.\n"
+    )
+    return text
 
 
 class HelpScreen(ModalScreen[None]):
@@ -40,11 +56,8 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog help"):
-            yield Static(
-                "[b]mmtp-tui help[/b] — keys (remap by id under [keymap] in the config file); "
-                "ctrl+p opens the command palette.\n"
-            )
-            yield Static(help_table(self.app.settings.keymap))  # type: ignore[attr-defined]
+            yield Static(intro(), id="help-intro")
+            yield Static(help_table(self.app.settings.keymap), id="help-table")  # type: ignore[attr-defined]
 
     def action_close(self) -> None:
         self.dismiss(None)

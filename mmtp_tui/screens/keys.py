@@ -3,6 +3,7 @@ pinned keys, with key-change warnings."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.text import Text
@@ -12,13 +13,41 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 
+from mmtp_proto.address import parse_address
 from mmtp_proto.errors import LocalError, MMTPError
 
 from .. import keymap
 from ..bindings import bindings
-from ..messages import Done, Failed, Stage
+from ..messages import (
+    ContactFetched,
+    JobFailed,
+    KeyGenerated,
+    KeyRegistered,
+    RegistrationChecked,
+    RegistrationUnknown,
+    Stage,
+)
+from ..provisioning import generating_label
 from ..session import AccountSession, error_text
-from .dialogs import ChoiceScreen, PassphraseScreen, PromptScreen
+from .dialogs import (
+    ChoiceScreen,
+    ConfirmScreen,
+    NewPassphraseScreen,
+    PassphraseScreen,
+    PromptScreen,
+)
+
+
+def local_server_text(host: str, port: int, secure_port: int, fingerprint: str) -> Text:
+    """What another user of this machine needs to use the server this app runs."""
+    text = Text()
+    text.append("\nThis machine's server", style="bold")
+    text.append(" (run by this app; other users choose 'Connect to a server'):\n")
+    text.append(f"host {host}, port {port}, TLS port {secure_port}\n")
+    text.append("TLS fingerprint ")
+    text.append(fingerprint, style="bold")
+    text.append("\n")
+    return text
 
 
 class KeysScreen(Screen[None]):
@@ -38,6 +67,7 @@ class KeysScreen(Screen[None]):
             yield Label("[b]Contacts' keys[/b] (pinned on first use)")
             yield DataTable(id="contacts", cursor_type="row")
             yield Static("", id="key-warnings")
+            yield Static("", id="server-info")
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -88,6 +118,14 @@ class KeysScreen(Screen[None]):
         for change in changes.values():
             warnings.append("⚠ " + change.text + "\n", style="bold red")
         self.query_one("#key-warnings", Static).update(warnings)
+        server = getattr(self.app, "local_server", None)
+        info = server.info if server is not None else None
+        block = self.query_one("#server-info", Static)
+        block.display = info is not None
+        if info is not None:
+            block.update(
+                local_server_text(info.host, info.port, info.secure_port, info.fingerprint)
+            )
 
     def _selected_contact(self) -> str | None:
         table = self.query_one("#contacts", DataTable)
@@ -100,65 +138,120 @@ class KeysScreen(Screen[None]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="keys-check")
     def check_registration(self) -> None:
         try:
-            self.post_message(Done("registered", self.session.registered_fingerprint()))
+            self.post_message(RegistrationChecked(self.session.registered_fingerprint()))
         except (MMTPError, LocalError, OSError) as exc:
-            self.post_message(Failed(error_text(exc), what="check"))
+            self.post_message(RegistrationUnknown(error_text(exc)))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="keys")
-    def run_job(self, what: str, label: str, *args: object) -> None:
-        self.post_message(Stage(label))
+    def generate_worker(self, algorithm: str, passphrase: str) -> None:
+        self.post_message(Stage(generating_label(algorithm)))
+        try:
+            previous = self.session.key().public.fingerprint if self.session.has_key() else None
+            key = self.session.generate_key(algorithm, passphrase or None)
+            self.post_message(KeyGenerated(key.public.fingerprint, previous))
+        except (MMTPError, LocalError, OSError, ValueError) as exc:
+            self.post_message(JobFailed(error_text(exc)))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="keys")
+    def register_worker(self) -> None:
+        self.post_message(Stage("Registering the key…"))
         session = self.session
         try:
-            if what == "generate":
-                algorithm, passphrase = args
-                value = session.generate_key(str(algorithm), passphrase or None)  # type: ignore[arg-type]
-            elif what == "register":
-                replace = self.registered not in (None, False)
-                value = session.register(replace=bool(replace))
-            elif what == "fetch":
-                value = session.fetch_contact(str(args[0]))
+            registered = session.registered_fingerprint()
+            if registered is None:
+                fingerprint = session.register()
+            elif registered == session.key().public.fingerprint:
+                fingerprint = registered
             else:
-                raise LocalError(f"unknown job {what}")
-            self.post_message(Done(what, value))
+                old = next(
+                    (k for k in session.old_keys() if k.public.fingerprint == registered), None
+                )
+                if old is None:
+                    raise LocalError(
+                        f"the server has key {registered}, which is not in this key ring "
+                        "(unlocked): it cannot be replaced from here"
+                    )
+                self.post_message(Stage("Proving the old key, registering the new one…"))
+                fingerprint = session.replace_registered_key(old)
+            self.post_message(KeyRegistered(fingerprint))
         except (MMTPError, LocalError, OSError, ValueError) as exc:
-            self.post_message(Failed(error_text(exc), what=what))
+            self.post_message(JobFailed(error_text(exc)))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="keys")
+    def fetch_worker(self, email: str) -> None:
+        self.post_message(Stage(f"Fetching the key of {email}…"))
+        try:
+            _key, status = self.session.fetch_contact(email)
+            self.post_message(ContactFetched(email, status))
+        except (MMTPError, LocalError, OSError, ValueError) as exc:
+            self.post_message(JobFailed(error_text(exc)))
+
+    def _status(self, text: str = "", style: str = "bold") -> None:
+        self.query_one("#key-status", Static).update(Text(text, style=style))
 
     def on_stage(self, message: Stage) -> None:
-        self.query_one("#key-status", Static).update(f"[b]{message.text}[/b]")
+        self._status(message.text)
 
-    def on_done(self, message: Done) -> None:
-        self.query_one("#key-status", Static).update("")
-        if message.what == "registered":
-            self.registered = message.value
-        elif message.what == "generate":
-            self.notify("New key made. Press r to register it with the server.")
-            self.check_registration()
-        elif message.what == "register":
-            self.notify(f"Registered: {message.value}")
-            self.registered = message.value
-        elif message.what == "fetch":
-            _key, status = message.value
-            if status == "changed":
-                self.notify(
-                    "This contact's key has CHANGED: see the warning below.",
-                    severity="error",
-                    timeout=20,
-                )
-            else:
-                self.notify(f"Contact key {status}.")
+    def on_registration_checked(self, message: RegistrationChecked) -> None:
+        self._status()
+        self.registered = message.fingerprint
         self.refresh_view()
 
-    def on_failed(self, message: Failed) -> None:
-        self.query_one("#key-status", Static).update("")
-        if message.what == "check":
-            self.registered = False
-            self.query_one("#key-status", Static).update(
-                f"[yellow]Server not reachable: {message.text}[/yellow]"
+    def on_registration_unknown(self, message: RegistrationUnknown) -> None:
+        self.registered = False
+        self.refresh_view()
+        self._status(f"Server not reachable: {message.text}", "yellow")
+
+    def on_key_generated(self, message: KeyGenerated) -> None:
+        self._status()
+        self.refresh_view()
+        if self.registered and self.registered == message.previous:
+            self.app.push_screen(
+                ConfirmScreen(
+                    "New key made; the old one is kept in the key ring (old mail stays "
+                    "readable).\n\nThe server still has the old key. Replace it with the new "
+                    "one now (the old key proves it is you)?",
+                    yes="Replace",
+                ),
+                lambda yes: self.register_worker() if yes else None,
             )
-            return
+        elif self.registered in (None, False):
+            self.notify("New key made. Press r to register it with the server.")
+            self.check_registration()
+        else:
+            self.notify("New key made; the old one is kept in the key ring.")
+            self.check_registration()
+
+    def on_key_registered(self, message: KeyRegistered) -> None:
+        self._status()
+        self.notify(f"Registered: {message.fingerprint}")
+        self.registered = message.fingerprint
+        self.refresh_view()
+
+    def on_contact_fetched(self, message: ContactFetched) -> None:
+        self._status()
+        if message.status == "changed":
+            self.notify(
+                "This contact's key has CHANGED: see the warning below.",
+                severity="error",
+                timeout=20,
+            )
+        else:
+            self.notify(f"Contact key {message.status}.")
+        self.refresh_view()
+
+    def on_job_failed(self, message: JobFailed) -> None:
+        self._status()
         self.notify(message.text, severity="error", timeout=10)
 
     # ------------------------------------------------------------------ actions
+
+    def with_unlocked_key(self, then: Callable[[], None]) -> None:
+        def unlocked() -> None:
+            self.refresh_view()
+            then()
+
+        self.app.with_unlocked_key(self.session, unlocked)  # type: ignore[attr-defined]
 
     def action_generate(self) -> None:
         def chosen(algorithm: str | None) -> None:
@@ -166,40 +259,55 @@ class KeysScreen(Screen[None]):
                 return
 
             def with_passphrase(passphrase: str | None) -> None:
-                if passphrase is None:
-                    return
-                label = (
-                    "Generating an RSA-4096 key (this can take a minute)…"
-                    if (algorithm == "rsa4096")
-                    else f"Generating an {algorithm} key…"
-                )
-                self.run_job("generate", label, algorithm, passphrase)
+                if passphrase is not None:
+                    self.generate_worker(algorithm, passphrase)
 
             self.app.push_screen(
-                PassphraseScreen("Passphrase for the new key (empty: none):"), with_passphrase
+                NewPassphraseScreen("Passphrase for the new key (empty: none):"),
+                with_passphrase,
             )
 
-        self.app.push_screen(
-            ChoiceScreen(
-                "Generate a new key (it replaces your current one here):",
-                [("rsa4096", "RSA-4096 (slow to make)"), ("ed25519", "Ed25519 (fast)")],
-            ),
-            chosen,
-        )
+        def ask() -> None:
+            self.app.push_screen(
+                ChoiceScreen(
+                    "Generate a new key (the current one is kept in the key ring):",
+                    [("rsa4096", "RSA-4096 (slow to make)"), ("ed25519", "Ed25519 (fast)")],
+                ),
+                chosen,
+            )
+
+        self.with_unlocked_key(ask) if self.session.has_key() else ask()
 
     def action_change_passphrase(self) -> None:
-        def done(passphrase: str | None) -> None:
-            if passphrase is None:
+        protected = self.session.has_key() and self.session.keystore.private_is_protected(
+            self.session.address
+        )
+
+        def with_new(old: str | None, new: str | None) -> None:
+            if new is None:
                 return
             try:
-                self.session.change_passphrase(passphrase)
+                self.session.change_passphrase(old, new)
             except LocalError as exc:
                 self.notify(str(exc), severity="error")
                 return
-            self.notify("Passphrase changed." if passphrase else "Passphrase removed.")
+            self.notify("Passphrase changed." if new else "Passphrase removed.")
             self.refresh_view()
 
-        self.app.push_screen(PassphraseScreen("New passphrase (empty: none):"), done)
+        def with_old(old: str | None) -> None:
+            if old is None:
+                return
+            self.app.push_screen(
+                NewPassphraseScreen("New passphrase (empty: none):"),
+                lambda new: with_new(old, new),
+            )
+
+        if not self.session.has_key():
+            self.notify("No key yet: g generates one.", severity="warning")
+        elif protected:
+            self.app.push_screen(PassphraseScreen("Current passphrase:"), with_old)
+        else:
+            with_old("")
 
     def action_export(self) -> None:
         try:
@@ -207,7 +315,8 @@ class KeysScreen(Screen[None]):
         except LocalError as exc:
             self.notify(str(exc), severity="error")
             return
-        stem = self.session.address.replace(")%(", "@").strip("()")
+        parsed = parse_address(self.session.address)
+        stem = f"{parsed.name}@{parsed.domain}"
         default = str(Path.home() / f"{stem}.pub.asc")
 
         def write(path: str | None) -> None:
@@ -223,12 +332,12 @@ class KeysScreen(Screen[None]):
         self.app.push_screen(PromptScreen("Export the public key to:", default), write)
 
     def action_register(self) -> None:
-        self.run_job("register", "Registering the key…")
+        self.with_unlocked_key(self.register_worker)
 
     def action_fetch_contact(self) -> None:
         def fetch(email: str | None) -> None:
             if email:
-                self.run_job("fetch", f"Fetching the key of {email}…", email.strip())
+                self.fetch_worker(email.strip())
 
         self.app.push_screen(PromptScreen("Fetch whose key?", placeholder="(name)%(domain)"), fetch)
 

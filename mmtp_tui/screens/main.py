@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
 
 from textual import on, work
@@ -14,22 +14,17 @@ from textual.widgets import DataTable, Footer, Header, OptionList
 from mmtp_proto.errors import LocalError, MMTPError
 from mmtp_proto.packet import decode_attachment
 
-from .. import keymap
+from .. import attachments, keymap, replying
 from ..bindings import bindings
 from ..mailstore import FOLDERS, StoredMessage
-from ..messages import Done, Failed
+from ..messages import FetchFailed, MailFetched, NewMailWaiting
+from ..replying import Prefill
 from ..session import AccountSession, error_text
 from ..sync import fetch
 from ..widgets.folder_list import FolderList
 from ..widgets.message_list import MessageList
 from ..widgets.reader import Reader
 from .dialogs import ChoiceScreen, ConfirmScreen, PromptScreen
-
-
-def quote(message: StoredMessage) -> str:
-    lines = (message.body or "").splitlines() or [""]
-    when = datetime.fromtimestamp(message.timestamp, UTC).strftime("%a, %d %b %Y %H:%M UTC")
-    return f"\n\nOn {when}, {message.sender} wrote:\n" + "\n".join(f"> {line}" for line in lines)
 
 
 class MainScreen(Screen):
@@ -63,7 +58,10 @@ class MainScreen(Screen):
         self.title = f"mmtp — {self.session.address}"
         self.refresh_view()
         self.query_one("#messages", MessageList).focus()
-        self.action_fetch()
+        if self.session.needs_passphrase():
+            self.sub_title = "key locked: g unlocks it and gets mail"
+        else:
+            self.fetch_worker()
         interval = max(10, int(self.session.account.check_interval or 60))
         self.set_interval(interval, self.check_new, name="check")
 
@@ -104,6 +102,9 @@ class MainScreen(Screen):
 
     @on(OptionList.OptionHighlighted, "#folders")
     def folder_chosen(self, event: OptionList.OptionHighlighted) -> None:
+        # Keys arrive in bursts: only the highlight that is still current counts.
+        if event.option_index != event.option_list.highlighted:
+            return
         if event.option.id and event.option.id != self.folder:
             self.folder = str(event.option.id)
             self.search_text = None
@@ -133,48 +134,52 @@ class MainScreen(Screen):
 
     # ------------------------------------------------------------------ fetching
 
+    def needing_key(self, then: Callable[[], None], why: str) -> None:
+        self.app.with_unlocked_key(self.session, then, why=why)  # type: ignore[attr-defined]
+
     def action_fetch(self) -> None:
-        self.sub_title = "getting mail…"
-        self.fetch_worker()
+        def go() -> None:
+            self.sub_title = "getting mail…"
+            self.fetch_worker()
+
+        self.needing_key(go, ": getting mail needs it")
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="fetch")
     def fetch_worker(self) -> None:
         try:
-            result = fetch(self.session)
-            self.post_message(Done("fetch", result))
+            self.post_message(MailFetched(fetch(self.session)))
         except (MMTPError, LocalError, OSError) as exc:
-            self.post_message(Failed(error_text(exc), what="fetch"))
+            self.post_message(FetchFailed(error_text(exc)))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="check")
     def check_new(self) -> None:
+        if self.session.needs_passphrase():
+            return  # locked: the user chose not to unlock yet; g offers it again
         try:
             count = self.session.check()
         except (MMTPError, LocalError, OSError):
             return  # offline: the next check tries again
         if count:
-            self.post_message(Done("check", count))
+            self.post_message(NewMailWaiting(count))
 
-    def on_done(self, message: Done) -> None:
-        if message.what == "fetch":
-            result = message.value
-            for warning in result.warnings:
-                self.notify(warning, title="KEY CHANGED", severity="error", timeout=30)
-            if result.new:
-                self.notify(f"{result.new} new message{'s' * (result.new != 1)}.", title="New mail")
-            self.refresh_view()
-        elif message.what == "check":
-            self.action_fetch()
+    def on_mail_fetched(self, message: MailFetched) -> None:
+        result = message.result
+        for warning in result.warnings:
+            self.notify(warning, title="KEY CHANGED", severity="error", timeout=30)
+        if result.new:
+            self.notify(f"{result.new} new message{'s' * (result.new != 1)}.", title="New mail")
+        self.refresh_view()
 
-    def on_failed(self, message: Failed) -> None:
-        if message.what == "fetch":
-            self.notify(
-                f"Could not get mail: {message.text}. Mail already here still works offline.",
-                title="Offline",
-                severity="warning",
-            )
-            self.refresh_view()
-        else:
-            self.notify(message.text, severity="error")
+    def on_new_mail_waiting(self, message: NewMailWaiting) -> None:
+        self.action_fetch()
+
+    def on_fetch_failed(self, message: FetchFailed) -> None:
+        self.notify(
+            f"Could not get mail: {message.text}. Mail already here still works offline.",
+            title="Offline",
+            severity="warning",
+        )
+        self.refresh_view()
 
     # ------------------------------------------------------------------ actions
 
@@ -184,7 +189,12 @@ class MainScreen(Screen):
     def action_compose(self) -> None:
         from .compose import ComposeScreen
 
-        self.app.push_screen(ComposeScreen(self.session), lambda _: self.refresh_view())
+        self.needing_key(
+            lambda: self.app.push_screen(
+                ComposeScreen(self.session), lambda _: self.refresh_view()
+            ),
+            ": sending needs it",
+        )
 
     def open_draft(self, draft_id: int) -> None:
         from .compose import ComposeScreen
@@ -196,31 +206,32 @@ class MainScreen(Screen):
                 lambda _: self.refresh_view(),
             )
 
-    def _reply(self, *, quoted: bool) -> None:
+    def compose_from(self, prefill: Prefill) -> None:
+        self.needing_key(lambda: self._compose_from(prefill), ": sending needs it")
+
+    def _compose_from(self, prefill: Prefill) -> None:
         from .compose import ComposeScreen
 
+        self.app.push_screen(
+            ComposeScreen(
+                self.session,
+                to=prefill.to,
+                subject=prefill.subject,
+                body=prefill.body,
+                type=prefill.type,
+                in_reply_to=prefill.in_reply_to,
+                references=prefill.references,
+                attachments=prefill.attachments,
+            ),
+            lambda _: self.refresh_view(),
+        )
+
+    def _reply(self, *, quoted: bool) -> None:
         message = self.selected()
         if message is None:
             self.notify("Select a message to reply to.", severity="warning")
             return
-        to = message.recipient if message.direction == "out" else message.sender
-        subject = (
-            message.subject
-            if message.subject.lower().startswith("re:")
-            else (f"Re: {message.subject}")
-        )
-        self.app.push_screen(
-            ComposeScreen(
-                self.session,
-                to=to,
-                subject=subject,
-                body=quote(message) if quoted else "",
-                type="REPLY",
-                in_reply_to=message.message_id,
-                references=[*message.refs, message.message_id],
-            ),
-            lambda _: self.refresh_view(),
-        )
+        self.compose_from(replying.reply(message, quoted=quoted))
 
     def action_reply(self) -> None:
         self._reply(quoted=False)
@@ -229,26 +240,11 @@ class MainScreen(Screen):
         self._reply(quoted=True)
 
     def action_forward(self) -> None:
-        from .compose import ComposeScreen
-
         message = self.selected()
         if message is None:
             self.notify("Select a message to forward.", severity="warning")
             return
-        body = (
-            f"\n\n---- Forwarded message ----\nFrom: {message.sender}\nTo: {message.recipient}\n"
-            f"Subject: {message.subject}\n\n{message.body}"
-        )
-        self.app.push_screen(
-            ComposeScreen(
-                self.session,
-                subject=f"Fwd: {message.subject}",
-                body=body,
-                type="FORWARD",
-                attachments=message.attachments,
-            ),
-            lambda _: self.refresh_view(),
-        )
+        self.compose_from(replying.forward(message))
 
     def action_toggle_read(self) -> None:
         message = self.selected()
@@ -319,19 +315,39 @@ class MainScreen(Screen):
             return
         default = str(Path.home() / "Downloads")
 
+        def write(target: Path, keep_dots: bool) -> None:
+            saved: list[str] = []
+            try:
+                target.mkdir(parents=True, exist_ok=True)
+                for att in message.attachments:
+                    raw = str(att.get("filename") or "attachment")
+                    name = attachments.safe_name(raw) if keep_dots else attachments.unhidden(raw)
+                    saved.append(attachments.save(target, name, decode_attachment(att)).name)
+            except (OSError, ValueError, MMTPError) as exc:
+                self.notify(f"Could not save: {error_text(exc)}", severity="error")
+                return
+            self.notify(f"Saved {', '.join(saved)} in {target}.")
+
         def save(directory: str | None) -> None:
             if not directory:
                 return
             target = Path(directory).expanduser()
-            try:
-                target.mkdir(parents=True, exist_ok=True)
-                for att in message.attachments:
-                    name = Path(str(att.get("filename") or "attachment")).name
-                    (target / name).write_bytes(decode_attachment(att))
-            except (OSError, ValueError, MMTPError) as exc:
-                self.notify(f"Could not save: {error_text(exc)}", severity="error")
+            hidden = [
+                attachments.safe_name(str(a.get("filename") or ""))
+                for a in message.attachments
+                if attachments.is_hidden(str(a.get("filename") or ""))
+            ]
+            if not hidden:
+                write(target, True)
                 return
-            self.notify(f"Saved {len(message.attachments)} attachment(s) to {target}.")
+            self.app.push_screen(
+                ConfirmScreen(
+                    f"{', '.join(hidden)}: a hidden file (its name starts with a dot, like "
+                    ".bashrc). Save it under that name? (No: saved as _name)",
+                    yes="Keep the dot",
+                ),
+                lambda yes: write(target, bool(yes)),
+            )
 
         self.app.push_screen(PromptScreen("Save the attachments into folder:", default), save)
 

@@ -5,11 +5,9 @@ filled in. "( ) Connect to a server" enables the host, ports and TLS verificatio
 
 from __future__ import annotations
 
-import getpass
-import re
-from pathlib import Path
 from typing import ClassVar
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -17,25 +15,18 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
+from mmtp_proto.address import Address
 from mmtp_proto.errors import LocalError, MMTPError
 
 from ..config import Account
-from ..messages import Done, Failed, Stage
+from ..messages import AccountReady, SetupFailed, Stage
+from ..provisioning import account_name, default_local_name, provision
 from ..session import error_text
 from ..widgets.choice import Choice, ChoiceSet
 
 SERVER_FIELDS = ("#host", "#port", "#secure-port", "#verify")
 LOCAL_HINT = "The local server chooses its host and ports: nothing to fill in here."
 REMOTE_HINT = "The server's host, its plain port and its TLS port:"
-
-
-def default_local_name() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "me"
-    name = re.sub(r"[^a-z0-9._+-]", "", user.lower()).strip(".") or "me"
-    return name[:64]
 
 
 class SetupScreen(Screen):
@@ -86,7 +77,7 @@ class SetupScreen(Screen):
                 classes="server-field",
             )
             yield Label("Address, as (name)%(domain)")
-            yield Input(f"({default_local_name()})%(localhost)", id="address")
+            yield Input(str(Address(default_local_name(), "localhost")), id="address")
             yield Label("Your name (shown on your key)")
             yield Input(default_local_name().title(), id="display-name")
             yield Label("Key")
@@ -148,11 +139,8 @@ class SetupScreen(Screen):
             self.notify("Ports must be numbers.", severity="error")
             return
         address = self._value("#address")
-        name = re.sub(r"[^A-Za-z0-9_-]", "", address.split(")%(")[0].strip("(")) or "me"
         settings = self.app.settings  # type: ignore[attr-defined]
-        base, n = name, 2
-        while name in settings.accounts:
-            name, n = f"{base}{n}", n + 1
+        name = account_name(address, settings.accounts)
         account = Account(
             name=name,
             address=address,
@@ -181,49 +169,28 @@ class SetupScreen(Screen):
             if account.local_server:
                 self.post_message(Stage("Starting the local server…"))
                 app.start_local_server(account)  # type: ignore[attr-defined]
-            self.post_message(Stage(f"Connecting to {account.host}:{account.secure_port}…"))
             session = app.make_session(account)  # type: ignore[attr-defined]
-            with session.connected(auth=False) as client:
-                domains = client.greeting.get("domains", [])
-            domain = account.address.rsplit("%(", 1)[-1].rstrip(")")
-            if domains and domain not in domains:
-                raise LocalError(
-                    f"this server serves {', '.join(domains)}, not {domain}: change the address"
-                )
-            if import_path:
-                self.post_message(Stage("Importing the key…"))
-                session.import_key(Path(import_path), passphrase or None)
-            elif session.has_key():
-                self.post_message(Stage("Using the key already in the keystore…"))
-                session.unlock(passphrase or None)
-            else:
-                label = "RSA-4096 (this can take a minute)" if algorithm == "rsa4096" else algorithm
-                self.post_message(Stage(f"Generating an {label} key…"))
-                session.generate_key(algorithm, passphrase or None)
-            self.post_message(Stage("Registering the key with the server…"))
-            registered = session.registered_fingerprint()
-            mine = session.key().public.fingerprint
-            if registered is None:
-                session.register()
-            elif registered != mine:
-                raise LocalError(
-                    f"{account.address} is already registered with another key "
-                    f"({registered}); choose another address or import that key"
-                )
-            self.post_message(Done("setup", session))
+            provision(
+                session,
+                algorithm=algorithm,
+                passphrase=passphrase or None,
+                import_path=import_path,
+                stage=lambda text: self.post_message(Stage(text)),
+            )
+            self.post_message(AccountReady(session))
         except (MMTPError, LocalError, OSError, ValueError) as exc:
-            self.post_message(Failed(error_text(exc), what="setup"))
+            self.post_message(SetupFailed(error_text(exc)))
 
     def on_stage(self, message: Stage) -> None:
-        self.query_one("#setup-status", Static).update(message.text)
+        self.query_one("#setup-status", Static).update(Text(message.text))
 
-    def on_failed(self, message: Failed) -> None:
-        self.query_one("#setup-status", Static).update(f"[red]{message.text}[/red]")
+    def on_setup_failed(self, message: SetupFailed) -> None:
+        self.query_one("#setup-status", Static).update(Text(message.text, style="red"))
         self.notify(message.text, title="Setup failed", severity="error", timeout=10)
         self.query_one("#create", Button).disabled = False
 
-    def on_done(self, message: Done) -> None:
-        session = message.value
+    def on_account_ready(self, message: AccountReady) -> None:
+        session = message.session
         app = self.app
         app.settings.add_account(session.account)  # type: ignore[attr-defined]
         app.settings.save()  # type: ignore[attr-defined]

@@ -49,6 +49,7 @@ class MessageList(DataTable):
         self.outgoing = False
         self.drafts: list[Draft] | None = None
         self._widths: tuple[int, int, int, bool] | None = None
+        self._who = "From"
 
     def on_resize(self) -> None:
         if self._widths != column_widths(self.size.width):
@@ -59,7 +60,7 @@ class MessageList(DataTable):
 
     def show_drafts(self, drafts: list[Draft]) -> None:
         self.drafts = drafts
-        self._columns()
+        self._columns("To")
         self.clear()
         for draft in drafts:
             self.add_row(
@@ -70,16 +71,17 @@ class MessageList(DataTable):
                 key=f"d{draft.id}",
             )
 
-    def _columns(self) -> bool:
-        """(Re)make the columns for the current width; the date's year goes when narrow."""
+    def _columns(self, who: str = "From") -> bool:
+        """(Re)make the columns for the current width; the date's year goes when narrow.
+        `who`: the heading of the address column (Sent shows recipients: "To")."""
         widths = column_widths(self.size.width)
-        if widths == self._widths:
+        if widths == self._widths and who == self._who:
             return widths[3]
-        self._widths = widths
+        self._widths, self._who = widths, who
         sender, subject, date, year = widths
         self.clear(columns=True)
         self.add_column("", key="badges", width=4)
-        self.add_column("From", key="from", width=sender)
+        self.add_column(who, key="from", width=sender)
         self.add_column("Subject", key="subject", width=subject)
         self.add_column("Date (UTC)" if year else "UTC", key="date", width=date)
         return year
@@ -87,7 +89,7 @@ class MessageList(DataTable):
     def show(self, messages: list[StoredMessage], *, outgoing: bool = False) -> None:
         selected = self.selected_id()
         self.messages, self.outgoing, self.drafts = messages, outgoing, None
-        year = self._columns()
+        year = self._columns("To" if outgoing else "From")
         self.clear()
         for message in messages:
             who = message.recipient if outgoing else message.sender

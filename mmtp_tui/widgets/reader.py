@@ -7,55 +7,61 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from ..attachments import safe_name
 from ..mailstore import StoredMessage
 from .message_list import short_date
 
 
 def security_lines(message: StoredMessage) -> Text:
-    text = Text()
+    """Encryption, signature and integrity on one line (two when narrow): at 80×24 the
+    body must start near the top of the reader."""
+    parts: list[Text] = []
     if message.encrypted:
         if message.decrypted:
-            text.append("🔒 Encrypted", style="bold green")
-            text.append(" (decrypted for you)\n")
+            parts.append(Text("🔒 Encrypted", style="bold green"))
         else:
-            text.append("🔒 Encrypted, NOT decrypted", style="bold red")
-            text.append(f": {message.problem or 'no key'}\n")
+            part = Text("🔒 Encrypted, NOT decrypted", style="bold red")
+            part.append(f": {message.problem or 'no key'}", style="")
+            parts.append(part)
     else:
-        text.append("Not encrypted", style="yellow")
-        text.append(" (the server could read it)\n")
+        part = Text("Not encrypted", style="yellow")
+        part.append(" (the server could read it)", style="")
+        parts.append(part)
     if message.signature == "verified":
-        text.append("✓ Signature verified", style="bold green")
-        text.append(f" by {message.signer_fingerprint}\n")
+        part = Text("✓ Signature verified", style="bold green")
+        part.append(f" by {message.signer_fingerprint}", style="")
     elif message.signature == "bad":
-        text.append("✗ BAD SIGNATURE", style="bold white on red")
-        text.append(": it does not match the sender's pinned key\n")
+        part = Text("✗ BAD SIGNATURE", style="bold white on red")
+        part.append(": it does not match the sender's pinned key", style="")
     elif message.signature == "unknown":
-        text.append("? Signature not checked", style="bold yellow")
-        text.append(": the sender's key is unknown\n")
+        part = Text("? Signature not checked", style="bold yellow")
+        part.append(": the sender's key is unknown", style="")
     else:
-        text.append("Unsigned", style="yellow")
-        text.append(": anyone could have written it\n")
-    if message.integrity_ok:
-        text.append("Integrity: content matches its hash\n", style="green")
-    else:
-        text.append("INTEGRITY FAILED: the content was altered\n", style="bold white on red")
+        part = Text("Unsigned", style="yellow")
+        part.append(": anyone could have written it", style="")
+    parts.append(part)
+    if not message.integrity_ok:
+        parts.append(Text("INTEGRITY FAILED: the content was altered", style="bold white on red"))
+    text = Text(" · ").join(parts)
+    text.append("\n")
     return text
 
 
 def render_message(message: StoredMessage, thread: list[StoredMessage]) -> Text:
     text = Text()
-    for label, value in (
-        ("From", message.sender),
-        ("To", message.recipient),
-        ("Date", short_date(message.timestamp) + " UTC"),
-        ("Subject", message.subject or "(no subject)"),
-    ):
-        text.append(f"{label:>8}: ", style="bold")
-        text.append(f"{value}\n")
+    text.append("   From: ", style="bold")
+    text.append(message.sender)
+    text.append("   ")
+    text.append(short_date(message.timestamp) + " UTC", style="dim")
+    text.append("\n     To: ", style="bold")
+    text.append(message.recipient)
+    text.append("\nSubject: ", style="bold")
+    text.append(message.subject or "(no subject)", style="bold")
     text.append("\n")
     text.append_text(security_lines(message))
     for index, att in enumerate(message.attachments, 1):
-        text.append(f"📎 {index}. {att.get('filename')} ", style="bold")
+        name = safe_name(str(att.get("filename") or "attachment"))
+        text.append(f"📎 {index}. {name} ", style="bold")
         text.append(f"({att.get('contentType')}, {att.get('size')} bytes) — s saves\n")
     text.append("─" * 40 + "\n", style="dim")
     text.append(message.body or "")
@@ -88,7 +94,7 @@ class Reader(VerticalScroll):
         """`key_change`: the warning about the sender's changed key, shown above all else."""
         banner = self.query_one("#key-change-banner", Static)
         banner.display = bool(key_change)
-        banner.update(f"⚠ SENDER'S KEY CHANGED ⚠\n{key_change}" if key_change else "")
+        banner.update(Text(f"⚠ SENDER'S KEY CHANGED ⚠\n{key_change}" if key_change else ""))
         body = self.query_one("#reader-text", Static)
         if message is None:
             body.update("Select a message to read it.")

@@ -9,7 +9,7 @@ from textual.worker import WorkerState
 from mmtp_tui import config
 from mmtp_tui.app import MailApp
 from mmtp_tui.screens.compose import ComposeScreen
-from mmtp_tui.screens.dialogs import ConfirmScreen, PassphraseScreen
+from mmtp_tui.screens.dialogs import ConfirmScreen, NewPassphraseScreen, PassphraseScreen
 from mmtp_tui.screens.keys import KeysScreen
 from mmtp_tui.screens.main import MainScreen
 from mmtp_tui.screens.setup import SetupScreen
@@ -221,8 +221,8 @@ async def test_keys_pane_generates_and_registers(server, tui_settings, known_ser
         await pilot.press("g")
         await pilot.pause()
         await pilot.press("down", "enter")  # Ed25519
-        await wait_for_screen(app, pilot, PassphraseScreen)
-        await pilot.press("enter")  # no passphrase
+        await wait_for_screen(app, pilot, NewPassphraseScreen)
+        await pilot.press("enter", "enter")  # no passphrase (typed twice)
         await wait_for_screen(app, pilot, KeysScreen)
         await settle(app, pilot)
         assert keys.session.key_info().algorithm.lower().startswith("ed")

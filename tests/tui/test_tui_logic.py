@@ -159,7 +159,7 @@ def test_local_server_of_a_running_tui_is_shared_not_stopped(tmp_path):
 def test_a_quoted_reply_names_the_date_in_words_not_seconds() -> None:
     from types import SimpleNamespace
 
-    from mmtp_tui.screens.main import quote
+    from mmtp_tui.replying import quote
 
     message = SimpleNamespace(timestamp=1795983980, sender="(root)%(localhost)", body="a\nb")
     text = quote(message)

@@ -144,7 +144,7 @@ def mail_app(start_server: Callable[..., Server], tmp_path: Path) -> Callable[[]
         session.set_key(fixed_key("alice"))
         if session.registered_fingerprint() is None:
             session.register()
-        keystore.save_contact(BOB, fixed_key("bob").public.armored)
+        session.contacts.pin(BOB, fixed_key("bob").public)  # pins are per account
         fill_store(store)
         settings = config.Settings(path=tmp_path / "tui.toml")
         settings.add_account(account)
