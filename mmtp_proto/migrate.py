@@ -27,12 +27,29 @@ from .config import default_data_dir
 from .errors import LocalError
 from .storage import StoreError
 
-TABLES = ("keys", "messages", "spent_stamps")
+TABLES = (
+    "keys",
+    "messages",
+    "spent_stamps",
+    "tombstones",
+    "accounts",
+    "invites",
+    "held_names",
+    "reserved_names",
+)
 _COLUMNS = {
     "keys": "email, armored, fingerprint, registered_at",
-    "messages": "seq, recipient, message_id, message_hash, received_at, packet, checksum",
+    "messages": "seq, recipient, sender, message_id, message_hash, received_at, size, packet,"
+    " checksum",
     "spent_stamps": "stamp, expires_at",
+    "tombstones": "recipient, sender, message_id, message_hash, signature_verified, expires_at",
+    "accounts": "email, disabled, max_messages, max_bytes",
+    "invites": "digest, email, created_at, expires_at",
+    "held_names": "email, until",
+    "reserved_names": "name",
 }
+# SQLite keeps booleans as 0/1; PostgreSQL's columns are boolean.
+_BOOLEANS = {"tombstones": 4, "accounts": 1}
 
 
 @dataclass(frozen=True)
@@ -83,7 +100,10 @@ def migrate(source: Path, target_url: str) -> Report:
                 counts[table] = 0
                 # COPY writes the given seq values, as INSERT ... OVERRIDING SYSTEM VALUE.
                 with db.cursor().copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                    flag = _BOOLEANS.get(table)
                     for values in cursor:
+                        if flag is not None:
+                            values = (*values[:flag], bool(values[flag]), *values[flag + 1 :])
                         copy.write_row(values)
                         counts[table] += 1
             db.execute(

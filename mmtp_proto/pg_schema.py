@@ -26,12 +26,14 @@ CREATE TABLE IF NOT EXISTS keys (
 CREATE TABLE IF NOT EXISTS messages (
     seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     recipient TEXT NOT NULL,
+    sender TEXT NOT NULL DEFAULT '',
     message_id TEXT NOT NULL,
     message_hash TEXT NOT NULL,
     received_at BIGINT NOT NULL,
+    size BIGINT NOT NULL DEFAULT 0,
     packet TEXT NOT NULL,
     checksum TEXT NOT NULL,
-    UNIQUE (recipient, message_id)
+    UNIQUE (recipient, sender, message_id)
 );
 CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (recipient, seq);
 CREATE TABLE IF NOT EXISTS spent_stamps (
@@ -39,5 +41,34 @@ CREATE TABLE IF NOT EXISTS spent_stamps (
     expires_at BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS spent_by_expiry ON spent_stamps (expires_at);
+CREATE TABLE IF NOT EXISTS tombstones (
+    recipient TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    message_hash TEXT NOT NULL,
+    signature_verified BOOLEAN NOT NULL DEFAULT false,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (recipient, sender, message_id)
+);
+CREATE INDEX IF NOT EXISTS tombstones_by_expiry ON tombstones (expires_at);
+CREATE TABLE IF NOT EXISTS accounts (
+    email TEXT PRIMARY KEY,
+    disabled BOOLEAN NOT NULL DEFAULT false,
+    max_messages BIGINT,
+    max_bytes BIGINT
+);
+CREATE TABLE IF NOT EXISTS invites (
+    digest TEXT PRIMARY KEY,
+    email TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS held_names (
+    email TEXT PRIMARY KEY,
+    until BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reserved_names (
+    name TEXT PRIMARY KEY
+);
 INSERT INTO mmtp_meta (name, value) VALUES ('key_version', 0) ON CONFLICT DO NOTHING;
 """

@@ -1,21 +1,25 @@
-"""Durable server storage, the default backend: one SQLite file in WAL mode (messages, keys,
-spent stamps). `store_postgres` is the other backend; `storage.Storage` is what both offer.
+"""Durable server storage: one SQLite file in WAL mode (messages, keys, spent stamps,
+tombstones of deleted messages; accounts, invites and names in `store_accounts`).
 
 Writes are staged in an open transaction and made durable by `commit()`, which
 `group_commit.GroupCommit` calls once per loop turn: every SEND answered in that turn shares
 one commit and one fsync, and no answer leaves before its commit is on disk. Every stored
 message carries a checksum of its own bytes, so a damaged row is detected, never served.
 
-Several server processes may share the file: SQLite's write lock orders their turns, the
-conditional writes make the loser of a race get the error it would have got a moment later,
-and `refresh()` drops the caches when `PRAGMA data_version` says another process committed.
+The in-memory caches (keys, mailbox sizes, account settings) are this connection's view. The
+operator's `mmtp-admin` writes through another connection while the server runs; SQLite's
+`PRAGMA data_version` changes when another connection commits, and it is checked (a few
+microseconds) before a cache is used, so the server sees every admin change at once. The
+same holds for other server processes sharing the file (`--workers`): SQLite's write lock
+orders their turns, and the conditional writes give the loser of a race the error it would
+have got a moment later (POW_REPLAYED, KEY_EXISTS), never a constraint error.
+`store_postgres` is the other backend; `storage.Storage` is what both offer.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
-import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -26,36 +30,34 @@ from .storage import (
     StoredMessage,
     StoreError,
     check_schema_version,
-    encode_packet,
     key_changed_meanwhile,
     message_id_taken,
     page_messages,
     stamp_replayed,
 )
-
-__all__ = ["KeyRecord", "Store", "StoreError", "StoredMessage"]
+from .storage import checksum as _checksum
+from .store_accounts import (
+    ACCOUNT_SCHEMA,
+    MESSAGES_TABLE,
+    AccountRecord,
+    AccountStore,
+    upgrade_messages,
+)
+from .store_files import make_private as _make_private
 
 log = logging.getLogger("mmtp.store")
-# How long a write waits for another process's turn to commit before it gives up.
-BUSY_TIMEOUT_SECONDS = 30.0
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
+SCHEMA_VERSION = 2
+# The registered keys kept in memory hold at most this much armor.
+KEY_CACHE_BYTES = 32 * 1024 * 1024
+_SCHEMA = (
+    MESSAGES_TABLE.format(name="messages")
+    + """
 CREATE TABLE IF NOT EXISTS keys (
     email TEXT PRIMARY KEY,
     armored TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     registered_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    recipient TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    message_hash TEXT NOT NULL,
-    received_at INTEGER NOT NULL,
-    packet TEXT NOT NULL,
-    checksum TEXT NOT NULL,
-    UNIQUE (recipient, message_id)
 );
 CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (recipient, seq);
 CREATE TABLE IF NOT EXISTS spent_stamps (
@@ -64,44 +66,16 @@ CREATE TABLE IF NOT EXISTS spent_stamps (
 );
 CREATE INDEX IF NOT EXISTS spent_by_expiry ON spent_stamps (expires_at);
 """
+)
 
 
-def _statements(script: str) -> list[str]:
-    """The statements of a script, one by one (executescript would commit our BEGIN first);
-    sqlite3.complete_statement keeps a trigger's body in one piece."""
-    statements, pending = [], ""
-    for line in script.splitlines(keepends=True):
-        pending += line
-        if sqlite3.complete_statement(pending):
-            statements.append(pending.strip())
-            pending = ""
-    if pending.strip():
-        statements.append(pending.strip())
-    return statements
+__all__ = ["KeyRecord", "Store", "StoreError", "StoredMessage", "stored_text"]
+
+# How long a write waits for another process's turn to commit before it gives up.
+BUSY_TIMEOUT_SECONDS = 30.0
 
 
-def _make_private(path: Path) -> None:
-    """Create the database file 0600, or make an existing one (and its -wal and -shm) 0600
-    with a warning: stored mail is for its recipients only. SQLite creates -wal and -shm
-    with the database file's mode."""
-    if not path.exists():
-        # On failure sqlite3 says why it cannot open it, in its own words, just below.
-        with contextlib.suppress(OSError):
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        return
-    for item in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        try:
-            mode = item.stat().st_mode & 0o777
-            if mode & 0o077:
-                item.chmod(0o600)
-                log.warning("%s was mode %o (other users could read mail); now 0600", item, mode)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            log.warning("%s is readable by other users and could not be made 0600: %s", item, exc)
-
-
-class Store:
+class Store(AccountStore):
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
         self.path = path
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -117,10 +91,15 @@ class Store:
             # FULL: in WAL mode every COMMIT fsyncs the log, which is what "durable" means.
             self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'OFF'}")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            found = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            check_schema_version(found, SCHEMA_VERSION, str(path))
+            self._db.executescript(_SCHEMA)
+            upgrade_messages(self._db)
+            self._db.executescript(ACCOUNT_SCHEMA)
+            if self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the database {path}: {exc}") from exc
-        self._data_version = self._version()
         self._in_tx = False
         # How many times staged writes were thrown away: group_commit compares it to know
         # whether the answers it holds still stand.
@@ -128,46 +107,42 @@ class Store:
         # Mailbox sizes as this connection sees them (uncommitted writes included), so the
         # MAILBOX_FULL check on every SEND does not count the whole mailbox each time.
         self._counts: dict[str, int] = {}
+        self._sizes: dict[str, int] = {}
         self._keys: dict[str, KeyRecord] = {}
+        self._key_bytes = 0
+        self._accounts: dict[str, AccountRecord] = {}
         # The key text each address had when this store last read it (None: no key), so
         # put_key replaces only that: two processes registering one address, the first wins.
         self._seen_keys: dict[str, str | None] = {}
-
-    def _migrate(self) -> None:
-        # Under the write lock: two processes starting together create the schema once.
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            found = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-            check_schema_version(found, SCHEMA_VERSION, str(self.path))
-            for statement in _statements(_SCHEMA):
-                self._db.execute(statement)
-            if found < SCHEMA_VERSION:
-                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-
-    def _version(self) -> int:
-        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        self._data_version = self._read_data_version()
 
     def refresh(self) -> None:
-        """Forget cached keys and counts if another process committed since we last looked.
-
-        `PRAGMA data_version` changes exactly when another connection commits; it costs a
-        few microseconds, no I/O. Inside our own write transaction nobody else can commit.
-        """
+        """Start a request: whatever another process committed before it is seen by it."""
         self._seen_keys.clear()
-        if self._in_tx:
-            return
+        if not self._in_tx:
+            self._sync_caches()
+
+    # ------------------------------------------------------------------ caches
+
+    def _read_data_version(self) -> int:
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def _sync_caches(self) -> None:
+        """Forget the caches when another connection (mmtp-admin) committed since last time."""
         try:
-            version = self._version()
+            version = self._read_data_version()
         except sqlite3.Error as exc:
             raise StoreError(str(exc)) from exc
         if version != self._data_version:
             self._data_version = version
-            self._counts.clear()
-            self._keys.clear()
+            self._clear_caches()
+
+    def _clear_caches(self) -> None:
+        self._counts.clear()
+        self._sizes.clear()
+        self._keys.clear()
+        self._key_bytes = 0
+        self._accounts.clear()
 
     # ------------------------------------------------------------------ transactions
 
@@ -185,13 +160,8 @@ class Store:
                 # Waits (up to the busy timeout) while another process's turn holds the lock.
                 self._db.execute("BEGIN IMMEDIATE")
                 self._in_tx = True
-                version = self._version()
-                if version != self._data_version:
-                    # Another process committed between our reads and this write: counts
-                    # must be taken again inside the transaction.
-                    self._data_version = version
-                    self._counts.clear()
-                    self._keys.clear()
+                # Another process may have committed between our reads and this write.
+                self._sync_caches()
             return self._db.execute(sql, tuple(params))
         except sqlite3.Error as exc:
             raise StoreError(str(exc)) from exc
@@ -209,8 +179,7 @@ class Store:
     def rollback(self) -> None:
         if self._in_tx:
             self._rollbacks += 1
-            self._counts.clear()
-            self._keys.clear()
+            self._clear_caches()
             self._seen_keys.clear()
             try:
                 self._db.execute("ROLLBACK")
@@ -230,21 +199,31 @@ class Store:
         # Every SEND looks up the recipient's and the sender's key; registered keys are few
         # and change rarely, so they are kept in memory (unknown addresses are not: anyone
         # can make up as many of those as they like).
+        self._sync_caches()
         record = self._keys.get(email)
         if record is None:
-            row = self._read(
+            row = self._db.execute(
                 "SELECT email, armored, fingerprint, registered_at FROM keys WHERE email = ?",
                 (email,),
             ).fetchone()
             if row is not None:
                 record = KeyRecord(*row)
-                if len(self._keys) >= 100_000:
-                    self._keys.clear()
-                self._keys[email] = record
+                self._cache_key(record)
         if len(self._seen_keys) >= 1024:
             self._seen_keys.clear()
         self._seen_keys[email] = record.armored if record else None
         return record
+
+    def _cache_key(self, record: KeyRecord) -> None:
+        # Bounded in bytes, not only in entries: 100,000 keys of 16 KiB would be 1.6 GB.
+        old = self._keys.pop(record.email, None)
+        if old is not None:
+            self._key_bytes -= len(old.armored)
+        if self._key_bytes + len(record.armored) > KEY_CACHE_BYTES or len(self._keys) >= 100_000:
+            self._keys.clear()
+            self._key_bytes = 0
+        self._keys[record.email] = record
+        self._key_bytes += len(record.armored)
 
     def put_key(self, email: str, armored: str, fingerprint: str, now: int) -> None:
         """Register or replace the key of `email`.
@@ -269,33 +248,28 @@ class Store:
             else:
                 cur = self._write(insert + update + " WHERE keys.armored = ?", (*params, seen))
             if cur.rowcount == 0:
-                self._key_race_lost(email, armored)
+                self._keys.pop(email, None)
+                current = self.get_key(email)
+                if current is None or current.armored != armored:
+                    raise key_changed_meanwhile(email)
                 return
-        self._keys[email] = KeyRecord(email, armored, fingerprint, now)
-
-    def _key_race_lost(self, email: str, armored: str) -> None:
-        self._keys.pop(email, None)
-        current = self.get_key(email)
-        if current is None or current.armored != armored:
-            raise key_changed_meanwhile(email)
+        self._cache_key(KeyRecord(email, armored, fingerprint, now))
 
     # ------------------------------------------------------------------ messages
 
-    def _read(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
-        try:
-            return self._db.execute(sql, tuple(params))
-        except sqlite3.Error as exc:
-            raise StoreError(str(exc)) from exc
-
-    def find_message_hash(self, recipient: str, message_id: str) -> str | None:
-        row = self._read(
-            "SELECT message_hash FROM messages WHERE recipient = ? AND message_id = ?",
-            (recipient, message_id),
-        ).fetchone()
+    def find_message_hash(
+        self, recipient: str, message_id: str, sender: str | None = None
+    ) -> str | None:
+        sql = "SELECT message_hash FROM messages WHERE recipient = ? AND message_id = ?"
+        params: tuple[str, ...] = (recipient, message_id)
+        if sender is not None:
+            sql += " AND sender = ?"
+            params += (sender,)
+        row = self._db.execute(sql, params).fetchone()
         return row[0] if row else None
 
     def is_spent(self, stamp_key: str) -> bool:
-        row = self._read("SELECT 1 FROM spent_stamps WHERE stamp = ?", (stamp_key,))
+        row = self._db.execute("SELECT 1 FROM spent_stamps WHERE stamp = ?", (stamp_key,))
         return row.fetchone() is not None
 
     def add_message(
@@ -308,13 +282,18 @@ class Store:
         received_at: int,
         stamp_key: str,
         stamp_expires_at: int,
+        sender: str = "",
+        text: str | None = None,
     ) -> int:
         """Store a message and spend its stamp in the same transaction (SPEC §4).
 
-        Another process may have spent the stamp or stored the messageId since this one
-        looked: then nothing is written and the error the look would have found is raised.
+        `text` is `stored_text(packet)` when the caller has it already (for the quota check).
         """
-        text, digest = encode_packet(packet)
+        if text is None:
+            text = stored_text(packet)
+        size = len(text.encode("utf-8"))
+        # Conditional: another process may have spent the stamp or stored the message since
+        # this one looked; then nothing is written and the look's error is raised.
         cur = self._write(
             "INSERT INTO spent_stamps (stamp, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
             (stamp_key, stamp_expires_at),
@@ -322,26 +301,46 @@ class Store:
         if cur.rowcount == 0:
             raise stamp_replayed()
         cur = self._write(
-            "INSERT INTO messages (recipient, message_id, message_hash, received_at, packet,"
-            " checksum) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (recipient, message_id, message_hash, received_at, text, digest),
+            "INSERT INTO messages (recipient, sender, message_id, message_hash, received_at,"
+            " size, packet, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (
+                recipient,
+                sender,
+                message_id,
+                message_hash,
+                received_at,
+                size,
+                text,
+                _checksum(text),
+            ),
         )
         if cur.rowcount == 0:
             self._write("DELETE FROM spent_stamps WHERE stamp = ?", (stamp_key,))
-            raise message_id_taken(self.find_message_hash(recipient, message_id) == message_hash)
+            found = self.find_message_hash(recipient, message_id, sender)
+            raise message_id_taken(found == message_hash)
         if recipient in self._counts:
             self._counts[recipient] += 1
+            self._sizes[recipient] += size
         return int(cur.lastrowid or 0)
 
     def count_messages(self, recipient: str) -> int:
+        return self.mailbox_usage(recipient)[0]
+
+    def mailbox_usage(self, recipient: str) -> tuple[int, int]:
+        """(messages, bytes of stored packets) in a mailbox, staged writes included."""
+        self._sync_caches()
         count = self._counts.get(recipient)
         if count is None:
-            row = self._read("SELECT COUNT(*) FROM messages WHERE recipient = ?", (recipient,))
-            count = int(row.fetchone()[0])
+            row = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE recipient = ?",
+                (recipient,),
+            ).fetchone()
             if len(self._counts) >= 100_000:
                 self._counts.clear()
-            self._counts[recipient] = count
-        return count
+                self._sizes.clear()
+            count = self._counts[recipient] = int(row[0])
+            self._sizes[recipient] = int(row[1])
+        return count, self._sizes[recipient]
 
     def list_messages(
         self, recipient: str, after_seq: int, limit: int, max_bytes: int | None = None
@@ -349,7 +348,7 @@ class Store:
         """Up to `limit` intact messages after `after_seq` (see `storage.page_messages`)."""
 
         def fetch(position: int, n: int) -> Sequence[tuple[int, str, str]]:
-            return self._read(
+            return self._db.execute(
                 "SELECT seq, packet, checksum FROM messages WHERE recipient = ? AND seq > ?"
                 " ORDER BY seq LIMIT ?",
                 (recipient, position, n),
@@ -357,18 +356,44 @@ class Store:
 
         return page_messages(fetch, recipient, after_seq, limit, max_bytes)
 
-    def delete_messages(self, recipient: str, message_ids: list[str]) -> int:
+    def delete_messages(
+        self, recipient: str, message_ids: list[str], *, tombstone_seconds: int | None = None
+    ) -> int:
+        """Delete by id. With `tombstone_seconds`, each deleted message leaves a tombstone until
+        its `meta.timestamp` plus that many seconds (SPEC §5)."""
         deleted = 0
+        freed = 0
         for message_id in dict.fromkeys(message_ids):
-            cur = self._write(
-                "DELETE FROM messages WHERE recipient = ? AND message_id = ?",
+            if tombstone_seconds is not None:
+                self._write(
+                    "INSERT OR REPLACE INTO tombstones (recipient, sender, message_id,"
+                    " message_hash, signature_verified, expires_at)"
+                    " SELECT recipient, sender, message_id, message_hash,"
+                    " coalesce(CASE WHEN json_valid(packet)"
+                    " THEN json_extract(packet, '$.meta.signatureVerified') END, 0),"
+                    " coalesce(CASE WHEN json_valid(packet)"
+                    " THEN json_extract(packet, '$.meta.timestamp') END, received_at) + ?"
+                    " FROM messages WHERE recipient = ? AND message_id = ?",
+                    (tombstone_seconds, recipient, message_id),
+                )
+            rows = self._write(
+                "DELETE FROM messages WHERE recipient = ? AND message_id = ? RETURNING size",
                 (recipient, message_id),
-            )
-            deleted += cur.rowcount
+            ).fetchall()
+            deleted += len(rows)
+            freed += sum(int(r[0]) for r in rows)
         if recipient in self._counts:
             self._counts[recipient] -= deleted
+            self._sizes[recipient] -= freed
         return deleted
 
     def purge_expired_stamps(self, now: int) -> int:
-        cur = self._write("DELETE FROM spent_stamps WHERE expires_at < ?", (now,))
-        return cur.rowcount
+        """Forget spent stamps, tombstones, held names and invites past their time."""
+        purged = self._write("DELETE FROM spent_stamps WHERE expires_at < ?", (now,)).rowcount
+        purged += self._write("DELETE FROM tombstones WHERE expires_at < ?", (now,)).rowcount
+        return purged + self.purge_expired_names(now)
+
+
+def stored_text(packet: dict[str, Any]) -> str:
+    """A packet as stored: its length in UTF-8 bytes is what the byte quota counts."""
+    return json.dumps(packet, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

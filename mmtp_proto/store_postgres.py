@@ -34,12 +34,15 @@ from .storage import (
     StoredMessage,
     StoreError,
     check_schema_version,
+    checksum,
     encode_packet,
     key_changed_meanwhile,
     message_id_taken,
     page_messages,
     stamp_replayed,
 )
+from .store_accounts import AccountRecord
+from .store_postgres_accounts import PostgresAccounts
 
 log = logging.getLogger("mmtp.store")
 
@@ -58,7 +61,7 @@ def _mailbox_lock_id(recipient: str) -> int:
     return int.from_bytes(hashlib.sha256(recipient.encode()).digest()[:4], "big", signed=True)
 
 
-class PostgresStore:
+class PostgresStore(PostgresAccounts):
     def __init__(self, url: str, *, fsync: bool = True, connect_timeout: int = 10) -> None:
         self.url = url
         self._fsync = fsync
@@ -66,6 +69,8 @@ class PostgresStore:
         self._in_tx = False
         self._rollbacks = 0
         self._counts: dict[str, int] = {}
+        self._sizes: dict[str, int] = {}
+        self._accounts: dict[str, AccountRecord] = {}
         self._keys: dict[str, KeyRecord] = {}
         self._seen_keys: dict[str, str | None] = {}
         self._key_version: int | None = None
@@ -175,6 +180,7 @@ class PostgresStore:
         if self._in_tx:
             self._rollbacks += 1
             self._counts.clear()
+            self._accounts.clear()
             self._keys.clear()
             self._seen_keys.clear()
             self._locked.clear()
@@ -198,6 +204,7 @@ class PostgresStore:
         (inside ours, they follow our own writes)."""
         self._seen_keys.clear()
         self._keys_checked = False
+        self._accounts.clear()
         if not self._in_tx:
             self._counts.clear()
 
@@ -261,11 +268,15 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ messages
 
-    def find_message_hash(self, recipient: str, message_id: str) -> str | None:
-        row = self._read(
-            "SELECT message_hash FROM messages WHERE recipient = %s AND message_id = %s",
-            (recipient, message_id),
-        ).fetchone()
+    def find_message_hash(
+        self, recipient: str, message_id: str, sender: str | None = None
+    ) -> str | None:
+        sql = "SELECT message_hash FROM messages WHERE recipient = %s AND message_id = %s"
+        params: tuple[str, ...] = (recipient, message_id)
+        if sender is not None:
+            sql += " AND sender = %s"
+            params += (sender,)
+        row = self._read(sql, params).fetchone()
         return str(row[0]) if row else None
 
     def is_spent(self, stamp_key: str) -> bool:
@@ -295,21 +306,27 @@ class PostgresStore:
         received_at: int,
         stamp_key: str,
         stamp_expires_at: int,
+        sender: str = "",
+        text: str | None = None,
     ) -> int:
         """Store a message and spend its stamp in the same transaction (SPEC §4)."""
-        text, digest = encode_packet(packet)
+        if text is None:
+            text, digest = encode_packet(packet)
+        else:
+            digest = checksum(text)
+        size = len(text.encode("utf-8"))
         self._lock_mailbox(recipient)
         # One round trip: the message is inserted only if its stamp was not spent yet.
         row = self._write(
             "WITH stamp AS (INSERT INTO spent_stamps (stamp, expires_at) VALUES (%s, %s)"
             " ON CONFLICT DO NOTHING RETURNING 1),"
-            " message AS (INSERT INTO messages (recipient, message_id, message_hash,"
-            " received_at, packet, checksum) SELECT %s, %s, %s, %s, %s, %s"
+            " message AS (INSERT INTO messages (recipient, sender, message_id, message_hash,"
+            " received_at, size, packet, checksum) SELECT %s, %s, %s, %s, %s, %s, %s, %s"
             " WHERE EXISTS (SELECT 1 FROM stamp) ON CONFLICT DO NOTHING RETURNING seq)"
             " SELECT EXISTS (SELECT 1 FROM stamp), (SELECT seq FROM message)",
             (
                 *(stamp_key, stamp_expires_at),
-                *(recipient, message_id, message_hash, received_at, text, digest),
+                *(recipient, sender, message_id, message_hash, received_at, size, text, digest),
             ),
         ).fetchone()
         assert row is not None
@@ -318,20 +335,31 @@ class PostgresStore:
             raise stamp_replayed()
         if seq is None:
             self._write("DELETE FROM spent_stamps WHERE stamp = %s", (stamp_key,))
-            raise message_id_taken(self.find_message_hash(recipient, message_id) == message_hash)
+            found = self.find_message_hash(recipient, message_id, sender)
+            raise message_id_taken(found == message_hash)
         if recipient in self._counts:
             self._counts[recipient] += 1
+            self._sizes[recipient] += size
         return int(seq)
 
     def count_messages(self, recipient: str) -> int:
+        return self.mailbox_usage(recipient)[0]
+
+    def mailbox_usage(self, recipient: str) -> tuple[int, int]:
+        """(messages, bytes of stored packets) in a mailbox, staged writes included."""
         count = self._counts.get(recipient)
         if count is None:
-            row = self._read("SELECT count(*) FROM messages WHERE recipient = %s", (recipient,))
-            count = int(row.fetchone()[0])  # type: ignore[index]
+            row = self._read(
+                "SELECT count(*), coalesce(sum(size), 0) FROM messages WHERE recipient = %s",
+                (recipient,),
+            ).fetchone()
+            assert row is not None
             if len(self._counts) >= 100_000:
                 self._counts.clear()
-            self._counts[recipient] = count
-        return count
+                self._sizes.clear()
+            count = self._counts[recipient] = int(row[0])
+            self._sizes[recipient] = int(row[1])
+        return count, self._sizes[recipient]
 
     def list_messages(
         self, recipient: str, after_seq: int, limit: int, max_bytes: int | None = None
@@ -345,15 +373,24 @@ class PostgresStore:
 
         return page_messages(fetch, recipient, after_seq, limit, max_bytes)
 
-    def delete_messages(self, recipient: str, message_ids: list[str]) -> int:
-        cur = self._write(
-            "DELETE FROM messages WHERE recipient = %s AND message_id = ANY(%s)",
-            (recipient, list(dict.fromkeys(message_ids))),
-        )
-        deleted = cur.rowcount
+    def delete_messages(
+        self, recipient: str, message_ids: list[str], *, tombstone_seconds: int | None = None
+    ) -> int:
+        """Delete by id; with `tombstone_seconds`, leave tombstones (see `tombstone`)."""
+        ids = list(dict.fromkeys(message_ids))
+        if tombstone_seconds is not None:
+            for message_id in ids:
+                self.tombstone(recipient, message_id, tombstone_seconds)
+        rows = self._write(
+            "DELETE FROM messages WHERE recipient = %s AND message_id = ANY(%s) RETURNING size",
+            (recipient, ids),
+        ).fetchall()
         if recipient in self._counts:
-            self._counts[recipient] -= deleted
-        return deleted
+            self._counts[recipient] -= len(rows)
+            self._sizes[recipient] -= sum(int(r[0]) for r in rows)
+        return len(rows)
 
     def purge_expired_stamps(self, now: int) -> int:
-        return self._write("DELETE FROM spent_stamps WHERE expires_at < %s", (now,)).rowcount
+        """Forget spent stamps, tombstones, held names and invites past their time."""
+        purged = self._write("DELETE FROM spent_stamps WHERE expires_at < %s", (now,)).rowcount
+        return purged + self.purge_expired_names(now)
