@@ -1,5 +1,5 @@
-"""Move a server's SQLite store into PostgreSQL: `python -m mmtp_proto.migrate --to URL`
-(meant to become `mmtp-admin migrate`; `add_arguments` and `run` are what that hangs from).
+"""Move a server's SQLite store into PostgreSQL: `mmtp-admin migrate --to URL` (also
+`python -m mmtp_proto.migrate --data-dir DIR --to URL`).
 
 Copies keys, messages (with their seq numbers, so clients' RECEIVE cursors stay valid, and
 their checksums, so a damaged row stays detected) and spent stamps, in one PostgreSQL

@@ -12,8 +12,7 @@ operator's `mmtp-admin` writes through another connection while the server runs;
 microseconds) before a cache is used, so the server sees every admin change at once. The
 same holds for other server processes sharing the file (`--workers`): SQLite's write lock
 orders their turns, and the conditional writes give the loser of a race the error it would
-have got a moment later (POW_REPLAYED, KEY_EXISTS), never a constraint error.
-`store_postgres` is the other backend; `storage.Storage` is what both offer.
+have got a moment later (POW_REPLAYED, KEY_EXISTS). `store_postgres` is the other backend.
 """
 
 from __future__ import annotations
@@ -44,10 +43,11 @@ from .store_accounts import (
     upgrade_messages,
 )
 from .store_files import make_private as _make_private
+from .store_queue import QUEUE_SCHEMA, QueueMixin
 
 log = logging.getLogger("mmtp.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the outbound queue (store_queue)
 # The registered keys kept in memory hold at most this much armor.
 KEY_CACHE_BYTES = 32 * 1024 * 1024
 _SCHEMA = (
@@ -75,7 +75,7 @@ __all__ = ["KeyRecord", "Store", "StoreError", "StoredMessage", "stored_text"]
 BUSY_TIMEOUT_SECONDS = 30.0
 
 
-class Store(AccountStore):
+class Store(AccountStore, QueueMixin):
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
         self.path = path
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -96,6 +96,7 @@ class Store(AccountStore):
             self._db.executescript(_SCHEMA)
             upgrade_messages(self._db)
             self._db.executescript(ACCOUNT_SCHEMA)
+            self._db.executescript(QUEUE_SCHEMA)
             if self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:

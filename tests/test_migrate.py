@@ -82,3 +82,15 @@ def test_migrating_into_a_database_that_holds_mail_is_refused(start_server, tmp_
 def test_migrating_a_missing_store_is_a_clear_error(tmp_path, database, capsys):
     assert migrate.main(["--data-dir", str(tmp_path / "nothing"), "--to", database]) == 1
     assert "there is no store at" in capsys.readouterr().err
+
+
+def test_mmtp_admin_migrate_is_the_same_move(start_server, tmp_path, database, capsys):
+    from mmtp_proto import admin_cli
+
+    data_dir = tmp_path / "sqlite"
+    server = start_server(data_dir=data_dir, database=None)
+    register(server.plain_address)
+    server.stop()
+    assert admin_cli.main(["--data-dir", str(data_dir), "migrate", "--to", database]) == 0
+    assert "1 keys, 0 messages" in capsys.readouterr().out
+    assert admin_cli.main(["--data-dir", str(data_dir), "migrate", "--to", "mysql://x"]) == 1
