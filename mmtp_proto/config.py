@@ -66,7 +66,7 @@ class ServerConfig:
     auth_source_failure_limit: int = 50
     # Worker processes for OpenPGP parsing and verification (never on the loop thread), the
     # address space each may use, and how long one job may run before its worker is killed.
-    workers: int = 2
+    pgp_workers: int = 2
     worker_memory_mib: int = 512
     job_deadline_seconds: float = 2.0
     # Worker CPU seconds the jobs of one source IP may use per minute.
@@ -82,6 +82,11 @@ class ServerConfig:
     # Successful new registrations per source address and hour.
     registrations_per_hour: int = 10
     fsync: bool = True
+    # Where the mail lives: None is SQLite under data_dir; a postgresql:// URL is a
+    # PostgreSQL database, which several server processes and hosts may share.
+    database: str | None = None
+    # Server processes sharing the listening ports (a supervisor restarts any that dies).
+    workers: int = 1
     # Written (JSON: pid, plain and tls [host, port], fingerprint) once the server listens.
     ready_file: Path | None = None
     # Federation (SPEC §8). Off by default: a server relays only when its operator says so.
@@ -135,7 +140,7 @@ class ServerConfig:
             "max_connections_per_network",
             "failure_limit",
             "auth_source_failure_limit",
-            "workers",
+            "pgp_workers",
             "mailbox_max_messages",
             "mailbox_max_bytes",
             "registrations_per_hour",
@@ -162,6 +167,14 @@ class ServerConfig:
         ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive")
+        if self.database is not None and not self.database.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            problems.append(
+                "database must be a postgresql:// URL (leave it out for SQLite in data_dir)"
+            )
+        if not isinstance(self.workers, int) or not 1 <= self.workers <= 64:
+            problems.append("workers must be a whole number from 1 to 64")
         problems.extend(self._relay_problems())
         if problems:
             raise LocalError("invalid server configuration:\n  - " + "\n  - ".join(problems))
@@ -212,6 +225,9 @@ def config_from_mapping(values: dict[str, Any], source: str = "config") -> Serve
             if not isinstance(value, str):
                 raise LocalError(f"{source}: {raw_key} must be a path string")
             value = Path(value).expanduser()
+        elif key == "database":
+            if not isinstance(value, str):
+                raise LocalError(f"{source}: {raw_key} must be a postgresql:// URL string")
         elif key in _LIST_FIELDS:
             if isinstance(value, str):
                 value = [value]

@@ -16,7 +16,6 @@ import time
 
 from .config import ServerConfig
 from .peer import Peer
-from .store import Store
 from .worker_pool import PoolWorker, WorkerPool
 
 log = logging.getLogger("mmtp.server")
@@ -24,7 +23,6 @@ log = logging.getLogger("mmtp.server")
 
 class ServerJobs:
     # The loop's own state, used here.
-    _store: Store | None
     _conns: dict[socket.socket, Peer]
     _pending: set[Peer]
     _selector: selectors.BaseSelector | None

@@ -25,7 +25,7 @@ from .peer import Peer
 from .protocol import Protocol
 from .server_connection import ServerConnection
 from .server_jobs import ServerJobs
-from .store import Store
+from .storage import Storage
 from .worker_pool import PoolWorker
 
 log = logging.getLogger("mmtp.server")
@@ -62,7 +62,7 @@ class ServerLoop(ServerJobs):
         self._pending: set[Peer] = set()
         # Connections whose next answer waits for a fetch from another server (SPEC §8.4).
         self._waiting: set[Peer] = set()
-        self._store: Store | None = None
+        self._store: Storage | None = None
         self._protocol: Protocol | None = None
         self._init_jobs()
         self._stop = threading.Event()

@@ -185,7 +185,7 @@ def stopped_workers(server: Any) -> list[int]:
 
 @pytest.mark.parametrize("action", ["REGISTER_KEY", "AUTH", "SEND"])
 def test_a_job_past_its_deadline_is_refused_clearly_and_counted(start_server, action):
-    server = attack_server(start_server, workers=1, job_deadline_seconds=0.5, failure_limit=1)
+    server = attack_server(start_server, pgp_workers=1, job_deadline_seconds=0.5, failure_limit=1)
     registered(server, BOB)
     expected = {"REGISTER_KEY": "KEY_INVALID", "AUTH": "AUTH_FAILED", "SEND": "SIGNATURE_INVALID"}
 
@@ -215,7 +215,7 @@ def test_a_job_past_its_deadline_is_refused_clearly_and_counted(start_server, ac
 
 
 def test_a_crashed_worker_is_replaced_and_the_server_keeps_serving(start_server):
-    server = attack_server(start_server, workers=1)
+    server = attack_server(start_server, pgp_workers=1)
     (idle,) = server._pool.pids()
     os.kill(idle, signal.SIGKILL)  # an idle worker dies
     with Wire(server) as wire:
@@ -278,7 +278,7 @@ def test_failed_signature_checks_on_send_are_counted_per_source(start_server):
 
 
 def test_repeating_the_identical_key_is_answered_without_a_worker(start_server):
-    server = attack_server(start_server, workers=1)
+    server = attack_server(start_server, pgp_workers=1)
     stopped_workers(server)  # nothing could be parsed now
     with Wire(server) as wire:
         stored = wire.ok("REQUEST_PUBLIC_KEY", {"email": ALICE})["publicKey"]

@@ -378,18 +378,20 @@ def test_systemd_unit_is_sandboxed() -> None:
 
 def test_worker_flags_override_the_file(tmp_path: Path) -> None:
     config = tmp_path / "mmtp-server.toml"
-    config.write_text("[server]\nworkers = 3\nworker_memory_mib = 256\njob_deadline_seconds = 5\n")
+    config.write_text(
+        "[server]\npgp_workers = 3\nworker_memory_mib = 256\njob_deadline_seconds = 5\n"
+    )
     args = server_cli.build_parser().parse_args(
-        ["--config", str(config), "--workers", "4", "--job-deadline-seconds", "1.5"]
+        ["--config", str(config), "--pgp-workers", "4", "--job-deadline-seconds", "1.5"]
     )
     built = server_cli.build_config(args)
-    assert (built.workers, built.worker_memory_mib, built.job_deadline_seconds) == (4, 256, 1.5)
+    assert (built.pgp_workers, built.worker_memory_mib, built.job_deadline_seconds) == (4, 256, 1.5)
 
 
 @pytest.mark.parametrize(
     ("option", "value", "words"),
     [
-        ("workers", 0, "workers must be at least 1"),
+        ("pgp_workers", 0, "pgp_workers must be at least 1"),
         ("worker_memory_mib", 16, "worker_memory_mib must be at least 64"),
         ("job_deadline_seconds", 0.0, "job_deadline_seconds must be positive"),
         ("auth_source_failure_limit", 0, "auth_source_failure_limit must be at least 1"),
