@@ -22,7 +22,7 @@ from .errors import LocalError, MMTPError
 from .keystore import Keystore
 from .known_servers import KnownServers
 from .limits import MAX_RECEIVE_LIMIT
-from .message import OpenedMessage, open_message
+from .message import OpenedMessage, open_message, unreadable
 from .minter import Minter, MintStatus
 from .outgoing import Outgoing
 from .sending import SendResult, difficulty_of, send_outgoing, stamp_packet
@@ -202,9 +202,15 @@ class Client:
     def receive(
         self, email: str, since: str | None = None, limit: int | None = None
     ) -> ReceiveResult:
-        return actions.ReceiveAnswer.from_response(
-            self.ask(actions.ReceiveRequest(email, since, limit))
-        )
+        """One page. An item that is not even an object is kept as ``{"unreadable": item}``
+        (which :meth:`open` reports as unreadable) so it cannot cost the rest of the page."""
+        response = self.ask(actions.ReceiveRequest(email, since, limit))
+        messages = response.get("messages")
+        if isinstance(messages, list):
+            response["messages"] = [
+                m if isinstance(m, dict) else {"unreadable": m} for m in messages
+            ]
+        return actions.ReceiveAnswer.from_response(response)
 
     def receive_all(self, email: str, since: str | None = None) -> ReceiveResult:
         """Page through everything after `since`; the cursor points past the last message."""
@@ -331,8 +337,12 @@ class Client:
         )
 
     def open(self, packet: dict[str, Any], email: str | None = None) -> OpenedMessage:
-        """Decrypt and verify a received packet with this client's keys."""
-        recipient = normalize_address(email or packet.get("recipient"))
+        """Decrypt and verify a received packet with this client's keys. Never raises for a
+        bad packet: it comes back with `unreadable` set and the reason in `problem`."""
+        try:
+            recipient = normalize_address(email or packet.get("recipient"))
+        except (MMTPError, AttributeError, TypeError):
+            return unreadable(packet, "the packet's recipient is not an address")
         my_key = self._keys.get(recipient)
         if my_key is None and self.keystore is not None and self.keystore.has_private(recipient):
             my_key = self.private_key(recipient)

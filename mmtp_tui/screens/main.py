@@ -20,7 +20,7 @@ from ..mailstore import FOLDERS, StoredMessage
 from ..messages import FetchFailed, MailFetched, NewMailWaiting
 from ..replying import Prefill
 from ..session import AccountSession, error_text
-from ..sync import fetch
+from ..sync import delete_unreadable, fetch
 from ..widgets.folder_list import FolderList
 from ..widgets.message_list import MessageList
 from ..widgets.reader import Reader
@@ -168,6 +168,13 @@ class MainScreen(Screen):
             self.notify(warning, title="KEY CHANGED", severity="error", timeout=30)
         if result.new:
             self.notify(f"{result.new} new message{'s' * (result.new != 1)}.", title="New mail")
+        if result.unreadable:
+            self.notify(
+                f"{result.unreadable} message{'s' * (result.unreadable != 1)} could not be read;"
+                " they are listed as unreadable and can be deleted.",
+                title="Unreadable mail",
+                severity="warning",
+            )
         self.refresh_view()
 
     def on_new_mail_waiting(self, message: NewMailWaiting) -> None:
@@ -284,6 +291,18 @@ class MainScreen(Screen):
         message = self.selected()
         if message is None:
             return
+        if message.unreadable:
+            self.app.push_screen(
+                ConfirmScreen("Delete this unreadable message, here and on the server?"),
+                lambda yes: (
+                    self.needing_key(
+                        lambda: self.delete_unreadable_worker(message), ": deleting on the server"
+                    )
+                    if yes
+                    else None
+                ),
+            )
+            return
         if message.folder != "Trash":
             self.store.delete(message.id)
             self.notify("Moved to Trash (delete it there for good).")
@@ -297,6 +316,18 @@ class MainScreen(Screen):
                 self.refresh_view()
 
         self.app.push_screen(ConfirmScreen("Delete this message for good?"), answer)
+
+    @work(thread=True, exit_on_error=False, group="delete-unreadable")
+    def delete_unreadable_worker(self, message: StoredMessage) -> None:
+        try:
+            on_server = delete_unreadable(self.session, message)
+        except (MMTPError, LocalError, OSError) as exc:
+            text = f"Could not delete it on the server: {error_text(exc)}."
+            self.app.call_from_thread(self.notify, text, severity="error")
+            return
+        done = "Deleted, here and on the server." if on_server else "Deleted here."
+        self.app.call_from_thread(self.notify, done)
+        self.app.call_from_thread(self.refresh_view)
 
     def action_search(self) -> None:
         def run(text: str | None) -> None:

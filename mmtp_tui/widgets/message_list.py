@@ -12,6 +12,8 @@ from ..mailstore import Draft, StoredMessage
 
 def badges(message: StoredMessage) -> Text:
     text = Text()
+    if message.unreadable:
+        return Text("●  ⚠" if not message.read else "   ⚠", style="bold red")
     text.append("●" if not message.read else " ", style="bold cyan")
     text.append("E" if message.encrypted else " ", style="green")
     mark, style = {
@@ -95,6 +97,8 @@ class MessageList(DataTable):
             who = message.recipient if outgoing else message.sender
             subject = ("  " * message.depth + "↳ ") if message.depth else ""
             subject += message.subject or "(no subject)"
+            if message.unreadable:  # the reason shows where the subject would be
+                subject = f"⚠ unreadable: {message.problem or 'not an MMTP message'}"
             style = "bold" if not message.read else ""
             self.add_row(
                 badges(message),
