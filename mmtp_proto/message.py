@@ -120,6 +120,14 @@ def _shape_problem(packet: object) -> str | None:
         return "the packet's sender or recipient is not a string"
     if not isinstance(packet.get("content"), dict):
         return "the message has no content"
+    meta = packet["meta"]
+    refs = meta.get("references")
+    if refs is not None and not (isinstance(refs, list) and all(isinstance(r, str) for r in refs)):
+        return "meta.references is not a list of ids"
+    if meta.get("inReplyTo") is not None and not isinstance(meta["inReplyTo"], str):
+        return "meta.inReplyTo is not an id"
+    if type(meta.get("timestamp", 0)) is not int:
+        return "meta.timestamp is not a whole number"
     return None
 
 
