@@ -48,7 +48,7 @@ def run_command(
 def test_send_fetch_list_read_export(server, cli_user, capsys, monkeypatch, tmp_path):
     monkeypatch.delenv("MMTP_PASSPHRASE", raising=False)
     bob = cli_user(server, "bob", BOB)
-    alice = cli_user(server, "alice", ALICE)
+    cli_user(server, "alice", ALICE)  # made last: the current user, who sends
     attachment = tmp_path / "notes.txt"
     attachment.write_bytes(b"attached bytes\n")
     body = "Hello Bob,\nFrom here on, all is well.\n>From quoted already.\n"
