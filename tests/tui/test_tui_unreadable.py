@@ -162,3 +162,55 @@ def test_open_packet_never_raises_for_odd_shapes():
         again = open_message(packet, my_key=None, sender_key_for=lambda sender: None)
         assert again.problem, packet
     assert Client().open(clear_packet(recipient=5)).unreadable
+
+
+async def test_the_list_shows_unreadable_mail_and_deletes_it_on_the_server(
+    server, make_session, tui_settings
+):
+    from textual.widgets import DataTable
+
+    from mmtp_tui.app import MailApp
+    from mmtp_tui.screens.dialogs import ConfirmScreen
+    from mmtp_tui.screens.main import MainScreen
+    from mmtp_tui.widgets.message_list import MessageList
+
+    alice = make_session(server, "alice", ALICE)
+    hostile = clear_packet(content={"subject": "x", "body": "y", "attachments": 5})
+    store_directly(server, BOB, [hostile])
+    app = MailApp(tui_settings(server, "bob", BOB), known_servers=alice.known_servers)
+    async with app.run_test(size=(100, 30)) as pilot:
+        for _ in range(500):
+            if isinstance(app.screen, MainScreen):
+                break
+            await pilot.pause(0.02)
+        main = app.screen
+        main.session.generate_key("ed25519", None)
+        main.session.register()
+        send(alice, BOB, "good", "after the bad one")
+
+        async def settle() -> None:
+            for _ in range(1000):
+                await pilot.pause(0.02)
+                if not any(w.is_running for w in app.workers):
+                    return
+
+        await pilot.press("g")
+        await settle()
+        table = main.query_one(MessageList)
+        assert table.row_count == 2
+        subjects = [str(table.get_row_at(i)[2]) for i in range(2)]
+        assert any(s.startswith("⚠ unreadable: the attachments") for s in subjects), subjects
+        assert "good" in subjects
+        table.move_cursor(row=next(i for i, s in enumerate(subjects) if "unreadable" in s))
+        DataTable.focus(table)
+        await pilot.press("d")
+        for _ in range(200):
+            if isinstance(app.screen, ConfirmScreen):
+                break
+            await pilot.pause(0.02)
+        await pilot.press("y")
+        await settle()
+        assert table.row_count == 1
+        assert [m.subject for m in main.store.folder("bob", "Inbox")] == ["good"]
+        with main.session.connected() as client:
+            assert client.receive_all(BOB).count == 0  # gone on the server too
