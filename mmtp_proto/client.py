@@ -22,7 +22,7 @@ from .errors import LocalError, MMTPError
 from .keystore import Keystore
 from .known_servers import KnownServers
 from .limits import MAX_RECEIVE_LIMIT
-from .message import OpenedMessage, open_message, unreadable
+from .message import OpenedMessage, open_message
 from .minter import Minter, MintStatus
 from .outgoing import Outgoing
 from .sending import SendResult, difficulty_of, send_outgoing, stamp_packet
@@ -339,13 +339,22 @@ class Client:
     def open(self, packet: dict[str, Any], email: str | None = None) -> OpenedMessage:
         """Decrypt and verify a received packet with this client's keys. Never raises for a
         bad packet: it comes back with `unreadable` set and the reason in `problem`."""
+        my_key = None
         try:
-            recipient = normalize_address(email or packet.get("recipient"))
-        except (MMTPError, AttributeError, TypeError):
-            return unreadable(packet, "the packet's recipient is not an address")
-        my_key = self._keys.get(recipient)
-        if my_key is None and self.keystore is not None and self.keystore.has_private(recipient):
-            my_key = self.private_key(recipient)
+            recipient = normalize_address(
+                email or (packet.get("recipient") if isinstance(packet, dict) else None)
+            )
+        except MMTPError:
+            if email:
+                raise  # the caller's own argument, not the packet's fault
+        else:
+            my_key = self._keys.get(recipient)
+            if (
+                my_key is None
+                and self.keystore is not None
+                and self.keystore.has_private(recipient)
+            ):
+                my_key = self.private_key(recipient)
         return open_message(
             packet,
             my_key=my_key,
