@@ -7,6 +7,7 @@ context manager that started it (SIGTERM, then SIGKILL), whatever happens inside
 from __future__ import annotations
 
 import contextlib
+import json
 import resource
 import shutil
 import signal
@@ -129,6 +130,18 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float, log: Path) 
     raise RuntimeError(f"nothing listening on {HOST}:{port} after {timeout:g} s: {tail(log)}")
 
 
+def wait_for_ready_file(path: Path, proc: subprocess.Popen, timeout: float, log: Path) -> dict:
+    """What `mmtp-server --ready-file` wrote once listening (renamed into place whole)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {tail(log)}")
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            return json.loads(path.read_text(encoding="utf-8"))
+        time.sleep(0.05)
+    raise RuntimeError(f"the server wrote no ready file after {timeout:g} s: {tail(log)}")
+
+
 def tail(path: Path, lines: int = 5) -> str:
     with contextlib.suppress(OSError):
         return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -194,20 +207,20 @@ def mmtp_server(
 ) -> Iterator[ServerProc]:
     """`python -m mmtp_proto.server_cli` in a subprocess with its own data directory.
 
-    Ports are picked here (bind to 0, close, pass on) so the server can log at WARNING:
-    INFO logs a line per request, which would be part of what is measured.
+    The server binds free ports itself (port 0) and says which in its ready file, so it can
+    log at WARNING: INFO logs a line per request, which would be part of what is measured.
     """
     with scratch_dir(name) as root:
         data_dir = root / "data"
-        port = free_port()
-        tls_port = free_port() if tls else None
+        ready = root / "ready.json"
         options: dict[str, object] = {
             "fsync": fsync,
             "allow_plain_auth": allow_plain_auth,
             "max_connections": 4096,
             "max_connections_per_ip": 4096,
+            "max_connections_per_network": 4096,
             "tls": tls,
-            "secure_port": tls_port or 0,
+            "secure_port": 0,
         }
         options.update(extra or {})
         config = root / "server.toml"
@@ -222,7 +235,9 @@ def mmtp_server(
             "--host",
             HOST,
             "--port",
-            str(port),
+            "0",
+            "--ready-file",
+            str(ready),
             "--data-dir",
             str(data_dir),
             "--difficulty",
@@ -237,9 +252,9 @@ def mmtp_server(
                 command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
         try:
-            wait_for_port(port, proc, 30.0, log)
-            if tls_port:
-                wait_for_port(tls_port, proc, 30.0, log)
+            where = wait_for_ready_file(ready, proc, 30.0, log)
+            port = int(where["plain"][1])
+            tls_port = int(where["tls"][1]) if where.get("tls") else None
             yield ServerProc(proc, port, tls_port, data_dir, log)
         finally:
             stop_process(proc)
