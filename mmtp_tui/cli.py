@@ -152,8 +152,7 @@ def _send(session: AccountSession, args: argparse.Namespace, out: TextIO) -> Non
         sign=not args.no_sign,
     )
     outgoing.recipient()  # one clear sentence for a wrong address before unlocking anything
-    if outgoing.sign:
-        scripting.unlock(session)
+    scripting.unlock(session)  # the connection logs in (AUTH) with the key, signed or not
     result = scripting.send(session, outgoing)
     if args.json:
         _print_json(
