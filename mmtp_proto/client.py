@@ -173,9 +173,9 @@ class Client:
         self.authenticated_as = answer.email
         return answer.email
 
-    def register_key(self, email: str, public_key: str) -> str:
+    def register_key(self, email: str, public_key: str, invite: str | None = None) -> str:
         answer = actions.RegisterKeyAnswer.from_response(
-            self.ask(actions.RegisterKeyRequest(email, public_key))
+            self.ask(actions.RegisterKeyRequest(email, public_key, invite))
         )
         return answer.fingerprint
 

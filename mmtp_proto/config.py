@@ -13,6 +13,7 @@ import platformdirs
 from .address import is_valid_domain
 from .errors import LocalError
 from .limits import DEFAULT_DIFFICULTY, DEFAULT_STAMP_VALIDITY_SECONDS
+from .registration import POLICIES
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -60,6 +61,15 @@ class ServerConfig:
     failure_window_seconds: float = 60.0
     failure_block_seconds: float = 300.0
     mailbox_max_messages: int = 100_000
+    # SPEC §5: bytes of stored packets per mailbox (each packet as stored).
+    mailbox_max_bytes: int = 1024**3
+    # SPEC §5: "open", "invite" or "closed" (see registration.py).
+    registration: str = "open"
+    # Names nobody may claim besides the SPEC's own (postmaster, abuse, ...): the part of the
+    # address before any "+". mmtp-admin can add more; those live in the database.
+    reserved_names: list[str] = field(default_factory=list)
+    # Successful new registrations per source address and hour.
+    registrations_per_hour: int = 10
     fsync: bool = True
     # Written (JSON: pid, plain and tls [host, port], fingerprint) once the server listens.
     ready_file: Path | None = None
@@ -87,11 +97,17 @@ class ServerConfig:
         self.log_level = self.log_level.upper()
         if self.max_frame_bytes < 4096:
             problems.append("max_frame_bytes must be at least 4096")
+        if self.registration not in POLICIES:
+            problems.append(f"registration must be one of {', '.join(POLICIES)}")
+        self.reserved_names = [n.lower() for n in self.reserved_names]
         for name in (
             "max_connections",
             "max_connections_per_ip",
             "max_connections_per_network",
             "failure_limit",
+            "mailbox_max_messages",
+            "mailbox_max_bytes",
+            "registrations_per_hour",
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
@@ -121,6 +137,7 @@ class ServerConfig:
 
 
 _PATH_FIELDS = {"data_dir", "cert", "key", "ready_file"}
+_LIST_FIELDS = {"domains", "reserved_names"}
 _KIND = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
 
 
@@ -136,11 +153,11 @@ def config_from_mapping(values: dict[str, Any], source: str = "config") -> Serve
             if not isinstance(value, str):
                 raise LocalError(f"{source}: {raw_key} must be a path string")
             value = Path(value).expanduser()
-        elif key == "domains":
+        elif key in _LIST_FIELDS:
             if isinstance(value, str):
                 value = [value]
             if not isinstance(value, list) or not all(isinstance(d, str) for d in value):
-                raise LocalError(f"{source}: domains must be a list of strings")
+                raise LocalError(f"{source}: {raw_key} must be a list of strings")
         else:
             expected = type(getattr(ServerConfig(), key))
             if expected is float and isinstance(value, int) and not isinstance(value, bool):

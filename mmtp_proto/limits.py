@@ -12,6 +12,9 @@ from __future__ import annotations
 DEFAULT_DIFFICULTY = 20
 # How long a stamp stays valid by default (SPEC §4: 2 days).
 DEFAULT_STAMP_VALIDITY_SECONDS = 2 * 24 * 3600
+# SPEC §3, §5: a packet's timestamp may be this much past its stamp's life (clock skew); a
+# deleted message's tombstone lasts until timestamp + stampValiditySeconds + this.
+TIMESTAMP_SLACK_SECONDS = 3600
 
 # RECEIVE (SPEC §5): `limit` defaults to 100 and may be at most 1000.
 DEFAULT_RECEIVE_LIMIT = 100
@@ -25,6 +28,9 @@ MAX_DELETE_IDS = 1000
 
 # REGISTER_KEY: an armored public key longer than this is refused before OpenPGP parses it.
 MAX_ARMOR_CHARS = 64 * 1024
+# REGISTER_KEY's own, lower cap (SPEC §5 resource limits): real keys are 1-8 KiB of armor
+# (RSA-4096 with an encryption subkey: about 3.5 KiB), and every registration is stored.
+MAX_KEY_ARMOR_CHARS = 16 * 1024
 
 # What a client accepts as one answer frame: a RECEIVE answer can hold MAX_RECEIVE_LIMIT
 # stored messages, so far more than a request may carry.

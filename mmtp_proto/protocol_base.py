@@ -15,8 +15,9 @@ from .config import ServerConfig
 from .errors import MMTPError
 from .group_commit import GroupCommit, Withdrawable
 from .ratelimit import FailureLimiter
+from .registration import RegistrationLimiter
 from .session import Session
-from .store import Store
+from .store import KeyRecord, Store
 
 _KEY_CACHE_SIZE = 1024
 
@@ -39,6 +40,7 @@ class ProtocolBase:
         )
         self.commits: GroupCommit[Withdrawable] = GroupCommit(store)
         self._keys: OrderedDict[tuple[str, str], pgp.PublicKey] = OrderedDict()
+        self.registrations = RegistrationLimiter(config.registrations_per_hour, 3600.0)
 
     def _require_local(self, email: str) -> None:
         if domain_of(email) not in self.domains:
@@ -53,11 +55,19 @@ class ProtocolBase:
         email = session.authenticated
         if email is None:
             return None
-        record = self.store.get_key(email)
+        record = self._active_key(email)
         if record is None or record.fingerprint != session.auth_fingerprint:
             session.authenticated = session.auth_fingerprint = None
             return None
         return email
+
+    def _active_key(self, email: str) -> KeyRecord | None:
+        """The key registered for `email`, unless the operator disabled the account: then it
+        is not served, not sent to, and proves nothing (mmtp-admin accounts disable)."""
+        record = self.store.get_key(email)
+        if record is None or self.store.account(email).disabled:
+            return None
+        return record
 
     def _require_auth_as(self, session: Session, email: str) -> None:
         if self._current_identity(session) is None:
@@ -69,7 +79,7 @@ class ProtocolBase:
             )
 
     def _public_key(self, email: str) -> pgp.PublicKey | None:
-        record = self.store.get_key(email)
+        record = self._active_key(email)
         if record is None:
             return None
         # Keyed by the material, not the fingerprint: an updated key keeps its fingerprint.

@@ -22,6 +22,7 @@ from . import __version__
 from .config import LOG_LEVELS, ServerConfig, default_data_dir, load_config
 from .errors import LocalError
 from .log_limit import RepeatLimiter
+from .registration import POLICIES
 
 PROG = "mmtp-server"
 EXIT_OK = 0
@@ -118,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept AUTH over the plain listener (default off: AUTH needs TLS)",
     )
     parser.add_argument(
+        "--registration",
+        choices=POLICIES,
+        help="who may register a new address: open (default), invite (with a token from "
+        "mmtp-admin accounts invite) or closed (mmtp-admin accounts add only)",
+    )
+    parser.add_argument(
         "--log-level",
         type=str.upper,
         choices=LOG_LEVELS,
@@ -150,6 +157,7 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         "key": args.key.expanduser() if args.key is not None else None,
         "allow_plain_auth": args.allow_plain_auth,
         "log_level": args.log_level,
+        "registration": args.registration,
         "ready_file": args.ready_file.expanduser() if args.ready_file is not None else None,
     }
     return config.with_overrides(**overrides).validate()

@@ -119,7 +119,11 @@ class ServerConnection:
             max_frame_bytes=config.max_frame_bytes,
             stamp_validity_seconds=config.stamp_validity_seconds,
             tls=self.session.tls,
-            features=Features(plain_auth=config.allow_plain_auth, pipelining=True),
+            features=Features(
+                plain_auth=config.allow_plain_auth,
+                pipelining=True,
+                registration=config.registration,
+            ),
             actions=list(ACTIONS),
         ).to_response()
 

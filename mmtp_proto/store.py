@@ -1,9 +1,15 @@
-"""Durable server storage: one SQLite file in WAL mode (messages, keys, spent stamps).
+"""Durable server storage: one SQLite file in WAL mode (messages, keys, spent stamps,
+tombstones of deleted messages; accounts, invites and names in `store_accounts`).
 
 Writes are staged in an open transaction and made durable by `commit()`, which
 `group_commit.GroupCommit` calls once per loop turn: every SEND answered in that turn shares
 one commit and one fsync, and no answer leaves before its commit is on disk. Every stored
 message carries a checksum of its own bytes, so a damaged row is detected, never served.
+
+The in-memory caches (keys, mailbox sizes, account settings) are this connection's view. The
+operator's `mmtp-admin` writes through another connection while the server runs; SQLite's
+`PRAGMA data_version` changes when another connection commits, and it is checked (a few
+microseconds) before a cache is used, so the server sees every admin change at once.
 """
 
 from __future__ import annotations
@@ -19,25 +25,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .store_accounts import (
+    ACCOUNT_SCHEMA,
+    MESSAGES_TABLE,
+    AccountRecord,
+    AccountStore,
+    upgrade_messages,
+)
+
 log = logging.getLogger("mmtp.store")
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
+SCHEMA_VERSION = 2
+# The registered keys kept in memory hold at most this much armor.
+KEY_CACHE_BYTES = 32 * 1024 * 1024
+_SCHEMA = (
+    MESSAGES_TABLE.format(name="messages")
+    + """
 CREATE TABLE IF NOT EXISTS keys (
     email TEXT PRIMARY KEY,
     armored TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     registered_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    recipient TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    message_hash TEXT NOT NULL,
-    received_at INTEGER NOT NULL,
-    packet TEXT NOT NULL,
-    checksum TEXT NOT NULL,
-    UNIQUE (recipient, message_id)
 );
 CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (recipient, seq);
 CREATE TABLE IF NOT EXISTS spent_stamps (
@@ -46,6 +54,7 @@ CREATE TABLE IF NOT EXISTS spent_stamps (
 );
 CREATE INDEX IF NOT EXISTS spent_by_expiry ON spent_stamps (expires_at);
 """
+)
 
 
 def _checksum(text: str) -> str:
@@ -91,7 +100,7 @@ def _make_private(path: Path) -> None:
             log.warning("%s is readable by other users and could not be made 0600: %s", item, exc)
 
 
-class Store:
+class Store(AccountStore):
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
         self.path = path
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -103,7 +112,10 @@ class Store:
             self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'OFF'}")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            upgrade_messages(self._db)
+            self._db.executescript(ACCOUNT_SCHEMA)
+            if self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the database {path}: {exc}") from exc
         self._in_tx = False
@@ -113,7 +125,33 @@ class Store:
         # Mailbox sizes as this connection sees them (uncommitted writes included), so the
         # MAILBOX_FULL check on every SEND does not count the whole mailbox each time.
         self._counts: dict[str, int] = {}
+        self._sizes: dict[str, int] = {}
         self._keys: dict[str, KeyRecord] = {}
+        self._key_bytes = 0
+        self._accounts: dict[str, AccountRecord] = {}
+        self._data_version = self._read_data_version()
+
+    # ------------------------------------------------------------------ caches
+
+    def _read_data_version(self) -> int:
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def _sync_caches(self) -> None:
+        """Forget the caches when another connection (mmtp-admin) committed since last time."""
+        try:
+            version = self._read_data_version()
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
+        if version != self._data_version:
+            self._data_version = version
+            self._clear_caches()
+
+    def _clear_caches(self) -> None:
+        self._counts.clear()
+        self._sizes.clear()
+        self._keys.clear()
+        self._key_bytes = 0
+        self._accounts.clear()
 
     # ------------------------------------------------------------------ transactions
 
@@ -147,8 +185,7 @@ class Store:
     def rollback(self) -> None:
         if self._in_tx:
             self._rollbacks += 1
-            self._counts.clear()
-            self._keys.clear()
+            self._clear_caches()
             try:
                 self._db.execute("ROLLBACK")
             except sqlite3.Error as exc:
@@ -167,6 +204,7 @@ class Store:
         # Every SEND looks up the recipient's and the sender's key; registered keys are few
         # and change rarely, so they are kept in memory (unknown addresses are not: anyone
         # can make up as many of those as they like).
+        self._sync_caches()
         record = self._keys.get(email)
         if record is not None:
             return record
@@ -177,10 +215,19 @@ class Store:
         if row is None:
             return None
         record = KeyRecord(*row)
-        if len(self._keys) >= 100_000:
-            self._keys.clear()
-        self._keys[email] = record
+        self._cache_key(record)
         return record
+
+    def _cache_key(self, record: KeyRecord) -> None:
+        # Bounded in bytes, not only in entries: 100,000 keys of 16 KiB would be 1.6 GB.
+        old = self._keys.pop(record.email, None)
+        if old is not None:
+            self._key_bytes -= len(old.armored)
+        if self._key_bytes + len(record.armored) > KEY_CACHE_BYTES or len(self._keys) >= 100_000:
+            self._keys.clear()
+            self._key_bytes = 0
+        self._keys[record.email] = record
+        self._key_bytes += len(record.armored)
 
     def put_key(self, email: str, armored: str, fingerprint: str, now: int) -> None:
         self._write(
@@ -189,15 +236,19 @@ class Store:
             " fingerprint = excluded.fingerprint, registered_at = excluded.registered_at",
             (email, armored, fingerprint, now),
         )
-        self._keys[email] = KeyRecord(email, armored, fingerprint, now)
+        self._cache_key(KeyRecord(email, armored, fingerprint, now))
 
     # ------------------------------------------------------------------ messages
 
-    def find_message_hash(self, recipient: str, message_id: str) -> str | None:
-        row = self._db.execute(
-            "SELECT message_hash FROM messages WHERE recipient = ? AND message_id = ?",
-            (recipient, message_id),
-        ).fetchone()
+    def find_message_hash(
+        self, recipient: str, message_id: str, sender: str | None = None
+    ) -> str | None:
+        sql = "SELECT message_hash FROM messages WHERE recipient = ? AND message_id = ?"
+        params: tuple[str, ...] = (recipient, message_id)
+        if sender is not None:
+            sql += " AND sender = ?"
+            params += (sender,)
+        row = self._db.execute(sql, params).fetchone()
         return row[0] if row else None
 
     def is_spent(self, stamp_key: str) -> bool:
@@ -214,33 +265,57 @@ class Store:
         received_at: int,
         stamp_key: str,
         stamp_expires_at: int,
+        sender: str = "",
+        text: str | None = None,
     ) -> int:
-        """Store a message and spend its stamp in the same transaction (SPEC §4)."""
-        text = json.dumps(packet, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        """Store a message and spend its stamp in the same transaction (SPEC §4).
+
+        `text` is `stored_text(packet)` when the caller has it already (for the quota check).
+        """
+        if text is None:
+            text = stored_text(packet)
+        size = len(text.encode("utf-8"))
         self._write(
             "INSERT INTO spent_stamps (stamp, expires_at) VALUES (?, ?)",
             (stamp_key, stamp_expires_at),
         )
         cur = self._write(
-            "INSERT INTO messages (recipient, message_id, message_hash, received_at, packet,"
-            " checksum) VALUES (?, ?, ?, ?, ?, ?)",
-            (recipient, message_id, message_hash, received_at, text, _checksum(text)),
+            "INSERT INTO messages (recipient, sender, message_id, message_hash, received_at,"
+            " size, packet, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                recipient,
+                sender,
+                message_id,
+                message_hash,
+                received_at,
+                size,
+                text,
+                _checksum(text),
+            ),
         )
         if recipient in self._counts:
             self._counts[recipient] += 1
+            self._sizes[recipient] += size
         return int(cur.lastrowid or 0)
 
     def count_messages(self, recipient: str) -> int:
+        return self.mailbox_usage(recipient)[0]
+
+    def mailbox_usage(self, recipient: str) -> tuple[int, int]:
+        """(messages, bytes of stored packets) in a mailbox, staged writes included."""
+        self._sync_caches()
         count = self._counts.get(recipient)
         if count is None:
             row = self._db.execute(
-                "SELECT COUNT(*) FROM messages WHERE recipient = ?", (recipient,)
-            )
-            count = int(row.fetchone()[0])
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE recipient = ?",
+                (recipient,),
+            ).fetchone()
             if len(self._counts) >= 100_000:
                 self._counts.clear()
-            self._counts[recipient] = count
-        return count
+                self._sizes.clear()
+            count = self._counts[recipient] = int(row[0])
+            self._sizes[recipient] = int(row[1])
+        return count, self._sizes[recipient]
 
     def list_messages(
         self, recipient: str, after_seq: int, limit: int, max_bytes: int | None = None
@@ -276,18 +351,44 @@ class Store:
             if len(result) == limit:
                 return result, True
 
-    def delete_messages(self, recipient: str, message_ids: list[str]) -> int:
+    def delete_messages(
+        self, recipient: str, message_ids: list[str], *, tombstone_seconds: int | None = None
+    ) -> int:
+        """Delete by id. With `tombstone_seconds`, each deleted message leaves a tombstone until
+        its `meta.timestamp` plus that many seconds (SPEC §5)."""
         deleted = 0
+        freed = 0
         for message_id in dict.fromkeys(message_ids):
-            cur = self._write(
-                "DELETE FROM messages WHERE recipient = ? AND message_id = ?",
+            if tombstone_seconds is not None:
+                self._write(
+                    "INSERT OR REPLACE INTO tombstones (recipient, sender, message_id,"
+                    " message_hash, signature_verified, expires_at)"
+                    " SELECT recipient, sender, message_id, message_hash,"
+                    " coalesce(CASE WHEN json_valid(packet)"
+                    " THEN json_extract(packet, '$.meta.signatureVerified') END, 0),"
+                    " coalesce(CASE WHEN json_valid(packet)"
+                    " THEN json_extract(packet, '$.meta.timestamp') END, received_at) + ?"
+                    " FROM messages WHERE recipient = ? AND message_id = ?",
+                    (tombstone_seconds, recipient, message_id),
+                )
+            rows = self._write(
+                "DELETE FROM messages WHERE recipient = ? AND message_id = ? RETURNING size",
                 (recipient, message_id),
-            )
-            deleted += cur.rowcount
+            ).fetchall()
+            deleted += len(rows)
+            freed += sum(int(r[0]) for r in rows)
         if recipient in self._counts:
             self._counts[recipient] -= deleted
+            self._sizes[recipient] -= freed
         return deleted
 
     def purge_expired_stamps(self, now: int) -> int:
-        cur = self._write("DELETE FROM spent_stamps WHERE expires_at < ?", (now,))
-        return cur.rowcount
+        """Forget spent stamps, tombstones, held names and invites past their time."""
+        purged = self._write("DELETE FROM spent_stamps WHERE expires_at < ?", (now,)).rowcount
+        purged += self._write("DELETE FROM tombstones WHERE expires_at < ?", (now,)).rowcount
+        return purged + self.purge_expired_names(now)
+
+
+def stored_text(packet: dict[str, Any]) -> str:
+    """A packet as stored: its length in UTF-8 bytes is what the byte quota counts."""
+    return json.dumps(packet, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

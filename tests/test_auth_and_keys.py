@@ -8,6 +8,7 @@ AUTH_FAILED, and the per-address RATE_LIMITED after repeated failures.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
 import pgpy
 import pytest
@@ -31,6 +32,7 @@ from pgpy.constants import EllipticCurveOID, KeyFlags, PubKeyAlgorithm
 
 from mmtp_proto import pgp
 from mmtp_proto.canonical import auth_challenge
+from mmtp_proto.openpgp_packets import material_digest
 
 pytestmark = pytest.mark.secure
 
@@ -48,6 +50,9 @@ def alice_updated_public_key() -> str:
     key.add_subkey(
         pgpy.PGPKey.new(PubKeyAlgorithm.ECDH, EllipticCurveOID.Curve25519),
         usage={KeyFlags.EncryptCommunications, KeyFlags.EncryptStorage},
+        # Newer than the key's own self-signatures, even when both are made in one second:
+        # only a newer self-signature updates a registered key (SPEC §5 renewal).
+        created=datetime.now(UTC) + timedelta(seconds=2),
     )
     armored = str(key.pubkey)
     assert pgp.PublicKey.from_armored(armored).fingerprint == key_for(ALICE).public.fingerprint
@@ -114,17 +119,20 @@ def test_replacing_a_key_as_the_owner_is_ok(server, alice_second_key):
         assert wire.auth(ALICE, alice_second_key)["status"] == "OK"
 
 
-def test_updating_a_key_with_the_same_fingerprint_needs_auth(server, alice_updated_public_key):
-    """Same primary key, new material (a subkey added): a change, not the identical key."""
+def test_an_update_of_the_same_key_is_merged_without_auth(server, alice_updated_public_key):
+    """SPEC §5 renewal: same primary key, a newer self-signature (the new subkey's binding,
+    which only alice's private key can make): merged without AUTH, whoever sends it."""
     registered(server, ALICE, BOB)
     update = {"email": ALICE, "publicKey": alice_updated_public_key}
     with Wire(server) as wire:
-        assert wire.error("REGISTER_KEY", update) == "KEY_EXISTS"
         wire.auth(BOB)
-        assert wire.error("REGISTER_KEY", update) == "FORBIDDEN"
+        answer = wire.ok("REGISTER_KEY", update)
+    assert answer["fingerprint"] == key_for(ALICE).public.fingerprint
     with Wire(server, tls=False) as wire:
         served = wire.ok("REQUEST_PUBLIC_KEY", {"email": ALICE})["publicKey"]
-    assert served == key_for(ALICE).public.armored
+    # The union of both copies: here the update holds every packet of the stored key.
+    assert material_digest(served) == material_digest(alice_updated_public_key)
+    assert material_digest(served) != material_digest(key_for(ALICE).public.armored)
 
 
 def test_owner_can_update_a_key_with_the_same_fingerprint(server, alice_updated_public_key):
@@ -134,7 +142,7 @@ def test_owner_can_update_a_key_with_the_same_fingerprint(server, alice_updated_
         answer = wire.ok("REGISTER_KEY", {"email": ALICE, "publicKey": alice_updated_public_key})
         assert answer["fingerprint"] == key_for(ALICE).public.fingerprint
         served = wire.ok("REQUEST_PUBLIC_KEY", {"email": ALICE})["publicKey"]
-    assert served == pgp.PublicKey.from_armored(alice_updated_public_key).armored
+    assert material_digest(served) == material_digest(alice_updated_public_key)
     assert served != key_for(ALICE).public.armored
     # Registering what is now stored is "identical" again, with or without AUTH, and the
     # server uses the updated key from now on (the same primary key still signs).

@@ -110,9 +110,12 @@ def test_spent_stamp_stays_spent_after_its_message_is_deleted(server):
         wire.auth(BOB)
         deleted = wire.ok("DELETE", {"email": BOB, "messageIds": [packet["meta"]["messageId"]]})
         assert deleted["deleted"] == 1
-        # Neither the same packet again nor a new id may reuse the stamp.
-        assert error_code(wire.send(packet)) == "POW_REPLAYED"
+        # The same packet again meets its tombstone (SPEC §5): "duplicate", nothing stored;
+        # a new id may not reuse the stamp.
+        again = wire.ok("SEND", {"packet": packet})
+        assert again["duplicate"] is True
         assert error_code(wire.send(with_other_id(packet, hex_id(4)))) == "POW_REPLAYED"
+        assert wire.ok("CHECK", {"email": BOB})["count"] == 0
 
 
 def test_spent_stamp_stays_spent_after_delete_and_restart(start_server, tmp_path):
@@ -127,7 +130,8 @@ def test_spent_stamp_stays_spent_after_delete_and_restart(start_server, tmp_path
     server.stop()
     server = start_server(data_dir=data_dir)
     with Wire(server) as wire:
-        assert error_code(wire.send(packet)) == "POW_REPLAYED"
+        assert wire.ok("SEND", {"packet": packet})["duplicate"] is True
+        assert error_code(wire.send(with_other_id(packet, hex_id(6)))) == "POW_REPLAYED"
 
 
 def test_a_new_stamp_pays_for_the_same_content_again(server):

@@ -27,6 +27,8 @@ class Features:
     pipelining: bool = False
     relay: bool = False
     max_receive_limit: int = MAX_RECEIVE_LIMIT
+    # SPEC §5: "open", "invite" or "closed"; a server that does not say is open.
+    registration: str = "open"
 
     def to_data(self) -> dict[str, Any]:
         return {
@@ -34,6 +36,7 @@ class Features:
             "pipelining": self.pipelining,
             "relay": self.relay,
             "maxReceiveLimit": self.max_receive_limit,
+            "registration": self.registration,
         }
 
     @classmethod
@@ -44,6 +47,9 @@ class Features:
             pipelining=answer_bool(data, "pipelining", WHAT, default=False),
             relay=answer_bool(data, "relay", WHAT, default=False),
             max_receive_limit=MAX_RECEIVE_LIMIT if limit is None else limit,
+            registration=(
+                answer_str(data, "registration", WHAT) if "registration" in data else "open"
+            ),
         )
 
 

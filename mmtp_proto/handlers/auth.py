@@ -28,6 +28,11 @@ class AuthHandler(ProtocolBase):
         try:
             request = AuthRequest.from_data(data)
             email = request.email
+            if self.store.account(email).disabled:
+                raise MMTPError(
+                    errors.FORBIDDEN,
+                    f"the account {email} is disabled by this server's operator; ask them",
+                )
             key = self._public_key(email)
             challenge = auth_challenge(self.server_name, session.nonce, email)
             if key is None or not pgp.verify_detached(challenge, request.signature, key):

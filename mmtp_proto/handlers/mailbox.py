@@ -14,7 +14,7 @@ from ..actions import (
     ReceiveRequest,
     email_of,
 )
-from ..limits import RECEIVE_BYTE_BUDGET
+from ..limits import RECEIVE_BYTE_BUDGET, TIMESTAMP_SLACK_SECONDS
 from ..protocol_base import ProtocolBase
 from ..session import Outcome, Session, cursor, parse_cursor
 
@@ -49,7 +49,14 @@ class MailboxHandlers(ProtocolBase):
     def _delete(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
         self._require_auth_as(session, email_of(data))
         request = DeleteRequest.from_data(data)
-        deleted = self.store.delete_messages(request.email, request.message_ids)
+        # Each deleted message leaves a tombstone for as long as its packet could be sent
+        # again (its timestamp is accepted until stampValiditySeconds + 1 h): a re-send then
+        # answers "duplicate" and stores nothing (SPEC §5).
+        deleted = self.store.delete_messages(
+            request.email,
+            request.message_ids,
+            tombstone_seconds=self.config.stamp_validity_seconds + TIMESTAMP_SLACK_SECONDS,
+        )
         log.info(
             "audit: %s deleted %d of %d from %s",
             session.peer,

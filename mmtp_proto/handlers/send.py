@@ -8,9 +8,10 @@ from .. import errors, pgp
 from ..address import domain_of
 from ..errors import MMTPError
 from ..hashcash import verify_stamp
-from ..packet import validate_packet
+from ..packet import Packet, validate_packet
 from ..protocol_base import ProtocolBase
 from ..session import Outcome, Session, ok
+from ..store import stored_text
 
 
 class SendHandler(ProtocolBase):
@@ -21,11 +22,16 @@ class SendHandler(ProtocolBase):
             stamp_validity_seconds=self.config.stamp_validity_seconds,
         )
         self._require_local(packet.recipient)
-        if self.store.get_key(packet.recipient) is None:
+        if self._active_key(packet.recipient) is None:
             raise MMTPError(
                 errors.UNKNOWN_RECIPIENT,
                 f"{packet.recipient} has no mailbox here (no key registered); check the address",
             )
+        # Before every stamp check (SPEC §5): a retry after a lost OK, or a re-send after
+        # DELETE (the tombstone), answers "duplicate" even once its stamp is spent or expired.
+        delivered = self.store.find_delivered(packet.recipient, packet.sender, packet.message_id)
+        if delivered is not None:
+            return self._duplicate(packet, *delivered)
         stamp = verify_stamp(
             packet.stamp,
             difficulty=self.config.difficulty,
@@ -61,31 +67,18 @@ class SendHandler(ProtocolBase):
             "signed": packet.signature is not None,
             "signatureVerified": verified,
         }
-        stored_hash = self.store.find_message_hash(packet.recipient, packet.message_id)
-        if stored_hash is not None:
-            if stored_hash != packet.message_hash:
-                raise MMTPError(
-                    errors.BAD_REQUEST,
-                    "a different message with this messageId is already stored; "
-                    "use a fresh messageId",
-                )
-            # The original may be staged in this very turn: the answer waits for its commit
-            # and is withdrawn with it.
-            return Outcome(
-                ok(message="Message already delivered", duplicate=True, **summary), durable=True
-            )
-        if self.store.count_messages(packet.recipient) >= self.config.mailbox_max_messages:
-            raise MMTPError(
-                errors.MAILBOX_FULL, f"the mailbox of {packet.recipient} is full; try later"
-            )
+        stored = dict(packet.raw)
+        stored["meta"] = {**packet.raw["meta"], "signatureVerified": verified, "receivedAt": now}
+        text = stored_text(stored)
+        self._check_quota(packet.recipient, len(text.encode("utf-8")))
         if self.store.is_spent(stamp.spent_key):
             raise MMTPError(
                 errors.POW_REPLAYED, "this HashCash stamp was already spent; mint a new one"
             )
-        stored = dict(packet.raw)
-        stored["meta"] = {**packet.raw["meta"], "signatureVerified": verified, "receivedAt": now}
         self.store.add_message(
             recipient=packet.recipient,
+            sender=packet.sender,
+            text=text,
             message_id=packet.message_id,
             message_hash=packet.message_hash,
             packet=stored,
@@ -97,3 +90,41 @@ class SendHandler(ProtocolBase):
             ok(message="Message delivered successfully", duplicate=False, **summary),
             durable=True,
         )
+
+    def _duplicate(self, packet: Packet, stored_hash: str, verified: bool) -> Outcome:
+        if stored_hash != packet.message_hash:
+            raise MMTPError(
+                errors.BAD_REQUEST,
+                "a different message with this messageId was already delivered; "
+                "use a fresh messageId",
+            )
+        # The original may be staged in this very turn: the answer waits for its commit and
+        # is withdrawn with it. What it says about the signature is what was stored.
+        return Outcome(
+            ok(
+                message="Message already delivered",
+                duplicate=True,
+                messageId=packet.message_id,
+                encrypted=packet.encrypted,
+                signed=packet.signature is not None,
+                signatureVerified=verified,
+            ),
+            durable=True,
+        )
+
+    def _check_quota(self, recipient: str, size: int) -> None:
+        """SPEC §5: a message count and a byte quota per mailbox (the operator may set either
+        per account with mmtp-admin quota set)."""
+        account = self.store.account(recipient)
+        max_messages = account.max_messages
+        max_bytes = account.max_bytes
+        if max_messages is None:
+            max_messages = self.config.mailbox_max_messages
+        if max_bytes is None:
+            max_bytes = self.config.mailbox_max_bytes
+        count, used = self.store.mailbox_usage(recipient)
+        if count >= max_messages or used + size > max_bytes:
+            raise MMTPError(
+                errors.MAILBOX_FULL,
+                f"the mailbox of {recipient} is full; try later, once its owner has made room",
+            )

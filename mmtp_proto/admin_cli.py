@@ -1,0 +1,241 @@
+"""`mmtp-admin`: the operator's command (SPEC §11), run on the server's host against its data.
+
+It opens the server's SQLite file (`<data_dir>/mmtp.db`, WAL) with a busy timeout and keeps
+each change to one short transaction, so it is safe while the server runs; the server sees
+every change at its next request. Output is text for people, or JSON with `--json`. Exit
+status: 0 done, 1 refused or failed (one sentence on stderr, `mmtp-admin: error: ...`, never
+a traceback), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .admin_ops import Admin, domain_keys, format_size, format_time
+from .config import ServerConfig, default_data_dir, load_config
+from .errors import LocalError
+from .store import Store, StoreError
+
+PROG = "mmtp-admin"
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Manage an MMTP server's accounts, quotas, reserved names and domain keys. "
+        "Safe while the server runs; it sees every change at once.",
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help="the server's TOML file")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"the server's data directory (default: the config's, or {default_data_dir()})",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    areas = parser.add_subparsers(dest="area", required=True, metavar="AREA")
+
+    accounts = areas.add_parser("accounts", help="list, invite, add, disable, delete addresses")
+    verbs = accounts.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs.add_parser("list", help="every account, held name and pending invite")
+    for verb, text in (
+        ("invite", "make a one-time invite token for a new ADDRESS"),
+        ("disable", "refuse AUTH as ADDRESS and mail to it (the mail is kept)"),
+        ("enable", "undo disable"),
+        ("delete", "delete ADDRESS's mailbox and key; the name is held for 30 days"),
+        ("release", "let anyone claim a held ADDRESS again"),
+    ):
+        verbs.add_parser(verb, help=text).add_argument("address", metavar="ADDRESS")
+    for verb, text in (
+        ("add", "register ADDRESS with the public key in FILE (ignores the policy)"),
+        ("reset-key", "replace ADDRESS's key (even a revoked one) with the key in FILE"),
+    ):
+        sub = verbs.add_parser(verb, help=text)
+        sub.add_argument("address", metavar="ADDRESS")
+        sub.add_argument("--key", type=Path, required=True, metavar="FILE")
+
+    quota = areas.add_parser("quota", help="mailbox limits")
+    verbs = quota.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs.add_parser("show", help="defaults and per-account limits").add_argument(
+        "address", nargs="?", metavar="ADDRESS"
+    )
+    setter = verbs.add_parser("set", help="set ADDRESS's limits (`default` clears one)")
+    setter.add_argument("address", metavar="ADDRESS")
+    setter.add_argument("--messages", metavar="N")
+    setter.add_argument("--bytes", metavar="SIZE", help="e.g. 500M, 2G")
+
+    reserved = areas.add_parser("reserved", help="names nobody may register")
+    verbs = reserved.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs.add_parser("list")
+    verbs.add_parser("add").add_argument("name", metavar="NAME")
+    verbs.add_parser("remove").add_argument("name", metavar="NAME")
+
+    keys = areas.add_parser("domain-key", help="the server's domain keys (federation)")
+    verbs = keys.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs.add_parser("list")
+    verbs.add_parser("rotate", help="make a new active key; the old one stays published")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
+    config = load_config(args.config) if args.config is not None else ServerConfig()
+    if args.data_dir is not None:
+        config.data_dir = args.data_dir.expanduser()
+    return config.validate(), args.config is not None
+
+
+def _open_store(data_dir: Path) -> Store:
+    path = data_dir / "mmtp.db"
+    if not path.is_file():
+        raise LocalError(
+            f"there is no server database at {path}; give the server's --data-dir or --config"
+        )
+    return Store(path)
+
+
+def run(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
+    """Do what `args` says; return the result and how to show it as text."""
+    config, knows_domains = _config(args)
+    if args.area == "domain-key":
+        return domain_keys(Path(config.data_dir), args.verb == "rotate"), _text_domain_keys
+    store = _open_store(Path(config.data_dir))
+    try:
+        admin = Admin(config, store, knows_domains)
+        return _dispatch(admin, args)
+    finally:
+        store.close()
+
+
+def _dispatch(admin: Admin, args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
+    verb = (args.area, args.verb)
+    if verb == ("accounts", "list"):
+        return admin.list_accounts(), _text_accounts
+    if verb == ("accounts", "invite"):
+        return (
+            admin.invite(args.address),
+            lambda r: (
+                f"invite for {r['email']} (valid until {format_time(r['expiresAt'])}):\n"
+                + r["invite"]
+            ),
+        )
+    if verb == ("accounts", "add"):
+        return admin.add(
+            args.address, args.key
+        ), lambda r: f"{r['email']} registered with key {r['fingerprint']}"
+    if verb == ("accounts", "reset-key"):
+        return admin.reset_key(
+            args.address, args.key
+        ), lambda r: f"{r['email']} now has key {r['fingerprint']}"
+    if verb in {("accounts", "disable"), ("accounts", "enable")}:
+        return admin.set_disabled(
+            args.address, args.verb == "disable"
+        ), lambda r: f"{r['email']} {'disabled' if r['disabled'] else 'enabled'}"
+    if verb == ("accounts", "delete"):
+        return (
+            admin.delete(args.address),
+            lambda r: (
+                f"{r['email']} deleted ({r['deletedMessages']} messages); the name is held "
+                f"until {format_time(r['heldUntil'])}"
+            ),
+        )
+    if verb == ("accounts", "release"):
+        return admin.release(args.address), lambda r: f"{r['email']} may be registered again"
+    if verb == ("quota", "show"):
+        return admin.quota(args.address), _text_quota
+    if verb == ("quota", "set"):
+        return admin.set_quota(args.address, args.messages, args.bytes), _text_quota
+    if args.area == "reserved":
+        result = (
+            admin.reserved()
+            if args.verb == "list"
+            else admin.reserve(args.name, args.verb == "add")
+        )
+        return result, _text_reserved
+    raise LocalError(f"unknown command {args.area} {args.verb}")
+
+
+# ---------------------------------------------------------------------- text output
+
+
+def _limit(value: int | None, default: int, size: bool = False) -> str:
+    shown = format_size if size else str
+    return f"{shown(value)}" if value is not None else f"{shown(default)} (default)"
+
+
+def _text_accounts(result: dict[str, Any]) -> str:
+    lines = []
+    for a in result["accounts"]:
+        state = "disabled" if a["disabled"] else "active"
+        lines.append(
+            f"{a['email']}  {state}  {a['messages']} messages, {format_size(a['bytes'])}  "
+            f"key {a['fingerprint'] or '-'}  since {format_time(a['registeredAt'])}"
+        )
+    if not lines:
+        lines.append("no accounts")
+    lines += [f"{h['email']}  held until {format_time(h['until'])}" for h in result["held"]]
+    lines += [
+        f"{i['email']}  invited (until {format_time(i['expiresAt'])})" for i in result["invites"]
+    ]
+    return "\n".join(lines)
+
+
+def _text_quota(result: dict[str, Any]) -> str:
+    d = result["defaults"]
+    if "email" not in result:
+        lines = [f"default: {d['maxMessages']} messages, {format_size(d['maxBytes'])} per mailbox"]
+        for a in result["accounts"]:
+            lines.append(
+                f"{a['email']}: {_limit(a['maxMessages'], d['maxMessages'])} messages, "
+                f"{_limit(a['maxBytes'], d['maxBytes'], size=True)}"
+            )
+        return "\n".join(lines)
+    return (
+        f"{result['email']}: {result['messages']} of "
+        f"{_limit(result['maxMessages'], d['maxMessages'])} messages, "
+        f"{format_size(result['bytes'])} of {_limit(result['maxBytes'], d['maxBytes'], True)}"
+    )
+
+
+def _text_reserved(result: dict[str, Any]) -> str:
+    lines = [f"{name}  (protocol)" for name in result["builtin"]]
+    lines += [f"{name}  (config file)" for name in result["config"]]
+    lines += [f"{name}  (added)" for name in result["added"]]
+    return "\n".join(lines)
+
+
+def _text_domain_keys(result: dict[str, Any]) -> str:
+    return "\n".join(
+        f"{k['id']}  {k['alg']}  {'active' if k['active'] else 'published'}  {k['publicKey']}"
+        for k in result["keys"]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result, as_text = run(args)
+    except LocalError as exc:
+        return _fail(str(exc))
+    except (StoreError, sqlite3.Error) as exc:
+        return _fail(f"the server database could not be used: {exc}")
+    except OSError as exc:
+        return _fail(f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc))
+    print(json.dumps(result, indent=2, sort_keys=True) if args.json else as_text(result))
+    return EXIT_OK
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
