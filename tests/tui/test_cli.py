@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from email.header import decode_header, make_header
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +141,17 @@ def test_the_command_does_not_load_textual():
     code = "import sys, mmtp_tui.cli; print('textual' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_the_console_script_runs(server, cli_user):
+    env = cli_user(server, "alice", ALICE)
+    script = Path(sys.executable).with_name("mmtp")
+    done = subprocess.run(
+        [str(script), "list", "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
