@@ -3,7 +3,8 @@
     python benchmarks/run.py [--quick] [--only SECTION ...] [--output FILE]
 
 Sections: mint (HashCash), send (durable SEND vs aiosmtpd), mailbox (RECEIVE,
-REQUEST_PUBLIC_KEY, AUTH), pgp (OpenPGP operations), memory (idle connections).
+REQUEST_PUBLIC_KEY, AUTH), pgp (OpenPGP operations), memory (idle connections), relay
+(a.test -> b.test against local delivery).
 ``--quick`` runs each with small counts (about a minute in all); the full run takes about
 five minutes. Servers run as subprocesses on 127.0.0.1 and are always stopped. The machine
 may be shared: comparisons are made side by side in the same run and reported as ratios.
@@ -24,7 +25,7 @@ if str(HERE) not in sys.path:
 from common import Section  # noqa: E402
 from report import console, machine_lines, markdown  # noqa: E402
 
-SECTIONS = ("mint", "send", "mailbox", "pgp", "memory")
+SECTIONS = ("mint", "send", "mailbox", "pgp", "memory", "relay")
 
 PREAMBLE = (
     "Written by `benchmarks/run.py`. The machine may be shared with other work while this "
@@ -45,6 +46,8 @@ def _load(name: str):
         import bench_mailbox as module
     elif name == "pgp":
         import bench_pgp as module
+    elif name == "relay":
+        import bench_relay as module
     else:
         import bench_memory as module
     return module

@@ -13,6 +13,7 @@ import argparse
 import json
 import sqlite3
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ EXIT_FAILURE = 1
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Manage an MMTP server's accounts, quotas, reserved names and domain keys. "
+        description="Manage an MMTP server's accounts, quotas, reserved names, domain keys and "
+        "outbound queue. "
         "Safe while the server runs; it sees every change at once.",
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="the server's TOML file")
@@ -82,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = keys.add_subparsers(dest="verb", required=True, metavar="VERB")
     verbs.add_parser("list")
     verbs.add_parser("rotate", help="make a new active key; the old one stays published")
+    queue = areas.add_parser("queue", help="the outbound queue (federation)")
+    verbs = queue.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs.add_parser("list", help="queued, delivered and bounced relay jobs")
+    retry = verbs.add_parser("retry", help="try queued jobs now")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", type=int, metavar="ID")
+    which.add_argument("--all", action="store_true", help="every queued job")
+    verbs.add_parser("remove", help="drop a queued job unsent").add_argument(
+        "id", type=int, metavar="ID"
+    )
     return parser
 
 
@@ -108,6 +120,8 @@ def run(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
         return domain_keys(Path(config.data_dir), args.verb == "rotate"), _text_domain_keys
     store = _open_store(Path(config.data_dir))
     try:
+        if args.area == "queue":
+            return _queue(store, args)
         admin = Admin(config, store, knows_domains)
         return _dispatch(admin, args)
     finally:
@@ -162,6 +176,24 @@ def _dispatch(admin: Admin, args: argparse.Namespace) -> tuple[Any, Callable[[An
     raise LocalError(f"unknown command {args.area} {args.verb}")
 
 
+def _queue(store: Store, args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
+    """SPEC §11: the operator lists, retries now and removes queued relay jobs. A running
+    server's delivery sees the change at its next look at the queue (within a second)."""
+    if args.verb == "list":
+        return {"jobs": store.queue_list()}, _text_queue
+    now = int(time.time())
+    if args.verb == "retry":
+        count = store.queue_retry_now(now, None if args.all else args.id)
+        store.commit()
+        if not count and not args.all:
+            raise LocalError(f"no queued job {args.id} (see: mmtp-admin queue list)")
+        return {"retried": count}, lambda r: f"{r['retried']} job(s) will be tried now"
+    if not store.queue_remove(args.id):
+        raise LocalError(f"no queued job {args.id} (see: mmtp-admin queue list)")
+    store.commit()
+    return {"removed": args.id}, lambda r: f"job {r['removed']} removed; it will not be sent"
+
+
 # ---------------------------------------------------------------------- text output
 
 
@@ -209,6 +241,19 @@ def _text_reserved(result: dict[str, Any]) -> str:
     lines += [f"{name}  (config file)" for name in result["config"]]
     lines += [f"{name}  (added)" for name in result["added"]]
     return "\n".join(lines)
+
+
+def _text_queue(result: dict[str, Any]) -> str:
+    return (
+        "\n".join(
+            f"{j['id']}  {j['state']}  {j['sender']} -> {j['recipient']}  {j['messageId']}  "
+            f"attempts {j['attempts']}"
+            + (f"  next {format_time(j['nextAttempt'])}" if j["state"] == "queued" else "")
+            + (f"  last {j['lastCode']}: {j['lastError']}" if j["lastCode"] else "")
+            for j in result["jobs"]
+        )
+        or "the queue is empty"
+    )
 
 
 def _text_domain_keys(result: dict[str, Any]) -> str:

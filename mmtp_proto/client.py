@@ -25,7 +25,7 @@ from .limits import MAX_RECEIVE_LIMIT
 from .message import OpenedMessage, open_message
 from .minter import Minter, MintStatus
 from .outgoing import Outgoing
-from .sending import SendResult, difficulty_of, send_outgoing, stamp_packet
+from .sending import SendResult, difficulty_of, send_outgoing, send_to_all, stamp_packet
 
 # Seconds between send attempts after a lost connection (times the attempt number).
 RETRY_PAUSE = 0.25
@@ -71,6 +71,7 @@ class Client:
         self.authenticated_as: str | None = None
         self._keys: dict[str, pgp.PrivateKey] = {}
         self._contacts: dict[str, pgp.PublicKey] = {}
+        self._policies: dict[str, actions.PolicyAnswer] = {}
 
     # ------------------------------------------------------------------ connection
 
@@ -291,30 +292,61 @@ class Client:
             signed=bool(answer["signed"]),
             signature_verified=bool(answer["signatureVerified"]),
             packet=packet,
+            queued=answer.get("queued") is True,
         )
 
     def _conn_tls(self) -> bool:
         return self.connection.tls if self.connection else self.use_tls
 
+    def policy(self, domain: str) -> actions.PolicyAnswer:
+        """What a stamp for `domain` must be (POLICY, SPEC §8.4), asked once per client."""
+        domain = domain.lower()
+        answer = self._policies.get(domain)
+        if answer is None:
+            answer = actions.PolicyAnswer.from_response(self.ask(actions.PolicyRequest(domain)))
+            self._policies[domain] = answer
+        return answer
+
+    def difficulty_for(self, domain: str) -> int:
+        """The stamp bits for a recipient on `domain`: POLICY's answer, or the greeting's for
+        a server that does not know POLICY (revision 1) or cannot reach the remote now (it
+        then checks the stamp against its own figures and queues, SPEC §8.4)."""
+        try:
+            return self.policy(domain).difficulty
+        except MMTPError as exc:
+            if exc.code not in (errors.UNKNOWN_ACTION, errors.REMOTE_UNAVAILABLE):
+                raise
+            return difficulty_of(self.greeting)
+
     def send_mail(
         self,
         sender: str,
-        recipient: str,
-        subject: str,
-        body: str,
+        to: str | list[str] | None = None,
+        subject: str = "",
+        body: str = "",
         encrypt: bool = True,
         sign: bool = True,
         *,
+        cc: list[str] | None = None,
+        bcc: list[str] | None = None,
         attachments: list[dict[str, Any]] | None = None,
         type: str = "SEND",
         in_reply_to: str | None = None,
         references: list[str] | None = None,
         progress: Callable[[MintStatus], None] | None = None,
         cancel: Callable[[], bool] | None = None,
-    ) -> SendResult:
-        """Seal (encrypt, sign), stamp and send one message, the design's sendMail."""
+    ) -> Any:
+        """Seal (encrypt, sign), stamp and send, the design's sendMail.
+
+        With `to` one address and no `cc`/`bcc`: one packet, its SendResult (errors raised).
+        With lists (SPEC §9): one packet per recipient, each with its own stamp (POLICY says
+        how hard, per domain) and signature; returns {recipient: SendResult or the error}.
+        """
+        several = not isinstance(to, str) or cc is not None or bcc is not None
         outgoing = Outgoing(
-            to=[recipient],
+            to=[to] if isinstance(to, str) else list(to or []),
+            cc=cc or [],
+            bcc=bcc or [],
             subject=subject,
             body=body,
             attachments=attachments or [],
@@ -325,12 +357,28 @@ class Client:
             sign=sign and self.use_pgp,
         )
         sender = normalize_address(sender, "sender")
+        sign_with = self.private_key(sender) if outgoing.sign else None
+
+        def key_for(email: str) -> pgp.PublicKey:
+            return self._contacts.get(email) or self.request_public_key(email)
+
+        if several:
+            return send_to_all(
+                self,
+                outgoing,
+                sender=sender,
+                sign_with=sign_with,
+                key_for=key_for,
+                minter=self._minter(),
+                progress=progress,
+                cancel=cancel,
+            )
         return send_outgoing(
             self,
             outgoing,
             sender=sender,
-            sign_with=self.private_key(sender) if outgoing.sign else None,
-            key_for=lambda email: self._contacts.get(email) or self.request_public_key(email),
+            sign_with=sign_with,
+            key_for=key_for,
             minter=self._minter(),
             progress=progress,
             cancel=cancel,

@@ -14,6 +14,7 @@ from .address import is_valid_domain
 from .errors import LocalError
 from .limits import DEFAULT_DIFFICULTY, DEFAULT_STAMP_VALIDITY_SECONDS
 from .registration import POLICIES
+from .routing import parse_routes
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -73,6 +74,24 @@ class ServerConfig:
     fsync: bool = True
     # Written (JSON: pid, plain and tls [host, port], fingerprint) once the server listens.
     ready_file: Path | None = None
+    # Federation (SPEC §8). Off by default: a server relays only when its operator says so.
+    relay: bool = False
+    # Static routes, domain -> "host:port" (like Postfix transport maps); tried before DNS.
+    routes: dict[str, str] = field(default_factory=dict)
+    # "IP:PORT" of the DNS server to ask instead of the system's (tests, split horizon).
+    dns_server: str | None = None
+    relay_tls_verify: str = "ca"
+    relay_ca: Path | None = None
+    # Targets from DNS on loopback/private addresses are refused unless this is on (a LAN
+    # federation, tests on loopback).
+    allow_private_targets: bool = False
+    # First retry delay of the outbound queue (doubling, capped at retry_max).
+    retry_base: float = 60.0
+    retry_max: float = 3600.0
+    # A "delayed" DSN is sent once a message has waited this long in the queue.
+    delay_notice_seconds: float = 4 * 3600.0
+    # Connections per remote domain the delivery side keeps at most.
+    relay_concurrency: int = 4
 
     def validate(self) -> ServerConfig:
         problems: list[str] = []
@@ -127,16 +146,40 @@ class ServerConfig:
         ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive")
+        problems.extend(self._relay_problems())
         if problems:
             raise LocalError("invalid server configuration:\n  - " + "\n  - ".join(problems))
         return self
+
+    def _relay_problems(self) -> list[str]:
+        problems: list[str] = []
+        if self.relay and not self.tls:
+            problems.append("relay needs the TLS listener (relays never use plain TCP)")
+        if self.relay_tls_verify not in ("ca", "tofu", "insecure"):
+            problems.append("relay_tls_verify must be one of ca, tofu, insecure")
+        if self.relay_ca is not None and self.relay_tls_verify != "ca":
+            problems.append("relay_ca only makes sense with relay_tls_verify = 'ca'")
+        try:
+            self.routes = {
+                domain: f"{host}:{port}"
+                for domain, (host, port) in parse_routes(
+                    f"{d}={t}" for d, t in self.routes.items()
+                ).items()
+            }
+        except (LocalError, ValueError) as exc:
+            problems.append(f"routes: {exc}")
+        if self.retry_base <= 0 or self.retry_max < self.retry_base:
+            problems.append("retry_base must be positive and at most retry_max")
+        if self.delay_notice_seconds <= 0 or self.relay_concurrency < 1:
+            problems.append("delay_notice_seconds must be positive, relay_concurrency at least 1")
+        return problems
 
     def with_overrides(self, **overrides: Any) -> ServerConfig:
         clean = {k: v for k, v in overrides.items() if v is not None}
         return dataclasses.replace(self, **clean)
 
 
-_PATH_FIELDS = {"data_dir", "cert", "key", "ready_file"}
+_PATH_FIELDS = {"data_dir", "cert", "key", "ready_file", "relay_ca"}
 _LIST_FIELDS = {"domains", "reserved_names"}
 _KIND = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
 
@@ -158,6 +201,14 @@ def config_from_mapping(values: dict[str, Any], source: str = "config") -> Serve
                 value = [value]
             if not isinstance(value, list) or not all(isinstance(d, str) for d in value):
                 raise LocalError(f"{source}: {raw_key} must be a list of strings")
+        elif key == "routes":
+            if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            ):
+                raise LocalError(f'{source}: routes must be a table of domain = "host:port"')
+        elif key == "dns_server":
+            if not isinstance(value, str):
+                raise LocalError(f'{source}: dns_server must be a string "IP:PORT"')
         else:
             expected = type(getattr(ServerConfig(), key))
             if expected is float and isinstance(value, int) and not isinstance(value, bool):

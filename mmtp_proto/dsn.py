@@ -14,9 +14,8 @@ from typing import Any, Literal
 
 from .address import domain_of
 from .canonical import message_hash
-from .errors import BAD_REQUEST, MMTPError
+from .errors import BAD_REQUEST, NO_ROUTE, REMOTE_UNAVAILABLE, MMTPError
 from .packet import new_message_id
-from .routing import NO_ROUTE, REMOTE_UNAVAILABLE
 
 DSN_TYPE = "DSN"
 POSTMASTER = "postmaster"

@@ -68,6 +68,9 @@ class OpenedMessage:
     subject: str = ""
     body: str = ""
     attachments: list[dict[str, Any]] = field(default_factory=list)
+    # SPEC §9: who the sender listed (Bcc recipients appear in neither).
+    to: list[str] = field(default_factory=list)
+    cc: list[str] = field(default_factory=list)
     encrypted: bool = False
     decrypted: bool = True
     integrity_ok: bool = True
@@ -220,6 +223,8 @@ def _open(
         opened.subject = str(clear.get("subject", ""))
         opened.body = str(clear.get("body", ""))
         opened.attachments = list(clear.get("attachments") or [])
+        opened.to = [str(a) for a in clear.get("to") or []]
+        opened.cc = [str(a) for a in clear.get("cc") or []]
     signature = verification.get("signature")
     if signature:
         if sender_key is None:

@@ -19,6 +19,7 @@ from .address import normalize_address
 from .canonical import canonical_json, message_hash
 from .errors import BAD_REQUEST, HASH_MISMATCH, MMTPError
 from .hashcash import DEFAULT_VALIDITY_SECONDS
+from .recipients import validate_listed
 
 MESSAGE_TYPES = ("SEND", "REPLY", "FORWARD")
 NOTIFY_EVENTS = ("failure", "delay", "success")
@@ -61,7 +62,7 @@ _META_KEYS = {
 # SPEC §3 rev 2: a signature covers the packet minus these (the stamp and server-set fields).
 _UNSIGNED_META = ("hashcashToken", "signed", "signatureVerified", "receivedAt")
 _STAMP_KEYS = {"token", "counter"}
-_CLEAR_KEYS = {"subject", "body", "attachments"}
+_CLEAR_KEYS = {"subject", "body", "attachments", "to", "cc"}  # to/cc: SPEC §9
 _ATTACHMENT_KEYS = {"filename", "contentType", "size", "sha256", "data"}
 _VERIFICATION_KEYS = {"messageHash", "signature"}
 
@@ -178,6 +179,7 @@ def validate_clear_content(content: object, field: str = "content") -> dict[str,
         raise _bad(f"{field}.subject is longer than {MAX_SUBJECT_CHARS} characters")
     if not isinstance(body, str):
         raise _bad(f"{field}.body must be a string")
+    validate_listed(obj, field)
     if "attachments" in obj:
         atts = obj["attachments"]
         if not isinstance(atts, list) or len(atts) > MAX_ATTACHMENTS:

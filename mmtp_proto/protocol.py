@@ -22,12 +22,23 @@ from .handlers.auth import AuthHandler
 from .handlers.keys import KeyHandlers
 from .handlers.mailbox import MailboxHandlers
 from .handlers.send import SendHandler
-from .session import Outcome, Session, storage_failure
+from .session import Deferred, Outcome, Session, storage_failure
 from .store import Store, StoreError
 
 log = logging.getLogger("mmtp.protocol")
 
-ACTIONS = ("SEND", "RECEIVE", "CHECK", "DELETE", "REGISTER_KEY", "REQUEST_PUBLIC_KEY", "AUTH")
+ACTIONS = (
+    "SEND",
+    "RECEIVE",
+    "CHECK",
+    "DELETE",
+    "REGISTER_KEY",
+    "REQUEST_PUBLIC_KEY",
+    "AUTH",
+    "POLICY",
+)
+# Only a relaying server (SPEC §8.3) knows these.
+RELAY_ACTIONS = ("DOMAIN_KEY", "DOMAIN_AUTH")
 
 
 class Protocol(SendHandler, MailboxHandlers, KeyHandlers, AuthHandler):
@@ -47,7 +58,20 @@ class Protocol(SendHandler, MailboxHandlers, KeyHandlers, AuthHandler):
             "REGISTER_KEY": self._register_key,
             "REQUEST_PUBLIC_KEY": self._request_public_key,
             "AUTH": self._auth,
+            "POLICY": self._policy,
+            "DOMAIN_KEY": self._domain_key,
+            "DOMAIN_AUTH": self._domain_auth,
         }
+        # Called (from the loop) when a fetch a request waits for is done: the loop looks
+        # around at once instead of at its next tick.
+        self.wake: Callable[[], None] = lambda: None
+        # Called after a commit that queued mail for relay: delivery starts now.
+        self.on_relay_committed: Callable[[], None] = lambda: None
+        self.relay_queued = False
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        return ACTIONS + RELAY_ACTIONS if self.federation is not None else ACTIONS
 
     # ------------------------------------------------------------------ entry points
 
@@ -60,6 +84,8 @@ class Protocol(SendHandler, MailboxHandlers, KeyHandlers, AuthHandler):
             request = parse_request(value)
             action = request.action
             handler = self._handlers.get(request.action)
+            if request.action in RELAY_ACTIONS and self.federation is None:
+                handler = None
             if request.action != "SEND" and self.commits.pending:
                 # What this request reads (a key for AUTH, messages for RECEIVE) must be
                 # committed, never a write a failed commit could still take back. SENDs, the
@@ -69,9 +95,13 @@ class Protocol(SendHandler, MailboxHandlers, KeyHandlers, AuthHandler):
                 raise MMTPError(
                     errors.UNKNOWN_ACTION,
                     f"unknown action {request.action[:40]!r}; this server knows "
-                    + ", ".join(ACTIONS),
+                    + ", ".join(self.actions),
                 )
             outcome = handler(session, request.data, int(self.clock()))
+            if outcome.deferred is not None:
+                # Answered later by `resume`, with this request's id.
+                outcome.deferred.action, outcome.deferred.request_id = action, request_id
+                return outcome
         except MMTPError as exc:
             outcome = Outcome(exc.to_response())
         except StoreError as exc:
@@ -94,9 +124,40 @@ class Protocol(SendHandler, MailboxHandlers, KeyHandlers, AuthHandler):
         with_id(outcome.response, request_id)
         return outcome
 
+    def resume(self, deferred: Deferred) -> Outcome:
+        """The answer to a deferred request, once its fetch is done (on the loop thread)."""
+        action = deferred.action
+        try:
+            if self.commits.pending:
+                self.commit()
+            outcome = deferred.then()
+            if outcome.deferred is not None:  # a handler defers once per request
+                raise MMTPError(errors.INTERNAL, "the server could not finish this request")
+        except MMTPError as exc:
+            outcome = Outcome(exc.to_response())
+        except StoreError as exc:
+            self._withdraw(self.commits.abort())
+            log.error("storage error during %s: %s", action, exc)
+            outcome = Outcome(storage_failure().to_response())
+        except Exception:
+            self._withdraw(self.commits.abort())
+            log.exception("internal error during %s", action)
+            outcome = Outcome(
+                MMTPError(
+                    errors.INTERNAL, "the server failed on this request; try again later"
+                ).to_response()
+            )
+        self._withdraw(self.commits.lost())
+        outcome.action = action
+        with_id(outcome.response, deferred.request_id)
+        return outcome
+
     def commit(self) -> None:
         """Make this turn's writes durable; withdraw the answers a failure took back."""
         self._withdraw(self.commits.commit())
+        if self.relay_queued:
+            self.relay_queued = False
+            self.on_relay_committed()
 
     @staticmethod
     def _withdraw(answers: list[Withdrawable]) -> None:

@@ -13,9 +13,8 @@ from typing import Any, Literal
 
 from . import errors
 from .dsn import clean_diagnostic
-from .errors import MMTPError
+from .errors import NO_ROUTE, REMOTE_REFUSED, REMOTE_UNAVAILABLE, MMTPError
 from .hashcash import DEFAULT_VALIDITY_SECONDS, parse_stamp
-from .routing import NO_ROUTE, REMOTE_REFUSED, REMOTE_UNAVAILABLE
 
 DEFAULT_RETRY_BASE = 60.0
 RETRY_CAP = 3600.0

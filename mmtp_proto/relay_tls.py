@@ -31,9 +31,9 @@ from cryptography.x509.oid import ExtensionOID
 
 from .certs import fingerprint
 from .domain_keys import cert_hash
-from .errors import LocalError, MMTPError
+from .errors import REMOTE_UNAVAILABLE, LocalError, MMTPError
 from .known_servers import CertificateChanged, KnownServers
-from .routing import REMOTE_UNAVAILABLE, Target
+from .routing import Target
 
 log = logging.getLogger("mmtp.relay_tls")
 

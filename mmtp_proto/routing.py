@@ -30,12 +30,7 @@ import dns.rdatatype
 import dns.resolver
 
 from .address import is_valid_domain
-from .errors import LocalError, MMTPError
-
-# moves to errors.py at merge
-NO_ROUTE = "NO_ROUTE"
-REMOTE_UNAVAILABLE = "REMOTE_UNAVAILABLE"
-REMOTE_REFUSED = "REMOTE_REFUSED"
+from .errors import NO_ROUTE, REMOTE_UNAVAILABLE, LocalError, MMTPError
 
 DEFAULT_RELAY_PORT = 8026
 SRV_PREFIX = "_mmtp._tcp."

@@ -16,9 +16,13 @@ from typing import Any, Protocol
 
 from . import pgp
 from .actions.greeting import Greeting
+from .address import domain_of, normalize_address
+from .canonical import canonical_json
+from .errors import LocalError, MMTPError
 from .message import seal
 from .minter import Minter, MintStatus
 from .outgoing import Outgoing
+from .packet import build_packet, new_message_id, signature_input_of
 
 KeyFor = Callable[[str], pgp.PublicKey]
 """The key to encrypt to for a (normalized) recipient; raises LocalError when there is none."""
@@ -38,6 +42,8 @@ class SendResult:
     signed: bool
     signature_verified: bool
     packet: dict[str, Any]
+    # SPEC §8.5: the home server queued it for another domain's server (not yet delivered).
+    queued: bool = False
 
 
 class Submitter(Protocol):
@@ -142,3 +148,116 @@ def send_outgoing(
 
     restamp(packet)
     return submitter.send_packet(packet, restamp=restamp)
+
+
+# ---------------------------------------------------------------------------- SPEC §9
+
+Outcomes = dict[str, "SendResult | MMTPError | LocalError"]
+"""Each recipient's outcome (SPEC §9): its SendResult, or the error that stopped it."""
+
+
+class PolicySubmitter(Submitter, Protocol):
+    def difficulty_for(self, domain: str) -> int:
+        """The stamp bits a recipient on ``domain`` needs (POLICY, SPEC §8.4)."""
+        ...
+
+
+def _listed(addresses: list[str]) -> list[str]:
+    return list(dict.fromkeys(normalize_address(a) for a in addresses if a.strip()))
+
+
+def seal_for_all(
+    outgoing: Outgoing,
+    *,
+    sender: str,
+    sign_with: pgp.PrivateKey | None,
+    key_for: KeyFor,
+) -> dict[str, dict[str, Any]]:
+    """One unstamped packet per recipient (To, Cc, then Bcc), sharing messageId and
+    timestamp. To/Cc share one content (one ciphertext, to all of them and the sender);
+    each Bcc recipient gets a content of its own, so nobody sees a Bcc key was used."""
+    to, cc = _listed(outgoing.to), _listed(outgoing.cc)
+    bcc = [a for a in _listed(outgoing.bcc) if a not in to and a not in cc]
+    if not (to or cc or bcc):
+        raise LocalError("who is it for? the message has no recipient")
+    clear = outgoing.content()
+    if len(to) + len(cc) + len(bcc) > 1:
+        clear = {**clear, "to": to, "cc": cc}
+    message_id, now = new_message_id(), int(time.time())
+    own = [sign_with.public] if sign_with is not None else []
+
+    def content_for(readers: list[str]) -> dict[str, Any]:
+        if not outgoing.encrypt:
+            return clear
+        keys = [key_for(r) for r in readers] + own
+        return {"encrypted": pgp.encrypt(canonical_json(clear), keys)}
+
+    shared = content_for(to + cc) if to or cc else None
+    packets: dict[str, dict[str, Any]] = {}
+    for recipient in to + cc + bcc:
+        content = shared if recipient in to or recipient in cc else content_for([recipient])
+        assert content is not None
+        packet = build_packet(
+            sender=sender,
+            recipient=recipient,
+            content=content,
+            type=outgoing.type,
+            message_id=message_id,
+            timestamp=now,
+            in_reply_to=outgoing.in_reply_to,
+            references=outgoing.references or None,
+        )
+        if outgoing.sign and sign_with is not None:
+            packet["verification"]["signature"] = pgp.sign_detached(
+                signature_input_of(packet), sign_with
+            )
+            packet["meta"]["signed"] = True
+        packets[recipient] = packet
+    return packets
+
+
+def send_to_all(
+    submitter: PolicySubmitter,
+    outgoing: Outgoing,
+    *,
+    sender: str,
+    sign_with: pgp.PrivateKey | None,
+    key_for: KeyFor,
+    minter: Minter,
+    progress: Callable[[MintStatus], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Outcomes:
+    """Seal once, then stamp and submit one packet per recipient; one recipient's failure
+    never stops the others. A recipient whose key cannot be had (encrypted mail) fails alone:
+    the others are sealed without it."""
+    outcomes: Outcomes = {}
+    wanted = outgoing.recipients()
+    reachable: list[str] = []
+    for address in wanted:
+        try:
+            normalized = normalize_address(address)
+            if outgoing.encrypt:
+                key_for(normalized)
+            reachable.append(address)
+        except (MMTPError, LocalError) as exc:
+            outcomes[address.strip().lower()] = exc
+    if not reachable:
+        return outcomes
+    keep = set(reachable)
+    trimmed = Outgoing(**{**outgoing.__dict__})
+    trimmed.to = [a for a in outgoing.to if a in keep]
+    trimmed.cc = [a for a in outgoing.cc if a in keep]
+    trimmed.bcc = [a for a in outgoing.bcc if a in keep]
+    packets = seal_for_all(trimmed, sender=sender, sign_with=sign_with, key_for=key_for)
+    for recipient, packet in packets.items():
+        try:
+            bits = submitter.difficulty_for(domain_of(recipient))
+
+            def restamp(target: dict[str, Any], bits: int = bits) -> None:
+                stamp_packet(target, bits=bits, minter=minter, progress=progress, cancel=cancel)
+
+            restamp(packet)
+            outcomes[recipient] = submitter.send_packet(packet, restamp=restamp)
+        except (MMTPError, LocalError) as exc:
+            outcomes[recipient] = exc
+    return outcomes

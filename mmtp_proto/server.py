@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import ServerConfig
 from .errors import LocalError
@@ -21,6 +22,10 @@ from .listeners import make_private_dir, open_listener, raise_nofile_limit, writ
 from .protocol import Protocol
 from .server_loop import REJECT_SLACK, ServerLoop
 from .store import Store, StoreError
+
+if TYPE_CHECKING:
+    from .delivery import Delivery
+    from .federation import Federation
 
 log = logging.getLogger("mmtp.server")
 
@@ -35,6 +40,9 @@ class Server(ServerLoop):
         self._thread: threading.Thread | None = None
         self._bound = False
         self._finished = threading.Event()
+        # Federation (SPEC §8), when the config relays.
+        self.federation: Federation | None = None
+        self.delivery: Delivery | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -70,6 +78,8 @@ class Server(ServerLoop):
                     data_dir, cfg.domains, cfg.cert, cfg.key
                 )
                 self._ssl_context = server_ssl_context(cert, key)
+            if cfg.relay:
+                self._start_federation(data_dir, cert if cfg.tls else None)
             if cfg.plain:
                 self.plain_address = self._listen(cfg.port, tls=False)
             if cfg.tls:
@@ -85,8 +95,23 @@ class Server(ServerLoop):
         except BaseException:
             self._close_listeners()
             self._store.close()
+            if self.federation is not None:
+                self.federation.close()
             raise
         self._bound = True
+
+    def _start_federation(self, data_dir: Path, cert: Path | None) -> None:
+        from .delivery import Delivery
+        from .federation import Federation
+
+        if cert is None:
+            raise LocalError("relay needs the TLS listener (relays never use plain TCP)")
+        assert self._protocol is not None
+        self.federation = Federation(self.config, cert_path=cert)
+        self._protocol.federation = self.federation
+        self.delivery = Delivery(self.config, self.federation, data_dir / "mmtp.db")
+        self._protocol.on_relay_committed = self.delivery.kick
+        self._protocol.wake = self.wake
 
     def _listen(self, port: int, *, tls: bool) -> tuple[str, int]:
         sock = open_listener(self.config.host, port)
@@ -144,6 +169,8 @@ class Server(ServerLoop):
 
     def _run(self) -> None:
         self._log_start()
+        if self.delivery is not None:
+            self.delivery.start()
         try:
             self._loop()
         finally:
@@ -156,6 +183,10 @@ class Server(ServerLoop):
                 self._selector.unregister(sock)  # type: ignore[union-attr]
         self._close_listeners()
         self._drain()
+        if self.delivery is not None:
+            self.delivery.stop()
+        if self.federation is not None:
+            self.federation.close()
         if self._store is not None:
             try:
                 self._store.close()
@@ -168,6 +199,26 @@ class Server(ServerLoop):
                 s.close()
         self._finished.set()
         log.info("stopped")
+
+    def _purge(self) -> None:
+        store = self._store
+        assert store is not None
+        # Between turns: no answer rests on the open transaction, so a failure here
+        # withdraws nothing.
+        try:
+            purged = store.purge_expired_stamps(int(time.time()))
+            purged += store.purge_finished_jobs(int(time.time()))
+            store.commit()
+            if purged:
+                log.info("purged %d expired stamps and finished relay jobs", purged)
+        except StoreError as exc:
+            store.rollback()
+            log.warning("could not purge expired stamps: %s", exc)
+
+    def wake(self) -> None:
+        """Make the loop look around now; safe from any thread (a fetch that finished)."""
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
 
     def _drain(self) -> None:
         """Answer what was received, flush for a few seconds, then close every connection."""

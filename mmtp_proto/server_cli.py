@@ -23,6 +23,7 @@ from .config import LOG_LEVELS, ServerConfig, default_data_dir, load_config
 from .errors import LocalError
 from .log_limit import RepeatLimiter
 from .registration import POLICIES
+from .routing import parse_routes
 
 PROG = "mmtp-server"
 EXIT_OK = 0
@@ -137,6 +138,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="once listening, write JSON {pid, plain, tls, fingerprint} to FILE (atomically, "
         "mode 0600), for a program that started the server and waits for it",
     )
+    relay = parser.add_argument_group("federation (SPEC §8)")
+    relay.add_argument(
+        "--relay",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="relay mail to other domains' servers and accept relayed mail (default off)",
+    )
+    relay.add_argument(
+        "--route",
+        action="append",
+        dest="routes",
+        metavar="DOMAIN=HOST:PORT",
+        help="a static route, tried before DNS; repeat for several (replaces the file's table)",
+    )
+    relay.add_argument(
+        "--dns-server", metavar="IP:PORT", help="ask this DNS server (default: the system's)"
+    )
+    relay.add_argument(
+        "--relay-tls-verify",
+        choices=("ca", "tofu", "insecure"),
+        help="how a remote server's certificate is checked (default ca)",
+    )
+    relay.add_argument(
+        "--relay-ca", type=Path, metavar="FILE", help="CA file for --relay-tls-verify ca"
+    )
+    relay.add_argument(
+        "--allow-private-targets",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="let DNS send relays to loopback/private addresses (LAN federations, tests)",
+    )
+    relay.add_argument(
+        "--retry-base",
+        type=float,
+        metavar="SECONDS",
+        help=f"first retry delay of the outbound queue (default {defaults.retry_base:g})",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     return parser
 
@@ -160,6 +198,18 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         "registration": args.registration,
         "ready_file": args.ready_file.expanduser() if args.ready_file is not None else None,
     }
+    if args.routes is not None:
+        overrides["routes"] = {
+            domain: f"{host}:{port}" for domain, (host, port) in parse_routes(args.routes).items()
+        }
+    overrides.update(
+        relay=args.relay,
+        dns_server=args.dns_server,
+        relay_tls_verify=args.relay_tls_verify,
+        relay_ca=args.relay_ca.expanduser() if args.relay_ca is not None else None,
+        allow_private_targets=args.allow_private_targets,
+        retry_base=args.retry_base,
+    )
     return config.with_overrides(**overrides).validate()
 
 

@@ -20,8 +20,8 @@ from . import PROTOCOL, errors
 from .actions.greeting import Features, Greeting
 from .errors import MMTPError
 from .framing import NO_ID, FrameDecoder, encode_frame, with_id
-from .protocol import ACTIONS, Protocol
-from .session import Session, storage_failure
+from .protocol import Protocol
+from .session import Deferred, Outcome, Session, storage_failure
 
 log = logging.getLogger("mmtp.server")
 
@@ -61,6 +61,9 @@ class ServerConnection:
         self._frame_error: MMTPError = self.decoder.error()
         # Every byte received, for the loop's minimum-rate rule (admission.FrameProgress).
         self.received = 0
+        # A request waiting for a fetch from another server (SPEC §8.4); the requests after
+        # it wait in `_lines`, so answers stay in order.
+        self._deferred: Deferred | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -72,7 +75,23 @@ class ServerConnection:
     @property
     def finished(self) -> bool:
         """Closing, and every answer owed has been handed out: the socket can close."""
-        return self._closing and not self._lines and not self._held and not self._outgoing
+        return (
+            self._closing
+            and not self._lines
+            and not self._held
+            and not self._outgoing
+            and self._deferred is None
+        )
+
+    @property
+    def waiting(self) -> bool:
+        """A request waits for a fetch that has not finished yet."""
+        return self._deferred is not None and not self._deferred.future.done()
+
+    @property
+    def resumable(self) -> bool:
+        """A waiting request's fetch is done: `process` answers it next."""
+        return self._deferred is not None and self._deferred.future.done()
 
     @property
     def pending_requests(self) -> int:
@@ -123,8 +142,9 @@ class ServerConnection:
                 plain_auth=config.allow_plain_auth,
                 pipelining=True,
                 registration=config.registration,
+                relay=self._protocol.federation is not None,
             ),
-            actions=list(ACTIONS),
+            actions=list(self._protocol.actions),
         ).to_response()
 
     def receive_data(self, data: bytes) -> None:
@@ -166,7 +186,12 @@ class ServerConnection:
         """
         protocol = self._protocol
         queued = self.queued_bytes
-        while self._lines and max_lines and queued < room:
+        if self._deferred is not None:
+            if not self._deferred.future.done():
+                return
+            deferred, self._deferred = self._deferred, None
+            queued += self._hold(protocol.resume(deferred))
+        while self._lines and max_lines and queued < room and self._deferred is None:
             line = self._lines.popleft()
             if not line:  # the oversized-frame marker: answer it, then close
                 error = self._frame_error.to_response()
@@ -175,12 +200,19 @@ class ServerConnection:
                 break
             max_lines -= 1
             outcome = protocol.handle_line(self.session, line)
-            self._log_outcome(outcome.action, outcome.response)
-            answer = HeldAnswer(encode_answer(outcome.response), outcome.response.get("id", NO_ID))
-            queued += len(answer.frame)
-            if outcome.durable:
-                protocol.commits.promise(answer)
-            self._held.append(answer)
+            if outcome.deferred is not None:
+                self._deferred = outcome.deferred
+                outcome.deferred.future.add_done_callback(lambda _f: protocol.wake())
+                break
+            queued += self._hold(outcome)
+
+    def _hold(self, outcome: Outcome) -> int:
+        self._log_outcome(outcome.action, outcome.response)
+        answer = HeldAnswer(encode_answer(outcome.response), outcome.response.get("id", NO_ID))
+        if outcome.durable:
+            self._protocol.commits.promise(answer)
+        self._held.append(answer)
+        return len(answer.frame)
 
     def data_to_send(self) -> bytes:
         """The bytes to write now. Held answers are released once no write they may rest on

@@ -23,7 +23,7 @@ from .config import ServerConfig
 from .peer import Peer
 from .protocol import Protocol
 from .server_connection import ServerConnection
-from .store import Store, StoreError
+from .store import Store
 
 log = logging.getLogger("mmtp.server")
 
@@ -57,6 +57,8 @@ class ServerLoop:
         # Bytes of unfinished frames across all connections (each Peer.accounted summed).
         self._unfinished = 0
         self._pending: set[Peer] = set()
+        # Connections whose next answer waits for a fetch from another server (SPEC §8.4).
+        self._waiting: set[Peer] = set()
         self._store: Store | None = None
         self._protocol: Protocol | None = None
         self._stop = threading.Event()
@@ -74,6 +76,10 @@ class ServerLoop:
                 timeout = 0.0 if ready else max(0.0, min(TICK, next_tick - time.monotonic()))
                 for key, mask in self._selector.select(timeout):
                     self._dispatch_safely(key, mask)
+                if self._waiting:  # fetches done (or connections gone) since last turn
+                    done = {c for c in self._waiting if not c.connection.waiting}
+                    self._waiting -= done
+                    self._pending |= {c for c in done if c.sock in self._conns}
                 ready = self._process_lines()
                 now = time.monotonic()
                 if now >= next_tick:
@@ -267,6 +273,7 @@ class ServerLoop:
                 # and its remaining pipelined requests must not wait for the next event.
                 if (
                     conn.connection.pending_requests
+                    and not conn.connection.waiting
                     and len(conn.out) < high_water
                     and conn.sock in self._conns
                 ):
@@ -285,7 +292,9 @@ class ServerLoop:
         high_water = self.config.output_high_water
         for conn in batch:
             conn.connection.process(LINES_PER_TURN, high_water - len(conn.out))
-            if conn.connection.pending_requests:
+            if conn.connection.waiting:
+                self._waiting.add(conn)
+            elif conn.connection.pending_requests or conn.connection.resumable:
                 self._pending.add(conn)
 
     def _flush(self, conn: Peer) -> None:
@@ -367,6 +376,8 @@ class ServerLoop:
                 self._close(conn)
         assert self._protocol is not None
         self._protocol.failures.prune(time.time())
+        if self._protocol.federation is not None:  # its per-IP lookup limits
+            self._protocol.federation.lookups.prune(time.time())
 
     def _stalled(self, conn: Peer, now: float) -> bool:
         if conn.handshaking or conn.connection.closing:
@@ -386,15 +397,4 @@ class ServerLoop:
         )
 
     def _purge(self) -> None:
-        store = self._store
-        assert store is not None
-        # Between turns: no answer rests on the open transaction, so a failure here
-        # withdraws nothing.
-        try:
-            purged = store.purge_expired_stamps(int(time.time()))
-            store.commit()
-            if purged:
-                log.info("purged %d expired stamps", purged)
-        except StoreError as exc:
-            store.rollback()
-            log.warning("could not purge expired stamps: %s", exc)
+        """Housekeeping every PURGE_INTERVAL, between turns (`server.Server` does it)."""

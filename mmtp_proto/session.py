@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,23 @@ class Session:
     # The key AUTH was proven with: when the address's key is replaced by someone else's
     # connection, this one stops counting as authenticated.
     auth_fingerprint: str | None = None
+    # DOMAIN_AUTH (SPEC §8.3): the remote domain this connection speaks for, and which of
+    # our domains it routed to.
+    domain: str | None = None
+    receiver_domain: str | None = None
+
+
+@dataclass
+class Deferred:
+    """An answer that needs a fetch from another server first (SPEC §8.4): `then` runs on the
+    loop thread once `future` is done, and gives the outcome. Meanwhile this connection's
+    later requests wait; every other connection goes on."""
+
+    future: Future[Any]
+    then: Callable[[], Outcome]
+    # Set by the protocol: what the answer is for (framing.NO_ID when the request had no id).
+    action: str = "-"
+    request_id: Any = None
 
 
 @dataclass
@@ -30,6 +49,7 @@ class Outcome:
     durable: bool = False
     close: bool = False
     action: str = "-"
+    deferred: Deferred | None = None
 
 
 def ok(**fields: Any) -> dict[str, Any]:

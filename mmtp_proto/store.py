@@ -32,10 +32,11 @@ from .store_accounts import (
     AccountStore,
     upgrade_messages,
 )
+from .store_queue import QUEUE_SCHEMA, QueueMixin
 
 log = logging.getLogger("mmtp.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the outbound queue (store_queue)
 # The registered keys kept in memory hold at most this much armor.
 KEY_CACHE_BYTES = 32 * 1024 * 1024
 _SCHEMA = (
@@ -100,7 +101,7 @@ def _make_private(path: Path) -> None:
             log.warning("%s is readable by other users and could not be made 0600: %s", item, exc)
 
 
-class Store(AccountStore):
+class Store(AccountStore, QueueMixin):
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
         self.path = path
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -114,6 +115,7 @@ class Store(AccountStore):
             self._db.executescript(_SCHEMA)
             upgrade_messages(self._db)
             self._db.executescript(ACCOUNT_SCHEMA)
+            self._db.executescript(QUEUE_SCHEMA)
             if self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:

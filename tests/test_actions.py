@@ -32,7 +32,16 @@ from mmtp_proto.pgp import PublicKey
 
 pytestmark = pytest.mark.secure
 
-ACTIONS = ["SEND", "RECEIVE", "CHECK", "DELETE", "REGISTER_KEY", "REQUEST_PUBLIC_KEY", "AUTH"]
+ACTIONS = [
+    "SEND",
+    "RECEIVE",
+    "CHECK",
+    "DELETE",
+    "REGISTER_KEY",
+    "REQUEST_PUBLIC_KEY",
+    "AUTH",
+    "POLICY",
+]
 
 
 def deliver(server, recipient: str, count: int, sender: str = DAVE_REMOTE) -> list[str]:

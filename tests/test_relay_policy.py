@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mmtp_proto import errors
+from mmtp_proto.errors import NO_ROUTE, REMOTE_REFUSED, REMOTE_UNAVAILABLE
 from mmtp_proto.hashcash import DEFAULT_VALIDITY_SECONDS, mint
 from mmtp_proto.packet import build_packet, clear_content
 from mmtp_proto.relay_policy import (
@@ -22,7 +23,6 @@ from mmtp_proto.relay_policy import (
     stamp_expires_at,
     try_next_target,
 )
-from mmtp_proto.routing import NO_ROUTE, REMOTE_REFUSED, REMOTE_UNAVAILABLE
 
 PERMANENT = [
     "BAD_REQUEST",

@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from mmtp_proto.certs import ensure_certificate, server_ssl_context
-from mmtp_proto.errors import LocalError
+from mmtp_proto.errors import REMOTE_UNAVAILABLE, LocalError
 from mmtp_proto.known_servers import KnownServers
 from mmtp_proto.relay_tls import RelayCertificateError, RelayTLS, certificate_names_host
-from mmtp_proto.routing import REMOTE_UNAVAILABLE, Target
+from mmtp_proto.routing import Target
 
 NOW = dt.datetime.now(dt.UTC)
 

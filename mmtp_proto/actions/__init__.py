@@ -22,7 +22,10 @@ from ._fields import email_of
 from .auth import AuthAnswer, AuthRequest
 from .check import CheckAnswer, CheckRequest
 from .delete import DeleteAnswer, DeleteRequest
+from .domain_auth import DomainAuthAnswer, DomainAuthRequest
+from .domain_key import DomainKeyAnswer, DomainKeyRequest
 from .greeting import Features, Greeting
+from .policy import PolicyAnswer, PolicyRequest
 from .receive import ReceiveAnswer, ReceiveRequest
 from .register_key import RegisterKeyAnswer, RegisterKeyRequest
 from .request_public_key import RequestPublicKeyAnswer, RequestPublicKeyRequest
@@ -45,8 +48,14 @@ __all__ = [
     "CheckRequest",
     "DeleteAnswer",
     "DeleteRequest",
+    "DomainAuthAnswer",
+    "DomainAuthRequest",
+    "DomainKeyAnswer",
+    "DomainKeyRequest",
     "Features",
     "Greeting",
+    "PolicyAnswer",
+    "PolicyRequest",
     "ReceiveAnswer",
     "ReceiveRequest",
     "RegisterKeyAnswer",

@@ -14,17 +14,18 @@ from ..actions import (
     RequestPublicKeyRequest,
     email_of,
 )
+from ..address import domain_of
 from ..errors import MMTPError
-from ..protocol_base import ProtocolBase
 from ..registration import invite_digest, is_reserved
 from ..session import Outcome, Session
 from ..store import KeyRecord
+from .relay import RelayHandlers
 
 # The audit lines (who authenticated, key changes, deletions) share the protocol's logger.
 log = logging.getLogger("mmtp.protocol")
 
 
-class KeyHandlers(ProtocolBase):
+class KeyHandlers(RelayHandlers):
     def _register_key(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
         self._rate_check(session, now)
         try:
@@ -159,6 +160,8 @@ class KeyHandlers(ProtocolBase):
 
     def _request_public_key(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
         email = RequestPublicKeyRequest.from_data(data).email
+        if domain_of(email) not in self.domains and self.federation is not None:
+            return self._remote_public_key(session, email, now)
         self._require_local(email)
         record = self._active_key(email)
         if record is None:

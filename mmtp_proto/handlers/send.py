@@ -9,18 +9,36 @@ from ..address import domain_of
 from ..errors import MMTPError
 from ..hashcash import verify_stamp
 from ..packet import Packet, validate_packet
-from ..protocol_base import ProtocolBase
-from ..session import Outcome, Session, ok
+from ..session import Deferred, Outcome, Session, ok
 from ..store import stored_text
+from .relay import RelayHandlers
 
 
-class SendHandler(ProtocolBase):
+class SendHandler(RelayHandlers):
     def _send(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
         packet = validate_packet(
             data.get("packet"),
             now=now,
             stamp_validity_seconds=self.config.stamp_validity_seconds,
         )
+        if session.domain is not None:
+            # Relayed to us (SPEC §8.3); the sender's key may have to be fetched first, then
+            # the request is handled again with it cached.
+            waiting = self._check_relayed(session, packet)
+            if waiting is not None:
+                return Outcome(
+                    {}, deferred=Deferred(waiting.future, lambda: self._send(session, data, now))
+                )
+        elif domain_of(packet.sender) not in self.domains and self.federation is not None:
+            # Enforced where domain authentication exists (a relaying server); a server that
+            # does not relay keeps revision 1's island behaviour for now (see federation.md).
+            raise MMTPError(
+                errors.FORBIDDEN,
+                f"{packet.sender} is not on a domain this server serves: only its own "
+                "domain's server may deliver its mail here (SPEC §3)",
+            )
+        elif domain_of(packet.recipient) not in self.domains and self.federation is not None:
+            return self._queue_remote(session, packet, self._local_signature(packet), now)
         self._require_local(packet.recipient)
         if self._active_key(packet.recipient) is None:
             raise MMTPError(
@@ -40,17 +58,10 @@ class SendHandler(ProtocolBase):
             now=now,
             validity_seconds=self.config.stamp_validity_seconds,
         )
-        verified = False
-        if packet.signature is not None:
-            sender_key = self._public_key(packet.sender)
-            if sender_key is not None:
-                if not pgp.verify_detached(packet.signature_input(), packet.signature, sender_key):
-                    raise MMTPError(
-                        errors.SIGNATURE_INVALID,
-                        f"the signature does not verify against the key registered for "
-                        f"{packet.sender}; sign the message with that key",
-                    )
-                verified = True
+        if session.domain is not None:
+            verified = self._relayed_signature(packet)
+        else:
+            verified = self._local_signature(packet)
         if (
             domain_of(packet.sender) in self.domains
             and self._current_identity(session) != packet.sender
@@ -67,6 +78,8 @@ class SendHandler(ProtocolBase):
             "signed": packet.signature is not None,
             "signatureVerified": verified,
         }
+        if self.federation is not None:
+            summary["queued"] = False
         stored = dict(packet.raw)
         stored["meta"] = {**packet.raw["meta"], "signatureVerified": verified, "receivedAt": now}
         text = stored_text(stored)
@@ -90,6 +103,22 @@ class SendHandler(ProtocolBase):
             ok(message="Message delivered successfully", duplicate=False, **summary),
             durable=True,
         )
+
+    def _local_signature(self, packet: Packet) -> bool:
+        """Whether the signature verifies against the sender's key registered here; one that
+        does not is refused (SPEC §3)."""
+        if packet.signature is None:
+            return False
+        sender_key = self._public_key(packet.sender)
+        if sender_key is None:
+            return False
+        if not pgp.verify_detached(packet.signature_input(), packet.signature, sender_key):
+            raise MMTPError(
+                errors.SIGNATURE_INVALID,
+                f"the signature does not verify against the key registered for "
+                f"{packet.sender}; sign the message with that key",
+            )
+        return True
 
     def _duplicate(self, packet: Packet, stored_hash: str, verified: bool) -> Outcome:
         if stored_hash != packet.message_hash:

@@ -1,0 +1,239 @@
+"""A relaying server's federation state (SPEC §8): its domain keys, routes, relay TLS, and the
+caches of what it learned from other domains' servers (their domain keys, their users' keys,
+their stamp figures).
+
+The fetches here block (DNS, TCP, TLS): they run on `executor`, never on the server's loop. The
+loop submits one and gets a `Future`; the waiting connection's answers wait (`session.Deferred`)
+while every other connection goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from . import errors, pgp
+from .actions import DomainKeyAnswer, DomainKeyRequest, RequestPublicKeyAnswer
+from .address import domain_of
+from .config import ServerConfig
+from .domain_keys import DomainKeyCache, DomainKeyring, cert_hash
+from .errors import MMTPError
+from .ratelimit import FailureLimiter
+from .relay_link import RelayLink
+from .relay_tls import RelayTLS
+from .routing import Resolver, parse_host_port
+
+log = logging.getLogger("mmtp.relay")
+
+SENDER_KEY_TTL = 3600.0
+FAILED_LOOKUP_TTL = 60.0
+POLICY_TTL = 86_400.0
+FETCH_THREADS = 4
+LOOKUPS_PER_MINUTE = 60
+
+
+@dataclass(frozen=True)
+class RemotePolicy:
+    """What a remote's greeting said a stamp for it must be (SPEC §8.4)."""
+
+    difficulty: int
+    stamp_validity_seconds: int | None
+    max_frame_bytes: int | None
+    fetched_at: float
+
+
+class Federation:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        cert_path: Path | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        data_dir = Path(config.data_dir)
+        self.config = config
+        self.clock = clock
+        self.local_domains = frozenset(config.domains)
+        self.keyring = DomainKeyring.load_or_create(data_dir)
+        routes = {d: parse_host_port(t) for d, t in config.routes.items()}
+        self.resolver = Resolver(
+            routes, dns_server=config.dns_server, allow_private=config.allow_private_targets
+        )
+        self.tls = RelayTLS.for_data_dir(
+            config.relay_tls_verify,  # type: ignore[arg-type]
+            data_dir,
+            config.relay_ca,
+        )
+        # certHash of the certificate this server presents: DOMAIN_AUTH must name it.
+        self.served_cert_hash = _cert_hash_of(cert_path) if cert_path else None
+        self.domain_keys = DomainKeyCache()
+        self.executor = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="mmtp-fetch")
+        self._lock = threading.Lock()
+        # email -> (key or None, expiry, the error a lookup ended with)
+        self._sender_keys: dict[str, tuple[pgp.PublicKey | None, float, MMTPError | None]] = {}
+        self._policies: dict[str, RemotePolicy] = {}
+        self._in_flight: dict[tuple[str, str], Future[None]] = {}
+        self._policy_failures: dict[str, tuple[MMTPError, float]] = {}
+        # Lookups made for clients that need a fetch, per source IP (SPEC §8.4: no amplifier).
+        # Used from the loop thread only.
+        self.lookups = FailureLimiter(LOOKUPS_PER_MINUTE - 1, 60.0, 60.0)  # the 61st waits
+
+    def set_route(self, domain: str, host: str, port: int) -> None:
+        """A static route added after start (tests bind servers on free ports first)."""
+        self.resolver.routes[domain.lower()] = (host, port)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- connecting ---------------------------------------------------------------------
+
+    def open_link(self, domain: str, setup: Callable[[RelayLink], None] | None = None) -> RelayLink:
+        """Blocking: a verified connection to `domain`'s server (targets in order)."""
+        link = RelayLink.open(domain, self.resolver.resolve(domain), self.tls, setup=setup)
+        greeting = link.greeting
+        if greeting is not None:
+            self.note_policy(
+                domain,
+                RemotePolicy(
+                    greeting.difficulty,
+                    greeting.stamp_validity_seconds,
+                    greeting.max_frame_bytes,
+                    self.clock(),
+                ),
+            )
+        return link
+
+    # --- remote stamp figures -----------------------------------------------------------
+
+    def note_policy(self, domain: str, policy: RemotePolicy) -> None:
+        with self._lock:
+            if len(self._policies) > 10_000:
+                self._policies.clear()
+            self._policies[domain] = policy
+
+    def policy(self, domain: str, max_age: float = POLICY_TTL) -> RemotePolicy | None:
+        with self._lock:
+            policy = self._policies.get(domain)
+        if policy is None or self.clock() - policy.fetched_at > max_age:
+            return None
+        return policy
+
+    # --- background fetches -------------------------------------------------------------
+
+    def _shared(self, key: tuple[str, str], job: Callable[[], None]) -> Future[None]:
+        """Identical fetches in flight share one (SPEC §8.4: no amplifier)."""
+        with self._lock:
+            future = self._in_flight.get(key)
+            if future is not None:
+                return future
+            future = self.executor.submit(job)
+            self._in_flight[key] = future
+        # Outside the lock: a future already done runs the callback here, at once.
+        future.add_done_callback(lambda _f: self._forget(key))
+        return future
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._in_flight.pop(key, None)
+
+    def fetch_domain_keys(self, domain: str) -> Future[None]:
+        return self._shared(("domain_key", domain), lambda: self._fetch_domain_keys(domain))
+
+    def _fetch_domain_keys(self, domain: str) -> None:
+        try:
+            link = self.open_link(domain)
+            try:
+                answer = DomainKeyAnswer.from_response(
+                    link.request(DomainKeyRequest.ACTION, DomainKeyRequest(domain).to_data())
+                )
+            finally:
+                link.close()
+        except (MMTPError, errors.LocalError) as exc:
+            log.warning("relay: fetching the domain keys of %s failed: %s", domain, exc)
+            self.domain_keys.failed(domain)
+            return
+        kept = self.domain_keys.store(domain, answer.keys, answer.ttl)
+        log.info("relay: fetched %d domain key(s) of %s", len(kept), domain)
+
+    def sender_key(self, email: str) -> tuple[bool, pgp.PublicKey | None]:
+        """(known, key): whether a lookup of `email`'s key is cached, and the key if one was
+        found."""
+        known, key, _error = self.remote_key(email)
+        return known, key
+
+    def remote_key(self, email: str) -> tuple[bool, pgp.PublicKey | None, MMTPError | None]:
+        """(known, key, error) of the cached lookup of `email`'s key at its own server."""
+        with self._lock:
+            entry = self._sender_keys.get(email)
+        if entry is None or entry[1] <= self.clock():
+            return False, None, None
+        return True, entry[0], entry[2]
+
+    def fetch_sender_key(self, email: str) -> Future[None]:
+        return self._shared(("public_key", email), lambda: self._fetch_sender_key(email))
+
+    def _fetch_sender_key(self, email: str) -> None:
+        key: pgp.PublicKey | None = None
+        ttl = FAILED_LOOKUP_TTL
+        error: MMTPError | None = None
+        try:
+            link = self.open_link(domain_of(email))
+            try:
+                frame = link.request("REQUEST_PUBLIC_KEY", {"email": email})
+            finally:
+                link.close()
+            answer = RequestPublicKeyAnswer.from_response(frame)
+            if answer.email.lower() != email or answer.remote:
+                raise MMTPError(errors.KEY_INVALID, "the remote answered for another address")
+            # Validated exactly as REGISTER_KEY would: a bad key is never used.
+            key = pgp.validate_public_key_for(answer.public_key, email)
+            ttl = SENDER_KEY_TTL
+        except MMTPError as exc:
+            log.info("relay: the key of %s could not be had: %s", email, exc)
+            error = exc
+        except errors.LocalError as exc:
+            log.info("relay: the key of %s could not be had: %s", email, exc)
+            error = MMTPError(errors.REMOTE_UNAVAILABLE, str(exc))
+        with self._lock:
+            if len(self._sender_keys) > 10_000:
+                self._sender_keys.clear()
+            self._sender_keys[email] = (key, self.clock() + ttl, error)
+
+    def fetch_policy(self, domain: str) -> Future[None]:
+        return self._shared(("policy", domain), lambda: self._fetch_policy(domain))
+
+    def policy_failure(self, domain: str) -> MMTPError | None:
+        """A POLICY fetch that failed less than a minute ago (SPEC §8.4 caches failures)."""
+        with self._lock:
+            entry = self._policy_failures.get(domain)
+        if entry is None or entry[1] <= self.clock():
+            return None
+        return entry[0]
+
+    def _fetch_policy(self, domain: str) -> None:
+        try:
+            self.open_link(domain).close()
+        except MMTPError as exc:
+            error = exc
+        except errors.LocalError as exc:
+            error = MMTPError(errors.REMOTE_UNAVAILABLE, str(exc))
+        else:
+            return
+        with self._lock:
+            if len(self._policy_failures) > 10_000:
+                self._policy_failures.clear()
+            self._policy_failures[domain] = (error, self.clock() + FAILED_LOOKUP_TTL)
+        raise error
+
+
+def _cert_hash_of(path: Path) -> str:
+    certificate = x509.load_pem_x509_certificate(path.read_bytes())
+    return cert_hash(certificate.public_bytes(Encoding.DER))

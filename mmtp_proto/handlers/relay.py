@@ -1,0 +1,302 @@
+"""Federation actions (SPEC §8): POLICY, DOMAIN_KEY, DOMAIN_AUTH, and the two SEND branches
+that involve another domain: queueing a local user's mail for a remote recipient (the home
+server's side) and the rules of a domain-authenticated connection (the receiving side).
+
+Fetches from other servers (the sending domain's keys, a sender's key, a remote's stamp
+figures) run on the federation's threads; the request answers through `session.Deferred`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import errors, pgp, relay_policy
+from ..actions import (
+    DomainAuthAnswer,
+    DomainAuthRequest,
+    DomainKeyAnswer,
+    DomainKeyRequest,
+    PolicyAnswer,
+    PolicyRequest,
+    RequestPublicKeyAnswer,
+)
+from ..address import domain_of
+from ..domain_keys import check_auth_domains, verify_domain_auth
+from ..errors import MMTPError
+from ..federation import Federation
+from ..hashcash import verify_stamp
+from ..packet import Packet
+from ..protocol_base import ProtocolBase
+from ..session import Deferred, Outcome, Session, ok
+
+
+class RelayHandlers(ProtocolBase):
+    # Set by the server when it relays (config `relay`); None: no federation at all.
+    federation: Federation | None = None
+
+    def _federation(self) -> Federation:
+        if self.federation is None:
+            raise MMTPError(
+                errors.UNKNOWN_ACTION, "this server does not relay (features.relay is false)"
+            )
+        return self.federation
+
+    # ------------------------------------------------------------------ POLICY, DOMAIN_KEY
+
+    def _policy(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
+        domain = PolicyRequest.from_data(data).domain
+        if domain in self.domains:
+            cfg = self.config
+            answer = PolicyAnswer(
+                domain, True, cfg.difficulty, cfg.stamp_validity_seconds, cfg.max_frame_bytes
+            )
+            return Outcome(answer.to_response())
+        if self.federation is None:
+            self._require_local(f"x@{domain}")
+        fed = self._federation()
+
+        def answer() -> Outcome:
+            policy = fed.policy(domain, max_age=3600)
+            if policy is None:
+                raise MMTPError(
+                    errors.REMOTE_UNAVAILABLE,
+                    f"the server of {domain} could not be reached; try again later",
+                )
+            return Outcome(
+                PolicyAnswer(
+                    domain,
+                    False,
+                    policy.difficulty,
+                    policy.stamp_validity_seconds or self.config.stamp_validity_seconds,
+                    policy.max_frame_bytes or self.config.max_frame_bytes,
+                ).to_response()
+            )
+
+        if fed.policy(domain, max_age=3600) is not None:
+            return answer()
+        failed = fed.policy_failure(domain)
+        if failed is not None:
+            raise relay_policy.lookup_error(failed.code, failed.message, domain)
+        self._count_lookup(session, now)
+        future = fed.fetch_policy(domain)
+
+        def then() -> Outcome:
+            exc = future.exception()
+            if isinstance(exc, MMTPError) and exc.code in (errors.NO_ROUTE,):
+                raise MMTPError(exc.code, exc.message)
+            if exc is not None and fed.policy(domain, max_age=3600) is None:
+                code = getattr(exc, "code", errors.REMOTE_UNAVAILABLE)
+                raise relay_policy.lookup_error(code, getattr(exc, "message", str(exc)), domain)
+            return answer()
+
+        return Outcome({}, deferred=Deferred(future, then))
+
+    def _domain_key(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
+        fed = self._federation()
+        domain = DomainKeyRequest.from_data(data).domain
+        if domain not in self.domains:
+            raise MMTPError(errors.NOT_LOCAL, f"{domain} is not a domain this server serves")
+        answer = fed.keyring.answer(domain)
+        return Outcome(DomainKeyAnswer(domain, answer["keys"], answer["ttl"]).to_response())
+
+    def _count_lookup(self, session: Session, now: int) -> None:
+        """A lookup for a client that needs a fetch from another server: at most
+        LOOKUPS_PER_MINUTE per source IP (SPEC §8.4)."""
+        lookups = self._federation().lookups
+        if lookups.blocked(session.peer, now):
+            raise MMTPError(
+                errors.RATE_LIMITED,
+                "too many lookups of other domains from your address; wait a minute",
+            )
+        lookups.record_failure(session.peer, now)
+
+    def _remote_public_key(self, session: Session, email: str, now: int) -> Outcome:
+        """REQUEST_PUBLIC_KEY for another domain's address, answered from its server (§8.4)."""
+        fed = self._federation()
+
+        def answer() -> Outcome:
+            _known, key, error = fed.remote_key(email)
+            if key is not None:
+                return Outcome(
+                    RequestPublicKeyAnswer(email, key.armored, key.fingerprint, True).to_response()
+                )
+            if error is None:
+                error = MMTPError(errors.REMOTE_UNAVAILABLE, "no answer")
+            raise relay_policy.lookup_error(error.code, error.message, domain_of(email))
+
+        if fed.remote_key(email)[0]:
+            return answer()
+        self._count_lookup(session, now)
+        return Outcome({}, deferred=Deferred(fed.fetch_sender_key(email), answer))
+
+    # ------------------------------------------------------------------ DOMAIN_AUTH
+
+    def _domain_auth(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
+        fed = self._federation()
+        if not session.tls:
+            raise MMTPError(errors.TLS_REQUIRED, "DOMAIN_AUTH needs the TLS listener")
+        if session.domain is not None:
+            raise MMTPError(errors.BAD_REQUEST, "this connection is already domain-authenticated")
+        self._rate_check(session, now)
+        request = DomainAuthRequest.from_data(data)
+        try:
+            check_auth_domains(sorted(self.domains)[0], request.domain, self.domains)
+            if fed.served_cert_hash is None:
+                raise MMTPError(errors.AUTH_FAILED, "this server has no certificate to bind to")
+            if fed.domain_keys.key(request.domain, request.key_id) is None and (
+                fed.domain_keys.may_fetch(request.domain, request.key_id)
+            ):
+                future = fed.fetch_domain_keys(request.domain)
+                return Outcome(
+                    {},
+                    deferred=Deferred(
+                        future, lambda: self._domain_auth_verify(session, request, now)
+                    ),
+                )
+            return self._domain_auth_verify(session, request, now)
+        except MMTPError as exc:
+            if exc.code == errors.AUTH_FAILED:
+                self.failures.record_failure(session.peer, now)
+            raise
+
+    def _domain_auth_verify(
+        self, session: Session, request: DomainAuthRequest, now: int
+    ) -> Outcome:
+        fed = self._federation()
+        assert fed.served_cert_hash is not None
+        keys = fed.domain_keys.keys(request.domain)
+        if not keys:
+            self.failures.record_failure(session.peer, now)
+            raise MMTPError(
+                errors.AUTH_FAILED, f"the domain keys of {request.domain} could not be had"
+            )
+        # The request does not name receiverDomain: it is whichever of our domains the
+        # signature was made for.
+        last: MMTPError | None = None
+        for receiver in sorted(self.domains):
+            try:
+                verify_domain_auth(
+                    keys,
+                    key_id=request.key_id,
+                    signature=request.signature,
+                    receiver_domain=receiver,
+                    nonce=session.nonce,
+                    domain=request.domain,
+                    cert_hash_hex=fed.served_cert_hash,
+                )
+            except MMTPError as exc:
+                last = exc
+                continue
+            session.domain, session.receiver_domain = request.domain, receiver
+            return Outcome(DomainAuthAnswer(request.domain).to_response())
+        self.failures.record_failure(session.peer, now)
+        assert last is not None
+        raise last
+
+    # ------------------------------------------------------------------ SEND, receiving side
+
+    def _check_relayed(self, session: Session, packet: Packet) -> Deferred | None:
+        """A domain-authenticated connection's SEND (SPEC §8.3): its own domain's senders, to
+        the domain it routed to. A Deferred when the sender's key must be fetched first."""
+        if domain_of(packet.sender) != session.domain:
+            raise MMTPError(
+                errors.FORBIDDEN,
+                f"this connection speaks for {session.domain}, not for {packet.sender}",
+            )
+        if domain_of(packet.recipient) != session.receiver_domain:
+            raise MMTPError(
+                errors.NOT_LOCAL,
+                f"{packet.recipient} is not on {session.receiver_domain}; relayed mail is "
+                "never relayed again",
+            )
+        fed = self._federation()
+        if packet.signature is not None and not fed.sender_key(packet.sender)[0]:
+            future = fed.fetch_sender_key(packet.sender)
+            return Deferred(future, lambda: Outcome({}))
+        return None
+
+    def _relayed_signature(self, packet: Packet) -> bool:
+        """Whether the signature verifies against the key fetched from the sender's domain;
+        not verifying is no refusal here (the owner may have rotated keys meanwhile)."""
+        if packet.signature is None or self.federation is None:
+            return False
+        key = self.federation.sender_key(packet.sender)[1]
+        return key is not None and pgp.verify_detached(
+            packet.signature_input(), packet.signature, key
+        )
+
+    # ------------------------------------------------------------------ SEND, home side
+
+    def _queue_remote(self, session: Session, packet: Packet, verified: bool, now: int) -> Outcome:
+        """A local user's mail for another domain goes into the outbound queue (SPEC §8.5)."""
+        fed = self._federation()
+        if session.domain is not None:
+            raise MMTPError(
+                errors.NOT_LOCAL,
+                f"{packet.recipient} is not on {session.receiver_domain}; relayed mail is "
+                "never relayed again",
+            )
+        if domain_of(packet.sender) not in self.domains:
+            raise MMTPError(
+                errors.FORBIDDEN,
+                f"{packet.sender} is not on a domain this server serves: this server relays "
+                "only its own users' mail",
+            )
+        if self._current_identity(session) != packet.sender and not verified:
+            raise MMTPError(
+                errors.FORBIDDEN,
+                f"relaying for {packet.sender} needs AUTH as that address or its signature",
+            )
+        summary = {
+            "messageId": packet.message_id,
+            "encrypted": packet.encrypted,
+            "signed": packet.signature is not None,
+            "signatureVerified": verified,
+            "queued": True,
+        }
+        stored = self.store.find_queued_hash(packet.recipient, packet.sender, packet.message_id)
+        if stored is not None:
+            if stored != packet.message_hash:
+                raise MMTPError(
+                    errors.BAD_REQUEST,
+                    "a different message with this messageId is already queued; "
+                    "use a fresh messageId",
+                )
+            return Outcome(
+                ok(message="Message already queued", duplicate=True, **summary), durable=True
+            )
+        domain = domain_of(packet.recipient)
+        policy = fed.policy(domain)
+        validity = self.config.stamp_validity_seconds
+        difficulty = self.config.difficulty
+        if policy is not None:
+            difficulty = policy.difficulty
+            validity = policy.stamp_validity_seconds or validity
+        stamp = verify_stamp(
+            packet.stamp,
+            difficulty=difficulty,
+            resource=packet.recipient,
+            message_hash=packet.message_hash,
+            now=now,
+            validity_seconds=validity,
+        )
+        if self.store.is_spent(stamp.spent_key):
+            raise MMTPError(
+                errors.POW_REPLAYED, "this HashCash stamp was already spent; mint a new one"
+            )
+        self.store.enqueue(
+            domain=domain,
+            recipient=packet.recipient,
+            sender=packet.sender,
+            message_id=packet.message_id,
+            message_hash=packet.message_hash,
+            packet=packet.raw,
+            now=now,
+            expires_at=relay_policy.stamp_expires_at(packet.raw, validity),
+            stamp_key=stamp.spent_key,
+            stamp_expires_at=stamp.date + validity + 3600,
+        )
+        self.relay_queued = True
+        return Outcome(
+            ok(message="Message queued for relay", duplicate=False, **summary), durable=True
+        )
