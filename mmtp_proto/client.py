@@ -22,7 +22,7 @@ from .errors import LocalError, MMTPError
 from .keystore import Keystore
 from .known_servers import KnownServers
 from .limits import MAX_RECEIVE_LIMIT
-from .message import OpenedMessage, open_message
+from .message import OpenedMessage, open_message, recipient_of
 from .minter import Minter, MintStatus
 from .outgoing import Outgoing
 from .sending import SendResult, difficulty_of, send_outgoing, send_to_all, stamp_packet
@@ -203,14 +203,10 @@ class Client:
     def receive(
         self, email: str, since: str | None = None, limit: int | None = None
     ) -> ReceiveResult:
-        """One page. An item that is not even an object is kept as ``{"unreadable": item}``
-        (which :meth:`open` reports as unreadable) so it cannot cost the rest of the page."""
         response = self.ask(actions.ReceiveRequest(email, since, limit))
-        messages = response.get("messages")
-        if isinstance(messages, list):
-            response["messages"] = [
-                m if isinstance(m, dict) else {"unreadable": m} for m in messages
-            ]
+        items = response.get("messages")
+        if isinstance(items, list):  # a non-object cannot cost the page: open() reports it
+            response["messages"] = [m if isinstance(m, dict) else {"unreadable": m} for m in items]
         return actions.ReceiveAnswer.from_response(response)
 
     def receive_all(self, email: str, since: str | None = None) -> ReceiveResult:
@@ -385,24 +381,12 @@ class Client:
         )
 
     def open(self, packet: dict[str, Any], email: str | None = None) -> OpenedMessage:
-        """Decrypt and verify a received packet with this client's keys. Never raises for a
-        bad packet: it comes back with `unreadable` set and the reason in `problem`."""
-        my_key = None
-        try:
-            recipient = normalize_address(
-                email or (packet.get("recipient") if isinstance(packet, dict) else None)
-            )
-        except MMTPError:
-            if email:
-                raise  # the caller's own argument, not the packet's fault
-        else:
-            my_key = self._keys.get(recipient)
-            if (
-                my_key is None
-                and self.keystore is not None
-                and self.keystore.has_private(recipient)
-            ):
-                my_key = self.private_key(recipient)
+        """Decrypt and verify a received packet with this client's keys; a bad packet comes
+        back `unreadable` (the reason in `problem`), never raised."""
+        recipient = normalize_address(email) if email else recipient_of(packet) or ""
+        my_key = self._keys.get(recipient)
+        if my_key is None and recipient and self.keystore and self.keystore.has_private(recipient):
+            my_key = self.private_key(recipient)
         return open_message(
             packet,
             my_key=my_key,

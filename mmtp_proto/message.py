@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import pgp
+from .address import normalize_address
 from .canonical import canonical_json, message_hash
 from .errors import LocalError, MMTPError
 from .framing import parse_json
@@ -111,6 +112,14 @@ def tolerant_id(packet: object) -> str | None:
     return value if is_message_id(value) else None
 
 
+def recipient_of(packet: object) -> str | None:
+    """The packet's recipient, normalized, when it is an address at all."""
+    try:
+        return normalize_address(packet.get("recipient") if isinstance(packet, dict) else None)
+    except MMTPError:
+        return None
+
+
 def _shape_problem(packet: object) -> str | None:
     """Why a received packet is not a message at all (None when its frame is sound)."""
     if not isinstance(packet, dict):
@@ -140,6 +149,10 @@ def _clear_problem(clear: dict[str, Any]) -> str | None:
     atts = clear.get("attachments") or []
     if not isinstance(atts, list) or not all(isinstance(a, dict) for a in atts):
         return "the attachments are not a list of objects"
+    for key in ("to", "cc"):
+        listed = clear.get(key) or []
+        if not isinstance(listed, list) or not all(isinstance(a, str) for a in listed):
+            return f"{key} is not a list of addresses"
     return None
 
 

@@ -154,6 +154,8 @@ def test_open_packet_never_raises_for_odd_shapes():
         clear_packet(content="text"),
         clear_packet(content={"subject": "s", "body": {"a": 1}}),
         clear_packet(content={"encrypted": 12}),
+        clear_packet(content={"subject": "s", "body": "b", "to": 5}),
+        clear_packet(content={"subject": "s", "body": "b", "cc": [["x"]]}),
         clear_packet(verification=[]),
     ]
     for packet in odd:
