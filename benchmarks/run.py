@@ -2,9 +2,10 @@
 
     python benchmarks/run.py [--quick] [--only SECTION ...] [--output FILE]
 
-Sections: mint (HashCash), send (durable SEND vs aiosmtpd), mailbox (RECEIVE,
-REQUEST_PUBLIC_KEY, AUTH), pgp (OpenPGP operations), memory (idle connections), relay
-(a.test -> b.test against local delivery).
+Sections: mint (HashCash), send (durable SEND vs aiosmtpd), storage (SEND on SQLite and
+PostgreSQL, one worker and two), mailbox (RECEIVE, REQUEST_PUBLIC_KEY, AUTH), pgp (OpenPGP
+operations), memory (idle connections), relay (a.test -> b.test against local delivery), tui
+(the app's idle CPU and keypress latency while minting).
 ``--quick`` runs each with small counts (about a minute in all); the full run takes about
 five minutes. Servers run as subprocesses on 127.0.0.1 and are always stopped. The machine
 may be shared: comparisons are made side by side in the same run and reported as ratios.
@@ -25,7 +26,7 @@ if str(HERE) not in sys.path:
 from common import Section  # noqa: E402
 from report import console, machine_lines, markdown  # noqa: E402
 
-SECTIONS = ("mint", "send", "mailbox", "pgp", "memory", "relay")
+SECTIONS = ("mint", "send", "storage", "mailbox", "pgp", "memory", "relay", "tui")
 
 PREAMBLE = (
     "Written by `benchmarks/run.py`. The machine may be shared with other work while this "
@@ -42,12 +43,16 @@ def _load(name: str):
         import bench_mint as module
     elif name == "send":
         import bench_send as module
+    elif name == "storage":
+        import bench_storage as module
     elif name == "mailbox":
         import bench_mailbox as module
     elif name == "pgp":
         import bench_pgp as module
     elif name == "relay":
         import bench_relay as module
+    elif name == "tui":
+        import bench_tui as module
     else:
         import bench_memory as module
     return module

@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.add_parser("add").add_argument("name", metavar="NAME")
     verbs.add_parser("remove").add_argument("name", metavar="NAME")
 
+    move = areas.add_parser(
+        "migrate", help="copy the SQLite store into an empty PostgreSQL database and verify it"
+    )
+    move.add_argument("--to", required=True, metavar="URL", help="postgresql://... (empty)")
+
     keys = areas.add_parser("domain-key", help="the server's domain keys (federation)")
     verbs = keys.add_subparsers(dest="verb", required=True, metavar="VERB")
     verbs.add_parser("list")
@@ -116,6 +121,13 @@ def _open_store(data_dir: Path) -> Store:
 def run(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
     """Do what `args` says; return the result and how to show it as text."""
     config, knows_domains = _config(args)
+    if args.area == "migrate":
+        from .migrate import migrate
+
+        if not str(args.to).startswith(("postgresql://", "postgres://")):
+            raise LocalError("--to must be a postgresql:// URL")
+        report = migrate(Path(config.data_dir) / "mmtp.db", args.to)
+        return {"copied": report.counts, "digest": report.digest}, lambda _: str(report)
     if args.area == "domain-key":
         return domain_keys(Path(config.data_dir), args.verb == "rotate"), _text_domain_keys
     store = _open_store(Path(config.data_dir))

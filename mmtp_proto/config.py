@@ -72,6 +72,11 @@ class ServerConfig:
     # Successful new registrations per source address and hour.
     registrations_per_hour: int = 10
     fsync: bool = True
+    # Where the mail lives: None is SQLite under data_dir; a postgresql:// URL is a
+    # PostgreSQL database, which several server processes and hosts may share.
+    database: str | None = None
+    # Server processes sharing the listening ports (a supervisor restarts any that dies).
+    workers: int = 1
     # Written (JSON: pid, plain and tls [host, port], fingerprint) once the server listens.
     ready_file: Path | None = None
     # Federation (SPEC §8). Off by default: a server relays only when its operator says so.
@@ -146,6 +151,14 @@ class ServerConfig:
         ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive")
+        if self.database is not None and not self.database.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            problems.append(
+                "database must be a postgresql:// URL (leave it out for SQLite in data_dir)"
+            )
+        if not isinstance(self.workers, int) or not 1 <= self.workers <= 64:
+            problems.append("workers must be a whole number from 1 to 64")
         problems.extend(self._relay_problems())
         if problems:
             raise LocalError("invalid server configuration:\n  - " + "\n  - ".join(problems))
@@ -196,6 +209,9 @@ def config_from_mapping(values: dict[str, Any], source: str = "config") -> Serve
             if not isinstance(value, str):
                 raise LocalError(f"{source}: {raw_key} must be a path string")
             value = Path(value).expanduser()
+        elif key == "database":
+            if not isinstance(value, str):
+                raise LocalError(f"{source}: {raw_key} must be a postgresql:// URL string")
         elif key in _LIST_FIELDS:
             if isinstance(value, str):
                 value = [value]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Generic, Protocol, TypeVar
 
-from .store import Store, StoreError
+from .storage import Storage, StoreError
 
 log = logging.getLogger("mmtp.store")
 
@@ -26,7 +26,7 @@ T = TypeVar("T")
 
 
 class GroupCommit(Generic[T]):
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Storage) -> None:
         self.store = store
         self._promises: list[T] = []
         # The store's rollback count when the current promises were made: any rollback since

@@ -18,12 +18,17 @@ from .errors import LocalError
 log = logging.getLogger("mmtp.server")
 
 
-def open_listener(host: str, port: int) -> socket.socket:
-    """A non-blocking listening socket with SO_REUSEADDR, or a LocalError saying why not."""
+def open_listener(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A non-blocking listening socket with SO_REUSEADDR, or a LocalError saying why not.
+
+    With `reuse_port`, SO_REUSEPORT too: the workers of `--workers` listen on one port.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(1024)
     except OSError as exc:

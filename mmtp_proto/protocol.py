@@ -23,7 +23,7 @@ from .handlers.keys import KeyHandlers
 from .handlers.mailbox import MailboxHandlers
 from .handlers.send import SendHandler
 from .session import Deferred, Outcome, Session, storage_failure
-from .store import Store, StoreError
+from .storage import Storage, StoreError
 
 log = logging.getLogger("mmtp.protocol")
 
@@ -45,7 +45,7 @@ class Protocol(SendHandler, MailboxHandlers, KeyHandlers, AuthHandler):
     def __init__(
         self,
         config: ServerConfig,
-        store: Store,
+        store: Storage,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -97,6 +97,8 @@ class Protocol(SendHandler, MailboxHandlers, KeyHandlers, AuthHandler):
                     f"unknown action {request.action[:40]!r}; this server knows "
                     + ", ".join(self.actions),
                 )
+            # Whatever another server process committed before this request is seen by it.
+            self.store.refresh()
             outcome = handler(session, request.data, int(self.clock()))
             if outcome.deferred is not None:
                 # Answered later by `resume`, with this request's id.

@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .backends import describe, open_store
 from .config import ServerConfig
 from .errors import LocalError
 from .listeners import make_private_dir, open_listener, raise_nofile_limit, write_ready_file
 from .protocol import Protocol
 from .server_loop import REJECT_SLACK, ServerLoop
-from .store import Store, StoreError
+from .storage import Storage, StoreError
 
 if TYPE_CHECKING:
     from .delivery import Delivery
@@ -31,8 +32,10 @@ log = logging.getLogger("mmtp.server")
 
 
 class Server(ServerLoop):
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, *, reuse_port: bool = False) -> None:
         super().__init__(config.validate())
+        # A worker of `--workers N`: the listening ports are shared (SO_REUSEPORT).
+        self.reuse_port = reuse_port
         self.plain_address: tuple[str, int] | None = None
         self.tls_address: tuple[str, int] | None = None
         self.tls_fingerprint: str | None = None
@@ -47,7 +50,7 @@ class Server(ServerLoop):
     # ------------------------------------------------------------------ lifecycle
 
     @property
-    def store(self) -> Store:
+    def store(self) -> Storage:
         assert self._store is not None
         return self._store
 
@@ -64,7 +67,12 @@ class Server(ServerLoop):
             raise LocalError(f"cannot create the data directory {data_dir}: {exc}") from None
         make_private_dir(data_dir)
         try:
-            self._store = Store(data_dir / "mmtp.db", fsync=cfg.fsync)
+            if cfg.database and cfg.relay:
+                # The outbound queue and its delivery manager live in the SQLite store for now.
+                raise LocalError(
+                    "relay needs the SQLite store for now: leave out database or relay"
+                )
+            self._store = open_store(cfg.database, data_dir, fsync=cfg.fsync)
         except StoreError as exc:
             raise LocalError(str(exc)) from None
         self._protocol = Protocol(cfg, self._store)
@@ -114,7 +122,7 @@ class Server(ServerLoop):
         self._protocol.wake = self.wake
 
     def _listen(self, port: int, *, tls: bool) -> tuple[str, int]:
-        sock = open_listener(self.config.host, port)
+        sock = open_listener(self.config.host, port, reuse_port=self.reuse_port)
         assert self._selector is not None
         self._selector.register(sock, selectors.EVENT_READ, "tls" if tls else "plain")
         self._listeners.append(sock)
@@ -159,10 +167,10 @@ class Server(ServerLoop):
             log.info("listening (TLS) on %s:%d", *self.tls_address)
             log.info("TLS certificate SHA-256 fingerprint %s", self.tls_fingerprint)
         log.info(
-            "serving %s at difficulty %d bits; data in %s",
+            "serving %s at difficulty %d bits; mail in %s",
             ", ".join(cfg.domains),
             cfg.difficulty,
-            cfg.data_dir,
+            describe(cfg.database, Path(cfg.data_dir)),
         )
 
     # ------------------------------------------------------------------ the loop

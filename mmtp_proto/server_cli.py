@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"mail store and self-signed certificate (default {default_data_dir()})",
     )
     parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="a postgresql://user@host/db URL to keep the mail in PostgreSQL, which several "
+        "server processes and hosts can share (default: SQLite in DATA_DIR)",
+    )
+    parser.add_argument(
         "--domain",
         action="append",
         dest="domains",
@@ -138,6 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="once listening, write JSON {pid, plain, tls, fingerprint} to FILE (atomically, "
         "mode 0600), for a program that started the server and waits for it",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run N server processes sharing the ports (SO_REUSEPORT), supervised: a worker "
+        f"that dies is restarted (default {defaults.workers}; more than one is best with "
+        "--database postgresql://...)",
+    )
+    # Internal: how the supervisor starts each worker on the ports it holds.
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     relay = parser.add_argument_group("federation (SPEC §8)")
     relay.add_argument(
         "--relay",
@@ -190,6 +206,8 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         "tls": args.tls,
         "data_dir": args.data_dir.expanduser() if args.data_dir is not None else None,
         "domains": args.domains,
+        "database": args.database,
+        "workers": args.workers,
         "difficulty": args.difficulty,
         "cert": args.cert.expanduser() if args.cert is not None else None,
         "key": args.key.expanduser() if args.key is not None else None,
@@ -257,10 +275,13 @@ def _main(argv: list[str] | None) -> int:
     if args.config is not None:
         log.info("configuration from %s", args.config)
 
+    if config.workers > 1 and not args.reuse_port:
+        return _supervise(config, sys.argv[1:] if argv is None else argv)
+
     try:
         from .server import Server
 
-        server = Server(config)
+        server = Server(config, reuse_port=args.reuse_port)
     except LocalError as exc:
         _error(exc)
         return EXIT_CONFIG
@@ -294,6 +315,19 @@ def _main(argv: list[str] | None) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return EXIT_OK
+
+
+def _supervise(config: ServerConfig, argv: list[str]) -> int:
+    from .workers import Supervisor
+
+    try:
+        return Supervisor(config, argv).run()
+    except LocalError as exc:
+        _error(exc)
+        return EXIT_FAILURE
+    except OSError as exc:
+        _error(exc.strerror or exc)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

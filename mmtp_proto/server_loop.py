@@ -23,7 +23,7 @@ from .config import ServerConfig
 from .peer import Peer
 from .protocol import Protocol
 from .server_connection import ServerConnection
-from .store import Store
+from .storage import Storage
 
 log = logging.getLogger("mmtp.server")
 
@@ -59,7 +59,7 @@ class ServerLoop:
         self._pending: set[Peer] = set()
         # Connections whose next answer waits for a fetch from another server (SPEC §8.4).
         self._waiting: set[Peer] = set()
-        self._store: Store | None = None
+        self._store: Storage | None = None
         self._protocol: Protocol | None = None
         self._stop = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()

@@ -9,22 +9,32 @@ message carries a checksum of its own bytes, so a damaged row is detected, never
 The in-memory caches (keys, mailbox sizes, account settings) are this connection's view. The
 operator's `mmtp-admin` writes through another connection while the server runs; SQLite's
 `PRAGMA data_version` changes when another connection commits, and it is checked (a few
-microseconds) before a cache is used, so the server sees every admin change at once.
+microseconds) before a cache is used, so the server sees every admin change at once. The
+same holds for other server processes sharing the file (`--workers`): SQLite's write lock
+orders their turns, and the conditional writes give the loser of a race the error it would
+have got a moment later (POW_REPLAYED, KEY_EXISTS). `store_postgres` is the other backend.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import logging
-import os
 import sqlite3
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .storage import (
+    KeyRecord,
+    StoredMessage,
+    StoreError,
+    check_schema_version,
+    key_changed_meanwhile,
+    message_id_taken,
+    page_messages,
+    stamp_replayed,
+)
+from .storage import checksum as _checksum
 from .store_accounts import (
     ACCOUNT_SCHEMA,
     MESSAGES_TABLE,
@@ -32,6 +42,7 @@ from .store_accounts import (
     AccountStore,
     upgrade_messages,
 )
+from .store_files import make_private as _make_private
 from .store_queue import QUEUE_SCHEMA, QueueMixin
 
 log = logging.getLogger("mmtp.store")
@@ -58,47 +69,10 @@ CREATE INDEX IF NOT EXISTS spent_by_expiry ON spent_stamps (expires_at);
 )
 
 
-def _checksum(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+__all__ = ["KeyRecord", "Store", "StoreError", "StoredMessage", "stored_text"]
 
-
-@dataclass(frozen=True)
-class KeyRecord:
-    email: str
-    armored: str
-    fingerprint: str
-    registered_at: int
-
-
-@dataclass(frozen=True)
-class StoredMessage:
-    seq: int
-    packet: dict[str, Any]
-
-
-class StoreError(Exception):
-    """The database could not do what was asked (disk full, read-only, damaged)."""
-
-
-def _make_private(path: Path) -> None:
-    """Create the database file 0600, or make an existing one (and its -wal and -shm) 0600
-    with a warning: stored mail is for its recipients only. SQLite creates -wal and -shm
-    with the database file's mode."""
-    if not path.exists():
-        # On failure sqlite3 says why it cannot open it, in its own words, just below.
-        with contextlib.suppress(OSError):
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        return
-    for item in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        try:
-            mode = item.stat().st_mode & 0o777
-            if mode & 0o077:
-                item.chmod(0o600)
-                log.warning("%s was mode %o (other users could read mail); now 0600", item, mode)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            log.warning("%s is readable by other users and could not be made 0600: %s", item, exc)
+# How long a write waits for another process's turn to commit before it gives up.
+BUSY_TIMEOUT_SECONDS = 30.0
 
 
 class Store(AccountStore, QueueMixin):
@@ -107,11 +81,18 @@ class Store(AccountStore, QueueMixin):
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         _make_private(path)
         try:
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(
+                str(path),
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_SECONDS,
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: in WAL mode every COMMIT fsyncs the log, which is what "durable" means.
             self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'OFF'}")
             self._db.execute("PRAGMA foreign_keys=ON")
+            found = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            check_schema_version(found, SCHEMA_VERSION, str(path))
             self._db.executescript(_SCHEMA)
             upgrade_messages(self._db)
             self._db.executescript(ACCOUNT_SCHEMA)
@@ -131,7 +112,16 @@ class Store(AccountStore, QueueMixin):
         self._keys: dict[str, KeyRecord] = {}
         self._key_bytes = 0
         self._accounts: dict[str, AccountRecord] = {}
+        # The key text each address had when this store last read it (None: no key), so
+        # put_key replaces only that: two processes registering one address, the first wins.
+        self._seen_keys: dict[str, str | None] = {}
         self._data_version = self._read_data_version()
+
+    def refresh(self) -> None:
+        """Start a request: whatever another process committed before it is seen by it."""
+        self._seen_keys.clear()
+        if not self._in_tx:
+            self._sync_caches()
 
     # ------------------------------------------------------------------ caches
 
@@ -168,8 +158,11 @@ class Store(AccountStore, QueueMixin):
     def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         try:
             if not self._in_tx:
+                # Waits (up to the busy timeout) while another process's turn holds the lock.
                 self._db.execute("BEGIN IMMEDIATE")
                 self._in_tx = True
+                # Another process may have committed between our reads and this write.
+                self._sync_caches()
             return self._db.execute(sql, tuple(params))
         except sqlite3.Error as exc:
             raise StoreError(str(exc)) from exc
@@ -188,6 +181,7 @@ class Store(AccountStore, QueueMixin):
         if self._in_tx:
             self._rollbacks += 1
             self._clear_caches()
+            self._seen_keys.clear()
             try:
                 self._db.execute("ROLLBACK")
             except sqlite3.Error as exc:
@@ -208,16 +202,17 @@ class Store(AccountStore, QueueMixin):
         # can make up as many of those as they like).
         self._sync_caches()
         record = self._keys.get(email)
-        if record is not None:
-            return record
-        row = self._db.execute(
-            "SELECT email, armored, fingerprint, registered_at FROM keys WHERE email = ?",
-            (email,),
-        ).fetchone()
-        if row is None:
-            return None
-        record = KeyRecord(*row)
-        self._cache_key(record)
+        if record is None:
+            row = self._db.execute(
+                "SELECT email, armored, fingerprint, registered_at FROM keys WHERE email = ?",
+                (email,),
+            ).fetchone()
+            if row is not None:
+                record = KeyRecord(*row)
+                self._cache_key(record)
+        if len(self._seen_keys) >= 1024:
+            self._seen_keys.clear()
+        self._seen_keys[email] = record.armored if record else None
         return record
 
     def _cache_key(self, record: KeyRecord) -> None:
@@ -232,12 +227,33 @@ class Store(AccountStore, QueueMixin):
         self._key_bytes += len(record.armored)
 
     def put_key(self, email: str, armored: str, fingerprint: str, now: int) -> None:
-        self._write(
-            "INSERT INTO keys (email, armored, fingerprint, registered_at) VALUES (?, ?, ?, ?)"
+        """Register or replace the key of `email`.
+
+        If this store read the address's key in this request (`get_key`), only that key is
+        replaced: when another process registered or replaced it meanwhile, this raises
+        KEY_EXISTS (or does nothing when the very same key is there already).
+        """
+        params = (email, armored, fingerprint, now)
+        insert = "INSERT INTO keys (email, armored, fingerprint, registered_at) VALUES (?, ?, ?, ?)"
+        update = (
             " ON CONFLICT (email) DO UPDATE SET armored = excluded.armored,"
-            " fingerprint = excluded.fingerprint, registered_at = excluded.registered_at",
-            (email, armored, fingerprint, now),
+            " fingerprint = excluded.fingerprint, registered_at = excluded.registered_at"
         )
+        unseen = object()
+        seen = self._seen_keys.pop(email, unseen)
+        if seen is unseen:
+            self._write(insert + update, params)
+        else:
+            if seen is None:
+                cur = self._write(insert + " ON CONFLICT DO NOTHING", params)
+            else:
+                cur = self._write(insert + update + " WHERE keys.armored = ?", (*params, seen))
+            if cur.rowcount == 0:
+                self._keys.pop(email, None)
+                current = self.get_key(email)
+                if current is None or current.armored != armored:
+                    raise key_changed_meanwhile(email)
+                return
         self._cache_key(KeyRecord(email, armored, fingerprint, now))
 
     # ------------------------------------------------------------------ messages
@@ -277,13 +293,17 @@ class Store(AccountStore, QueueMixin):
         if text is None:
             text = stored_text(packet)
         size = len(text.encode("utf-8"))
-        self._write(
-            "INSERT INTO spent_stamps (stamp, expires_at) VALUES (?, ?)",
+        # Conditional: another process may have spent the stamp or stored the message since
+        # this one looked; then nothing is written and the look's error is raised.
+        cur = self._write(
+            "INSERT INTO spent_stamps (stamp, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
             (stamp_key, stamp_expires_at),
         )
+        if cur.rowcount == 0:
+            raise stamp_replayed()
         cur = self._write(
             "INSERT INTO messages (recipient, sender, message_id, message_hash, received_at,"
-            " size, packet, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " size, packet, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (
                 recipient,
                 sender,
@@ -295,6 +315,10 @@ class Store(AccountStore, QueueMixin):
                 _checksum(text),
             ),
         )
+        if cur.rowcount == 0:
+            self._write("DELETE FROM spent_stamps WHERE stamp = ?", (stamp_key,))
+            found = self.find_message_hash(recipient, message_id, sender)
+            raise message_id_taken(found == message_hash)
         if recipient in self._counts:
             self._counts[recipient] += 1
             self._sizes[recipient] += size
@@ -322,36 +346,16 @@ class Store(AccountStore, QueueMixin):
     def list_messages(
         self, recipient: str, after_seq: int, limit: int, max_bytes: int | None = None
     ) -> tuple[list[StoredMessage], bool]:
-        """Up to `limit` intact messages after `after_seq`, and whether rows remain after them.
+        """Up to `limit` intact messages after `after_seq` (see `storage.page_messages`)."""
 
-        Damaged rows are skipped and do not take a place in the page, so a page is empty
-        only when nothing intact is left: a client paging until `more` is false finishes
-        even when damaged rows fill a whole page. With `max_bytes`, the page also stops
-        before the stored packets would exceed that size (it always holds at least one).
-        """
-        result: list[StoredMessage] = []
-        position = after_seq
-        size = 0
-        while True:
-            wanted = limit - len(result)
-            rows = self._db.execute(
+        def fetch(position: int, n: int) -> Sequence[tuple[int, str, str]]:
+            return self._db.execute(
                 "SELECT seq, packet, checksum FROM messages WHERE recipient = ? AND seq > ?"
                 " ORDER BY seq LIMIT ?",
-                (recipient, position, wanted + 1),
+                (recipient, position, n),
             ).fetchall()
-            for seq, text, checksum in rows[:wanted]:
-                if max_bytes is not None and result and size + len(text) > max_bytes:
-                    return result, True
-                position = seq
-                if _checksum(text) != checksum:
-                    log.error("message row %d for %s is damaged; not serving it", seq, recipient)
-                    continue
-                size += len(text)
-                result.append(StoredMessage(seq, json.loads(text)))
-            if len(rows) <= wanted:
-                return result, False
-            if len(result) == limit:
-                return result, True
+
+        return page_messages(fetch, recipient, after_seq, limit, max_bytes)
 
     def delete_messages(
         self, recipient: str, message_ids: list[str], *, tombstone_seconds: int | None = None

@@ -15,7 +15,7 @@ from mmtp_proto.errors import LocalError
 from mmtp_proto.keystore import Keystore
 from mmtp_proto.known_servers import KnownServers
 
-from . import keymap
+from . import keymap, notices
 from .bindings import bindings
 from .config import Account, Settings
 from .local_server import LocalServer
@@ -59,6 +59,10 @@ class MailApp(App):
         self._known_servers = known_servers
         self.local_server = local_server
         self.session: AccountSession | None = None
+        # One session per account for the whole run: its unlocked key is the passphrase
+        # cache (asked once per account; forgotten after `passphrase_minutes` unused).
+        self.sessions: dict[str, AccountSession] = {}
+        self.terminal_notices: list[str] = []  # the escape sequences written (tests read it)
         self._waiting: set[threading.Event] = set()  # workers waiting for an answer
         problems = keymap.validate(settings.keymap)
         if problems:
@@ -73,6 +77,54 @@ class MailApp(App):
         return self._store
 
     def make_session(self, account: Account) -> AccountSession:
+        cached = self.sessions.get(account.name)
+        if cached is not None and cached.account is account:
+            return cached
+        session = self._new_session(account)
+        self.sessions[account.name] = session
+        return session
+
+    def expire_keys(self, now: float | None = None) -> list[str]:
+        """Forget unlocked keys unused for `passphrase_minutes` (an agent's timeout);
+        returns the accounts whose key was locked again."""
+        minutes = self.settings.passphrase_minutes
+        locked = [
+            name
+            for name, session in self.sessions.items()
+            if session.forget_key_if_idle(minutes * 60, now=now)
+        ]
+        if locked:
+            self.notify(
+                f"Key of {', '.join(locked)} locked again after {minutes} min unused.",
+                timeout=5,
+            )
+        return locked
+
+    def new_mail_notice(self, count: int, account: str = "") -> None:
+        """Outside the app: the bell, a desktop notice through the terminal, the hook."""
+        settings = self.settings
+        if settings.bell:
+            self.bell()
+        sequence = notices.osc_sequence(
+            settings.desktop_notify, "mmtp", notices.new_mail_text(count)
+        )
+        if sequence:
+            self.terminal_notices.append(sequence)
+            driver = self._driver
+            if driver is not None and not self.is_headless:
+                driver.write(sequence)
+                driver.flush()
+        if settings.new_mail_hook:
+            hook = settings.new_mail_hook
+            self.run_worker(
+                lambda: notices.run_hook(hook, count, account=account),
+                thread=True,
+                exit_on_error=False,
+                name="new-mail-hook",
+                group="hook",
+            )
+
+    def _new_session(self, account: Account) -> AccountSession:
         known = self._known_servers or KnownServers()
         if account.local_server and self.local_server is not None and self.local_server.info:
             known = KnownServers(self.local_server.directory / "known_servers")
@@ -142,6 +194,8 @@ class MailApp(App):
         if self.settings.keymap:
             self.set_keymap(self.settings.keymap)
         self.set_interval(2, self.watch_local_server, name="local-server-watch")
+        if self.settings.passphrase_minutes > 0:
+            self.set_interval(30, self.expire_keys, name="passphrase-timeout")
         account = self.settings.account
         if account is None:
             self.push_screen(SetupScreen(first_run=True))

@@ -74,3 +74,48 @@ def save(directory: Path, name: str, data: bytes, *, limit: int = 1000) -> Path:
             fh.write(data)
         return path
     raise FileExistsError(f"no free name for {name} in {directory}")
+
+
+def complete_path(text: str) -> str | None:
+    """The completion of a path being typed (the longest common start of the names that
+    fit, a directory gets its "/"), or None. `~` stays as typed."""
+    if not text:
+        return None
+    expanded = os.path.expanduser(text)
+    directory, slash, start = expanded.rpartition("/")
+    base = Path(directory + slash) if slash else Path(".")
+    try:
+        names = sorted(e.name for e in os.scandir(base) if e.name.startswith(start))
+    except OSError:
+        return None
+    if not start.startswith("."):
+        names = [n for n in names if not n.startswith(".")]
+    if not names:
+        return None
+    common = os.path.commonprefix(names)  # noqa: RUF071 - names, not paths: characters are wanted
+    if len(names) == 1 and (base / common).is_dir():
+        common += "/"
+    if common == start:
+        return None
+    return text + common[len(start) :]
+
+
+def open_with(command: str, path: Path, *, timeout: float = 60.0) -> int | None:
+    """Open `path` with the user's command (its last argument; no shell). Blocking: call
+    from a worker. The exit status, None if it did not run."""
+    import shlex
+    import subprocess
+
+    argv = [*shlex.split(command), str(path)]
+    try:
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+    return done.returncode

@@ -21,6 +21,7 @@ from mmtp_proto.errors import LocalError, MMTPError
 APP_NAME = "mmtp"
 VERIFY_MODES = ("tofu", "ca", "insecure")
 THEMES = ("dark", "light")
+NOTIFY_MODES = ("off", "osc9", "osc777")
 
 
 def config_dir() -> Path:
@@ -73,6 +74,12 @@ class Settings:
     theme: str = "dark"
     low_bandwidth: bool = False
     mouse: bool = True
+    signature_file: str = ""  # appended to new messages as a "-- " block
+    open_command: str = "xdg-open"  # opens an attachment (the file's path is its last word)
+    bell: bool = True  # ring the terminal bell on new mail
+    desktop_notify: str = "osc9"  # off, osc9 or osc777: a desktop notice through the terminal
+    new_mail_hook: str = ""  # a command run on new mail, MMTP_NEW_MAIL=count in its env
+    passphrase_minutes: int = 0  # forget an unlocked key after this long unused; 0: never
     accounts: dict[str, Account] = field(default_factory=dict)
     keymap: dict[str, str] = field(default_factory=dict)
     path: Path = field(default_factory=default_config_path)
@@ -124,6 +131,12 @@ def dumps(settings: Settings) -> str:
         f"theme = {_value(settings.theme)}",
         f"low_bandwidth = {_value(settings.low_bandwidth)}",
         f"mouse = {_value(settings.mouse)}",
+        f"signature_file = {_value(settings.signature_file)}",
+        f"open_command = {_value(settings.open_command)}",
+        f"bell = {_value(settings.bell)}",
+        f"desktop_notify = {_value(settings.desktop_notify)}",
+        f"new_mail_hook = {_value(settings.new_mail_hook)}",
+        f"passphrase_minutes = {_value(settings.passphrase_minutes)}",
         "",
         '# Remap keys by binding id, e.g. compose = "ctrl+n" (see `?` in the app for ids).',
         "[keymap]",
@@ -156,6 +169,17 @@ def load(path: Path | None = None) -> Settings:
     settings.theme = theme
     settings.low_bandwidth = bool(raw.get("low_bandwidth", False))
     settings.mouse = bool(raw.get("mouse", True))
+    settings.signature_file = str(raw.get("signature_file", ""))
+    settings.open_command = str(raw.get("open_command", "xdg-open"))
+    settings.bell = bool(raw.get("bell", True))
+    settings.desktop_notify = str(raw.get("desktop_notify", "osc9"))
+    if settings.desktop_notify not in NOTIFY_MODES:
+        raise LocalError(f"{path}: desktop_notify must be one of {', '.join(NOTIFY_MODES)}")
+    settings.new_mail_hook = str(raw.get("new_mail_hook", ""))
+    minutes = raw.get("passphrase_minutes", 0)
+    if not isinstance(minutes, int) or isinstance(minutes, bool) or minutes < 0:
+        raise LocalError(f"{path}: passphrase_minutes must be a whole number, 0 or more")
+    settings.passphrase_minutes = minutes
     keymap = raw.get("keymap", {})
     if not isinstance(keymap, dict):
         raise LocalError(f"{path}: [keymap] must be a table of binding id = keys")

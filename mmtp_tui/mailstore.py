@@ -20,6 +20,9 @@ from typing import Any
 from mmtp_proto.outgoing import Outgoing
 
 FOLDERS = ("Inbox", "Sent", "Drafts", "Archive", "Trash")
+OUTBOX = "Outbox"  # not a folder of messages: unsent composes waiting for the server
+ALL_INBOXES = "All inboxes"  # every account's Inbox in one list
+RESERVED = frozenset((*FOLDERS, OUTBOX, ALL_INBOXES))
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -65,6 +68,24 @@ CREATE TABLE IF NOT EXISTS cursors (
     account TEXT PRIMARY KEY,
     cursor TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    account TEXT NOT NULL,
+    outgoing TEXT NOT NULL,
+    packet TEXT,
+    created INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS user_folders (
+    account TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (account, name)
+);
+CREATE TABLE IF NOT EXISTS server_facts (
+    account TEXT PRIMARY KEY,
+    difficulty INTEGER NOT NULL
+);
 """
 
 
@@ -93,7 +114,9 @@ class StoredMessage:
     thread: str
     attachments: list[dict[str, Any]]
     packet: dict[str, Any] = field(repr=False, default_factory=dict)
+    flagged: bool = False
     depth: int = 0  # set by thread ordering: 0 for a thread's first message shown
+    hidden_replies: int = 0  # set when threads are collapsed: replies folded under this one
     # A fetched packet that could not be read (`problem` says why): kept on the server until
     # the user deletes it; `message_id` is its id, or an "unreadable-..." marker.
     unreadable: bool = False
@@ -115,6 +138,38 @@ class Draft:
     @property
     def subject(self) -> str:
         return self.outgoing.subject
+
+
+@dataclass
+class Queued:
+    """A message in the Outbox: what was written, and its sealed, stamped packet (None when
+    it could not be sealed offline, e.g. no pinned key for the recipient yet)."""
+
+    id: int
+    account: str
+    outgoing: Outgoing
+    packet: dict[str, Any] | None
+    created: int
+    attempts: int = 0
+    last_error: str = ""
+
+
+MAX_FOLDER_NAME = 64
+
+
+def folder_name_problem(name: str, existing: Iterable[str]) -> str | None:
+    """Why `name` cannot be a new user folder, in words; None when it can."""
+    if not name.strip() or name != name.strip():
+        return "a folder name cannot be empty or start or end with spaces"
+    if len(name) > MAX_FOLDER_NAME:
+        return f"a folder name has at most {MAX_FOLDER_NAME} characters"
+    if not name.isprintable():
+        return "a folder name cannot hold control characters"
+    if name.lower() in {n.lower() for n in RESERVED}:
+        return f"{name} is one of the built-in folders"
+    if name.lower() in {n.lower() for n in existing}:
+        return f"there is a folder {name} already"
+    return None
 
 
 def thread_key(message_id: str, in_reply_to: str | None, refs: Iterable[str] | None) -> str:
@@ -139,6 +194,8 @@ class MailStore:
         if "outgoing" not in columns:  # a store from before drafts kept the whole Outgoing
             self._db.execute("ALTER TABLE drafts ADD COLUMN outgoing TEXT")
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+        if "flagged" not in columns:  # a store from before flags
+            self._db.execute("ALTER TABLE messages ADD COLUMN flagged INTEGER NOT NULL DEFAULT 0")
         if "unreadable" not in columns:  # a store from before unreadable messages were kept
             self._db.execute(
                 "ALTER TABLE messages ADD COLUMN unreadable INTEGER NOT NULL DEFAULT 0"
@@ -263,7 +320,7 @@ class MailStore:
     @staticmethod
     def _message(row: sqlite3.Row) -> StoredMessage:
         values = dict(row)
-        for key in ("read", "encrypted", "decrypted", "integrity_ok", "unreadable"):
+        for key in ("read", "encrypted", "decrypted", "integrity_ok", "flagged", "unreadable"):
             values[key] = bool(values[key])
         values["refs"] = json.loads(values["refs"])
         values["attachments"] = json.loads(values["attachments"])
@@ -319,6 +376,7 @@ class MailStore:
         ):
             result[row[0]] = (int(row[1]), int(row[2] or 0))
         result["Drafts"] = (len(self.drafts(account)), 0)
+        result[OUTBOX] = (len(self._rows("SELECT id FROM outbox WHERE account = ?", (account,))), 0)
         return result
 
     def contacts(self, account: str) -> list[str]:
@@ -345,6 +403,168 @@ class MailStore:
             return "trash"
         self._exec("DELETE FROM messages WHERE id = ?", (row_id,))
         return "deleted"
+
+    def set_flagged(self, row_id: int, flagged: bool = True) -> None:
+        self._exec("UPDATE messages SET flagged = ? WHERE id = ?", (int(flagged), row_id))
+
+    def move_many(self, row_ids: Iterable[int], folder: str) -> list[tuple[int, str]]:
+        """Move messages; returns (id, folder it was in) for each, which `restore` undoes."""
+        before: list[tuple[int, str]] = []
+        with self._lock:
+            for row_id in row_ids:
+                row = self._db.execute("SELECT folder FROM messages WHERE id = ?", (row_id,))
+                found = row.fetchone()
+                if found is None:
+                    continue
+                before.append((row_id, str(found[0])))
+                self._db.execute("UPDATE messages SET folder = ? WHERE id = ?", (folder, row_id))
+        return before
+
+    def restore(self, moves: Iterable[tuple[int, str]]) -> int:
+        """Put messages back where `move_many` found them; how many were still there."""
+        done = 0
+        for row_id, folder in moves:
+            done += self._exec("UPDATE messages SET folder = ? WHERE id = ?", (folder, row_id))
+        return done
+
+    def mark_all_read(self, account: str, folder: str) -> int:
+        return self._exec(
+            "UPDATE messages SET read = 1 WHERE account = ? AND folder = ? AND read = 0",
+            (account, folder),
+        )
+
+    def messages(self, account: str) -> list[StoredMessage]:
+        """Every message of an account but those in Trash, newest first (search filters it)."""
+        rows = self._rows(
+            "SELECT * FROM messages WHERE account = ? AND folder != 'Trash'"
+            " ORDER BY timestamp DESC, id DESC",
+            (account,),
+        )
+        return [self._message(r) for r in rows]
+
+    def inboxes(self, accounts: Iterable[str]) -> list[StoredMessage]:
+        """The combined inbox: every given account's Inbox, threads together."""
+        names = list(accounts)
+        if not names:
+            return []
+        marks = ",".join("?" * len(names))
+        rows = self._rows(
+            f"SELECT * FROM messages WHERE folder = 'Inbox' AND account IN ({marks})"
+            " ORDER BY timestamp, id",
+            tuple(names),
+        )
+        return order_threads([self._message(r) for r in rows])
+
+    # ------------------------------------------------------------------ user folders
+
+    def user_folders(self, account: str) -> list[str]:
+        """Folders the user made, and any other folder a message is in (sorted)."""
+        rows = self._rows(
+            "SELECT name FROM user_folders WHERE account = ? UNION"
+            " SELECT DISTINCT folder FROM messages WHERE account = ?",
+            (account, account),
+        )
+        return sorted({str(r[0]) for r in rows} - RESERVED, key=str.lower)
+
+    def folder_names(self, account: str) -> list[str]:
+        """What the folder column lists, in order."""
+        return [*FOLDERS[:3], OUTBOX, *FOLDERS[3:], *self.user_folders(account)]
+
+    def create_folder(self, account: str, name: str) -> None:
+        self._exec(
+            "INSERT OR IGNORE INTO user_folders (account, name) VALUES (?, ?)", (account, name)
+        )
+
+    def rename_folder(self, account: str, old: str, new: str) -> int:
+        """Rename a user folder, its messages with it; how many messages moved."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute(
+                    "DELETE FROM user_folders WHERE account = ? AND name = ?", (account, old)
+                )
+                self._db.execute(
+                    "INSERT OR IGNORE INTO user_folders (account, name) VALUES (?, ?)",
+                    (account, new),
+                )
+                moved = self._db.execute(
+                    "UPDATE messages SET folder = ? WHERE account = ? AND folder = ?",
+                    (new, account, old),
+                ).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return moved
+
+    def delete_folder(self, account: str, name: str) -> int:
+        """Remove a user folder; its messages go to Trash (nothing is lost). How many."""
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM user_folders WHERE account = ? AND name = ?", (account, name)
+            )
+            return self._db.execute(
+                "UPDATE messages SET folder = 'Trash' WHERE account = ? AND folder = ?",
+                (account, name),
+            ).rowcount
+
+    # ------------------------------------------------------------------ outbox
+
+    def queue(self, account: str, outgoing: Outgoing, packet: dict[str, Any] | None) -> int:
+        """Keep a message that could not be sent now (with its stamped packet, if made)."""
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO outbox (account, outgoing, packet, created) VALUES (?,?,?,?)",
+                (
+                    account,
+                    json.dumps(outgoing.to_dict()),
+                    json.dumps(packet) if packet is not None else None,
+                    int(time.time()),
+                ),
+            )
+            return int(cur.lastrowid or 0)
+
+    def outbox(self, account: str) -> list[Queued]:
+        rows = self._rows("SELECT * FROM outbox WHERE account = ? ORDER BY id", (account,))
+        return [
+            Queued(
+                id=row["id"],
+                account=row["account"],
+                outgoing=Outgoing.from_dict(json.loads(row["outgoing"])),
+                packet=json.loads(row["packet"]) if row["packet"] else None,
+                created=row["created"],
+                attempts=row["attempts"],
+                last_error=row["last_error"],
+            )
+            for row in rows
+        ]
+
+    def queued(self, queued_id: int) -> Queued | None:
+        rows = self._rows("SELECT account FROM outbox WHERE id = ?", (queued_id,))
+        if not rows:
+            return None
+        return next((q for q in self.outbox(str(rows[0][0])) if q.id == queued_id), None)
+
+    def unqueue(self, queued_id: int) -> None:
+        self._exec("DELETE FROM outbox WHERE id = ?", (queued_id,))
+
+    def queue_failed(self, queued_id: int, error: str) -> None:
+        self._exec(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+            (error, queued_id),
+        )
+
+    def set_difficulty(self, account: str, bits: int) -> None:
+        """The stamp bits the account's server last asked for (an offline stamp uses them)."""
+        self._exec(
+            "INSERT INTO server_facts (account, difficulty) VALUES (?, ?)"
+            " ON CONFLICT(account) DO UPDATE SET difficulty = excluded.difficulty",
+            (account, bits),
+        )
+
+    def difficulty(self, account: str) -> int | None:
+        rows = self._rows("SELECT difficulty FROM server_facts WHERE account = ?", (account,))
+        return int(rows[0][0]) if rows else None
 
     # ------------------------------------------------------------------ drafts
 

@@ -115,3 +115,19 @@ class SetupFailed(Message):
     def __init__(self, text: str) -> None:
         super().__init__()
         self.text = text
+
+
+class OutboxFlushed(Message):
+    """The Outbox was tried: `result` is an outbox.FlushResult."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__()
+        self.result = result
+
+
+class AttachmentOpened(Message):
+    """The open command finished: `status` its exit status (None: it did not run)."""
+
+    def __init__(self, name: str, status: int | None) -> None:
+        super().__init__()
+        self.name, self.status = name, status

@@ -4,6 +4,7 @@ only opens a compose screen filled from a `Prefill`."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +16,7 @@ from .mailstore import StoredMessage
 class Prefill:
     """What a new compose starts with."""
 
-    to: str = ""
+    to: str = ""  # addresses separated by ", "
     subject: str = ""
     body: str = ""
     type: str = "SEND"
@@ -47,6 +48,69 @@ def reply(message: StoredMessage, *, quoted: bool = False) -> Prefill:
         type="REPLY",
         in_reply_to=message.message_id,
         references=[*message.refs, message.message_id],
+    )
+
+
+def _addresses(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def everyone(message: StoredMessage) -> list[str]:
+    """Every address a message names: its sender, recipient, and any To/Cc its packet
+    lists (packets with several recipients), in order, once each."""
+    meta = message.packet.get("meta") or {}
+    found = [message.sender, message.recipient]
+    for key in ("to", "cc"):
+        found += _addresses(message.packet.get(key)) + _addresses(meta.get(key))
+    seen: dict[str, None] = {}
+    for address in found:
+        if address and address.lower() not in (a.lower() for a in seen):
+            seen[address] = None
+    return list(seen)
+
+
+def reply_all(message: StoredMessage, me: str, *, quoted: bool = False) -> Prefill:
+    """A reply to the sender and everyone else the message went to, but not to me."""
+    first = reply(message, quoted=quoted)
+    others = [a for a in everyone(message) if a.lower() not in (me.lower(), first.to.lower())]
+    to = ", ".join([first.to, *others]) if first.to.lower() != me.lower() else ", ".join(others)
+    return Prefill(
+        to=to or first.to,
+        subject=first.subject,
+        body=first.body,
+        type=first.type,
+        in_reply_to=first.in_reply_to,
+        references=first.references,
+    )
+
+
+SIGNATURE_MARK = "-- \n"
+MAX_SIGNATURE = 4096
+
+
+def read_signature(path: str) -> str:
+    """The signature file's text ('' when unset or unreadable; long ones cut)."""
+    if not path:
+        return ""
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8", errors="replace") as fh:
+            return fh.read(MAX_SIGNATURE).strip("\n")
+    except OSError:
+        return ""
+
+
+def with_signature(body: str, signature: str) -> str:
+    """`body` with the signature block appended once (`-- ` on its own line, as mail
+    readers expect); a body that already carries it is left alone."""
+    signature = signature.rstrip("\n")
+    if not signature or SIGNATURE_MARK + signature in body:
+        return body
+    return (
+        f"{body.rstrip()}\n\n{SIGNATURE_MARK}{signature}\n"
+        if body.strip()
+        else (f"\n\n{SIGNATURE_MARK}{signature}\n")
     )
 
 

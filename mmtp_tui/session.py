@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from mmtp_proto.known_servers import KnownServers
 from mmtp_proto.message import OpenedMessage, open_message
 from mmtp_proto.minter import Minter, MintStatus
 from mmtp_proto.outgoing import Outgoing
-from mmtp_proto.sending import SendResult, Step, send_outgoing
+from mmtp_proto.sending import SendResult, Step, difficulty_of, send_outgoing
 
 from .config import Account, data_dir
 from .contacts import CHANGED, Contacts
@@ -79,6 +80,7 @@ class AccountSession:
         self._key: pgp.PrivateKey | None = None
         self._old_keys: list[pgp.PrivateKey] = []
         self._lock = threading.Lock()
+        self.last_used = time.monotonic()  # when the unlocked key was last needed
 
     @property
     def address(self) -> str:
@@ -103,6 +105,7 @@ class AccountSession:
         The older keys of the ring that open with the same passphrase come along, so mail
         encrypted to them stays readable."""
         self._key = self.keystore.load_private(self.address, passphrase)
+        self.last_used = time.monotonic()
         self.ring.keep_current()
         self._old_keys = self.ring.unlock(passphrase, skip=self._key.public.fingerprint)
         return self._key
@@ -111,7 +114,20 @@ class AccountSession:
         """Earlier private keys of this address, unlocked (see `unlock`)."""
         return list(self._old_keys)
 
+    def forget_key_if_idle(self, idle_seconds: float, *, now: float | None = None) -> bool:
+        """Like an agent's cache timeout: drop the unlocked key (and the ring's) when it
+        was not needed for `idle_seconds`, so the passphrase is asked again. True if it
+        was dropped. Keys without a passphrase are never "locked" this way."""
+        now = time.monotonic() if now is None else now
+        if self._key is None or idle_seconds <= 0 or now - self.last_used < idle_seconds:
+            return False
+        if not self.keystore.private_is_protected(self.address):
+            return False
+        self._key, self._old_keys = None, []
+        return True
+
     def key(self) -> pgp.PrivateKey:
+        self.last_used = time.monotonic()
         if self._key is None:
             if self.needs_passphrase():
                 raise LocalError("the key is locked: enter its passphrase first")
@@ -208,6 +224,8 @@ class AccountSession:
     def connected(self, *, auth: bool = True) -> Iterator[Client]:
         client = self.client()
         client.connect()
+        with contextlib.suppress(Exception):  # remembered for stamps minted offline
+            self.store.set_difficulty(self.account.name, difficulty_of(client.greeting))
         try:
             if auth:
                 key = self.key()
@@ -332,6 +350,11 @@ class AccountSession:
             progress=progress,
             cancel=cancel,
         )
+        self.keep_sent(outgoing, result)
+        return result
+
+    def keep_sent(self, outgoing: Outgoing, result: SendResult) -> None:
+        """A copy of what went out, in Sent."""
         self.store.add_message(
             self.account.name,
             packet=result.packet,
@@ -347,4 +370,3 @@ class AccountSession:
             signer_fingerprint=self.key().public.fingerprint if outgoing.sign else None,
             attachments=list(outgoing.attachments),
         )
-        return result

@@ -262,9 +262,11 @@ def proc_status_kb(pid: int, field: str) -> int:
 class ServerProcess:
     """`python -m mmtp_proto.server_cli` on free ports, its log in a file we can read."""
 
-    def __init__(self, data_dir: Path, log_dir: Path) -> None:
+    def __init__(self, data_dir: Path, log_dir: Path, extra_args: list[str] | None = None) -> None:
         self.data_dir = data_dir
         self.log_dir = log_dir
+        # More flags for mmtp-server, e.g. ["--database", url].
+        self.extra_args = list(extra_args or [])
         self.proc: subprocess.Popen[bytes] | None = None
         self.plain: tuple[str, int] = ("", 0)
         self.tls: tuple[str, int] = ("", 0)
@@ -295,7 +297,7 @@ class ServerProcess:
         ]
         for domain in DOMAINS:
             args += ["--domain", domain]
-        return args
+        return args + self.extra_args
 
     def start(self) -> ServerProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)

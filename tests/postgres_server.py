@@ -49,8 +49,12 @@ def _runner() -> tuple[list[str], int | None, int | None]:
 
 
 @contextlib.contextmanager
-def running_postgres(bindir: Path) -> Iterator[str]:
-    """Yield a libpq URL of a fresh cluster with an empty `mmtp` database."""
+def running_postgres(bindir: Path, *, fsync: bool = False) -> Iterator[str]:
+    """Yield a libpq URL of a fresh cluster with an empty `mmtp` database.
+
+    Without `fsync` (the tests) the cluster does not flush its WAL: fast, not durable. The
+    benchmarks start it with fsync on, to compare durable commits with SQLite's.
+    """
     prefix, uid, gid = _runner()
     root = Path(tempfile.mkdtemp(prefix="mmtp-pg-"))
     data, sock = root / "data", root / "sock"
@@ -70,7 +74,8 @@ def running_postgres(bindir: Path) -> Iterator[str]:
     try:
         run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "mmtp", "--no-sync")
         options = (
-            f"-c listen_addresses='' -k {sock} -c fsync=off -c synchronous_commit=on "
+            f"-c listen_addresses='' -k {sock} -c fsync={'on' if fsync else 'off'} "
+            "-c synchronous_commit=on "
             "-c max_connections=200"
         )
         run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start")

@@ -30,7 +30,7 @@ from helpers import (
 from mmtp_proto import __version__
 from mmtp_proto.pgp import PublicKey
 
-pytestmark = pytest.mark.secure
+pytestmark = [pytest.mark.secure, pytest.mark.both_backends]
 
 ACTIONS = [
     "SEND",

@@ -34,7 +34,7 @@ from mmtp_proto import pgp
 from mmtp_proto.canonical import auth_challenge
 from mmtp_proto.openpgp_packets import material_digest
 
-pytestmark = pytest.mark.secure
+pytestmark = [pytest.mark.secure, pytest.mark.both_backends]
 
 
 @pytest.fixture(scope="module")

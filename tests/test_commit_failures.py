@@ -10,7 +10,7 @@ from mmtp_proto import pgp
 from mmtp_proto.framing import encode_frame
 from mmtp_proto.store import StoreError
 
-pytestmark = pytest.mark.secure
+pytestmark = [pytest.mark.secure, pytest.mark.both_backends]
 
 CAROL = "(carol)%(localhost)"
 DAVE = "(dave)%(remote.org)"

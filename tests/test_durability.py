@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from load_tools import (
     RECIPIENT,
@@ -228,15 +229,24 @@ def test_read_only_file_system_at_start_is_a_clear_error(tiny_fs, spawn):
 # ---------------------------------------------------------------------------- in process
 
 
-def test_read_only_database_mid_run(start_server, tmp_path):
-    """SQLite refuses writes (`PRAGMA query_only`, SQLITE_READONLY) while clients go on."""
+@pytest.mark.both_backends
+def test_read_only_database_mid_run(start_server, tmp_path, backend):
+    """The database refuses writes (SQLite `PRAGMA query_only`, SQLITE_READONLY; PostgreSQL
+    `default_transaction_read_only`, as on a standby) while clients go on."""
+    read_only = {
+        "sqlite": ("PRAGMA query_only=ON", "PRAGMA query_only=OFF"),
+        "postgresql": (
+            "SET default_transaction_read_only = on",
+            "SET default_transaction_read_only = off",
+        ),
+    }[backend]
     data_dir = tmp_path / "ro"
     server = start_server(data_dir=data_dir)
     register(server.plain_address)
     with Wire(server.plain_address) as wire:
         first = packet_for()
         assert wire.request("SEND", {"packet": first})["status"] == "OK"
-        server.store._db.execute("PRAGMA query_only=ON")
+        server.store._db.execute(read_only[0])
         refused = [packet_for() for _ in range(3)]
         for packet in refused:
             answer = wire.request("SEND", {"packet": packet})
@@ -250,7 +260,7 @@ def test_read_only_database_mid_run(start_server, tmp_path):
         assert wire.request("REQUEST_PUBLIC_KEY", {"email": RECIPIENT})["status"] == "OK"
         assert list(mailbox_counts(server.tls_address)) == [first["meta"]["messageId"]]
 
-        server.store._db.execute("PRAGMA query_only=OFF")
+        server.store._db.execute(read_only[1])
         for packet in refused:  # their stamps were not spent: the same packets go through
             answer = wire.request("SEND", {"packet": packet})
             assert answer["status"] == "OK" and answer["duplicate"] is False, answer
@@ -274,6 +284,7 @@ def _fail_commit_when(store, message_id: str) -> None:
     store.commit = commit
 
 
+@pytest.mark.both_backends
 def test_failed_commit_withdraws_every_answer_that_relied_on_it(start_server, tmp_path):
     """Pipelined in one turn: SEND P, SEND P again (a duplicate of the staged P), SEND Q.
 
@@ -303,6 +314,7 @@ def test_failed_commit_withdraws_every_answer_that_relied_on_it(start_server, tm
     )
 
 
+@pytest.mark.both_backends
 @pytest.mark.parametrize("request_id", [None, "x", 0], ids=["null", "string", "zero"])
 def test_failed_commit_withdraws_an_answer_whatever_its_id(start_server, tmp_path, request_id):
     """`"id": null` is an id like any other (SPEC §1): the withdrawn answer echoes it."""
@@ -322,6 +334,7 @@ def test_failed_commit_withdraws_an_answer_whatever_its_id(start_server, tmp_pat
         assert answer["status"] == "OK" and answer["duplicate"] is False
 
 
+@pytest.mark.both_backends
 def test_storage_error_mid_turn_withdraws_only_what_was_rolled_back(start_server, tmp_path):
     """Pipelined A, B, C; storing B fails (the transaction with A is rolled back).
 
@@ -358,6 +371,7 @@ def test_storage_error_mid_turn_withdraws_only_what_was_rolled_back(start_server
     assert code_of(answers[1]) == "INTERNAL"
 
 
+@pytest.mark.both_backends
 def test_restart_after_clean_stop_keeps_everything(start_server, tmp_path):
     data_dir = tmp_path / "clean"
     server = start_server(data_dir=data_dir)
@@ -374,7 +388,8 @@ def test_restart_after_clean_stop_keeps_everything(start_server, tmp_path):
     )
 
 
-def test_damaged_rows_are_skipped_and_paging_still_ends(start_server, tmp_path):
+@pytest.mark.both_backends
+def test_damaged_rows_are_skipped_and_paging_still_ends(start_server, tmp_path, database):
     """A row whose checksum fails is never served, and RECEIVE paging moves past it.
 
     With damaged rows at a page boundary the cursor must still advance: a client that
@@ -388,13 +403,15 @@ def test_damaged_rows_are_skipped_and_paging_still_ends(start_server, tmp_path):
         for packet in packets:
             assert wire.request("SEND", {"packet": packet})["status"] == "OK"
     damaged = {packets[i]["meta"]["messageId"] for i in (1, 2, 5)}
-    with contextlib.closing(sqlite3.connect(data_dir / "mmtp.db")) as db, db:
-        for message_id in damaged:
-            db.execute(
-                "UPDATE messages SET packet = replace(packet, 'message', 'massage')"
-                " WHERE message_id = ?",
-                (message_id,),
-            )
+    damage = "UPDATE messages SET packet = replace(packet, 'message', 'massage')"
+    if database is None:
+        with contextlib.closing(sqlite3.connect(data_dir / "mmtp.db")) as db, db:
+            for message_id in damaged:
+                db.execute(damage + " WHERE message_id = ?", (message_id,))
+    else:
+        with psycopg.connect(database) as db:
+            for message_id in damaged:
+                db.execute(damage + " WHERE message_id = %s", (message_id,))
     good = [p["meta"]["messageId"] for p in packets if p["meta"]["messageId"] not in damaged]
     for limit in (1, 2, 3, 100):
         with Wire(server.tls_address, tls=True) as wire:

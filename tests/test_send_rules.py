@@ -35,7 +35,7 @@ from mmtp_proto import hashcash
 from mmtp_proto.canonical import message_hash
 from mmtp_proto.packet import make_attachment
 
-pytestmark = pytest.mark.secure
+pytestmark = [pytest.mark.secure, pytest.mark.both_backends]
 
 STAMP_VALIDITY = 172_800
 

@@ -26,7 +26,7 @@ from helpers import (
 
 from mmtp_proto.limits import MAX_RECEIVE_LIMIT
 
-pytestmark = pytest.mark.secure
+pytestmark = [pytest.mark.secure, pytest.mark.both_backends]
 
 
 def mailbox_ids(server, email):

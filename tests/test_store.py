@@ -1,17 +1,41 @@
-"""The SQLite store on its own: counts, paging, what a rollback leaves behind, and the
-group commit that tells which promises a failure took back."""
+"""The store on its own, on each backend: counts, paging, what a rollback leaves behind, and
+the group commit that tells which promises a failure took back."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
+from mmtp_proto.backends import open_store
 from mmtp_proto.group_commit import GroupCommit
-from mmtp_proto.store import Store, StoreError
+from mmtp_proto.storage import Storage, StoreError
+
+pytestmark = pytest.mark.both_backends
 
 BOB = "(bob)%(example.com)"
+Opener = Callable[[], Storage]
 
 
-def _add(store: Store, n: int) -> None:
+@pytest.fixture
+def make_store(tmp_path: Path, database: str | None) -> Iterator[Opener]:
+    """Open this test's store (again: the same file or database each time)."""
+    opened: list[Storage] = []
+
+    def make() -> Storage:
+        store = open_store(database, tmp_path / "data")
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        with contextlib.suppress(Exception):
+            store.close()
+
+
+def _add(store: Storage, n: int) -> None:
     store.add_message(
         recipient=BOB,
         message_id=f"{n:032x}",
@@ -23,8 +47,8 @@ def _add(store: Store, n: int) -> None:
     )
 
 
-def test_mailbox_count_follows_adds_deletes_and_rollbacks(tmp_path: Path) -> None:
-    store = Store(tmp_path / "db")
+def test_mailbox_count_follows_adds_deletes_and_rollbacks(make_store: Opener) -> None:
+    store = make_store()
     assert store.count_messages(BOB) == 0
     for n in range(3):
         _add(store, n)
@@ -45,19 +69,19 @@ def test_mailbox_count_follows_adds_deletes_and_rollbacks(tmp_path: Path) -> Non
     store.close()
 
 
-def test_a_committed_message_survives_reopening(tmp_path: Path) -> None:
-    store = Store(tmp_path / "db")
+def test_a_committed_message_survives_reopening(make_store: Opener) -> None:
+    store = make_store()
     _add(store, 5)
     store.commit()
     store.close()
-    reopened = Store(tmp_path / "db")
+    reopened = make_store()
     assert reopened.count_messages(BOB) == 1
     assert reopened.is_spent("stamp-5")
     reopened.close()
 
 
-def test_a_page_stops_at_its_byte_budget_but_holds_at_least_one(tmp_path: Path) -> None:
-    store = Store(tmp_path / "db")
+def test_a_page_stops_at_its_byte_budget_but_holds_at_least_one(make_store: Opener) -> None:
+    store = make_store()
     for n in range(5):
         _add(store, n)
     one = len('{"meta":{"messageId":"' + "0" * 32 + '"}}')
@@ -70,8 +94,8 @@ def test_a_page_stops_at_its_byte_budget_but_holds_at_least_one(tmp_path: Path) 
     store.close()
 
 
-def test_a_rolled_back_key_is_forgotten(tmp_path: Path) -> None:
-    store = Store(tmp_path / "db")
+def test_a_rolled_back_key_is_forgotten(make_store: Opener) -> None:
+    store = make_store()
     store.put_key(BOB, "armored-1", "F1", 1)
     store.commit()
     store.put_key(BOB, "armored-2", "F2", 2)
@@ -82,8 +106,8 @@ def test_a_rolled_back_key_is_forgotten(tmp_path: Path) -> None:
     store.close()
 
 
-def test_purge_forgets_only_stamps_that_can_no_longer_verify(tmp_path: Path) -> None:
-    store = Store(tmp_path / "db")
+def test_purge_forgets_only_stamps_that_can_no_longer_verify(make_store: Opener) -> None:
+    store = make_store()
     for n in range(3):
         _add(store, n)  # each stamp expires at 10
     store.add_message(
@@ -105,8 +129,8 @@ def test_purge_forgets_only_stamps_that_can_no_longer_verify(tmp_path: Path) -> 
     store.close()
 
 
-def test_group_commit_keeps_promises_a_commit_makes_good(tmp_path: Path) -> None:
-    store = Store(tmp_path / "db")
+def test_group_commit_keeps_promises_a_commit_makes_good(make_store: Opener) -> None:
+    store = make_store()
     commits: GroupCommit[str] = GroupCommit(store)
     _add(store, 1)
     commits.promise("a")
@@ -120,8 +144,8 @@ def test_group_commit_keeps_promises_a_commit_makes_good(tmp_path: Path) -> None
     store.close()
 
 
-def test_group_commit_returns_what_a_failed_commit_took_back(tmp_path: Path) -> None:
-    store = Store(tmp_path / "db")
+def test_group_commit_returns_what_a_failed_commit_took_back(make_store: Opener) -> None:
+    store = make_store()
     commits: GroupCommit[str] = GroupCommit(store)
     _add(store, 1)
     commits.promise("a")
@@ -144,8 +168,8 @@ def test_group_commit_returns_what_a_failed_commit_took_back(tmp_path: Path) -> 
     store.close()
 
 
-def test_group_commit_returns_what_a_rollback_in_the_turn_took_back(tmp_path: Path) -> None:
-    store = Store(tmp_path / "db")
+def test_group_commit_returns_what_a_rollback_in_the_turn_took_back(make_store: Opener) -> None:
+    store = make_store()
     commits: GroupCommit[str] = GroupCommit(store)
     _add(store, 1)
     commits.promise("a")

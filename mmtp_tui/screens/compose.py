@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import mimetypes
+import multiprocessing
 import os
 import shlex
 import subprocess
@@ -32,15 +33,26 @@ from mmtp_proto.outgoing import Outgoing
 from mmtp_proto.packet import make_attachment
 from mmtp_proto.sending import SendResult, Step
 
-from .. import keymap
+from .. import headers, keymap, outbox, replying
 from ..bindings import bindings
 from ..session import AccountSession, error_text
 from ..widgets.send_progress import SendProgress
 from ..widgets.tick import Tick
-from .dialogs import PromptScreen
+from .dialogs import ChoiceScreen, PathSuggester, PromptScreen
 
 # One child process: the UI's event loop keeps the GIL while the stamp is minted.
 MINTER = Minter(processes=1, progress_interval=0.12)
+MINT_NICENESS = 10  # on a busy machine the keys typed meanwhile go first
+
+
+def yield_cpu_to_the_ui() -> None:
+    """Lower the priority of the minting child processes, so that on a machine whose cores
+    are busy the interface still answers keys at once; alone on a core the stamp takes as
+    long as before."""
+    for child in multiprocessing.active_children():
+        if child.pid is not None:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, child.pid, MINT_NICENESS)
 
 
 class ComposeScreen(Screen[bool]):
@@ -77,6 +89,13 @@ class ComposeScreen(Screen[bool]):
     class SendCancelled(Message):
         pass
 
+    class Queued(Message):
+        """The server could not be reached: the message waits in the Outbox."""
+
+        def __init__(self, result: outbox.QueueResult) -> None:
+            super().__init__()
+            self.result = result
+
     def __init__(
         self,
         session: AccountSession,
@@ -90,14 +109,16 @@ class ComposeScreen(Screen[bool]):
         (subject, body, type, in_reply_to, references, attachments)."""
         super().__init__()
         self.session = session
+        self.fresh = outgoing is None  # a new message (not a draft): it gets the signature
         if outgoing is None:
-            outgoing = Outgoing(to=[to] if to else [], **fields)
+            outgoing = Outgoing(to=headers.split_addresses(to), **fields)
         self.outgoing = outgoing
         self.draft_id = draft_id
         self.saved = outgoing.to_dict()  # what the draft (or the caller) already holds
         self.sending = False
         self.closed = False  # sent, or put away on purpose: nothing left to keep
         self._cancel = threading.Event()
+        self._niced = False
 
     def compose(self) -> ComposeResult:
         draft = self.outgoing
@@ -129,6 +150,9 @@ class ComposeScreen(Screen[bool]):
         self.sub_title = {"REPLY": "reply", "FORWARD": "forward"}.get(
             self.outgoing.type, "new message"
         )
+        if self.fresh:
+            self._add_signature(quiet=True)
+            self.saved = self.outgoing.to_dict()  # a signature alone is not worth a draft
         self._show_attachments()
         self.query_one("#progress", SendProgress).display = False
         if self.outgoing.recipients():
@@ -141,7 +165,7 @@ class ComposeScreen(Screen[bool]):
         # The Outgoing follows the form as it is typed: once the widgets are gone (the app
         # quitting) it is all that is left to keep as a draft.
         if event.input.id == "to":
-            self.outgoing.to = [event.value.strip()] if event.value.strip() else []
+            self.outgoing.to = headers.split_addresses(event.value)
         elif event.input.id == "subject":
             self.outgoing.subject = event.value
 
@@ -191,8 +215,7 @@ class ComposeScreen(Screen[bool]):
 
     def _read_form(self) -> Outgoing:
         """The Outgoing as the form now stands."""
-        to = self.query_one("#to", Input).value.strip()
-        self.outgoing.to = [to] if to else []
+        self.outgoing.to = headers.split_addresses(self.query_one("#to", Input).value)
         self.outgoing.subject = self.query_one("#subject", Input).value
         self.outgoing.body = self.query_one("#body", TextArea).text
         self.outgoing.encrypt = self.query_one("#encrypt", Tick).value
@@ -230,6 +253,7 @@ class ComposeScreen(Screen[bool]):
             self.query_one("#to", Input).focus()
             return
         self.sending = True
+        self._niced = False
         self._cancel.clear()
         progress = self.query_one("#progress", SendProgress)
         progress.display = True
@@ -239,21 +263,38 @@ class ComposeScreen(Screen[bool]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="send")
     def send_worker(self, outgoing: Outgoing) -> None:
         try:
-            with self.session.connected() as client:
-                result = self.session.send(
-                    client,
-                    outgoing,
-                    minter=MINTER,
-                    on_step=lambda step: self.post_message(self.StepStarted(step)),
-                    progress=lambda status: self.post_message(self.Minting(status)),
-                    cancel=self._cancel.is_set,
-                )
+            result = outbox.send_or_queue(
+                self.session,
+                outgoing,
+                minter=MINTER,
+                on_step=lambda step: self.post_message(self.StepStarted(step)),
+                progress=lambda status: self.post_message(self.Minting(status)),
+                cancel=self._cancel.is_set,
+            )
         except MintCancelled:
             self.post_message(self.SendCancelled())
         except (MMTPError, LocalError, OSError, ValueError, RuntimeError) as exc:
             self.post_message(self.SendFailed(error_text(exc)))
         else:
-            self.post_message(self.Sent(result))
+            if isinstance(result, outbox.QueueResult):
+                self.post_message(self.Queued(result))
+            else:
+                self.post_message(self.Sent(result))
+
+    def on_compose_screen_queued(self, message: Queued) -> None:
+        self.query_one("#progress", SendProgress).finish()
+        self.closed = True
+        if self.draft_id is not None:
+            self.session.store.delete_draft(self.draft_id)
+        how = "stamped; it" if message.result.stamped else "it"
+        self.notify(
+            f"The server cannot be reached: the message waits in the Outbox ({how} goes out "
+            "when the server answers).",
+            title="Queued",
+            severity="warning",
+            timeout=10,
+        )
+        self.dismiss(True)
 
     def on_compose_screen_step_started(self, message: StepStarted) -> None:
         words = {
@@ -264,6 +305,9 @@ class ComposeScreen(Screen[bool]):
         self.query_one("#progress", SendProgress).stage(words[message.step])
 
     def on_compose_screen_minting(self, message: Minting) -> None:
+        if not self._niced:  # the first report: the child is there now
+            self._niced = True
+            yield_cpu_to_the_ui()
         if not self._cancel.is_set():
             self.query_one("#progress", SendProgress).mint(message.status)
 
@@ -312,19 +356,51 @@ class ComposeScreen(Screen[bool]):
         self.keep_draft()
 
     def action_editor(self) -> None:
+        """The headers (To, Cc, Subject) and the body in $EDITOR, read back after."""
         editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
-        area = self.query_one("#body", TextArea)
-        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:
-            fh.write(area.text)
+        outgoing = self._read_form()
+        with tempfile.NamedTemporaryFile("w", suffix=".eml", delete=False) as fh:
+            fh.write(headers.render(outgoing.to, outgoing.cc, outgoing.subject, outgoing.body))
             path = Path(fh.name)
         try:
             with self.app.suspend():
                 subprocess.call([*shlex.split(editor), str(path)])
-            area.load_text(path.read_text(encoding="utf-8"))
+            edited = headers.parse(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             self.notify(f"Could not run {editor}: {exc}", severity="error", markup=False)
+            return
         finally:
             path.unlink(missing_ok=True)
+        self.apply_edited(edited)
+
+    def apply_edited(self, edited: headers.Edited) -> None:
+        """Put what came back from the editor into the form."""
+        if edited.to or edited.cc or edited.subject:
+            self.outgoing.cc = edited.cc
+            self.query_one("#to", Input).value = ", ".join(edited.to)
+            self.query_one("#subject", Input).value = edited.subject
+        self.query_one("#body", TextArea).load_text(edited.body)
+        self.outgoing.body = edited.body
+
+    def _signature(self) -> str:
+        path = getattr(self.app, "settings", None)
+        name = getattr(path, "signature_file", "") if path is not None else ""
+        return replying.read_signature(name) if name else ""
+
+    def _add_signature(self, *, quiet: bool = False) -> None:
+        signature = self._signature()
+        if not signature:
+            if not quiet:
+                self.notify("No signature: set signature_file in tui.toml.", severity="warning")
+            return
+        area = self.query_one("#body", TextArea)
+        body = replying.with_signature(area.text, signature)
+        if body != area.text:
+            area.load_text(body)
+            self.outgoing.body = body
+
+    def action_signature(self) -> None:
+        self._add_signature()
 
     def action_attach(self) -> None:
         def add(path_text: str | None) -> None:
@@ -340,4 +416,31 @@ class ComposeScreen(Screen[bool]):
             self.outgoing.attachments.append(make_attachment(path.name, data, kind))
             self._show_attachments()
 
-        self.app.push_screen(PromptScreen("Attach which file?", placeholder="path"), add)
+        self.app.push_screen(
+            PromptScreen(
+                "Attach which file? (→ completes the path)",
+                placeholder="path",
+                suggester=PathSuggester(),
+            ),
+            add,
+        )
+
+    def action_detach(self) -> None:
+        """Remove an attachment (asks which when there are several)."""
+        atts = self.outgoing.attachments
+        if not atts:
+            self.notify("No attachments to remove.", severity="warning")
+            return
+
+        def remove(index: str | None) -> None:
+            if index is None:
+                return
+            removed = atts.pop(int(index))
+            self._show_attachments()
+            self.notify(f"Removed {removed.get('filename')}.", markup=False)
+
+        if len(atts) == 1:
+            remove("0")
+            return
+        choices = [(str(i), str(a.get("filename"))) for i, a in enumerate(atts)]
+        self.app.push_screen(ChoiceScreen("Remove which attachment?", choices), remove)

@@ -10,8 +10,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
+from textual.suggester import Suggester
 from textual.widgets import Button, Input, Label, OptionList
 from textual.widgets.option_list import Option
+
+from ..attachments import complete_path
 
 
 class PromptScreen(ModalScreen[str | None]):
@@ -22,7 +25,13 @@ class PromptScreen(ModalScreen[str | None]):
     ]
 
     def __init__(
-        self, question: str, value: str = "", *, password: bool = False, placeholder: str = ""
+        self,
+        question: str,
+        value: str = "",
+        *,
+        password: bool = False,
+        placeholder: str = "",
+        suggester: Suggester | None = None,
     ) -> None:
         super().__init__()
         self.question, self.value, self.password, self.placeholder = (
@@ -31,6 +40,7 @@ class PromptScreen(ModalScreen[str | None]):
             password,
             placeholder,
         )
+        self.suggester = suggester
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -39,6 +49,7 @@ class PromptScreen(ModalScreen[str | None]):
                 self.value,
                 password=self.password,
                 placeholder=self.placeholder,
+                suggester=self.suggester,
                 id="prompt-input",
             )
             yield Label("Enter accepts · Esc cancels", classes="dialog-hint")
@@ -49,6 +60,16 @@ class PromptScreen(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class PathSuggester(Suggester):
+    """Completes a file path as it is typed (→ or End accepts)."""
+
+    def __init__(self) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+
+    async def get_suggestion(self, value: str) -> str | None:
+        return complete_path(value)
 
 
 class PassphraseScreen(PromptScreen):

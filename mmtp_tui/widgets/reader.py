@@ -8,7 +8,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from ..attachments import safe_name
-from ..mailstore import StoredMessage
+from ..mailstore import Queued, StoredMessage
 from .message_list import short_date
 
 
@@ -79,6 +79,29 @@ def render_message(message: StoredMessage, thread: list[StoredMessage]) -> Text:
     return text
 
 
+def render_queued(item: Queued) -> Text:
+    """An Outbox entry: what waits, since when, and why it is still here."""
+    text = Text()
+    text.append("     To: ", style="bold")
+    text.append(", ".join(item.outgoing.recipients()))
+    text.append("\nSubject: ", style="bold")
+    text.append(item.outgoing.subject or "(no subject)", style="bold")
+    text.append("\n⏳ In the Outbox since ", style="bold yellow")
+    text.append(short_date(item.created) + " UTC")
+    text.append(
+        ": stamped, goes out when the server answers.\n"
+        if item.packet is not None
+        else ": sealed and stamped when the server answers.\n"
+    )
+    if item.last_error:
+        text.append(f"Tried {item.attempts}×; last: ", style="yellow")
+        text.append(item.last_error)
+        text.append("\n")
+    text.append("─" * 40 + "\n", style="dim")
+    text.append(item.outgoing.body)
+    return text
+
+
 class Reader(VerticalScroll):
     def compose(self):
         yield Static("", id="key-change-banner")
@@ -100,4 +123,10 @@ class Reader(VerticalScroll):
             body.update("Select a message to read it.")
         else:
             body.update(render_message(message, thread))
+        self.scroll_home(animate=False)
+
+    def show_queued(self, item: Queued | None) -> None:
+        self.query_one("#key-change-banner", Static).display = False
+        body = self.query_one("#reader-text", Static)
+        body.update(render_queued(item) if item is not None else "")
         self.scroll_home(animate=False)

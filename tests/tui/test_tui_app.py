@@ -158,7 +158,7 @@ async def test_compose_send_receive_read_reply_thread(server, make_session, tui_
             bob.send(client, reply, minter=Minter(processes=1))
 
         # Alice fetches and reads the reply: decrypted, verified, thread shown.
-        await pilot.press("g")
+        await pilot.press("F")
         await settle(app, pilot)
         table = main.query_one(MessageList)
         assert table.row_count == 1
@@ -215,7 +215,7 @@ async def test_keys_pane_generates_and_registers(server, tui_settings, known_ser
     app = MailApp(settings, known_servers=known_servers)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for_screen(app, pilot, MainScreen)
-        await pilot.press("k")
+        await pilot.press("K")
         keys = await wait_for_screen(app, pilot, KeysScreen)
         await settle(app, pilot)
         await pilot.press("g")
@@ -280,7 +280,9 @@ def test_protocol_package_never_imports_textual(module):
         "    importlib.import_module(m.name)\n"
         "for m in ('mmtp_tui.config', 'mmtp_tui.mailstore', 'mmtp_tui.contacts',\n"
         "          'mmtp_tui.sync', 'mmtp_tui.local_server', 'mmtp_tui.keymap',\n"
-        "          'mmtp_tui.session'):\n"
+        "          'mmtp_tui.session', 'mmtp_tui.query', 'mmtp_tui.outbox',\n"
+        "          'mmtp_tui.headers', 'mmtp_tui.notices', 'mmtp_tui.replying',\n"
+        "          'mmtp_tui.attachments'):\n"
         "    importlib.import_module(m)\n"
         "bad = [m for m in sys.modules if m == 'textual' or m.startswith('textual.')]\n"
         "assert not bad, bad\n"

@@ -79,7 +79,7 @@ async def test_new_key_in_the_keys_pane_replaces_the_registered_key(server, tui_
         session.register()
         old = session.key().public.fingerprint
         await settle(app, pilot)
-        await pilot.press("k")
+        await pilot.press("K")
         keys = await wait_for_screen(app, pilot, KeysScreen)
         await settle(app, pilot)
         assert keys.registered == old
@@ -105,7 +105,7 @@ async def test_passphrase_change_asks_old_and_confirmation(server, tui_settings)
         session = main.session
         session.generate_key("ed25519", "old secret")
         await settle(app, pilot)
-        await pilot.press("k")
+        await pilot.press("K")
         await wait_for_screen(app, pilot, KeysScreen)
         await settle(app, pilot)
         await pilot.press("p")

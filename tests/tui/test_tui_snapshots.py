@@ -200,7 +200,7 @@ async def hashcash_midway(pilot: Pilot) -> None:
 
 async def keys_pane(pilot: Pilot) -> None:
     await on_main(pilot)
-    await pilot.press("k")
+    await pilot.press("K")
     await until_screen(pilot, KeysScreen)
     await steady(pilot)
 

@@ -1,0 +1,74 @@
+"""The PostgreSQL schema of `store_postgres` and the advisory lock ids it uses.
+
+Tables are created with IF NOT EXISTS at every start, under SCHEMA_LOCK; `mmtp_meta` holds
+`schema_version` (checked at start: a newer one is refused) and `key_version` (bumped by
+every key write, so every process drops its cached keys).
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+# Advisory lock ids: one for creating and migrating the schema, and the mailbox locks, which
+# are taken in their own key space (the two-integer form) so they never meet this one.
+SCHEMA_LOCK = 0x6D6D7470
+MAILBOX_LOCK_SPACE = 0x6D626F78
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS mmtp_meta (
+    name TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS keys (
+    email TEXT PRIMARY KEY,
+    armored TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    registered_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    recipient TEXT NOT NULL,
+    sender TEXT NOT NULL DEFAULT '',
+    message_id TEXT NOT NULL,
+    message_hash TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    size BIGINT NOT NULL DEFAULT 0,
+    packet TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    UNIQUE (recipient, sender, message_id)
+);
+CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (recipient, seq);
+CREATE TABLE IF NOT EXISTS spent_stamps (
+    stamp TEXT PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS spent_by_expiry ON spent_stamps (expires_at);
+CREATE TABLE IF NOT EXISTS tombstones (
+    recipient TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    message_hash TEXT NOT NULL,
+    signature_verified BOOLEAN NOT NULL DEFAULT false,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (recipient, sender, message_id)
+);
+CREATE INDEX IF NOT EXISTS tombstones_by_expiry ON tombstones (expires_at);
+CREATE TABLE IF NOT EXISTS accounts (
+    email TEXT PRIMARY KEY,
+    disabled BOOLEAN NOT NULL DEFAULT false,
+    max_messages BIGINT,
+    max_bytes BIGINT
+);
+CREATE TABLE IF NOT EXISTS invites (
+    digest TEXT PRIMARY KEY,
+    email TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS held_names (
+    email TEXT PRIMARY KEY,
+    until BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reserved_names (
+    name TEXT PRIMARY KEY
+);
+INSERT INTO mmtp_meta (name, value) VALUES ('key_version', 0) ON CONFLICT DO NOTHING;
+"""

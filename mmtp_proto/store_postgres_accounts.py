@@ -1,0 +1,125 @@
+"""What `store_postgres.PostgresStore` keeps about accounts besides keys and mail (SPEC §5,
+§11), as `store_accounts` does for SQLite: per-account settings (disabled, quotas), invites,
+held and reserved names, and tombstones of deleted messages.
+
+A mixin: it shares the store's connection, transaction and per-request caches. Account
+settings are cached for one request only, so a change made by any process (or by
+`mmtp-admin`) is seen by the next request everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .store_accounts import AccountRecord
+
+
+def _signature_verified(text: str) -> bool:
+    try:
+        return bool(json.loads(text)["meta"]["signatureVerified"])
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def _timestamp(text: str, default: int) -> int:
+    try:
+        value = json.loads(text)["meta"]["timestamp"]
+    except (ValueError, KeyError, TypeError):
+        return default
+    return int(value) if isinstance(value, int | float) else default
+
+
+class PostgresAccounts:
+    if TYPE_CHECKING:
+        import psycopg
+
+        _accounts: dict[str, AccountRecord]
+
+        def _read(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]: ...
+        def _write(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]: ...
+
+    def find_delivered(
+        self, recipient: str, sender: str, message_id: str
+    ) -> tuple[str, bool] | None:
+        """(messageHash, signatureVerified) of a message stored or deleted (a tombstone) for
+        this recipient from this sender under this id (SPEC §5), or None."""
+        row = self._read(
+            "SELECT message_hash, packet FROM messages"
+            " WHERE recipient = %s AND sender = %s AND message_id = %s",
+            (recipient, sender, message_id),
+        ).fetchone()
+        if row is not None:
+            return str(row[0]), _signature_verified(row[1])
+        row = self._read(
+            "SELECT message_hash, signature_verified FROM tombstones"
+            " WHERE recipient = %s AND sender = %s AND message_id = %s",
+            (recipient, sender, message_id),
+        ).fetchone()
+        return (str(row[0]), bool(row[1])) if row else None
+
+    def tombstone(self, recipient: str, message_id: str, seconds: int) -> None:
+        """Before a delete: remember each message under this id until its timestamp plus
+        `seconds`, so a late copy is known as already delivered."""
+        rows = self._read(
+            "SELECT sender, message_hash, packet, received_at FROM messages"
+            " WHERE recipient = %s AND message_id = %s",
+            (recipient, message_id),
+        ).fetchall()
+        for sender, message_hash, text, received_at in rows:
+            self._write(
+                "INSERT INTO tombstones (recipient, sender, message_id, message_hash,"
+                " signature_verified, expires_at) VALUES (%s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (recipient, sender, message_id) DO UPDATE SET"
+                " message_hash = excluded.message_hash,"
+                " signature_verified = excluded.signature_verified,"
+                " expires_at = excluded.expires_at",
+                (
+                    *(recipient, sender, message_id, message_hash),
+                    *(_signature_verified(text), _timestamp(text, received_at) + seconds),
+                ),
+            )
+
+    def account(self, email: str) -> AccountRecord:
+        record = self._accounts.get(email)
+        if record is None:
+            row = self._read(
+                "SELECT disabled, max_messages, max_bytes FROM accounts WHERE email = %s",
+                (email,),
+            ).fetchone()
+            record = AccountRecord(email, bool(row[0]), row[1], row[2]) if row else None
+            record = record or AccountRecord(email)
+            if len(self._accounts) >= 10_000:
+                self._accounts.clear()
+            self._accounts[email] = record
+        return record
+
+    def held_until(self, email: str, now: int) -> int | None:
+        row = self._read(
+            "SELECT until FROM held_names WHERE email = %s AND until > %s", (email, now)
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def reserved_names(self) -> list[str]:
+        return [str(r[0]) for r in self._read("SELECT name FROM reserved_names ORDER BY 1")]
+
+    def invite_is_valid(self, digest: str, email: str, now: int) -> bool:
+        row = self._read(
+            "SELECT 1 FROM invites WHERE digest = %s AND email = %s AND expires_at > %s",
+            (digest, email, now),
+        ).fetchone()
+        return row is not None
+
+    def spend_invite(self, digest: str) -> None:
+        """Spent in the registration's transaction: a failed commit gives the invite back."""
+        self._write("DELETE FROM invites WHERE digest = %s", (digest,))
+
+    def purge_expired_names(self, now: int) -> int:
+        purged = self._write("DELETE FROM held_names WHERE until <= %s", (now,)).rowcount
+        purged += self._write("DELETE FROM invites WHERE expires_at <= %s", (now,)).rowcount
+        return purged + self._write("DELETE FROM tombstones WHERE expires_at < %s", (now,)).rowcount
+
+    def purge_finished_jobs(self, now: int) -> int:
+        """No outbound queue here: relaying needs the SQLite store for now (config.py)."""
+        return 0

@@ -1,0 +1,179 @@
+"""The Outbox: a message that cannot be sent now (the server is down, we are offline) waits
+in the store, sealed and stamped already when that can be done offline, and goes out when
+the server answers again. Plain module: no Textual; workers call these blocking functions.
+
+Sealing offline needs the recipient's pinned key (for an encrypted message); the stamp uses
+the difficulty the server last asked for. What cannot be made offline is made at flush time
+by the one send pipeline, and a packet the server no longer takes (too old, a higher
+difficulty) is sealed and stamped again from the Outgoing kept beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmtp_proto import errors, pgp
+from mmtp_proto.actions.greeting import DEFAULT_DIFFICULTY
+from mmtp_proto.address import normalize_address
+from mmtp_proto.client import Client
+from mmtp_proto.errors import LocalError, MMTPError
+from mmtp_proto.minter import Minter, MintStatus
+from mmtp_proto.outgoing import Outgoing
+from mmtp_proto.sending import SendResult, Step, difficulty_of, seal_outgoing, stamp_packet
+
+from .session import AccountSession, error_text
+
+# The server refused the stored packet itself: make it again from what was written.
+_REMAKE = frozenset(
+    (
+        errors.BAD_REQUEST,
+        errors.POW_INSUFFICIENT,
+        errors.POW_INVALID,
+        errors.POW_EXPIRED,
+        errors.POW_MISMATCH,
+        errors.POW_REPLAYED,
+    )
+)
+
+
+@dataclass
+class QueueResult:
+    """What `queue` did: the Outbox row, and whether the stamp was minted already."""
+
+    id: int
+    stamped: bool
+
+
+@dataclass
+class FlushResult:
+    sent: list[SendResult] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # words for people, one per message
+
+
+def seal_offline(
+    session: AccountSession,
+    outgoing: Outgoing,
+    *,
+    minter: Minter,
+    progress: Callable[[MintStatus], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> dict[str, Any] | None:
+    """The sealed, stamped packet, made without the server; None if a pinned key is
+    missing (it is then made at flush time)."""
+    recipient = outgoing.recipient()
+
+    def key_for(email: str) -> pgp.PublicKey:
+        key = session.contacts.get(normalize_address(email))
+        if key is None:
+            raise LocalError(f"no pinned key for {email}")
+        return key
+
+    try:
+        packet = seal_outgoing(
+            outgoing,
+            sender=session.address,
+            sign_with=session.key() if outgoing.sign else None,
+            key_for=key_for,
+        )
+    except LocalError:
+        if outgoing.encrypt and session.contacts.get(recipient) is None:
+            return None
+        raise
+    bits = session.store.difficulty(session.account.name) or DEFAULT_DIFFICULTY
+    return stamp_packet(packet, bits=bits, minter=minter, progress=progress, cancel=cancel)
+
+
+def queue(
+    session: AccountSession,
+    outgoing: Outgoing,
+    *,
+    minter: Minter,
+    progress: Callable[[MintStatus], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> QueueResult:
+    """Put `outgoing` in the Outbox, stamped if it can be sealed offline."""
+    packet = seal_offline(session, outgoing, minter=minter, progress=progress, cancel=cancel)
+    row = session.store.queue(session.account.name, outgoing, packet)
+    return QueueResult(row, packet is not None)
+
+
+def _submit(
+    session: AccountSession, client: Client, outgoing: Outgoing, packet: dict[str, Any] | None
+) -> SendResult:
+    minter = Minter(processes=1)
+    if packet is not None:
+        bits = difficulty_of(client.greeting)
+
+        def restamp(target: dict[str, Any]) -> None:
+            stamp_packet(target, bits=bits, minter=minter)
+
+        try:
+            result = client.send_packet(packet, restamp=restamp)
+        except MMTPError as exc:
+            if exc.code not in _REMAKE:
+                raise
+        else:
+            session.keep_sent(outgoing, result)
+            return result
+    return session.send(client, outgoing, minter=minter)
+
+
+def flush(session: AccountSession) -> FlushResult:
+    """Send what waits in the Outbox. Raises LocalError/OSError when the server still does
+    not answer (everything stays queued); a message the server refuses stays queued with
+    the reason and the others go on."""
+    result = FlushResult()
+    waiting = session.store.outbox(session.account.name)
+    if not waiting:
+        return result
+    with session.connected() as client:
+        for item in waiting:
+            try:
+                sent = _submit(session, client, item.outgoing, item.packet)
+            except (MMTPError, LocalError) as exc:
+                text = error_text(exc)
+                session.store.queue_failed(item.id, text)
+                result.failed.append(f"{item.outgoing.subject or '(no subject)'}: {text}")
+                if not client.is_connected():
+                    raise
+                continue
+            session.store.unqueue(item.id)
+            result.sent.append(sent)
+    return result
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Is this failure "the server cannot be reached" (queue it), not a refusal?"""
+    if isinstance(exc, OSError):
+        return True
+    return isinstance(exc, LocalError) and str(exc).startswith("cannot connect")
+
+
+def send_or_queue(
+    session: AccountSession,
+    outgoing: Outgoing,
+    *,
+    minter: Minter,
+    on_step: Callable[[Step], None] | None = None,
+    progress: Callable[[MintStatus], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> SendResult | QueueResult:
+    """Send now through the one pipeline; when the server cannot be reached, queue it in
+    the Outbox instead (stamped here, so the wait later is short)."""
+    context = session.connected()
+    try:
+        client = context.__enter__()
+    except (LocalError, OSError) as exc:
+        if not unreachable(exc):
+            raise
+        if on_step is not None:
+            on_step(Step.STAMP)
+        return queue(session, outgoing, minter=minter, progress=progress, cancel=cancel)
+    try:
+        return session.send(
+            client, outgoing, minter=minter, on_step=on_step, progress=progress, cancel=cancel
+        )
+    finally:
+        context.__exit__(None, None, None)

@@ -1,0 +1,190 @@
+"""Two stores over one database, as two server processes have them, on each backend: the
+loser of a race gets the protocol's answer (never a constraint error), and what one commits
+the other sees at its next request (`refresh`), whatever it had cached."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from mmtp_proto.backends import open_store
+from mmtp_proto.errors import MMTPError
+from mmtp_proto.storage import Storage, StoreError
+
+pytestmark = pytest.mark.both_backends
+
+BOB = "(bob)%(example.com)"
+Opener = Callable[[], Storage]
+
+
+@pytest.fixture
+def make_store(tmp_path: Path, database: str | None) -> Iterator[Opener]:
+    opened: list[Storage] = []
+
+    def make() -> Storage:
+        store = open_store(database, tmp_path / "data")
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        with contextlib.suppress(Exception):
+            store.close()
+
+
+def _add(store: Storage, message_id: str, stamp: str, message_hash: str = "0" * 64) -> int:
+    return store.add_message(
+        recipient=BOB,
+        message_id=message_id,
+        message_hash=message_hash,
+        packet={"meta": {"messageId": message_id}},
+        received_at=1,
+        stamp_key=stamp,
+        stamp_expires_at=10,
+    )
+
+
+def test_a_stamp_spent_by_one_process_is_pow_replayed_for_the_other(make_store: Opener) -> None:
+    one, two = make_store(), make_store()
+    # Both looked before either wrote: neither saw the stamp spent.
+    assert not one.is_spent("s") and not two.is_spent("s")
+    _add(one, "a" * 32, "s")
+    one.commit()
+    with pytest.raises(MMTPError) as caught:
+        _add(two, "b" * 32, "s")
+    assert caught.value.code == "POW_REPLAYED"
+    # The loser's transaction is still good: what else it staged commits.
+    _add(two, "c" * 32, "t")
+    two.commit()
+    two.refresh()
+    assert [m.packet["meta"]["messageId"] for m in two.list_messages(BOB, 0, 10)[0]] == [
+        "a" * 32,
+        "c" * 32,
+    ]
+
+
+def test_a_message_id_stored_by_one_process_is_refused_to_the_other(make_store: Opener) -> None:
+    one, two = make_store(), make_store()
+    _add(one, "a" * 32, "s1", message_hash="1" * 64)
+    one.commit()
+    with pytest.raises(MMTPError) as caught:
+        _add(two, "a" * 32, "s2", message_hash="2" * 64)
+    assert caught.value.code == "BAD_REQUEST"
+    with pytest.raises(MMTPError) as caught:
+        _add(two, "a" * 32, "s3", message_hash="1" * 64)
+    assert caught.value.code == "INTERNAL" and "retry" in caught.value.message
+    two.commit()
+    # Neither refused attempt spent its stamp.
+    assert not two.is_spent("s2") and not two.is_spent("s3")
+    assert two.count_messages(BOB) == 1
+
+
+def test_the_first_key_registration_wins_across_processes(make_store: Opener) -> None:
+    one, two, three = make_store(), make_store(), make_store()
+    for store in (one, two, three):
+        store.refresh()
+        assert store.get_key(BOB) is None
+    one.put_key(BOB, "armored-1", "F1", 1)
+    one.commit()
+    with pytest.raises(MMTPError) as caught:
+        two.put_key(BOB, "armored-2", "F2", 2)
+    assert caught.value.code == "KEY_EXISTS"
+    two.commit()
+    # Registering the very key that won is no error: it is registered.
+    three.put_key(BOB, "armored-1", "F1", 3)
+    three.commit()
+    for store in (one, two, three):
+        store.refresh()
+        assert store.get_key(BOB).fingerprint == "F1"  # type: ignore[union-attr]
+
+
+def test_a_replacement_replaces_only_the_key_that_was_read(make_store: Opener) -> None:
+    one, two = make_store(), make_store()
+    one.put_key(BOB, "armored-1", "F1", 1)
+    one.commit()
+    for store in (one, two):
+        store.refresh()
+        assert store.get_key(BOB).armored == "armored-1"  # type: ignore[union-attr]
+    one.put_key(BOB, "armored-2", "F2", 2)
+    one.commit()
+    with pytest.raises(MMTPError) as caught:
+        two.put_key(BOB, "armored-3", "F3", 3)
+    assert caught.value.code == "KEY_EXISTS"
+    two.rollback()
+    two.refresh()
+    assert two.get_key(BOB).fingerprint == "F2"  # type: ignore[union-attr]
+
+
+def test_a_key_replaced_by_one_process_is_seen_by_the_other_at_its_next_request(
+    make_store: Opener,
+) -> None:
+    one, two = make_store(), make_store()
+    one.put_key(BOB, "armored-1", "F1", 1)
+    one.commit()
+    two.refresh()
+    assert two.get_key(BOB).fingerprint == "F1"  # type: ignore[union-attr]  (now cached)
+    one.refresh()
+    one.get_key(BOB)
+    one.put_key(BOB, "armored-2", "F2", 2)
+    one.commit()
+    two.refresh()
+    assert two.get_key(BOB).fingerprint == "F2"  # type: ignore[union-attr]
+
+
+def test_a_mailbox_count_follows_what_other_processes_commit(make_store: Opener) -> None:
+    one, two = make_store(), make_store()
+    two.refresh()
+    assert two.count_messages(BOB) == 0  # cached
+    _add(one, "a" * 32, "s1")
+    _add(one, "b" * 32, "s2")
+    one.commit()
+    two.refresh()
+    assert two.count_messages(BOB) == 2
+    one.delete_messages(BOB, ["a" * 32])
+    one.commit()
+    two.refresh()
+    assert two.count_messages(BOB) == 1
+
+
+def test_a_mailbox_takes_one_transaction_at_a_time_so_seq_follows_commit_order(
+    make_store: Opener,
+) -> None:
+    """A RECEIVE cursor past seq N must never miss a message committed later with a lower
+    seq: the second writer waits for the first's commit before it numbers its message."""
+    one, two = make_store(), make_store()
+    first = _add(one, "a" * 32, "s1")
+    result: dict[str, int] = {}
+
+    def second_writer() -> None:
+        result["seq"] = _add(two, "b" * 32, "s2")
+        two.commit()
+
+    thread = threading.Thread(target=second_writer)
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive(), "the second writer did not wait for the first's commit"
+    one.commit()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert result["seq"] > first
+
+
+def test_a_database_from_a_newer_version_is_refused_clearly(
+    make_store: Opener, backend: str, tmp_path: Path, database: str | None
+) -> None:
+    make_store().close()
+    if backend == "sqlite":
+        with contextlib.closing(sqlite3.connect(tmp_path / "data" / "mmtp.db")) as db:
+            db.execute("PRAGMA user_version = 99")
+    else:
+        assert database is not None
+        with psycopg.connect(database, autocommit=True) as db:
+            db.execute("UPDATE mmtp_meta SET value = 99 WHERE name = 'schema_version'")
+    with pytest.raises(StoreError, match=r"schema version 99, newer than this server"):
+        make_store()
