@@ -196,7 +196,7 @@ async def test_the_list_shows_unreadable_mail_and_deletes_it_on_the_server(
                 if not any(w.is_running for w in app.workers):
                     return
 
-        await pilot.press("g")
+        await pilot.press("F")  # fetch
         await settle()
         table = main.query_one(MessageList)
         assert table.row_count == 2
