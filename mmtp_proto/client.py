@@ -22,7 +22,7 @@ from .errors import LocalError, MMTPError
 from .keystore import Keystore
 from .known_servers import KnownServers
 from .limits import MAX_RECEIVE_LIMIT
-from .message import OpenedMessage, open_message
+from .message import OpenedMessage, open_message, recipient_of
 from .minter import Minter, MintStatus
 from .outgoing import Outgoing
 from .sending import SendResult, difficulty_of, send_outgoing, send_to_all, stamp_packet
@@ -203,9 +203,11 @@ class Client:
     def receive(
         self, email: str, since: str | None = None, limit: int | None = None
     ) -> ReceiveResult:
-        return actions.ReceiveAnswer.from_response(
-            self.ask(actions.ReceiveRequest(email, since, limit))
-        )
+        response = self.ask(actions.ReceiveRequest(email, since, limit))
+        items = response.get("messages")
+        if isinstance(items, list):  # a non-object cannot cost the page: open() reports it
+            response["messages"] = [m if isinstance(m, dict) else {"unreadable": m} for m in items]
+        return actions.ReceiveAnswer.from_response(response)
 
     def receive_all(self, email: str, since: str | None = None) -> ReceiveResult:
         """Page through everything after `since`; the cursor points past the last message."""
@@ -379,10 +381,11 @@ class Client:
         )
 
     def open(self, packet: dict[str, Any], email: str | None = None) -> OpenedMessage:
-        """Decrypt and verify a received packet with this client's keys."""
-        recipient = normalize_address(email or packet.get("recipient"))
+        """Decrypt and verify a received packet with this client's keys; a bad packet comes
+        back `unreadable` (the reason in `problem`), never raised."""
+        recipient = normalize_address(email) if email else recipient_of(packet) or ""
         my_key = self._keys.get(recipient)
-        if my_key is None and self.keystore is not None and self.keystore.has_private(recipient):
+        if my_key is None and recipient and self.keystore and self.keystore.has_private(recipient):
             my_key = self.private_key(recipient)
         return open_message(
             packet,

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import pgp
+from .address import normalize_address
 from .canonical import canonical_json, message_hash
 from .errors import LocalError, MMTPError
 from .framing import parse_json
-from .packet import build_packet, signature_input_of, validate_clear_content
+from .packet import build_packet, is_message_id, signature_input_of, validate_clear_content
 
 UNSIGNED = "unsigned"
 VERIFIED = "verified"
@@ -77,6 +78,9 @@ class OpenedMessage:
     signature: str = UNSIGNED
     signer_fingerprint: str | None = None
     problem: str | None = None
+    # Not a message this client can read at all (broken shape, or opening failed): `problem`
+    # says why. Its id may still be usable to delete it on the server (`tolerant_id`).
+    unreadable: bool = False
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -101,6 +105,68 @@ class OpenedMessage:
         return value if isinstance(value, int) else 0
 
 
+def tolerant_id(packet: object) -> str | None:
+    """`meta.messageId` when it is a well-formed id, read without trusting anything else."""
+    meta = packet.get("meta") if isinstance(packet, dict) else None
+    value = meta.get("messageId") if isinstance(meta, dict) else None
+    return value if is_message_id(value) else None
+
+
+def recipient_of(packet: object) -> str | None:
+    """The packet's recipient, normalized, when it is an address at all."""
+    try:
+        return normalize_address(packet.get("recipient") if isinstance(packet, dict) else None)
+    except MMTPError:
+        return None
+
+
+def _shape_problem(packet: object) -> str | None:
+    """Why a received packet is not a message at all (None when its frame is sound)."""
+    if not isinstance(packet, dict):
+        return "the packet is not a JSON object"
+    if not isinstance(packet.get("meta"), dict):
+        return "the packet has no meta object"
+    if tolerant_id(packet) is None:
+        return "the packet has no well-formed messageId"
+    if not isinstance(packet.get("sender"), str) or not isinstance(packet.get("recipient"), str):
+        return "the packet's sender or recipient is not a string"
+    if not isinstance(packet.get("content"), dict):
+        return "the message has no content"
+    meta = packet["meta"]
+    refs = meta.get("references")
+    if refs is not None and not (isinstance(refs, list) and all(isinstance(r, str) for r in refs)):
+        return "meta.references is not a list of ids"
+    if meta.get("inReplyTo") is not None and not isinstance(meta["inReplyTo"], str):
+        return "meta.inReplyTo is not an id"
+    if type(meta.get("timestamp", 0)) is not int:
+        return "meta.timestamp is not a whole number"
+    return None
+
+
+def _clear_problem(clear: dict[str, Any]) -> str | None:
+    if not isinstance(clear.get("subject", ""), str) or not isinstance(clear.get("body", ""), str):
+        return "the subject or body is not text"
+    atts = clear.get("attachments") or []
+    if not isinstance(atts, list) or not all(isinstance(a, dict) for a in atts):
+        return "the attachments are not a list of objects"
+    for key in ("to", "cc"):
+        listed = clear.get(key) or []
+        if not isinstance(listed, list) or not all(isinstance(a, str) for a in listed):
+            return f"{key} is not a list of addresses"
+    return None
+
+
+def unreadable(packet: object, reason: str) -> OpenedMessage:
+    """The result for a packet that cannot be read: kept, with why, never raised."""
+    return OpenedMessage(
+        packet=packet if isinstance(packet, dict) else {},
+        decrypted=False,
+        integrity_ok=False,
+        problem=reason,
+        unreadable=True,
+    )
+
+
 def open_packet(
     packet: dict[str, Any],
     *,
@@ -109,10 +175,27 @@ def open_packet(
 ) -> OpenedMessage:
     """Decrypt, check integrity and verify the signature; never raises for bad input.
 
-    Everything inside an encrypted content is the sender's word, unseen by any server, so
-    the plaintext is parsed as strictly as a frame (no duplicate keys, bounded nesting).
+    A packet that is not a readable message comes back with `unreadable` set and the reason
+    in `problem`, so one hostile message never costs the caller the rest of a page.
     """
-    opened = OpenedMessage(packet=packet if isinstance(packet, dict) else {})
+    problem = _shape_problem(packet)
+    if problem is not None:
+        return unreadable(packet, problem)
+    try:
+        return _open(packet, my_key=my_key, sender_key=sender_key)
+    except Exception as exc:  # whatever a hostile packet provokes, it is this message's alone
+        return unreadable(packet, f"the message could not be opened ({type(exc).__name__})")
+
+
+def _open(
+    packet: dict[str, Any],
+    *,
+    my_key: pgp.PrivateKey | None,
+    sender_key: pgp.PublicKey | None,
+) -> OpenedMessage:
+    """Everything inside an encrypted content is the sender's word, unseen by any server, so
+    the plaintext is parsed as strictly as a frame (no duplicate keys, bounded nesting)."""
+    opened = OpenedMessage(packet=packet)
     packet = opened.packet
     content = packet.get("content")
     verification = packet.get("verification")
@@ -147,6 +230,9 @@ def open_packet(
             except (LocalError, MMTPError, ValueError) as exc:
                 opened.problem = f"could not decrypt: {exc}"
     if opened.decrypted and isinstance(clear, dict):
+        problem = _clear_problem(clear)
+        if problem is not None:
+            return unreadable(packet, problem)
         opened.subject = str(clear.get("subject", ""))
         opened.body = str(clear.get("body", ""))
         opened.attachments = list(clear.get("attachments") or [])
@@ -182,7 +268,11 @@ def open_message(
     """
     sender_key = None
     verification = packet.get("verification") if isinstance(packet, dict) else None
-    if isinstance(verification, dict) and verification.get("signature"):
+    if (
+        _shape_problem(packet) is None
+        and isinstance(verification, dict)
+        and verification.get("signature")
+    ):
         with contextlib.suppress(LocalError, MMTPError):
             sender_key = sender_key_for(str(packet.get("sender", "")))
     return open_packet(packet, my_key=my_key, sender_key=sender_key)

@@ -117,6 +117,9 @@ class StoredMessage:
     flagged: bool = False
     depth: int = 0  # set by thread ordering: 0 for a thread's first message shown
     hidden_replies: int = 0  # set when threads are collapsed: replies folded under this one
+    # A fetched packet that could not be read (`problem` says why): kept on the server until
+    # the user deletes it; `message_id` is its id, or an "unreadable-..." marker.
+    unreadable: bool = False
 
 
 @dataclass
@@ -193,6 +196,10 @@ class MailStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
         if "flagged" not in columns:  # a store from before flags
             self._db.execute("ALTER TABLE messages ADD COLUMN flagged INTEGER NOT NULL DEFAULT 0")
+        if "unreadable" not in columns:  # a store from before unreadable messages were kept
+            self._db.execute(
+                "ALTER TABLE messages ADD COLUMN unreadable INTEGER NOT NULL DEFAULT 0"
+            )
         path.chmod(0o600)
 
     def close(self) -> None:
@@ -269,10 +276,51 @@ class MailStore:
             )
             return cur.rowcount == 1
 
+    def add_unreadable(
+        self,
+        account: str,
+        *,
+        message_id: str,
+        reason: str,
+        sender: str = "",
+        timestamp: int = 0,
+        raw: str = "",
+    ) -> bool:
+        """Keep a fetched packet that could not be read, so the user sees it and can delete
+        it on the server; the packet itself is not kept (`raw`: a short excerpt for the body).
+        False if this account already has it."""
+        body = f"This message could not be read: {reason}.\nDelete it to remove it from the server."
+        if raw:
+            body += f"\n\nThe start of what arrived:\n{raw}"
+        now = int(time.time())
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO messages (account, message_id, direction, folder, sender,"
+                " recipient, subject, body, timestamp, received_at, encrypted, decrypted,"
+                " integrity_ok, problem, thread, unreadable)"
+                " VALUES (?,?,'in','Inbox',?,'',?,?,?,?,0,0,0,?,?,1)",
+                (
+                    account,
+                    message_id,
+                    sender,
+                    "(unreadable message)",
+                    body,
+                    timestamp or now,
+                    now,
+                    reason,
+                    message_id,
+                ),
+            )
+            return cur.rowcount == 1
+
+    def remove(self, row_id: int) -> None:
+        """Gone for good, wherever it is (an unreadable message the server has dropped)."""
+        self._exec("DELETE FROM messages WHERE id = ?", (row_id,))
+
     @staticmethod
     def _message(row: sqlite3.Row) -> StoredMessage:
         values = dict(row)
-        for key in ("read", "encrypted", "decrypted", "integrity_ok", "flagged"):
+        for key in ("read", "encrypted", "decrypted", "integrity_ok", "flagged", "unreadable"):
             values[key] = bool(values[key])
         values["refs"] = json.loads(values["refs"])
         values["attachments"] = json.loads(values["attachments"])

@@ -34,7 +34,7 @@ from ..messages import (
 )
 from ..replying import Prefill
 from ..session import AccountSession, error_text
-from ..sync import fetch
+from ..sync import delete_unreadable, fetch
 from ..widgets.folder_list import FolderList
 from ..widgets.message_list import MessageList
 from ..widgets.reader import Reader
@@ -251,6 +251,13 @@ class MainScreen(Screen):
         if result.new:
             self.notify(f"{result.new} new message{'s' * (result.new != 1)}.", title="New mail")
             self.app.new_mail_notice(result.new, self.account_name)  # type: ignore[attr-defined]
+        if result.unreadable:
+            self.notify(
+                f"{result.unreadable} message{'s' * (result.unreadable != 1)} could not be read;"
+                " they are listed as unreadable and can be deleted.",
+                title="Unreadable mail",
+                severity="warning",
+            )
         self.refresh_view()
 
     def on_new_mail_waiting(self, message: NewMailWaiting) -> None:
@@ -422,6 +429,21 @@ class MainScreen(Screen):
         if not ids:
             return
         messages = [m for m in (self.store.get(i) for i in ids) if m is not None]
+        unreadable = [m for m in messages if m.unreadable]
+        if unreadable:  # they live on the server until deleted there: that first, alone
+            word = f"these {len(unreadable)}" if len(unreadable) > 1 else "this"
+            self.app.push_screen(
+                ConfirmScreen(f"Delete {word} unreadable, here and on the server?"),
+                lambda yes: (
+                    self.needing_key(
+                        lambda: self.delete_unreadable_worker(unreadable),
+                        ": deleting on the server",
+                    )
+                    if yes
+                    else None
+                ),
+            )
+            return
         live = [m.id for m in messages if m.folder != "Trash"]
         if live:
             moves = self.store.move_many(live, "Trash")
@@ -636,6 +658,20 @@ class MainScreen(Screen):
         self.folder = ALL_INBOXES
         self.search_text = None
         self.refresh_view()
+
+    @work(thread=True, exit_on_error=False, group="delete-unreadable")
+    def delete_unreadable_worker(self, messages: list[StoredMessage]) -> None:
+        on_server = 0
+        try:
+            for message in messages:
+                on_server += delete_unreadable(self.session, message)
+        except (MMTPError, LocalError, OSError) as exc:
+            text = f"Could not delete it on the server: {error_text(exc)}."
+            self.app.call_from_thread(self.notify, text, severity="error")
+        else:
+            done = "Deleted, here and on the server." if on_server else "Deleted here."
+            self.app.call_from_thread(self.notify, done)
+        self.app.call_from_thread(self.refresh_view)
 
     def action_search(self) -> None:
         def run(text: str | None) -> None:

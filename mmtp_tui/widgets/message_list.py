@@ -16,6 +16,9 @@ def badges(message: StoredMessage, *, tagged: bool = False) -> Text:
     text = Text()
     text.append("+" if tagged else " ", style="bold magenta")
     text.append("★" if message.flagged else " ", style="bold yellow")
+    if message.unreadable:
+        text.append("●  ⚠" if not message.read else "   ⚠", style="bold red")
+        return text
     text.append("●" if not message.read else " ", style="bold cyan")
     text.append("E" if message.encrypted else " ", style="green")
     mark, style = {
@@ -130,6 +133,8 @@ class MessageList(DataTable):
             subject += message.subject or "(no subject)"
             if message.hidden_replies:
                 subject += f" (+{message.hidden_replies})"
+            if message.unreadable:  # the reason shows where the subject would be
+                subject = f"⚠ unreadable: {message.problem or 'not an MMTP message'}"
             style = "bold" if not message.read else ""
             if message.id in self.tagged:
                 style += " reverse"

@@ -75,6 +75,47 @@ def tui_settings(tmp_path: Path) -> Callable[..., config.Settings]:
     return make
 
 
+@pytest.fixture
+def cli_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, str]]:
+    """A user of this machine for the `mmtp` command: their own config and data dirs (as
+    environment variables), an account in tui.toml and a registered key where mmtp-tui
+    keeps them. Returns the environment; the last user made is the current one."""
+
+    def make(
+        server: Server, name: str, address: str, *, passphrase: str | None = None
+    ) -> dict[str, str]:
+        home = tmp_path / f"cli-{name}"
+        env = {"HOME": str(home)}
+        for var, sub in (
+            ("XDG_CONFIG_HOME", "config"),
+            ("XDG_DATA_HOME", "data"),
+            ("XDG_CACHE_HOME", "cache"),
+            ("XDG_STATE_HOME", "state"),
+        ):
+            env[var] = str(home / sub)
+        for var, value in env.items():
+            monkeypatch.setenv(var, value)
+        settings = config.Settings(path=config.default_config_path())
+        settings.add_account(account_for(server, name, address))
+        settings.save()
+        from mmtp_tui.session import default_keystore, default_store_path
+
+        store = MailStore(default_store_path())
+        session = AccountSession(
+            settings.accounts[name],
+            store=store,
+            keystore=default_keystore(),
+            known_servers=KnownServers(),
+            on_new_fingerprint=lambda host, port, fp: True,
+        )
+        session.generate_key("ed25519", passphrase)
+        session.register()
+        store.close()
+        return env
+
+    return make
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     """Run `async def` tests in a fresh event loop (no asyncio plugin is needed)."""
