@@ -3,11 +3,14 @@ words, one Sent copy; the Cc and Bcc fields of compose. Real server on loopback,
 
 from __future__ import annotations
 
+import time
+
 from test_tui_app import BOB, SIZE
 from test_tui_compose import compose_screen, notes, start_alice, wait_until
 from textual import events
 from textual.widgets import Input, TextArea
 
+from mmtp_proto.dsn import build_dsn
 from mmtp_proto.errors import LocalError, MMTPError
 from mmtp_proto.minter import Minter
 from mmtp_proto.outgoing import Outgoing
@@ -15,6 +18,7 @@ from mmtp_proto.sending import SendResult, Step
 from mmtp_tui.app import MailApp
 from mmtp_tui.screens.compose import outcome_words
 from mmtp_tui.sync import fetch
+from mmtp_tui.widgets.reader import delivery_report, render_message
 from mmtp_tui.widgets.send_progress import SendProgress
 
 ALICE = "(alice)%(localhost)"
@@ -125,3 +129,38 @@ async def test_compose_to_several_reports_each_and_keeps_the_failed_one(
         assert compose.query_one("#cc", Input).value == ""
         assert compose.query_one("#bcc", Input).value == DAVE
     assert fetch(carol).new == 1
+
+
+def test_a_dsn_reads_as_a_delivery_report_in_plain_words(server, make_session):
+    """A server-made DSN (SPEC §10) fetched from a real server: the reader names the action,
+    recipient, code and diagnostic as plain text (a remote's "[b]" stays "[b]")."""
+    alice = make_session(server, "alice", ALICE)
+    make_session(server, "bob", BOB)
+    with alice.connected() as client:
+        sent = alice.send(client, Outgoing(to=[BOB], subject="x", encrypt=False), minter=Minter())
+    assert isinstance(sent, SendResult)
+    original = {**sent.packet, "recipient": "(zed)%(far.example)"}
+    now = int(time.time())
+    report = build_dsn(
+        original,
+        action="failed",
+        code="FORBIDDEN",
+        diagnostic="no [b]such[/b] user",
+        attempts=2,
+        last_attempt_at=now,
+        remote="far.example:2525",
+        now=now,
+    )
+    report["meta"]["receivedAt"] = now
+    server.store.add_report(report, now)
+    assert fetch(alice).new == 1
+    (got,) = [m for m in alice.store.folder("alice", "Inbox") if m.subject.startswith("Undel")]
+    text = render_message(got, [got]).plain
+    assert "Delivery report: ✗ Not delivered" in text
+    assert "Recipient: (zed)%(far.example)" in text
+    assert "Code: FORBIDDEN" in text
+    assert "Diagnostic: no [b]such[/b] user" in text
+    assert "Remote: far.example:2525" in text
+    # Any other message has no report.
+    (mine,) = alice.store.folder("alice", "Sent")
+    assert delivery_report(mine) is None
