@@ -22,7 +22,14 @@ from mmtp_proto.known_servers import KnownServers
 from mmtp_proto.message import OpenedMessage, open_message
 from mmtp_proto.minter import Minter, MintStatus
 from mmtp_proto.outgoing import Outgoing
-from mmtp_proto.sending import SendResult, Step, difficulty_of, send_outgoing
+from mmtp_proto.sending import (
+    Outcomes,
+    SendResult,
+    Step,
+    difficulty_of,
+    send_outgoing,
+    send_to_all,
+)
 
 from .config import Account, data_dir
 from .contacts import CHANGED, Contacts
@@ -30,6 +37,8 @@ from .keyring import KeyRing
 from .mailstore import MailStore
 
 FingerprintPrompt = Callable[[str, int, str], bool]
+StampCounter = Callable[[int, int], None]
+"""Told (n, total) as the stamp for the n-th of several recipients starts."""
 
 
 def default_store_path() -> Path:
@@ -337,8 +346,23 @@ class AccountSession:
         on_step: Callable[[Step], None] | None = None,
         progress: Callable[[MintStatus], None] | None = None,
         cancel: Callable[[], bool] | None = None,
-    ) -> SendResult:
-        """Send through the one pipeline, then keep a copy in Sent."""
+        on_stamp: StampCounter | None = None,
+    ) -> SendResult | Outcomes:
+        """Send through the one pipeline, then keep a copy in Sent.
+
+        One recipient: its SendResult (errors raised, as always). Several (SPEC §9): one
+        packet each, and {recipient: SendResult or the error that stopped it}; one Sent
+        copy when any went out. MintCancelled is raised either way."""
+        if len(outgoing.recipients()) > 1:
+            return self._send_to_all(
+                client,
+                outgoing,
+                minter=minter,
+                on_step=on_step,
+                progress=progress,
+                cancel=cancel,
+                on_stamp=on_stamp,
+            )
         result = send_outgoing(
             client,
             outgoing,
@@ -352,6 +376,36 @@ class AccountSession:
         )
         self.keep_sent(outgoing, result)
         return result
+
+    def _send_to_all(
+        self,
+        client: Client,
+        outgoing: Outgoing,
+        *,
+        minter: Minter,
+        on_step: Callable[[Step], None] | None,
+        progress: Callable[[MintStatus], None] | None,
+        cancel: Callable[[], bool] | None,
+        on_stamp: StampCounter | None,
+    ) -> Outcomes:
+        if on_step is not None:
+            on_step(Step.SEAL)
+        counting = _CountingMinter(minter, outgoing, on_step=on_step, on_stamp=on_stamp)
+        outcomes = send_to_all(
+            client,
+            outgoing,
+            sender=self.address,
+            sign_with=self.key() if outgoing.sign else None,
+            key_for=lambda email: self.encryption_key(client, email),
+            minter=counting,  # type: ignore[arg-type]  # only .mint is used
+            progress=progress,
+            cancel=cancel,
+        )
+        sent = [r for r in outcomes.values() if isinstance(r, SendResult)]
+        if sent:
+            # Any packet will do as the copy: every content is encrypted to us as well.
+            self.keep_sent(outgoing, sent[0])
+        return outcomes
 
     def keep_sent(self, outgoing: Outgoing, result: SendResult) -> None:
         """A copy of what went out, in Sent."""
@@ -370,3 +424,34 @@ class AccountSession:
             signer_fingerprint=self.key().public.fingerprint if outgoing.sign else None,
             attachments=list(outgoing.attachments),
         )
+
+
+class _CountingMinter:
+    """A Minter's stand-in that says which stamp of how many is being made (the progress
+    callback alone cannot tell one recipient's stamp from the next)."""
+
+    def __init__(
+        self,
+        inner: Minter,
+        outgoing: Outgoing,
+        *,
+        on_step: Callable[[Step], None] | None,
+        on_stamp: StampCounter | None,
+    ) -> None:
+        self.inner = inner
+        self.on_step = on_step
+        self.on_stamp = on_stamp
+        self.total = len({a.lower() for a in outgoing.recipients()})
+        self.seen: list[str] = []
+
+    def mint(self, resource: str, bits: int, message_hash: str, **kwargs: Any) -> dict[str, Any]:
+        if resource not in self.seen:  # a stamp minted again keeps its number
+            self.seen.append(resource)
+        if self.on_step is not None:
+            self.on_step(Step.STAMP)
+        if self.on_stamp is not None:
+            self.on_stamp(self.seen.index(resource) + 1, max(self.total, len(self.seen)))
+        token = self.inner.mint(resource, bits, message_hash, **kwargs)
+        if self.on_step is not None:
+            self.on_step(Step.SUBMIT)
+        return token

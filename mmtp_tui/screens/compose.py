@@ -1,5 +1,5 @@
-"""Compose: To (completing from contacts), Subject, Body, attachments, encrypt/sign; sending
-goes through the one send pipeline (encrypt → sign → HashCash in a child process with a live
+"""Compose: To, Cc, Bcc (completing from contacts), Subject, Body, attachments, encrypt/sign;
+sending goes through the one send pipeline (encrypt → sign → HashCash in a child process with a live
 bar → submit); Esc cancels. Whatever was written is kept as a draft unless it was sent."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import shlex
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,7 +32,7 @@ from mmtp_proto.hashcash import MintCancelled
 from mmtp_proto.minter import Minter, MintStatus
 from mmtp_proto.outgoing import Outgoing
 from mmtp_proto.packet import make_attachment
-from mmtp_proto.sending import SendResult, Step
+from mmtp_proto.sending import Outcomes, SendResult, Step
 
 from .. import headers, keymap, outbox, replying
 from ..bindings import bindings
@@ -76,8 +77,16 @@ class ComposeScreen(Screen[bool]):
         def can_replace(self, message: Message) -> bool:
             return isinstance(message, ComposeScreen.Minting)
 
+    class StampStarted(Message):
+        """The stamp for the n-th of several recipients is being minted."""
+
+        def __init__(self, number: int, total: int) -> None:
+            super().__init__()
+            self.number = number
+            self.total = total
+
     class Sent(Message):
-        def __init__(self, result: SendResult) -> None:
+        def __init__(self, result: SendResult | Outcomes) -> None:
             super().__init__()
             self.result = result
 
@@ -124,16 +133,22 @@ class ComposeScreen(Screen[bool]):
         draft = self.outgoing
         known = [c.email for c in self.session.contacts.all()]
         known += self.session.store.contacts(self.session.account.name)
+        known = sorted(set(known))
         yield Header()
         with Vertical(id="compose-form"):
-            with Horizontal(classes="row"):
-                yield Label("To ", classes="field-label")
-                yield Input(
-                    ", ".join(draft.recipients()),
-                    placeholder="(name)%(domain)",
-                    id="to",
-                    suggester=SuggestFromList(sorted(set(known)), case_sensitive=False),
-                )
+            for label, field, addresses in (
+                ("To ", "to", draft.to),
+                ("Cc ", "cc", draft.cc),
+                ("Bcc", "bcc", draft.bcc),
+            ):
+                with Horizontal(classes="row"):
+                    yield Label(label, classes="field-label")
+                    yield Input(
+                        ", ".join(a.strip() for a in addresses if a.strip()),
+                        placeholder="(name)%(domain)" if field == "to" else "",
+                        id=field,
+                        suggester=SuggestFromList(known, case_sensitive=False),
+                    )
             with Horizontal(classes="row"):
                 yield Label("Subj", classes="field-label")
                 yield Input(draft.subject, id="subject")
@@ -164,8 +179,8 @@ class ComposeScreen(Screen[bool]):
     def on_input_changed(self, event: Input.Changed) -> None:
         # The Outgoing follows the form as it is typed: once the widgets are gone (the app
         # quitting) it is all that is left to keep as a draft.
-        if event.input.id == "to":
-            self.outgoing.to = headers.split_addresses(event.value)
+        if event.input.id in ("to", "cc", "bcc"):
+            setattr(self.outgoing, event.input.id, headers.split_addresses(event.value))
         elif event.input.id == "subject":
             self.outgoing.subject = event.value
 
@@ -177,8 +192,8 @@ class ComposeScreen(Screen[bool]):
         with contextlib.suppress(Exception):  # the store may already be closed
             self.keep_draft(quiet=True)
 
-    # Tab goes To → Subject → Body → Encrypt → Sign, as in other mail clients, although the
-    # toggles stand above the body on screen.
+    # Tab goes To → Cc → Bcc → Subject → Body → Encrypt → Sign, as in other mail clients,
+    # although the toggles stand above the body on screen.
     _TAB_ORDER: ClassVar[dict[tuple[str, str], str]] = {
         ("tab", "subject"): "#body",
         ("tab", "body"): "#encrypt",
@@ -187,7 +202,12 @@ class ComposeScreen(Screen[bool]):
         ("tab", "sign"): "#to",
         ("shift+tab", "to"): "#sign",
     }
-    _NEXT_FIELD: ClassVar[dict[str, str]] = {"to": "#subject", "subject": "#body"}
+    _NEXT_FIELD: ClassVar[dict[str, str]] = {
+        "to": "#cc",
+        "cc": "#bcc",
+        "bcc": "#subject",
+        "subject": "#body",
+    }
 
     def on_key(self, event: events.Key) -> None:
         focused = self.focused
@@ -203,8 +223,8 @@ class ComposeScreen(Screen[bool]):
         return True
 
     def action_next_field(self) -> None:
-        """Enter in To or Subject moves on (To → Subject → Body), at once: Widget.focus()
-        would wait its turn behind keys already queued."""
+        """Enter in a header field moves on (To → Cc → Bcc → Subject → Body), at once:
+        Widget.focus() would wait its turn behind keys already queued."""
         if self.focused is not None and self.focused.id in self._NEXT_FIELD:
             self.set_focus(self.query_one(self._NEXT_FIELD[self.focused.id]))
 
@@ -216,6 +236,8 @@ class ComposeScreen(Screen[bool]):
     def _read_form(self) -> Outgoing:
         """The Outgoing as the form now stands."""
         self.outgoing.to = headers.split_addresses(self.query_one("#to", Input).value)
+        self.outgoing.cc = headers.split_addresses(self.query_one("#cc", Input).value)
+        self.outgoing.bcc = headers.split_addresses(self.query_one("#bcc", Input).value)
         self.outgoing.subject = self.query_one("#subject", Input).value
         self.outgoing.body = self.query_one("#body", TextArea).text
         self.outgoing.encrypt = self.query_one("#encrypt", Tick).value
@@ -257,20 +279,27 @@ class ComposeScreen(Screen[bool]):
         self._cancel.clear()
         progress = self.query_one("#progress", SendProgress)
         progress.display = True
+        progress.which = ""
         progress.stage("Connecting…")
         self.send_worker(Outgoing.from_dict(outgoing.to_dict()))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="send")
     def send_worker(self, outgoing: Outgoing) -> None:
+        on_step = lambda step: self.post_message(self.StepStarted(step))  # noqa: E731
+        progress = lambda status: self.post_message(self.Minting(status))  # noqa: E731
         try:
-            result = outbox.send_or_queue(
-                self.session,
-                outgoing,
-                minter=MINTER,
-                on_step=lambda step: self.post_message(self.StepStarted(step)),
-                progress=lambda status: self.post_message(self.Minting(status)),
-                cancel=self._cancel.is_set,
-            )
+            result: SendResult | Outcomes | outbox.QueueResult
+            if len(outgoing.recipients()) > 1:
+                result = self._send_to_all(outgoing, on_step, progress)
+            else:
+                result = outbox.send_or_queue(
+                    self.session,
+                    outgoing,
+                    minter=MINTER,
+                    on_step=on_step,
+                    progress=progress,
+                    cancel=self._cancel.is_set,
+                )
         except MintCancelled:
             self.post_message(self.SendCancelled())
         except (MMTPError, LocalError, OSError, ValueError, RuntimeError) as exc:
@@ -280,6 +309,37 @@ class ComposeScreen(Screen[bool]):
                 self.post_message(self.Queued(result))
             else:
                 self.post_message(self.Sent(result))
+
+    def _send_to_all(
+        self,
+        outgoing: Outgoing,
+        on_step: Callable[[Step], None],
+        progress: Callable[[MintStatus], None],
+    ) -> Outcomes | SendResult:
+        """Several recipients (SPEC §9): one packet each. The Outbox keeps one-recipient
+        messages only, so an unreachable server is a failure here, said as such."""
+        try:
+            context = self.session.connected()
+            client = context.__enter__()
+        except (LocalError, OSError) as exc:
+            if outbox.unreachable(exc):
+                raise LocalError(
+                    f"{error_text(exc)}; a message for several recipients cannot wait in "
+                    "the Outbox yet: try again when the server answers"
+                ) from None
+            raise
+        try:
+            return self.session.send(
+                client,
+                outgoing,
+                minter=MINTER,
+                on_step=on_step,
+                progress=progress,
+                cancel=self._cancel.is_set,
+                on_stamp=lambda n, total: self.post_message(self.StampStarted(n, total)),
+            )
+        finally:
+            context.__exit__(None, None, None)
 
     def on_compose_screen_queued(self, message: Queued) -> None:
         self.query_one("#progress", SendProgress).finish()
@@ -304,6 +364,9 @@ class ComposeScreen(Screen[bool]):
         }
         self.query_one("#progress", SendProgress).stage(words[message.step])
 
+    def on_compose_screen_stamp_started(self, message: StampStarted) -> None:
+        self.query_one("#progress", SendProgress).counting(message.number, message.total)
+
     def on_compose_screen_minting(self, message: Minting) -> None:
         if not self._niced:  # the first report: the child is there now
             self._niced = True
@@ -312,15 +375,42 @@ class ComposeScreen(Screen[bool]):
             self.query_one("#progress", SendProgress).mint(message.status)
 
     def on_compose_screen_sent(self, message: Sent) -> None:
+        result = message.result
+        if isinstance(result, dict):
+            self._report_outcomes(result)
+            return
         self.query_one("#progress", SendProgress).finish()
         self.closed = True
         if self.draft_id is not None:
             self.session.store.delete_draft(self.draft_id)
-        result = message.result
         how = ", ".join(
             w for w, on in (("encrypted", result.encrypted), ("signed", result.signed)) if on
         )
         self.notify(f"Sent to {result.packet['recipient']} ({how or 'in clear'}).", markup=False)
+        self.dismiss(True)
+
+    def _report_outcomes(self, outcomes: Outcomes) -> None:
+        """Each recipient's outcome in words; a failure for one never hides the others'.
+        All sent: the compose closes. Some failed: it stays, holding only those, to retry."""
+        words, failed = outcome_words(outcomes)
+        if len(failed) == len(outcomes):
+            self._stopped()
+            self.notify(words, title="Send failed", severity="error", timeout=20, markup=False)
+            return
+        if failed:
+            self._stopped()
+            keep = {a.lower() for a in failed}
+            for field in ("to", "cc", "bcc"):
+                widget = self.query_one(f"#{field}", Input)
+                left = [a for a in headers.split_addresses(widget.value) if a.lower() in keep]
+                widget.value = ", ".join(left)
+            self.notify(words, title="Partly sent", severity="warning", timeout=20, markup=False)
+            return
+        self.query_one("#progress", SendProgress).finish()
+        self.closed = True
+        if self.draft_id is not None:
+            self.session.store.delete_draft(self.draft_id)
+        self.notify(words, markup=False)
         self.dismiss(True)
 
     def _stopped(self) -> None:
@@ -376,8 +466,8 @@ class ComposeScreen(Screen[bool]):
     def apply_edited(self, edited: headers.Edited) -> None:
         """Put what came back from the editor into the form."""
         if edited.to or edited.cc or edited.subject:
-            self.outgoing.cc = edited.cc
             self.query_one("#to", Input).value = ", ".join(edited.to)
+            self.query_one("#cc", Input).value = ", ".join(edited.cc)
             self.query_one("#subject", Input).value = edited.subject
         self.query_one("#body", TextArea).load_text(edited.body)
         self.outgoing.body = edited.body
@@ -444,3 +534,21 @@ class ComposeScreen(Screen[bool]):
             return
         choices = [(str(i), str(a.get("filename"))) for i, a in enumerate(atts)]
         self.app.push_screen(ChoiceScreen("Remove which attachment?", choices), remove)
+
+
+def outcome_words(outcomes: Outcomes) -> tuple[str, list[str]]:
+    """Plain words for a send to several recipients: who got it, who did not and why.
+    Returns the words and the addresses that failed."""
+    sent = [r for r, o in outcomes.items() if isinstance(o, SendResult)]
+    failed = [r for r, o in outcomes.items() if not isinstance(o, SendResult)]
+    lines = []
+    if sent:
+        queued = [r for r in sent if getattr(outcomes[r], "queued", False)]
+        lines.append(f"Sent to {', '.join(sent)}.")
+        if queued:
+            lines.append(f"(Waiting at the server for another domain: {', '.join(queued)}.)")
+    for recipient in failed:
+        outcome = outcomes[recipient]
+        assert not isinstance(outcome, SendResult)
+        lines.append(f"Not sent to {recipient}: {error_text(outcome)}")
+    return "\n".join(lines), failed

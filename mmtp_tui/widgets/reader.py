@@ -1,7 +1,10 @@
 """The reader: headers, security status (encryption, signature with the signer's
-fingerprint, integrity), attachments, the body, and the rest of the thread."""
+fingerprint, integrity), a delivery report's facts (DSN), attachments, the body, and the rest
+of the thread."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from rich.text import Text
 from textual.containers import VerticalScroll
@@ -47,6 +50,56 @@ def security_lines(message: StoredMessage) -> Text:
     return text
 
 
+_ACTIONS = {
+    "failed": ("✗ Not delivered", "bold red"),
+    "delayed": ("⏳ Delayed: not delivered yet, still trying", "bold yellow"),
+    "delivered": ("✓ Delivered", "bold green"),
+}
+_DSN_FIELD_MAX = 500  # the server caps the diagnostic so; the other fields are shorter
+
+
+def _dsn_of(message: StoredMessage) -> dict[str, Any] | None:
+    meta = message.packet.get("meta") or {}
+    content = message.packet.get("content")
+    if not isinstance(meta, dict) or meta.get("type") != "DSN" or not isinstance(content, dict):
+        return None
+    dsn = content.get("dsn")
+    return dsn if isinstance(dsn, dict) else None
+
+
+def delivery_report(message: StoredMessage) -> Text | None:
+    """A DSN (SPEC §10) as a delivery report in words; None for any other message. Every
+    value came from a server (the diagnostic from a remote one): plain Text, never markup."""
+    dsn = _dsn_of(message)
+    if dsn is None:
+        return None
+
+    def value(key: str) -> str:
+        found = dsn.get(key)
+        return "—" if found is None or found == "" else str(found)[:_DSN_FIELD_MAX]
+
+    words, style = _ACTIONS.get(str(dsn.get("action")), ("? Delivery report", "bold"))
+    text = Text()
+    text.append("📬 Delivery report: ", style="bold")
+    text.append(words, style=style)
+    for label, key in (
+        ("Recipient", "recipient"),
+        ("Code", "code"),
+        ("Diagnostic", "diagnostic"),
+        ("Attempts", "attempts"),
+        ("Remote", "remote"),
+        ("About", "messageId"),
+    ):
+        text.append(f"\n  {label:>10}: ", style="bold")
+        text.append(value(key))
+    last = dsn.get("lastAttemptAt")
+    if isinstance(last, int) and not isinstance(last, bool):
+        text.append(f"\n  {'Last try':>10}: ", style="bold")
+        text.append(short_date(last) + " UTC")
+    text.append("\n")
+    return text
+
+
 def render_message(message: StoredMessage, thread: list[StoredMessage]) -> Text:
     text = Text()
     text.append("   From: ", style="bold")
@@ -59,6 +112,9 @@ def render_message(message: StoredMessage, thread: list[StoredMessage]) -> Text:
     text.append(message.subject or "(no subject)", style="bold")
     text.append("\n")
     text.append_text(security_lines(message))
+    report = delivery_report(message)
+    if report is not None:
+        text.append_text(report)
     for index, att in enumerate(message.attachments, 1):
         name = safe_name(str(att.get("filename") or "attachment"))
         text.append(f"📎 {index}. {name} ", style="bold")

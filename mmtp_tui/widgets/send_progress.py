@@ -19,9 +19,18 @@ def human(n: float) -> str:
 
 
 class SendProgress(Vertical):
+    """Past tries and time of one stamp; with several recipients, which stamp it is."""
+
+    which = ""  # "stamp 2 of 3 · " while minting one stamp per recipient
+
     def compose(self):
         yield Label("", id="send-stage")
         yield ProgressBar(total=100, show_eta=False, id="send-bar")
+
+    def counting(self, number: int, total: int) -> None:
+        """The stamp for the `number`-th of `total` recipients is being minted."""
+        self.which = f"stamp {number} of {total} · " if total > 1 else ""
+        self.stage(f"HashCash: {self.which}starting…")
 
     def stage(self, text: str) -> None:
         self.query_one("#send-stage", Label).update(Text(text))
@@ -35,18 +44,21 @@ class SendProgress(Vertical):
             bar.update(total=expected, progress=min(tries, int(expected * 0.99)))
             left = "<1 s" if status.eta < 1 else f"~{status.eta:.0f} s"
             text = (
-                f"HashCash: {human(tries)} tries of ~{human(expected)} · "
+                f"HashCash: {self.which}{human(tries)} tries of ~{human(expected)} · "
                 f"{human(status.rate)}/s · {left} left · Esc cancels"
             )
         elif tries >= expected:
             # Past the average there is no honest estimate: a pulsing bar, time and rate.
             bar.update(total=None)
             text = (
-                f"HashCash: {human(tries)} tries, past the ~{human(expected)} expected · "
+                f"HashCash: {self.which}{human(tries)} tries, "
+                f"past the ~{human(expected)} expected · "
                 f"{human(status.rate)}/s · {status.elapsed:.0f} s so far · Esc cancels"
             )
         else:
-            text = f"HashCash: starting · ~{human(expected)} tries expected · Esc cancels"
+            text = (
+                f"HashCash: {self.which}starting · ~{human(expected)} tries expected · Esc cancels"
+            )
         self.stage(text)
 
     def finish(self) -> None:

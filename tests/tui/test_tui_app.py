@@ -321,7 +321,7 @@ async def test_reader_shows_a_banner_for_a_sender_whose_key_changed(
         assert other.public.fingerprint in str(banner.render())
 
 
-async def test_compose_tab_order_is_to_subject_body_then_toggles(
+async def test_compose_tab_order_is_to_cc_bcc_subject_body_then_toggles(
     server, make_session, tui_settings
 ):
     bob = make_session(server, "bob", BOB)
@@ -331,9 +331,9 @@ async def test_compose_tab_order_is_to_subject_body_then_toggles(
         await pilot.press("c")
         compose = await wait_for_screen(app, pilot, ComposeScreen)
         order = [compose.focused.id]
-        for _ in range(5):
+        for _ in range(7):
             await pilot.press("tab")
             order.append(compose.focused.id)
-        assert order == ["to", "subject", "body", "encrypt", "sign", "to"]
+        assert order == ["to", "cc", "bcc", "subject", "body", "encrypt", "sign", "to"]
         await pilot.press("shift+tab", "shift+tab", "shift+tab", "shift+tab")
         assert compose.focused.id == "subject"
