@@ -17,8 +17,11 @@ from typing import Any, Protocol
 
 from . import errors
 from .errors import MMTPError
+from .jsondepth import MAX_DEPTH, too_deep
 
 log = logging.getLogger("mmtp.store")
+# A stored packet sits this many levels down in a RECEIVE answer: the answer, its `messages`.
+RECEIVE_FRAME_LEVELS = 2
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,8 @@ def page_messages(
     """Up to `limit` intact messages after `after_seq`, and whether rows remain after them.
 
     `fetch(position, n)` returns up to n (seq, packet text, checksum) rows after `position`
-    in seq order. Damaged rows are skipped and do not take a place in the page, so a page is
+    in seq order. Damaged rows, and rows nesting too deeply for an answer (stored before the
+    depth limit), are skipped and do not take a place in the page, so a page is
     empty only when nothing intact is left: a client paging until `more` is false finishes
     even when damaged rows fill a whole page. With `max_bytes`, the page also stops before
     the stored packets would exceed that size (it always holds at least one).
@@ -117,6 +121,11 @@ def page_messages(
             position = seq
             if checksum(text) != digest:
                 log.error("message row %d for %s is damaged; not serving it", seq, recipient)
+                continue
+            if too_deep(text, MAX_DEPTH - RECEIVE_FRAME_LEVELS):
+                # Stored before the depth limit (SPEC §1): inside a RECEIVE answer it would
+                # make the whole frame one no client may read, and jam the mailbox for good.
+                log.error("message row %d for %s nests too deeply; not serving it", seq, recipient)
                 continue
             size += len(text)
             result.append(StoredMessage(seq, json.loads(text)))

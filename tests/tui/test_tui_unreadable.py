@@ -216,3 +216,20 @@ async def test_the_list_shows_unreadable_mail_and_deletes_it_on_the_server(
         assert [m.subject for m in main.store.folder("bob", "Inbox")] == ["good"]
         with main.session.connected() as client:
             assert client.receive_all(BOB).count == 0  # gone on the server too
+
+
+def test_a_packet_stored_before_the_depth_limit_does_not_jam_the_mailbox(server, make_session):
+    """Stored before SPEC §1's depth limit, one packet made every RECEIVE answer unreadable."""
+    alice = make_session(server, "alice", ALICE)
+    bob = make_session(server, "bob", BOB)
+    deep = clear_packet()
+    token: Any = "x"
+    for _ in range(40):
+        token = {"t": token}
+    deep["meta"]["hashcashToken"] = token
+    store_directly(server, BOB, [deep])
+    send(alice, BOB, "after", "still arrives")
+    with bob.connected() as client:
+        page = client.receive_all(BOB)
+    assert [client.open(packet, BOB).subject for packet in page.messages] == ["after"]
+    assert fetch(bob).new == 1
