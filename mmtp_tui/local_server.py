@@ -276,6 +276,10 @@ class LocalServer:
         if _alive(pid):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+            # SIGKILL is not instant either: stop() returns once the server is gone.
+            deadline = time.monotonic() + 5.0
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     def _forget_state(self) -> None:
         with contextlib.suppress(OSError, ValueError, KeyError):
