@@ -29,8 +29,12 @@ BOB = "(bob)%(localhost)"
 CAROL = "(carol)%(localhost)"
 MALLORY = "(mallory)%(localhost)"
 BOB_EXAMPLE = "(bob)%(example.com)"
-# A sender on a domain the test servers do not serve (they serve localhost and example.com).
+# A sender on a domain the test servers do not serve (they serve localhost and example.com):
+# only a connection domain-authenticated for remote.org may send as it (SPEC §3).
 DAVE_REMOTE = "(dave)%(remote.org)"
+# A local user who writes to the tests' mailboxes (the "stranger" of most SEND tests): it may
+# send as itself once authenticated (`as_sender`) or by signing with its registered key.
+DAVE = "(dave)%(localhost)"
 
 
 # ---------------------------------------------------------------------------- keys
@@ -132,6 +136,14 @@ class Wire(BaseWire):
 
     def receive(self, email: str, **data: Any) -> dict[str, Any]:
         return self.ok("RECEIVE", {"email": email, **data})
+
+
+def as_sender(wire: Wire, email: str = DAVE) -> Wire:
+    """`wire`, authenticated as `email` (its test key registered first if need be), so that it
+    may SEND as `email` (the sender rule of SPEC §3). Needs TLS, as AUTH does."""
+    for answer in (wire.register(email), wire.auth(email)):
+        assert answer["status"] == "OK", answer
+    return wire
 
 
 def error_code(answer: dict[str, Any]) -> str:

@@ -36,13 +36,15 @@ class SendHandler(RelayHandlers):
                 return Outcome(
                     {}, deferred=Deferred(waiting.future, lambda: self._send(session, data, now))
                 )
-        elif domain_of(packet.sender) not in self.domains and self.federation is not None:
-            # Enforced where domain authentication exists (a relaying server); a server that
-            # does not relay keeps revision 1's island behaviour for now (see federation.md).
+        elif domain_of(packet.sender) not in self.domains:
+            # Relay or not: only a connection domain-authenticated for the sender's domain
+            # speaks for it, and such a connection took the branch above.
             raise MMTPError(
                 errors.FORBIDDEN,
-                f"{packet.sender} is not on a domain this server serves: only its own "
-                "domain's server may deliver its mail here (SPEC §3)",
+                f"{packet.sender} is not on a domain this server serves, and this connection "
+                f"is not domain-authenticated for {domain_of(packet.sender)}: send as your "
+                "own address here (AUTH, or sign with its registered key), or have the "
+                "sender's own domain server deliver it (SPEC §3)",
             )
         elif domain_of(packet.recipient) not in self.domains and self.federation is not None:
             return self._with_local_signature(
