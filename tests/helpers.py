@@ -12,7 +12,7 @@ import functools
 import hashlib
 import json
 import time
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from wire import Wire as BaseWire
 
@@ -138,12 +138,21 @@ class Wire(BaseWire):
         return self.ok("RECEIVE", {"email": email, **data})
 
 
-def as_sender(wire: Wire, email: str = DAVE) -> Wire:
-    """`wire`, authenticated as `email` (its test key registered first if need be), so that it
-    may SEND as `email` (the sender rule of SPEC §3). Needs TLS, as AUTH does."""
-    for answer in (wire.register(email), wire.auth(email)):
-        assert answer["status"] == "OK", answer
-    return wire
+class _Connection(Protocol):
+    def register(self, email: str) -> Any: ...
+    def auth(self, email: str) -> Any: ...
+
+
+_C = TypeVar("_C", bound=_Connection)
+
+
+def as_sender(conn: _C, email: str = DAVE) -> _C:
+    """`conn` (a `Wire`, or a `rules_harness` connection), authenticated as `email` (its test
+    key registered first if need be), so that it may SEND as `email` (the sender rule of
+    SPEC §3). Needs TLS, as AUTH does; over plain TCP, sign as `email` instead."""
+    for answer in (conn.register(email), conn.auth(email)):
+        assert answer == "OK" or answer["status"] == "OK", answer
+    return conn
 
 
 def error_code(answer: dict[str, Any]) -> str:

@@ -11,7 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ALICE, BOB, DAVE_REMOTE, Wire, error_code, key_for, make_packet, registered
+from helpers import (
+    ALICE,
+    BOB,
+    DAVE,
+    Wire,
+    as_sender,
+    error_code,
+    key_for,
+    make_packet,
+    registered,
+)
 
 from mmtp_proto import admin_cli, pgp
 
@@ -48,8 +58,8 @@ def running(start_server, tmp_path):
 def test_accounts_list_shows_keys_and_mail(running, capsys):
     server, data_dir = running
     registered(server, ALICE, BOB)
-    with Wire(server) as wire:
-        assert wire.send(make_packet(DAVE_REMOTE, BOB))["status"] == "OK"
+    with as_sender(Wire(server)) as wire:
+        assert wire.send(make_packet(DAVE, BOB))["status"] == "OK"
     result = ok(capsys, data_dir, "accounts", "list")
     rows = {a["email"]: a for a in result["accounts"]}
     assert rows[BOB]["messages"] == 1 and rows[BOB]["bytes"] > 0
@@ -67,9 +77,7 @@ def test_disable_takes_effect_on_the_running_server_at_once(running, capsys):
         ok(capsys, data_dir, "accounts", "disable", ALICE)
         assert wire.error("CHECK", {"email": ALICE}) == "AUTH_REQUIRED"
         assert error_code(wire.auth(ALICE)) == "FORBIDDEN"
-        assert wire.error("SEND", {"packet": make_packet(DAVE_REMOTE, ALICE)}) == (
-            "UNKNOWN_RECIPIENT"
-        )
+        assert wire.error("SEND", {"packet": make_packet(DAVE, ALICE)}) == "UNKNOWN_RECIPIENT"
         ok(capsys, data_dir, "accounts", "enable", ALICE)
         assert wire.auth(ALICE)["status"] == "OK"
 
@@ -77,17 +85,17 @@ def test_disable_takes_effect_on_the_running_server_at_once(running, capsys):
 def test_quota_set_applies_to_the_next_send(running, capsys):
     server, data_dir = running
     registered(server, BOB)
-    with Wire(server) as wire:
-        assert wire.send(make_packet(DAVE_REMOTE, BOB))["status"] == "OK"
+    with as_sender(Wire(server)) as wire:
+        assert wire.send(make_packet(DAVE, BOB))["status"] == "OK"
         shown = ok(capsys, data_dir, "quota", "set", BOB, "--messages", "1")
         assert shown["maxMessages"] == 1 and shown["messages"] == 1
-        assert wire.error("SEND", {"packet": make_packet(DAVE_REMOTE, BOB)}) == "MAILBOX_FULL"
+        assert wire.error("SEND", {"packet": make_packet(DAVE, BOB)}) == "MAILBOX_FULL"
         ok(capsys, data_dir, "quota", "set", BOB, "--messages", "default", "--bytes", "1k")
-        assert wire.error("SEND", {"packet": make_packet(DAVE_REMOTE, BOB)}) == "MAILBOX_FULL"
+        assert wire.error("SEND", {"packet": make_packet(DAVE, BOB)}) == "MAILBOX_FULL"
         shown = ok(capsys, data_dir, "quota", "show", BOB)
         assert (shown["maxMessages"], shown["maxBytes"]) == (None, 1024)
         ok(capsys, data_dir, "quota", "set", BOB, "--bytes", "default")
-        assert wire.send(make_packet(DAVE_REMOTE, BOB))["status"] == "OK"
+        assert wire.send(make_packet(DAVE, BOB))["status"] == "OK"
     everyone = ok(capsys, data_dir, "quota", "show")
     assert everyone["defaults"]["maxBytes"] == 1024**3
 
@@ -113,8 +121,8 @@ def test_an_invite_opens_an_invite_only_server(start_server, tmp_path, capsys):
 def test_delete_holds_the_name_until_released(running, capsys):
     server, data_dir = running
     registered(server, BOB)
-    with Wire(server) as wire:
-        assert wire.send(make_packet(DAVE_REMOTE, BOB))["status"] == "OK"
+    with as_sender(Wire(server)) as wire:
+        assert wire.send(make_packet(DAVE, BOB))["status"] == "OK"
         result = ok(capsys, data_dir, "accounts", "delete", BOB)
         assert result["deletedMessages"] == 1
         assert wire.error("REQUEST_PUBLIC_KEY", {"email": BOB}) == "KEY_NOT_FOUND"
