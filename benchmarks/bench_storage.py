@@ -50,7 +50,12 @@ def run(quick: bool, log=print) -> Section:
                         admin.execute(f"CREATE SCHEMA {schema}")
                     extra["database"] = f"{url}&options=-csearch_path%3D{schema}"
                 servers[(backend, workers)] = stack.enter_context(
-                    mmtp_server(f"storage-{backend}-{workers}", difficulty=8, extra=extra)
+                    mmtp_server(
+                        f"storage-{backend}-{workers}",
+                        difficulty=8,
+                        extra=extra,
+                        allow_plain_auth=True,
+                    )
                 )
         keys = None
         mailbox = 0
@@ -62,9 +67,11 @@ def run(quick: bool, log=print) -> Section:
         assert keys is not None
         for signed in (False, True):
             for (backend, workers), server in servers.items():
-                job = Job("mmtp", server.port, 0, per_conn, seconds)
+                job = Job("mmtp", server.port, 0, per_conn, seconds, sender=ALICE)
                 if signed:
-                    job.sender, job.signing_key = ALICE, keys[ALICE]
+                    job.signing_key = keys[ALICE]
+                else:  # authenticated as alice on each connection instead
+                    job.auth_key = keys[ALICE]
                 job.recipient = recipient(mailbox % 8)
                 mailbox += 1
                 log(f"  SEND: {backend}, {workers} worker(s), signed={signed}...")

@@ -66,14 +66,18 @@ def main() -> int:
         print("py-spy not found: pip install py-spy", file=sys.stderr)
         return 2
     with (
-        mmtp_server("profile", difficulty=8, fsync=not args.fsync_off) as srv,
+        mmtp_server(
+            "profile", difficulty=8, fsync=not args.fsync_off, allow_plain_auth=True
+        ) as srv,
         scratch_dir("profile-out") as out,
     ):
         keys = register_keys(srv.port)
         # one mailbox for the whole run: --per-connection sets how full it gets
-        job = Job("mmtp", srv.port, 0, args.per_connection, args.seconds)
+        job = Job("mmtp", srv.port, 0, args.per_connection, args.seconds, sender=ALICE)
         if args.signed:
-            job.sender, job.signing_key = ALICE, keys[ALICE]
+            job.signing_key = keys[ALICE]
+        else:  # authenticated as alice on each connection instead
+            job.auth_key = keys[ALICE]
         raw = out / "server.raw"
         # Idle samples (the server waiting in select) are left out by py-spy, so sampling
         # from before the clients' set-up to after the load sees only the work.
