@@ -172,6 +172,11 @@ def run(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
     store = _open_store(config)
     try:
         if args.area == "queue":
+            if not hasattr(store, "queue_list"):
+                # A store without an outbound queue (PostgreSQL while relaying needs SQLite).
+                raise LocalError(
+                    "this server's store has no outbound queue (relaying needs SQLite)"
+                )
             return _queue(store, args)
         admin = Admin(config, store, knows_domains)
         return _dispatch(admin, args)
