@@ -275,3 +275,42 @@ def test_a_database_without_a_server_is_refused_and_left_empty(capsys, tmp_path,
     assert "no server database" in err and "no mmtp tables" in err
     with psycopg.connect(postgres_url) as db:
         assert db.execute("SELECT to_regclass('mmtp_meta')").fetchone() == (None,)
+
+
+def test_every_front_end_on_the_database_sees_a_change_at_once(tmp_path, postgres_url, capsys):
+    """Two servers with data dirs of their own over one PostgreSQL database, as two hosts
+    behind a balancer: what mmtp-admin changes through the database, both act on at their next
+    request, with sessions and cached keys from before the change."""
+    from conftest import make_config
+
+    from mmtp_proto.server import Server
+
+    fronts: list[Server] = []
+    wires: list[Wire] = []
+    try:
+        for n in (1, 2):
+            config = make_config(tmp_path / f"front{n}", database=postgres_url)
+            fronts.append(Server(config).start())
+        registered(fronts[0], ALICE, BOB)
+        # No config file: mmtp-admin is told only the database (and a data dir it never uses).
+        target = Target(tmp_path / "elsewhere", postgres_url)
+        wires = [Wire(front) for front in fronts]
+        for wire in wires:
+            assert wire.auth(ALICE)["status"] == "OK"
+            assert wire.ok("REQUEST_PUBLIC_KEY", {"email": BOB})["email"] == BOB
+        ok(capsys, target, "accounts", "disable", ALICE)
+        ok(capsys, target, "accounts", "delete", BOB)
+        for wire in wires:
+            assert wire.error("CHECK", {"email": ALICE}) == "AUTH_REQUIRED"
+            assert error_code(wire.auth(ALICE)) == "FORBIDDEN"
+            assert wire.error("REQUEST_PUBLIC_KEY", {"email": BOB}) == "KEY_NOT_FOUND"
+            assert error_code(wire.register(BOB)) == "FORBIDDEN"  # the name is held
+        ok(capsys, target, "accounts", "enable", ALICE)
+        for wire in wires:
+            assert wire.auth(ALICE)["status"] == "OK"
+    finally:
+        for wire in wires:
+            wire.close()
+        for front in fronts:
+            front.stop()
+    assert not (tmp_path / "elsewhere" / "mmtp.db").exists()
