@@ -13,7 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ALICE, BOB, DAVE_REMOTE, Wire, error_code, key_for, make_packet, registered
+from helpers import (
+    ALICE,
+    BOB,
+    CAROL,
+    DAVE_REMOTE,
+    Wire,
+    error_code,
+    key_for,
+    make_packet,
+    registered,
+)
 
 from mmtp_proto import admin_cli, pgp
 
@@ -291,18 +301,24 @@ def test_every_front_end_on_the_database_sees_a_change_at_once(tmp_path, postgre
         for n in (1, 2):
             config = make_config(tmp_path / f"front{n}", database=postgres_url)
             fronts.append(Server(config).start())
-        registered(fronts[0], ALICE, BOB)
+        registered(fronts[0], ALICE, BOB, CAROL)
         # No config file: mmtp-admin is told only the database (and a data dir it never uses).
         target = Target(tmp_path / "elsewhere", postgres_url)
-        wires = [Wire(front) for front in fronts]
-        for wire in wires:
+        wires = [Wire(front) for front in fronts] + [Wire(front) for front in fronts]
+        pairs = list(zip(wires[:2], wires[2:], strict=True))  # (alice's, carol's) per front
+        for wire, sender in pairs:
             assert wire.auth(ALICE)["status"] == "OK"
-            assert wire.ok("REQUEST_PUBLIC_KEY", {"email": BOB})["email"] == BOB
+            # Carol's session reads her key, then bob's: both are cached on each front end.
+            assert sender.auth(CAROL)["status"] == "OK"
+            assert sender.send(make_packet(CAROL, BOB))["status"] == "OK"
         ok(capsys, target, "accounts", "disable", ALICE)
         ok(capsys, target, "accounts", "delete", BOB)
-        for wire in wires:
+        for wire, sender in pairs:
             assert wire.error("CHECK", {"email": ALICE}) == "AUTH_REQUIRED"
             assert error_code(wire.auth(ALICE)) == "FORBIDDEN"
+            assert sender.error("SEND", {"packet": make_packet(CAROL, BOB)}) == (
+                "UNKNOWN_RECIPIENT"
+            )
             assert wire.error("REQUEST_PUBLIC_KEY", {"email": BOB}) == "KEY_NOT_FOUND"
             assert error_code(wire.register(BOB)) == "FORBIDDEN"  # the name is held
         ok(capsys, target, "accounts", "enable", ALICE)
