@@ -287,23 +287,20 @@ def test_a_database_without_a_server_is_refused_and_left_empty(capsys, tmp_path,
         assert db.execute("SELECT to_regclass('mmtp_meta')").fetchone() == (None,)
 
 
-def test_every_front_end_on_the_database_sees_a_change_at_once(tmp_path, postgres_url, capsys):
-    """Two servers with data dirs of their own over one PostgreSQL database, as two hosts
-    behind a balancer: what mmtp-admin changes through the database, both act on at their next
-    request, with sessions and cached keys from before the change."""
-    from conftest import make_config
-
-    from mmtp_proto.server import Server
-
-    fronts: list[Server] = []
+def test_every_server_on_the_store_sees_a_change_at_once(start_server, tmp_path, database, capsys):
+    """Two servers over one store, with sessions and cached keys from before the change: what
+    mmtp-admin changes, both act on at their next request. On PostgreSQL they have data dirs
+    of their own, as two hosts behind a balancer, and mmtp-admin is told only the database;
+    on SQLite they share the data dir, as the processes of `--workers` do."""
+    if database:
+        fronts = [start_server(data_dir=tmp_path / f"front{n}") for n in (1, 2)]
+        target = Target(tmp_path / "elsewhere", database)
+    else:
+        fronts = [start_server(data_dir=tmp_path / "shared") for _ in (1, 2)]
+        target = Target(tmp_path / "shared")
     wires: list[Wire] = []
     try:
-        for n in (1, 2):
-            config = make_config(tmp_path / f"front{n}", database=postgres_url)
-            fronts.append(Server(config).start())
         registered(fronts[0], ALICE, BOB, CAROL)
-        # No config file: mmtp-admin is told only the database (and a data dir it never uses).
-        target = Target(tmp_path / "elsewhere", postgres_url)
         wires = [Wire(front) for front in fronts] + [Wire(front) for front in fronts]
         pairs = list(zip(wires[:2], wires[2:], strict=True))  # (alice's, carol's) per front
         for wire, sender in pairs:
@@ -327,6 +324,4 @@ def test_every_front_end_on_the_database_sees_a_change_at_once(tmp_path, postgre
     finally:
         for wire in wires:
             wire.close()
-        for front in fronts:
-            front.stop()
-    assert not (tmp_path / "elsewhere" / "mmtp.db").exists()
+    assert not (tmp_path / "elsewhere").exists()
