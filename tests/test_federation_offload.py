@@ -30,9 +30,9 @@ ANN = "(ann)%(a.test)"
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
-    """a.test (the senders' home) and b.test (receiving, one worker, a short deadline)."""
+    """a.test (the senders' home) and b.test (receiving: one worker, a 5 s job deadline)."""
     a = relay_server(tmp_path, "a.test")
-    b = relay_server(tmp_path, "b.test", pgp_workers=1, job_deadline_seconds=3.0)
+    b = relay_server(tmp_path, "b.test", pgp_workers=1, job_deadline_seconds=5.0)
     link_all([a, b])
     a.start()
     b.start()
@@ -119,7 +119,7 @@ def test_a_relayed_signature_is_checked_by_a_worker_never_the_loop(pair):
     (answer,), latencies = while_bystander_asks(b, attack)
     # Not refused (SPEC §8.3): stored, unverified, once the deadline stopped the key check.
     assert answer["status"] == "OK" and answer["signatureVerified"] is False, answer
-    assert answer["seconds"] >= 2.5
+    assert answer["seconds"] >= 4.5
     assert len(latencies) >= 5  # the bystander went on meanwhile
     assert b._pool.pids() and not set(b._pool.pids()) & set(frozen)
     # With a working pool, another sender's genuine signature verifies (key fetched from
