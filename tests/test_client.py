@@ -278,7 +278,7 @@ def test_frame_too_large_reaches_the_client_as_an_error(start_server, tmp_path):
     client = make_client(server, tmp_path)
     with client:
         with pytest.raises(MMTPError) as caught:
-            client.send(make_packet(DAVE_REMOTE, BOB, body="x" * 5000))
+            client.send(make_packet(DAVE, BOB, body="x" * 5000))
         assert caught.value.code == errors.FRAME_TOO_LARGE
 
 
@@ -473,7 +473,7 @@ def test_send_retry_survives_a_failed_reconnect(server, tmp_path, monkeypatch):
 def test_send_packet_gives_up_after_its_retries(server, tmp_path):
     registered(server, BOB)
     client = make_client(server, tmp_path)
-    packet = make_packet(DAVE_REMOTE, BOB)
+    packet = make_packet(DAVE, BOB)
     with client:
         server.stop()
         with pytest.raises(LocalError):
