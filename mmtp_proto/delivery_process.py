@@ -39,6 +39,7 @@ Routes = dict[str, tuple[str, int]]
 QUICK_DEATH = 5.0
 RESTART_PAUSE = 1.0
 STOP_TIMEOUT = 5.0
+EOF_GRACE = 2.0
 
 
 class DeliveryProcess:
@@ -64,6 +65,11 @@ class DeliveryProcess:
     def pid(self) -> int | None:
         process = self._process
         return None if process is None else process.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        process = self._process
+        return None if process is None else process.exitcode
 
     def start(self) -> None:
         with self._lock:
@@ -129,15 +135,17 @@ class DeliveryProcess:
         with self._lock:
             self._stopping.set()
             process = self._process
-            # EOF tells the child to stop; SIGTERM as well, in case it is busy elsewhere.
+            # EOF on the pipe tells the child to stop; SIGTERM if it does not soon.
             self._close_pipe()
-        if process is None:
-            return
-        with contextlib.suppress(OSError, ValueError):
-            process.terminate()
         if self._watcher is not None:
             self._watcher.join(timeout)
-        process.join(timeout)
+        if process is None:
+            return
+        process.join(EOF_GRACE)
+        if process.exitcode is None:
+            with contextlib.suppress(OSError, ValueError):
+                process.terminate()
+            process.join(timeout)
         if process.exitcode is None:
             log.warning("relay: the delivery process did not stop; killing it")
             process.kill()
@@ -152,6 +160,16 @@ def child_main(config: ServerConfig, routes: Routes, kicks: Connection) -> None:
     closes."""
     # Ctrl-C reaches the whole process group; the server stops this process itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Handled from the start: a SIGTERM while this process still starts up stops it cleanly.
+    stopping = threading.Event()
+    delivery: Any = None
+
+    def on_sigterm(_signum: int, _frame: Any) -> None:
+        stopping.set()
+        if delivery is not None:
+            delivery.request_stop()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     _setup_logging(config.log_level)
     from .backends import open_store
     from .delivery import Delivery
@@ -166,7 +184,8 @@ def child_main(config: ServerConfig, routes: Routes, kicks: Connection) -> None:
         lambda: open_store(config.database, Path(config.data_dir), fsync=config.fsync),
         owner=owner,
     )
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: delivery.request_stop())
+    if stopping.is_set():
+        delivery.request_stop()
     threading.Thread(
         target=_read_kicks, args=(kicks, delivery), name="mmtp-kicks", daemon=True
     ).start()
