@@ -130,10 +130,10 @@ def run(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
         return {"copied": report.counts, "digest": report.digest}, lambda _: str(report)
     if args.area == "domain-key":
         return domain_keys(Path(config.data_dir), args.verb == "rotate"), _text_domain_keys
+    if args.area == "queue":
+        return _queue_area(config, args)
     store = _open_store(Path(config.data_dir))
     try:
-        if args.area == "queue":
-            return _queue(store, args)
         admin = Admin(config, store, knows_domains)
         return _dispatch(admin, args)
     finally:
@@ -188,7 +188,25 @@ def _dispatch(admin: Admin, args: argparse.Namespace) -> tuple[Any, Callable[[An
     raise LocalError(f"unknown command {args.area} {args.verb}")
 
 
-def _queue(store: Store, args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
+def _queue_area(config: ServerConfig, args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
+    """The queue lives where the server's store is: SQLite in the data dir, or the
+    configured PostgreSQL database."""
+    if config.database:
+        from .backends import open_store
+
+        try:
+            store: Any = open_store(config.database, Path(config.data_dir))
+        except StoreError as exc:
+            raise LocalError(str(exc)) from None
+    else:
+        store = _open_store(Path(config.data_dir))
+    try:
+        return _queue(store, args)
+    finally:
+        store.close()
+
+
+def _queue(store: Any, args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
     """SPEC §11: the operator lists, retries now and removes queued relay jobs. A running
     server's delivery sees the change at its next look at the queue (within a second)."""
     if args.verb == "list":

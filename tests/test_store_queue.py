@@ -189,3 +189,29 @@ def test_a_schema_3_queue_gets_its_lease_columns(tmp_path: Path):
     db = sqlite3.connect(tmp_path / "db")
     assert db.execute("PRAGMA user_version").fetchone()[0] == 4
     db.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_migrate_moves_the_queue_to_postgresql(tmp_path: Path, database):
+    from mmtp_proto.migrate import migrate
+    from mmtp_proto.store_postgres import PostgresStore
+
+    store = Store(tmp_path / "mmtp.db")
+    first, second = enqueue(store, 1), enqueue(store, 2)
+    store.finish_job(second, DONE, code=None, error=None, remote="r:1")
+    store.commit()
+    store.close()
+    report = migrate(tmp_path / "mmtp.db", database)
+    assert report.counts["outbound"] == 2
+    target = PostgresStore(database)
+    assert [(r["id"], r["state"]) for r in target.queue_list()] == [
+        (first, "queued"),
+        (second, DONE),
+    ]
+    [job] = target.claim_jobs("one", 1000, 60, 10)
+    assert (job.id, job.packet) == (first, PACKET)
+    # New jobs are numbered after the copied ones; the spent stamps came along.
+    assert enqueue(target, 3) > second
+    assert target.is_spent("stamp-1")
+    target.commit()
+    target.close()
