@@ -155,26 +155,44 @@ class Delivery:
         due = store.next_due()
         if due is None or due > now:
             return
-        limit = self.config.relay_concurrency
-        jobs = store.claim_jobs(self.owner, now, self.lease, CLAIM)
+        # Claim only what connections are free for (a read first, no lock): a claim takes
+        # the database's write lock, which the server's loop needs for every turn.
+        wanted = {}
+        for domain, count in store.due_domains(now).items():
+            size = self._batch_size(count)
+            busy = max((n for (_, d), n in self._busy.items() if d == domain), default=0)
+            wanted[domain] = min(self.config.relay_concurrency - busy, -(-count // size)) * size
+        domains = [d for d, n in wanted.items() if n > 0]
+        if not domains:
+            return
+        limit = min(CLAIM, sum(wanted[d] for d in domains))
+        jobs = store.claim_jobs(self.owner, now, self.lease, limit, domains=domains)
         batches: dict[tuple[str, str], list[QueuedJob]] = {}
         for job in jobs:
             batches.setdefault((domain_of(job.sender), job.domain), []).append(job)
         spare: list[int] = []
         for key, group in batches.items():
-            for start in range(0, len(group), BATCH):
-                chunk = group[start : start + BATCH]
-                if self._busy.get(key, 0) >= limit:
+            size = self._batch_size(len(group))
+            for start in range(0, len(group), size):
+                chunk = group[start : start + size]
+                if self._busy.get(key, 0) >= self.config.relay_concurrency:
                     spare.extend(job.id for job in chunk)
                     continue
                 self._claimed.update((job.id, key) for job in chunk)
                 self._busy[key] = self._busy.get(key, 0) + 1
                 self._workers.submit(self._deliver_safely, key, chunk)
         if spare:
-            # A domain with all its connections busy: another process may take these now,
-            # or this one when a batch comes back.
+            # All of a domain's connections are busy (this look guessed wrong, or several
+            # sending domains share it): another process may take these now, or this one
+            # when a batch comes back.
             store.release_jobs(self.owner, spare)
             store.commit()
+
+    def _batch_size(self, due: int) -> int:
+        """Due jobs are spread over all the connections a domain may have: the remote works
+        on one connection's requests one after another, so one long pipeline would get one
+        of its turns at a time while other connections stood idle."""
+        return min(BATCH, max(1, -(-due // self.config.relay_concurrency)))
 
     def _apply_results(self, store: Any) -> None:
         while True:

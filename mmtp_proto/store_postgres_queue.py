@@ -35,7 +35,7 @@ class PostgresQueueMixin(QueueMixin):
 
     _CLAIM_SQL = (
         "UPDATE outbound AS o SET lease_owner = ?, lease_until = ? FROM (SELECT id FROM"
-        " outbound WHERE state = 'queued' AND next_attempt <= ? AND lease_until <= ?"
+        " outbound WHERE state = 'queued' AND next_attempt <= ? AND lease_until <= ?{domains}"
         " ORDER BY next_attempt, id LIMIT ? FOR UPDATE SKIP LOCKED) AS due WHERE o.id = due.id"
         " RETURNING " + ", ".join(f"o.{c.strip()}" for c in _JOB_COLUMNS.split(","))
     )

@@ -179,20 +179,41 @@ class QueueMixin:
         ).fetchall()
         return self._jobs(rows)
 
+    def due_domains(self, now: int) -> dict[str, int]:
+        """How many due jobs no one holds a lease on there are, per domain."""
+        rows = self._q_read(
+            "SELECT domain, COUNT(*) FROM outbound WHERE state = 'queued' AND next_attempt <= ?"
+            " AND lease_until <= ? GROUP BY domain ORDER BY domain",
+            (now, now),
+        ).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
     # The jobs to claim are picked and leased in one statement, in one write transaction:
     # on SQLite the write lock (BEGIN IMMEDIATE) orders claimers; PostgreSQL overrides this.
     _CLAIM_SQL = (
         "UPDATE outbound SET lease_owner = ?, lease_until = ? WHERE id IN (SELECT id FROM"
-        " outbound WHERE state = 'queued' AND next_attempt <= ? AND lease_until <= ?"
+        " outbound WHERE state = 'queued' AND next_attempt <= ? AND lease_until <= ?{domains}"
         f" ORDER BY next_attempt, id LIMIT ?) RETURNING {_JOB_COLUMNS}"
     )
 
-    def claim_jobs(self, owner: str, now: int, lease_seconds: int, limit: int) -> list[QueuedJob]:
-        """Lease up to `limit` due jobs to `owner` until now + lease_seconds, and commit.
-
-        Expired leases count as free: their jobs are claimed again."""
+    def claim_jobs(
+        self,
+        owner: str,
+        now: int,
+        lease_seconds: int,
+        limit: int,
+        *,
+        domains: list[str] | None = None,
+    ) -> list[QueuedJob]:
+        """Lease up to `limit` due jobs (to `domains` only, if given) to `owner` until
+        now + lease_seconds, and commit. Expired leases count as free: their jobs are
+        claimed again."""
+        only = ""
+        if domains is not None:
+            only = f" AND domain IN ({','.join('?' * len(domains)) or 'NULL'})"
         rows = self._q_write(
-            self._CLAIM_SQL, (owner, now + lease_seconds, now, now, limit)
+            self._CLAIM_SQL.replace("{domains}", only),
+            (owner, now + lease_seconds, now, now, *(domains or ()), limit),
         ).fetchall()
         jobs = self._jobs(sorted(rows, key=lambda r: int(r[0])))
         self.commit()
