@@ -215,3 +215,30 @@ def test_migrate_moves_the_queue_to_postgresql(tmp_path: Path, database):
     assert target.is_spent("stamp-1")
     target.commit()
     target.close()
+
+
+@pytest.mark.both_backends
+def test_due_domains_and_claims_for_some_domains_only(tmp_path, database):
+    store = open_queue(tmp_path, database)
+    for n in (1, 2):
+        enqueue(store, n)
+    store.enqueue(
+        domain="c.test",
+        recipient="(c)%(c.test)",
+        sender="(a)%(a.test)",
+        message_id="c" * 32,
+        message_hash="h" * 64,
+        packet=PACKET,
+        now=1000,
+        expires_at=4600,
+        stamp_key="stamp-c",
+        stamp_expires_at=4600,
+    )
+    store.commit()
+    assert store.due_domains(1000) == {"b.test": 2, "c.test": 1}
+    [job] = store.claim_jobs("one", 1000, 60, 10, domains=["c.test"])
+    assert job.domain == "c.test"
+    assert store.due_domains(1000) == {"b.test": 2}
+    assert store.claim_jobs("one", 1000, 60, 10, domains=[]) == []
+    assert store.due_domains(999) == {}
+    store.close()
