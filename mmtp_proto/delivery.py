@@ -167,6 +167,8 @@ class Delivery:
             return
         limit = min(CLAIM, sum(wanted[d] for d in domains))
         jobs = store.claim_jobs(self.owner, now, self.lease, limit, domains=domains)
+        if not self._claimed:
+            self._renewed = self.clock()  # fresh claims: the first renewal is a third away
         batches: dict[tuple[str, str], list[QueuedJob]] = {}
         for job in jobs:
             batches.setdefault((domain_of(job.sender), job.domain), []).append(job)

@@ -96,11 +96,12 @@ class DeliveryProcess:
 
     def kick(self) -> None:
         """Jobs were queued and committed: deliver now. Never blocks (a full pipe means the
-        child has kicks enough waiting)."""
-        fd = self._kick_fd
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.write(fd, b"\0")
+        child has kicks enough waiting; a dead one's pipe refuses it)."""
+        # Under the lock: the watcher may close this descriptor, and its number be reused.
+        with self._lock:
+            if self._kick_fd is not None:
+                with contextlib.suppress(OSError):
+                    os.write(self._kick_fd, b"\0")
 
     def _watch(self) -> None:
         while not self._stopping.is_set():
