@@ -58,7 +58,17 @@ CREATE TABLE IF NOT EXISTS outbox (
     packet TEXT,
     created INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT NOT NULL DEFAULT ''
+    last_error TEXT NOT NULL DEFAULT '',
+    recipients TEXT
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    account TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    address TEXT NOT NULL,
+    state TEXT NOT NULL,
+    error TEXT NOT NULL DEFAULT '',
+    updated INTEGER NOT NULL,
+    PRIMARY KEY (account, message_id, address)
 );
 CREATE TABLE IF NOT EXISTS user_folders (
     account TEXT NOT NULL,
@@ -93,6 +103,9 @@ class Database:
             self._db.execute(
                 "ALTER TABLE messages ADD COLUMN unreadable INTEGER NOT NULL DEFAULT 0"
             )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        if "recipients" not in columns:  # a store from before the Outbox took several
+            self._db.execute("ALTER TABLE outbox ADD COLUMN recipients TEXT")
         path.chmod(0o600)
 
     def close(self) -> None:

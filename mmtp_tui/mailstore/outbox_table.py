@@ -10,23 +10,37 @@ from typing import Any
 from mmtp_proto.outgoing import Outgoing
 
 from .database import Database
-from .records import Queued
+from .records import Delivery, Queued, Recipient
 
 
 class OutboxTable(Database):
-    def queue(self, account: str, outgoing: Outgoing, packet: dict[str, Any] | None) -> int:
-        """Keep a message that could not be sent now (with its stamped packet, if made)."""
+    def queue(
+        self,
+        account: str,
+        outgoing: Outgoing,
+        packet: dict[str, Any] | None,
+        recipients: list[Recipient] | None = None,
+    ) -> int:
+        """Keep a message that could not be sent now (with its stamped packet, if made; for
+        several recipients, each recipient's packet and state)."""
         with self._lock:
             cur = self._db.execute(
-                "INSERT INTO outbox (account, outgoing, packet, created) VALUES (?,?,?,?)",
+                "INSERT INTO outbox (account, outgoing, packet, created, recipients)"
+                " VALUES (?,?,?,?,?)",
                 (
                     account,
                     json.dumps(outgoing.to_dict()),
                     json.dumps(packet) if packet is not None else None,
                     int(time.time()),
+                    _dump(recipients),
                 ),
             )
             return int(cur.lastrowid or 0)
+
+    def set_recipients(self, queued_id: int, recipients: list[Recipient]) -> None:
+        """Write down how far each recipient got (after every one: a server that goes away
+        halfway leaves the entry holding exactly the recipients still unsent)."""
+        self._exec("UPDATE outbox SET recipients = ? WHERE id = ?", (_dump(recipients), queued_id))
 
     def outbox(self, account: str) -> list[Queued]:
         rows = self._rows("SELECT * FROM outbox WHERE account = ? ORDER BY id", (account,))
@@ -39,6 +53,7 @@ class OutboxTable(Database):
                 created=row["created"],
                 attempts=row["attempts"],
                 last_error=row["last_error"],
+                recipients=_load(row["recipients"]),
             )
             for row in rows
         ]
@@ -69,3 +84,41 @@ class OutboxTable(Database):
     def difficulty(self, account: str) -> int | None:
         rows = self._rows("SELECT difficulty FROM server_facts WHERE account = ?", (account,))
         return int(rows[0][0]) if rows else None
+
+    # ------------------------------------------------------------------ deliveries
+
+    def set_delivery(
+        self, account: str, message_id: str, address: str, state: str, error: str = ""
+    ) -> None:
+        """What became of `message_id` for `address` (queued, sent, failed)."""
+        self._exec(
+            "INSERT INTO deliveries (account, message_id, address, state, error, updated)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT(account, message_id, address) DO UPDATE SET"
+            " state = excluded.state, error = excluded.error, updated = excluded.updated",
+            (account, message_id, address, state, error, int(time.time())),
+        )
+
+    def deliveries(self, account: str, message_id: str) -> list[Delivery]:
+        """Each recipient's state for a message sent to several, in the order they were
+        first written down; empty for a message sent the ordinary way."""
+        rows = self._rows(
+            "SELECT address, state, error, updated FROM deliveries"
+            " WHERE account = ? AND message_id = ? ORDER BY rowid",
+            (account, message_id),
+        )
+        return [Delivery(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def _dump(recipients: list[Recipient] | None) -> str | None:
+    return json.dumps([r.to_dict() for r in recipients]) if recipients else None
+
+
+def _load(text: str | None) -> list[Recipient]:
+    if not text:
+        return []
+    data = json.loads(text)
+    return (
+        [Recipient.from_dict(r) for r in data if isinstance(r, dict)]
+        if isinstance(data, list)
+        else []
+    )

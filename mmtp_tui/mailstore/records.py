@@ -66,6 +66,57 @@ class Draft:
         return self.outgoing.subject
 
 
+QUEUED, SENT, FAILED = "queued", "sent", "failed"
+"""A recipient's state: waiting in the Outbox, taken by the server, or refused (not retried)."""
+
+
+@dataclass
+class Recipient:
+    """One recipient of an Outbox entry for several (SPEC §9: one packet each): its own
+    stamped packet once sealed (a Bcc recipient's has a ciphertext of its own), and how far
+    it got. A partial send keeps the entry with only the recipients still `queued`."""
+
+    address: str
+    kind: str  # "to", "cc" or "bcc"
+    state: str = QUEUED
+    packet: dict[str, Any] | None = field(default=None, repr=False)
+    error: str = ""
+    message_id: str = ""  # once sealed (it outlives the packet, dropped once sent)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "kind": self.kind,
+            "state": self.state,
+            "packet": self.packet,
+            "error": self.error,
+            "messageId": self.message_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipient:
+        packet = data.get("packet")
+        state = data.get("state")
+        return cls(
+            address=str(data.get("address") or ""),
+            kind=str(data.get("kind") or "to"),
+            state=state if state in (QUEUED, SENT, FAILED) else QUEUED,
+            packet=packet if isinstance(packet, dict) else None,
+            error=str(data.get("error") or ""),
+            message_id=str(data.get("messageId") or ""),
+        )
+
+
+@dataclass
+class Delivery:
+    """What became of a sent message for one recipient, shown with the copy in Sent."""
+
+    address: str
+    state: str
+    error: str = ""
+    updated: int = 0
+
+
 @dataclass
 class Queued:
     """A message in the Outbox: what was written, and its sealed, stamped packet (None when
@@ -78,6 +129,13 @@ class Queued:
     created: int
     attempts: int = 0
     last_error: str = ""
+    # Several recipients: one entry each (empty for a one-recipient message, whose stamped
+    # packet is `packet`).
+    recipients: list[Recipient] = field(default_factory=list)
+
+    def waiting(self) -> list[Recipient]:
+        """The recipients still to be sent to."""
+        return [r for r in self.recipients if r.state == QUEUED]
 
 
 MAX_FOLDER_NAME = 64
