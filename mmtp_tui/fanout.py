@@ -97,7 +97,12 @@ def record(session: AccountSession, entries: list[Recipient]) -> None:
         return
     for entry in entries:
         session.store.set_delivery(
-            session.account.name, message_id, entry.address, entry.state, entry.error
+            session.account.name,
+            message_id,
+            entry.address,
+            entry.state,
+            entry.error,
+            kind=entry.kind,
         )
 
 

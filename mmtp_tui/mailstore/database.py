@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     account TEXT NOT NULL,
     message_id TEXT NOT NULL,
     address TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'to',
     state TEXT NOT NULL,
     error TEXT NOT NULL DEFAULT '',
     updated INTEGER NOT NULL,

@@ -88,25 +88,32 @@ class OutboxTable(Database):
     # ------------------------------------------------------------------ deliveries
 
     def set_delivery(
-        self, account: str, message_id: str, address: str, state: str, error: str = ""
+        self,
+        account: str,
+        message_id: str,
+        address: str,
+        state: str,
+        error: str = "",
+        *,
+        kind: str = "to",
     ) -> None:
         """What became of `message_id` for `address` (queued, sent, failed)."""
         self._exec(
-            "INSERT INTO deliveries (account, message_id, address, state, error, updated)"
-            " VALUES (?,?,?,?,?,?) ON CONFLICT(account, message_id, address) DO UPDATE SET"
+            "INSERT INTO deliveries (account, message_id, address, kind, state, error, updated)"
+            " VALUES (?,?,?,?,?,?,?) ON CONFLICT(account, message_id, address) DO UPDATE SET"
             " state = excluded.state, error = excluded.error, updated = excluded.updated",
-            (account, message_id, address, state, error, int(time.time())),
+            (account, message_id, address, kind, state, error, int(time.time())),
         )
 
     def deliveries(self, account: str, message_id: str) -> list[Delivery]:
         """Each recipient's state for a message sent to several, in the order they were
         first written down; empty for a message sent the ordinary way."""
         rows = self._rows(
-            "SELECT address, state, error, updated FROM deliveries"
+            "SELECT address, state, error, updated, kind FROM deliveries"
             " WHERE account = ? AND message_id = ? ORDER BY rowid",
             (account, message_id),
         )
-        return [Delivery(r[0], r[1], r[2], r[3]) for r in rows]
+        return [Delivery(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 
 def _dump(recipients: list[Recipient] | None) -> str | None:

@@ -115,6 +115,7 @@ class Delivery:
     state: str
     error: str = ""
     updated: int = 0
+    kind: str = "to"  # "to", "cc" or "bcc"
 
 
 @dataclass

@@ -196,3 +196,112 @@ def test_an_outbox_from_before_several_recipients_is_upgraded(tmp_path):
     (item,) = store.outbox("alice")
     assert item.outgoing.subject == "old" and item.recipients == []
     store.close()
+
+
+# ---------------------------------------------------------------- in the app
+
+
+async def test_the_app_queues_a_message_for_three_and_sends_it_when_the_server_is_back(
+    live, make_session, tui_settings
+):
+    from test_tui_app import SIZE, settle, wait_for_screen
+    from test_tui_compose import compose_screen, notes, start_alice, wait_until
+    from textual.widgets import Input, TextArea
+
+    from mmtp_tui.app import MailApp
+    from mmtp_tui.screens.main import MainScreen
+    from mmtp_tui.widgets.message_list import MessageList
+
+    bob, carol, dave = (
+        make_session(live.server, n, a) for n, a in (("bob", BOB), ("carol", CAROL), ("dave", DAVE))
+    )
+    app = MailApp(tui_settings(live.server), known_servers=bob.known_servers)
+    async with app.run_test(size=SIZE) as pilot:
+        main = await start_alice(app, pilot)
+        for address in (BOB, CAROL, DAVE):
+            main.session.fetch_contact(address)
+        await settle(app, pilot)
+        live.stop()
+        await pilot.press("c")
+        compose = await compose_screen(app, pilot)
+        compose.query_one("#to", Input).value = BOB
+        compose.query_one("#cc", Input).value = CAROL
+        compose.query_one("#bcc", Input).value = DAVE
+        compose.query_one("#subject", Input).value = "for three"
+        compose.query_one("#body", TextArea).load_text("queued whole")
+        await pilot.press("ctrl+s")
+        await wait_for_screen(app, pilot, MainScreen)
+        await settle(app, pilot)
+        assert any("Outbox" in n for n in notes(app))
+        (item,) = main.store.outbox("alice")
+        assert [r.address for r in item.waiting()] == [BOB, CAROL, DAVE]
+        assert all(r.packet and r.packet["meta"]["hashcashToken"] for r in item.recipients)
+        main.folder = "Outbox"
+        main.refresh_view()
+        await pilot.pause()
+        table = main.query_one(MessageList)
+        assert table.selected_queued_id() == item.id
+        assert "3/3 left" in str(table.get_row_at(0)[3])
+        text = str(main.query_one("#reader-text").render())
+        assert "3 of 3 recipients still to send to" in text
+        assert text.count("⏳ queued") == 3 and "(dave)%(localhost) (Bcc)" in text
+
+        live.start()
+        main.check_new()
+        await settle(app, pilot)
+        await wait_until(pilot, lambda: not main.store.outbox("alice"))
+        await settle(app, pilot)
+        assert table.row_count == 0
+        main.folder = "Sent"
+        main.refresh_view()
+        await pilot.pause()
+        text = str(main.query_one("#reader-text").render())
+        assert text.count("✓ sent") == 3 and "(carol)%(localhost) (Cc)" in text
+    for session in (bob, carol, dave):
+        assert inbox_subjects(session) == ["for three"]
+
+
+async def test_the_app_shows_a_send_cut_short_per_recipient(live, people, tui_settings):
+    from test_tui_app import SIZE, settle, wait_for_screen
+    from test_tui_compose import wait_until
+
+    from mmtp_tui.app import MailApp
+    from mmtp_tui.screens.main import MainScreen
+    from mmtp_tui.session import AccountSession
+
+    alice, bob, carol, dave = people
+    settings = tui_settings(live.server)
+    app = MailApp(settings, known_servers=alice.known_servers, store=alice.store)
+    async with app.run_test(size=SIZE) as pilot:
+        main = await wait_for_screen(app, pilot, MainScreen)
+        await settle(app, pilot)
+        session: AccountSession = main.session
+        session.set_key(alice.key())
+
+        def on_stamp(n: int, total: int) -> None:
+            if n == 2:
+                live.stop()
+
+        result = outbox.send_or_queue(session, three(), minter=Minter(), on_stamp=on_stamp)
+        assert isinstance(result, outbox.QueueResult) and result.sent == [BOB]
+        main.folder = "Sent"
+        main.refresh_view()
+        await pilot.pause()
+        text = str(main.query_one("#reader-text").render())
+        assert "✓ sent    (bob)%(localhost)" in text
+        assert "⏳ queued  (carol)%(localhost)" in text
+        assert "⏳ queued  (dave)%(localhost) (Bcc)" in text
+        main.folder = "Outbox"
+        main.refresh_view()
+        await pilot.pause()
+        assert "2 of 3 recipients still to send to" in str(main.query_one("#reader-text").render())
+        live.start()
+        main.check_new()
+        await settle(app, pilot)
+        await wait_until(pilot, lambda: not main.store.outbox("alice"))
+        main.folder = "Sent"
+        main.refresh_view()
+        await pilot.pause()
+        assert str(main.query_one("#reader-text").render()).count("✓ sent") == 3
+    for other in (bob, carol, dave):
+        assert inbox_subjects(other) == ["plans"]
