@@ -309,3 +309,19 @@ def flush_one(
     if not item.waiting():
         session.store.unqueue(item.id)
     return [o for o in outcomes.values() if isinstance(o, SendResult)]
+
+
+def take_back(session: AccountSession, item: Queued) -> Outgoing:
+    """Stop sending an entry: what goes back to Drafts holds only the recipients not sent
+    to yet (sending the draft again never reaches anyone twice); the others' states say
+    it was taken back."""
+    done = {e.address for e in item.recipients if e.state == SENT}
+    outgoing = Outgoing.from_dict(item.outgoing.to_dict())
+    outgoing.to = [a for a in outgoing.to if _normal(a) not in done]
+    outgoing.cc = [a for a in outgoing.cc if _normal(a) not in done]
+    outgoing.bcc = [a for a in outgoing.bcc if _normal(a) not in done]
+    for entry in item.recipients:
+        if entry.state == QUEUED:
+            entry.state, entry.error = FAILED, "taken out of the Outbox (back in Drafts)"
+    record(session, item.recipients)
+    return outgoing

@@ -10,6 +10,7 @@ difficulty) is sealed and stamped again from the Outgoing kept beside it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,8 @@ from mmtp_proto.sending import (
 from . import fanout
 from .mailstore import FAILED, QUEUED, SENT, Queued
 from .session import AccountSession, StampCounter, error_text
+
+_FLUSHING = threading.Lock()
 
 # The server refused the stored packet itself: make it again from what was written.
 _REMAKE = frozenset(
@@ -146,6 +149,19 @@ def flush(session: AccountSession) -> FlushResult:
     not answer (everything stays queued); a message the server refuses stays queued with
     the reason and the others go on."""
     result = FlushResult()
+    if not session.store.outbox(session.account.name):
+        return result
+    # The periodic check and a fetch may both flush: one at a time, or a packet could go
+    # out twice (the server would only call it a duplicate, but the states would race).
+    if not _FLUSHING.acquire(blocking=False):
+        return result
+    try:
+        return _flush(session, result)
+    finally:
+        _FLUSHING.release()
+
+
+def _flush(session: AccountSession, result: FlushResult) -> FlushResult:
     waiting = session.store.outbox(session.account.name)
     if not waiting:
         return result
@@ -159,7 +175,8 @@ def flush(session: AccountSession) -> FlushResult:
             except (MMTPError, LocalError) as exc:
                 text = error_text(exc)
                 session.store.queue_failed(item.id, text)
-                result.failed.append(f"{item.outgoing.subject or '(no subject)'}: {text}")
+                subject = item.outgoing.subject or "(no subject)"
+                result.failed.append(f"{subject}: not sent yet: {text}")
                 if not client.is_connected():
                     raise
                 continue
@@ -189,7 +206,15 @@ def _flush_several(
         if entry.state == FAILED and entry.address not in failed_before:
             result.failed.append(f"{subject}: not sent to {entry.address}: {entry.error}")
         elif entry.state == QUEUED and entry.error:
-            result.failed.append(f"{subject}: {entry.address} later: {entry.error}")
+            result.failed.append(f"{subject}: not sent yet to {entry.address}: {entry.error}")
+
+
+def take_back(session: AccountSession, item: Queued) -> None:
+    """Take an entry out of the Outbox into Drafts (nothing is lost; for several
+    recipients, the draft holds only those not sent to yet)."""
+    outgoing = fanout.take_back(session, item) if item.recipients else item.outgoing
+    session.store.save_draft(session.account.name, outgoing)
+    session.store.unqueue(item.id)
 
 
 def unreachable(exc: BaseException) -> bool:

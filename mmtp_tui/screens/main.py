@@ -118,7 +118,7 @@ class MainScreen(
         """Blocking (from a worker): send what waits in the Outbox, if anything does."""
         if self.store.outbox(self.account_name):
             result = outbox.flush(self.session)
-            if result.sent or result.failed:
+            if result.reached or result.failed:
                 self.post_message(OutboxFlushed(result))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="check")
@@ -135,11 +135,10 @@ class MainScreen(
 
     def on_outbox_flushed(self, message: OutboxFlushed) -> None:
         result = message.result
-        if result.sent:
-            count = len(result.sent)
-            self.notify(f"Outbox: {count} message{'s' * (count != 1)} sent.", title="Sent")
+        if result.reached:
+            self.notify(f"Outbox: sent to {', '.join(result.reached)}.", title="Sent")
         for text in result.failed:
-            self.notify(f"Outbox: not sent yet: {text}", severity="warning", timeout=15)
+            self.notify(f"Outbox: {text}", severity="warning", timeout=15, markup=False)
         self.refresh_view()
 
     def on_mail_fetched(self, message: MailFetched) -> None:

@@ -7,9 +7,10 @@ from textual import work
 
 from mmtp_proto.errors import LocalError, MMTPError
 
-from .. import query
+from .. import outbox, query
 from ..mailstore import (
     OUTBOX,
+    SENT,
     StoredMessage,
 )
 from ..session import error_text
@@ -146,14 +147,17 @@ class MessageActions(MailView):
 
         def answer(yes: bool | None) -> None:
             if yes:
-                self.store.save_draft(self.account_name, item.outgoing)
-                self.store.unqueue(queued_id)
+                outbox.take_back(self.session, item)
                 self.notify("Taken out of the Outbox: it is in Drafts.")
                 self.refresh_view()
 
-        self.app.push_screen(
-            ConfirmScreen("Stop sending this message? (It goes back to Drafts.)"), answer
-        )
+        question = "Stop sending this message? (It goes back to Drafts.)"
+        if any(r.state == SENT for r in item.recipients):
+            question = (
+                "Stop sending this message to the recipients still waiting? (It goes back to "
+                "Drafts, addressed to them only.)"
+            )
+        self.app.push_screen(ConfirmScreen(question), answer)
 
     # ------------------------------------------------------------------ flags and tags
 

@@ -305,3 +305,24 @@ async def test_the_app_shows_a_send_cut_short_per_recipient(live, people, tui_se
         assert str(main.query_one("#reader-text").render()).count("✓ sent") == 3
     for other in (bob, carol, dave):
         assert inbox_subjects(other) == ["plans"]
+
+
+def test_taking_a_send_cut_short_back_drafts_only_the_recipients_left(live, people):
+    alice, *_ = people
+
+    def on_stamp(n: int, total: int) -> None:
+        if n == 2:
+            live.stop()
+
+    outbox.send_or_queue(alice, three(), minter=Minter(), on_stamp=on_stamp)
+    (item,) = alice.store.outbox("alice")
+    outbox.take_back(alice, item)
+    assert alice.store.outbox("alice") == []
+    (draft,) = alice.store.drafts("alice")
+    assert (draft.outgoing.to, draft.outgoing.cc, draft.outgoing.bcc) == ([], [CAROL], [DAVE])
+    (copy,) = alice.store.folder("alice", "Sent")
+    states = {
+        d.address: (d.state, d.error) for d in alice.store.deliveries("alice", copy.message_id)
+    }
+    assert states[BOB] == (SENT, "")
+    assert states[CAROL][0] == FAILED and "taken out of the Outbox" in states[CAROL][1]
