@@ -29,7 +29,13 @@ from .session import AccountSession, StampCounter, error_text
 
 # A stamp made offline may be below what the recipient's domain asks: mint it again.
 _RESTAMP = frozenset(
-    (errors.POW_INSUFFICIENT, errors.POW_INVALID, errors.POW_EXPIRED, errors.POW_MISMATCH)
+    (
+        errors.POW_INSUFFICIENT,
+        errors.POW_INVALID,
+        errors.POW_EXPIRED,
+        errors.POW_MISMATCH,
+        errors.POW_REPLAYED,
+    )
 )
 # The server cannot take it now, but may later: the recipient stays queued.
 _LATER = frozenset(
@@ -38,7 +44,6 @@ _LATER = frozenset(
         errors.TOO_MANY_CONNECTIONS,
         errors.INTERNAL,
         errors.REMOTE_UNAVAILABLE,
-        errors.POW_REPLAYED,
     )
 )
 
