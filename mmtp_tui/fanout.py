@@ -11,7 +11,6 @@ recipient is also written down beside the copy in Sent (`MailStore.deliveries`).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ from mmtp_proto.actions.greeting import DEFAULT_DIFFICULTY
 from mmtp_proto.address import domain_of, normalize_address
 from mmtp_proto.client import Client
 from mmtp_proto.errors import LocalError, MMTPError
+from mmtp_proto.hashcash import MintCancelled
 from mmtp_proto.minter import Minter, MintStatus
 from mmtp_proto.outgoing import Outgoing
 from mmtp_proto.sending import SendResult, Step, seal_for_all, stamp_packet
@@ -269,7 +269,7 @@ def send_now(
         if entry.state == FAILED:
             outcomes[entry.address] = LocalError(entry.error)
     record(session, entries)
-    with contextlib.suppress(Gone):  # what is left goes to the Outbox below
+    try:
         submit(
             session,
             client,
@@ -283,6 +283,15 @@ def send_now(
             cancel=cancel,
             on_stamp=on_stamp,
         )
+    except Gone:
+        pass  # what is left goes to the Outbox below
+    except MintCancelled:
+        # Stopped by the user: those not sent to yet will not be (the compose stays open).
+        for entry in entries:
+            if entry.state == QUEUED:
+                entry.state, entry.error = FAILED, "cancelled"
+        record(session, entries)
+        raise
     if not any(e.state == QUEUED for e in entries):
         return outcomes, None, entries
     for entry in entries:
