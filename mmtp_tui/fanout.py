@@ -179,7 +179,7 @@ def queue_all(
         for n, entry in enumerate(todo, 1):
             assert entry.packet is not None
             if on_stamp is not None:
-                on_stamp(n, len(todo))
+                on_stamp(n, max(n, len(entries)))
             stamp_packet(entry.packet, bits=bits, minter=minter, progress=progress, cancel=cancel)
     row = session.store.queue(session.account.name, outgoing, None, entries)
     record(session, entries)
@@ -214,8 +214,8 @@ def submit(
             def restamp(target: dict[str, Any], bits: int = bits, n: int = n) -> None:
                 if on_step is not None:
                     on_step(Step.STAMP)
-                if on_stamp is not None:
-                    on_stamp(n, len(todo))
+                if on_stamp is not None:  # out of every recipient, as the user wrote them
+                    on_stamp(n, max(n, len(entries)))
                 stamp_packet(target, bits=bits, minter=minter, progress=progress, cancel=cancel)
                 if on_step is not None:
                     on_step(Step.SUBMIT)
