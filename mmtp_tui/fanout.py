@@ -147,7 +147,8 @@ def seal(
             entry.message_id = str(entry.packet["meta"]["messageId"])
 
 
-def _stamped(entry: Recipient) -> bool:
+def stamped(entry: Recipient) -> bool:
+    """Sealed and stamped: ready to go as it is."""
     return entry.packet is not None and bool(entry.packet["meta"].get("hashcashToken"))
 
 
@@ -183,8 +184,8 @@ def queue_all(
             stamp_packet(entry.packet, bits=bits, minter=minter, progress=progress, cancel=cancel)
     row = session.store.queue(session.account.name, outgoing, None, entries)
     record(session, entries)
-    stamped = bool(waiting) and all(_stamped(e) for e in entries if e.state == QUEUED)
-    return row, stamped
+    ready = bool(waiting) and all(stamped(e) for e in entries if e.state == QUEUED)
+    return row, ready
 
 
 def submit(
@@ -220,7 +221,7 @@ def submit(
                 if on_step is not None:
                     on_step(Step.SUBMIT)
 
-            if not _stamped(entry):
+            if not stamped(entry):
                 restamp(packet)
             try:
                 result = client.send_packet(packet, restamp=restamp)

@@ -191,17 +191,23 @@ def _flush_several(
 ) -> None:
     failed_before = {e.address for e in item.recipients if e.state == FAILED}
     waiting = {e.address for e in item.waiting()}
+    subject = item.outgoing.subject or "(no subject)"
+    sent: list[SendResult] = []
     try:
         sent = fanout.flush_one(session, client, item, minter=Minter(processes=1))
     except fanout.Gone as exc:
         session.store.queue_failed(item.id, str(exc))
         raise exc.cause from None
+    except (MMTPError, LocalError) as exc:  # it could not even be sealed: it waits
+        session.store.queue_failed(item.id, error_text(exc))
+        result.failed.append(f"{subject}: not sent yet: {error_text(exc)}")
+        if not client.is_connected():
+            raise
     finally:
         result.reached += [
             e.address for e in item.recipients if e.state == SENT and e.address in waiting
         ]
     result.sent += sent
-    subject = item.outgoing.subject or "(no subject)"
     for entry in item.recipients:
         if entry.state == FAILED and entry.address not in failed_before:
             result.failed.append(f"{subject}: not sent to {entry.address}: {entry.error}")
@@ -272,7 +278,7 @@ def send_or_queue(
                 return outcomes
             return QueueResult(
                 row,
-                True,
+                all(fanout.stamped(e) for e in entries if e.state == QUEUED),
                 sent=[e.address for e in entries if e.state == SENT],
                 failed={e.address: e.error for e in entries if e.state == FAILED},
             )
