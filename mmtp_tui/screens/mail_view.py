@@ -5,11 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from textual import on
-from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, OptionList
 
 from .. import query
 from ..mailstore import (
@@ -46,26 +42,6 @@ class MailView(Screen):
     @property
     def account_name(self) -> str:
         return self.session.account.name
-
-    def compose(self) -> ComposeResult:
-        yield Header()
-        with Horizontal(id="main-body"):
-            yield FolderList(id="folders")
-            with Vertical(id="main-right"):
-                yield MessageList(id="messages")
-                yield Reader(id="reader")
-        yield Footer(compact=True, show_command_palette=False)
-
-    def on_mount(self) -> None:
-        self.title = f"mmtp — {self.session.address}"
-        self.refresh_view()
-        self.query_one("#messages", MessageList).focus()
-        if self.session.needs_passphrase():
-            self.sub_title = "key locked: F unlocks it and gets mail"
-        else:
-            self.fetch_worker()
-        interval = max(10, int(self.session.account.check_interval or 60))
-        self.set_interval(interval, self.check_new, name="check")
 
     # ------------------------------------------------------------------ view
 
@@ -144,45 +120,6 @@ class MailView(Screen):
         self.query_one(Reader).show(
             message, thread, key_change=change.text if change else None, deliveries=deliveries
         )
-
-    @on(OptionList.OptionHighlighted, "#folders")
-    def folder_chosen(self, event: OptionList.OptionHighlighted) -> None:
-        # Keys arrive in bursts: only the highlight that is still current counts.
-        if event.option_index != event.option_list.highlighted:
-            return
-        if event.option.id and event.option.id != self.folder:
-            self.folder = str(event.option.id)
-            self.search_text = None
-            self.tagged.clear()
-            self.refresh_view()
-
-    @on(DataTable.RowHighlighted, "#messages")
-    def row_highlighted(self) -> None:
-        self.show_selected()
-
-    @on(DataTable.RowSelected, "#messages")
-    def row_selected(self, event: DataTable.RowSelected) -> None:
-        key = event.row_key.value or ""
-        if key.startswith("d"):
-            self.open_draft(int(key[1:]))
-            return
-        if key.startswith("o"):
-            return
-        message = self.selected()
-        if message is not None and not message.read:
-            self.store.set_read(message.id, True)
-            self.refresh_view()
-        self.query_one(Reader).focus()
-
-    def on_key(self, event) -> None:
-        if event.key == "escape" and self.search_text is not None:
-            self.search_text = None
-            self.refresh_view()
-            event.stop()
-        elif event.key == "escape" and self.tagged:
-            self.tagged.clear()
-            self.refresh_view()
-            event.stop()
 
     def needing_key(self, then: Callable[[], None], why: str) -> None:
         self.app.with_unlocked_key(self.session, then, why=why)  # type: ignore[attr-defined]
