@@ -16,6 +16,7 @@ from .address import normalize_address
 from .canonical import canonical_json, message_hash
 from .errors import LocalError, MMTPError
 from .framing import parse_json
+from .outgoing import checked_notify
 from .packet import build_packet, is_message_id, signature_input_of, validate_clear_content
 
 UNSIGNED = "unsigned"
@@ -36,12 +37,16 @@ def seal(
     references: list[str] | None = None,
     message_id: str | None = None,
     timestamp: int | None = None,
+    notify: list[str] | None = None,
 ) -> dict[str, Any]:
     """Build a packet, encrypted to `encrypt_to` and signed by `sign_with` when given.
 
-    The stamp is left empty: minting is slow and belongs to the caller (with progress).
+    `notify` (SPEC §10: which delivery reports to ask for) goes in `meta.notify`, under the
+    signature; None leaves it out. The stamp is left empty: minting is slow and belongs to
+    the caller (with progress).
     """
     validate_clear_content(content)
+    notify = checked_notify(notify)
     sent_content = content
     if encrypt_to:
         sent_content = {"encrypted": pgp.encrypt(canonical_json(content), encrypt_to)}
@@ -55,6 +60,8 @@ def seal(
         in_reply_to=in_reply_to,
         references=references,
     )
+    if notify is not None:
+        packet["meta"]["notify"] = notify
     if sign_with is not None:
         packet["verification"]["signature"] = pgp.sign_detached(
             signature_input_of(packet), sign_with

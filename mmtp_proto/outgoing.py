@@ -12,11 +12,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .address import normalize_address
-from .errors import LocalError
+from .dsn import validate_notify
+from .errors import LocalError, MMTPError
 from .packet import clear_content
 
 SEND, REPLY, FORWARD = "SEND", "REPLY", "FORWARD"
 TYPES = (SEND, REPLY, FORWARD)
+
+
+def checked_notify(value: object) -> list[str] | None:
+    """`meta.notify` as the server checks it (SPEC §10), refused here first: a LocalError in
+    the server's words. None (the server's default: failure and delay) stays None."""
+    try:
+        validate_notify(value)
+    except MMTPError as exc:
+        raise LocalError(exc.message) from None
+    return None if value is None else list(value)  # type: ignore[call-overload]
 
 
 def _strings(value: object) -> list[str]:
@@ -36,6 +47,8 @@ class Outgoing:
     sign: bool = True
     cc: list[str] = field(default_factory=list)
     bcc: list[str] = field(default_factory=list)
+    # Which delivery reports (SPEC §10 DSNs) to ask for; None leaves meta.notify out.
+    notify: list[str] | None = None
 
     def __post_init__(self) -> None:
         # Copies: a caller's lists (a stored message's attachments) must not change with ours.
@@ -43,6 +56,7 @@ class Outgoing:
         self.attachments, self.references = list(self.attachments), list(self.references)
         if self.type not in TYPES:
             raise ValueError(f"type must be one of {', '.join(TYPES)}, not {self.type!r}")
+        self.notify = checked_notify(self.notify)
 
     def recipients(self) -> list[str]:
         """Every address as typed, blanks dropped: To, then Cc, then Bcc."""
@@ -75,6 +89,7 @@ class Outgoing:
             "references": list(self.references),
             "encrypt": self.encrypt,
             "sign": self.sign,
+            "notify": None if self.notify is None else list(self.notify),
         }
 
     @classmethod
@@ -83,6 +98,11 @@ class Outgoing:
         kind = data.get("type")
         in_reply_to = data.get("inReplyTo")
         attachments = data.get("attachments")
+        notify = data.get("notify")
+        try:
+            notify = checked_notify(notify)
+        except LocalError:
+            notify = None  # a hand-edited draft's nonsense: the server's default
         return cls(
             to=_strings(data.get("to")),
             cc=_strings(data.get("cc")),
@@ -97,4 +117,5 @@ class Outgoing:
             references=_strings(data.get("references")),
             encrypt=data.get("encrypt") is not False,
             sign=data.get("sign") is not False,
+            notify=notify,
         )

@@ -21,7 +21,7 @@ from .canonical import canonical_json
 from .errors import LocalError, MMTPError
 from .message import seal
 from .minter import Minter, MintStatus
-from .outgoing import Outgoing
+from .outgoing import Outgoing, checked_notify
 from .packet import build_packet, new_message_id, signature_input_of
 
 KeyFor = Callable[[str], pgp.PublicKey]
@@ -85,6 +85,7 @@ def seal_outgoing(
         type=outgoing.type,
         in_reply_to=outgoing.in_reply_to,
         references=outgoing.references or None,
+        notify=outgoing.notify,
     )
 
 
@@ -184,6 +185,7 @@ def seal_for_all(
     if len(to) + len(cc) + len(bcc) > 1:
         clear = {**clear, "to": to, "cc": cc}
     message_id, now = new_message_id(), int(time.time())
+    notify = checked_notify(outgoing.notify)  # set after Outgoing was made, maybe
     own = [sign_with.public] if sign_with is not None else []
 
     def content_for(readers: list[str]) -> dict[str, Any]:
@@ -207,6 +209,8 @@ def seal_for_all(
             in_reply_to=outgoing.in_reply_to,
             references=outgoing.references or None,
         )
+        if notify is not None:
+            packet["meta"]["notify"] = notify
         if outgoing.sign and sign_with is not None:
             packet["verification"]["signature"] = pgp.sign_detached(
                 signature_input_of(packet), sign_with
