@@ -6,7 +6,9 @@ Every recipient is an Outbox `Recipient` with a state. The packets are sealed to
 share a messageId; To/Cc one ciphertext, each Bcc recipient its own) and kept with their
 stamps, so a server that goes away halfway leaves an entry that sends the same packets to
 exactly the recipients still unsent, and never again to those done. What became of each
-recipient is also written down beside the copy in Sent (`MailStore.deliveries`).
+recipient is also written down beside the copy in Sent (`MailStore.deliveries`): one the home
+server took for another domain is *relaying* until a delivery report (DSN, SPEC §10) fetched
+later says delivered or failed (:func:`note_report`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from mmtp_proto import errors, pgp
 from mmtp_proto.actions.greeting import DEFAULT_DIFFICULTY
 from mmtp_proto.address import domain_of, normalize_address
 from mmtp_proto.client import Client
+from mmtp_proto.dsn import DSN_TYPE, POSTMASTER, clean_diagnostic
 from mmtp_proto.errors import LocalError, MMTPError
 from mmtp_proto.hashcash import MintCancelled
 from mmtp_proto.minter import Minter, MintStatus
 from mmtp_proto.outgoing import Outgoing
+from mmtp_proto.packet import is_message_id
 from mmtp_proto.sending import SendResult, Step, seal_for_all, stamp_packet
 
 from .mailstore import FAILED, QUEUED, SENT, Queued, Recipient
@@ -105,10 +109,36 @@ def record(session: AccountSession, entries: list[Recipient]) -> None:
             session.account.name,
             message_id,
             entry.address,
-            entry.state,
+            entry.delivery_state,
             entry.error,
             kind=entry.kind,
         )
+
+
+def note_report(session: AccountSession, packet: dict[str, Any]) -> bool:
+    """A fetched delivery report (DSN) about a message this account sent: the recipient's
+    state beside the copy in Sent follows it. Only a DSN from the account's own server
+    (its postmaster) counts, and only for a recipient already written down. True when a
+    state changed. Everything in it came from servers: plain text, bounded."""
+    meta = packet.get("meta")
+    content = packet.get("content")
+    if not isinstance(meta, dict) or meta.get("type") != DSN_TYPE or not isinstance(content, dict):
+        return False
+    if packet.get("sender") != f"({POSTMASTER})%({domain_of(session.address)})":
+        return False
+    dsn = content.get("dsn")
+    if not isinstance(dsn, dict) or not is_message_id(dsn.get("messageId")):
+        return False
+    recipient = _normal(dsn.get("recipient")) if isinstance(dsn.get("recipient"), str) else None
+    if recipient is None:
+        return False
+    return session.store.report_delivery(
+        session.account.name,
+        str(dsn["messageId"]),
+        recipient,
+        str(dsn.get("action")),
+        clean_diagnostic(dsn.get("diagnostic")),
+    )
 
 
 def seal(
@@ -240,6 +270,7 @@ def submit(
                 outcomes[entry.address] = exc
         else:
             entry.state, entry.error, entry.packet = SENT, "", None  # done: not kept
+            entry.relaying = result.queued
             session.keep_sent(outgoing, result)  # once: the same messageId is not kept twice
             if outcomes is not None:
                 outcomes[entry.address] = result

@@ -34,7 +34,7 @@ from mmtp_proto.sending import (
 from .config import Account, data_dir
 from .contacts import CHANGED, Contacts
 from .keyring import KeyRing
-from .mailstore import MailStore
+from .mailstore import RELAYING, MailStore
 
 FingerprintPrompt = Callable[[str, int, str], bool]
 StampCounter = Callable[[int, int], None]
@@ -424,6 +424,12 @@ class AccountSession:
             signer_fingerprint=self.key().public.fingerprint if outgoing.sign else None,
             attachments=list(outgoing.attachments),
         )
+        if result.queued and len(outgoing.recipients()) == 1:
+            # For another domain: relaying until a delivery report says more (several
+            # recipients' states are written by fanout).
+            self.store.set_delivery(
+                self.account.name, result.message_id, str(result.packet["recipient"]), RELAYING
+            )
 
 
 class _CountingMinter:

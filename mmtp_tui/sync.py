@@ -17,6 +17,7 @@ from mmtp_proto.message import OpenedMessage, tolerant_id
 from mmtp_proto.packet import is_message_id
 
 from .contacts import CHANGED
+from .fanout import note_report
 from .mailstore import StoredMessage
 from .session import AccountSession
 
@@ -92,6 +93,7 @@ def _store_one(
         attachments=opened.attachments,
     ):
         result.new += 1
+        note_report(session, packet)  # a DSN: the recipient's state beside the Sent copy
     return opened
 
 

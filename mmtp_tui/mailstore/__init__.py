@@ -14,11 +14,13 @@ from .message_table import MessageTable
 from .outbox_table import OutboxTable
 from .records import (
     ALL_INBOXES,
+    DELIVERED,
     FAILED,
     FOLDERS,
     MAX_FOLDER_NAME,
     OUTBOX,
     QUEUED,
+    RELAYING,
     RESERVED,
     SENT,
     Delivery,
@@ -34,11 +36,13 @@ from .records import (
 
 __all__ = [
     "ALL_INBOXES",
+    "DELIVERED",
     "FAILED",
     "FOLDERS",
     "MAX_FOLDER_NAME",
     "OUTBOX",
     "QUEUED",
+    "RELAYING",
     "RESERVED",
     "SENT",
     "Delivery",

@@ -10,7 +10,7 @@ from typing import Any
 from mmtp_proto.outgoing import Outgoing
 
 from .database import Database
-from .records import Delivery, Queued, Recipient
+from .records import DELIVERED, FAILED, RELAYING, SENT, Delivery, Queued, Recipient
 
 
 class OutboxTable(Database):
@@ -97,12 +97,54 @@ class OutboxTable(Database):
         *,
         kind: str = "to",
     ) -> None:
-        """What became of `message_id` for `address` (queued, sent, failed)."""
+        """What became of `message_id` for `address` (queued, sent, relaying, failed).
+
+        Sending writes every recipient's state again after each one; "relaying" written
+        again never undoes what a delivery report already said (delivered, failed, delayed)."""
         self._exec(
             "INSERT INTO deliveries (account, message_id, address, kind, state, error, updated)"
             " VALUES (?,?,?,?,?,?,?) ON CONFLICT(account, message_id, address) DO UPDATE SET"
-            " state = excluded.state, error = excluded.error, updated = excluded.updated",
-            (account, message_id, address, kind, state, error, int(time.time())),
+            " state = excluded.state, error = excluded.error, updated = excluded.updated"
+            " WHERE NOT (excluded.state = ? AND deliveries.state IN (?, ?, ?))",
+            (
+                account,
+                message_id,
+                address,
+                kind,
+                state,
+                error,
+                int(time.time()),
+                RELAYING,
+                RELAYING,
+                DELIVERED,
+                FAILED,
+            ),
+        )
+
+    def report_delivery(
+        self, account: str, message_id: str, address: str, action: str, diagnostic: str
+    ) -> bool:
+        """A delivery report (DSN, SPEC §10) about `message_id` for `address`: delivered →
+        DELIVERED, failed → FAILED with the diagnostic, delayed → still RELAYING with a note.
+        Only a recipient already written down changes; False when there is none."""
+        if action == "delivered":
+            state, error = DELIVERED, ""
+        elif action == "failed":
+            state, error = FAILED, diagnostic or "not delivered"
+        elif action == "delayed":
+            state, error = RELAYING, "delayed" + (f": {diagnostic}" if diagnostic else "")
+        else:
+            return False
+        # A late "delayed" never undoes delivered or failed.
+        only_from = (RELAYING,) if action == "delayed" else (RELAYING, DELIVERED, FAILED, SENT)
+        marks = ",".join("?" * len(only_from))
+        return (
+            self._exec(
+                "UPDATE deliveries SET state = ?, error = ?, updated = ?"
+                f" WHERE account = ? AND message_id = ? AND address = ? AND state IN ({marks})",
+                (state, error, int(time.time()), account, message_id, address, *only_from),
+            )
+            > 0
         )
 
     def deliveries(self, account: str, message_id: str) -> list[Delivery]:

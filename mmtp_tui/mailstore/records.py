@@ -68,6 +68,10 @@ class Draft:
 
 QUEUED, SENT, FAILED = "queued", "sent", "failed"
 """A recipient's state: waiting in the Outbox, taken by the server, or refused (not retried)."""
+RELAYING, DELIVERED = "relaying", "delivered"
+"""Only in `deliveries`: taken by the home server for another domain (SEND answered
+`queued: true`), and the other domain's server has it (a "delivered" DSN, SPEC §10). A
+"failed" DSN makes it FAILED; a "delayed" one leaves it RELAYING with a note."""
 
 
 @dataclass
@@ -82,6 +86,13 @@ class Recipient:
     packet: dict[str, Any] | None = field(default=None, repr=False)
     error: str = ""
     message_id: str = ""  # once sealed (it outlives the packet, dropped once sent)
+    # SENT and the server queued it for another domain: RELAYING in `deliveries`.
+    relaying: bool = False
+
+    @property
+    def delivery_state(self) -> str:
+        """What `deliveries` says of this recipient."""
+        return RELAYING if self.state == SENT and self.relaying else self.state
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +102,7 @@ class Recipient:
             "packet": self.packet,
             "error": self.error,
             "messageId": self.message_id,
+            "relaying": self.relaying,
         }
 
     @classmethod
@@ -104,6 +116,7 @@ class Recipient:
             packet=packet if isinstance(packet, dict) else None,
             error=str(data.get("error") or ""),
             message_id=str(data.get("messageId") or ""),
+            relaying=data.get("relaying") is True,
         )
 
 

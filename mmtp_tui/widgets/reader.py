@@ -11,7 +11,17 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from ..attachments import safe_name
-from ..mailstore import FAILED, QUEUED, SENT, Delivery, Queued, Recipient, StoredMessage
+from ..mailstore import (
+    DELIVERED,
+    FAILED,
+    QUEUED,
+    RELAYING,
+    SENT,
+    Delivery,
+    Queued,
+    Recipient,
+    StoredMessage,
+)
 from .message_list import short_date
 
 
@@ -102,18 +112,22 @@ def delivery_report(message: StoredMessage) -> Text | None:
 
 _STATES = {
     QUEUED: ("⏳ queued", "bold yellow"),
-    SENT: ("✓ sent", "bold green"),
+    SENT: ("✓ sent", "bold green"),  # to a local mailbox: it is there
+    RELAYING: ("⏳ relaying", "bold yellow"),  # your server took it for another domain
+    DELIVERED: ("✓ delivered", "bold green"),  # the other domain's server has it (a DSN)
     FAILED: ("✗ failed", "bold red"),
 }
 
 
 def recipient_states(entries: list[Recipient] | list[Delivery]) -> Text:
-    """Each recipient of a message sent to several, and how far it got. Addresses and the
-    server's words are plain Text, never markup."""
+    """Each recipient of a sent message, and how far it got (sent to a local mailbox,
+    relaying to another domain, delivered or failed there as delivery reports say).
+    Addresses and the servers' words are plain Text, never markup."""
     text = Text()
     text.append("Recipients:\n", style="bold")
     for entry in entries:
-        words, style = _STATES.get(entry.state, (entry.state, "bold"))
+        state = entry.delivery_state if isinstance(entry, Recipient) else entry.state
+        words, style = _STATES.get(state, (state, "bold"))
         kind = getattr(entry, "kind", "")
         text.append(f"  {words:<9} ", style=style)
         text.append(entry.address)
