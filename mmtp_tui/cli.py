@@ -1,7 +1,8 @@
 """`mmtp`: MMTP mail for scripts, on the TUI's accounts, keys and local store.
 
     mmtp list [--folder F] [--json]      mmtp read ID [--json]      mmtp fetch [--json]
-    mmtp send --to A [--subject S] [--attach FILE] [--no-encrypt] [--no-sign] < body
+    mmtp send --to A [--subject S] [--attach FILE] [--no-encrypt] [--no-sign]
+              [--notify failure,delay,success] < body
     mmtp export --mbox [FILE]
 
 Errors are one sentence on stderr and a non-zero exit (1; 2 for usage), never a traceback.
@@ -60,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     sending.add_argument("--attach", action="append", default=[], type=Path, metavar="FILE")
     sending.add_argument("--no-encrypt", action="store_true", help="send in clear")
     sending.add_argument("--no-sign", action="store_true", help="do not sign")
+    sending.add_argument(
+        "--notify",
+        metavar="EVENTS",
+        help='delivery reports to ask for: failure,delay,success ("" for none)',
+    )
     sending.add_argument("--json", action="store_true", help="JSON for scripts")
 
     export = commands.add_parser("export", help="export mail, decrypted, as an mbox file")
@@ -150,6 +156,9 @@ def _send(session: AccountSession, args: argparse.Namespace, out: TextIO) -> Non
         attachments=attachments,
         encrypt=not args.no_encrypt,
         sign=not args.no_sign,
+        notify=None
+        if args.notify is None
+        else [w.strip() for w in args.notify.split(",") if w.strip()],
     )
     outgoing.recipient()  # one clear sentence for a wrong address before unlocking anything
     scripting.unlock(session)  # the connection logs in (AUTH) with the key, signed or not

@@ -16,12 +16,23 @@ from typing import Any
 import platformdirs
 
 from mmtp_proto.address import normalize_address
+from mmtp_proto.dsn import DEFAULT_NOTIFY
 from mmtp_proto.errors import LocalError, MMTPError
+from mmtp_proto.outgoing import checked_notify
 
 APP_NAME = "mmtp"
 VERIFY_MODES = ("tofu", "ca", "insecure")
 THEMES = ("dark", "light")
 NOTIFY_MODES = ("off", "osc9", "osc777")
+DEFAULT_DELIVERY_REPORTS = "failure,delay"  # the server's default (SPEC §10)
+
+
+def parse_delivery_reports(value: str) -> list[str] | None:
+    """`delivery_reports` ("failure,delay,success", "" for none) as `meta.notify`: None when
+    it is the server's default, so nothing is sent. LocalError for a word not known."""
+    words = [w.strip().lower() for w in value.split(",") if w.strip()]
+    notify = checked_notify(words)
+    return None if set(words) == DEFAULT_NOTIFY else notify
 
 
 def config_dir() -> Path:
@@ -81,9 +92,16 @@ class Settings:
     desktop_notify: str = "osc9"  # off, osc9 or osc777: a desktop notice through the terminal
     new_mail_hook: str = ""  # a command run on new mail, MMTP_NEW_MAIL=count in its env
     passphrase_minutes: int = 0  # forget an unlocked key after this long unused; 0: never
+    # Which delivery reports (DSNs) to ask for: failure, delay, success; "" for none.
+    delivery_reports: str = DEFAULT_DELIVERY_REPORTS
     accounts: dict[str, Account] = field(default_factory=dict)
     keymap: dict[str, str] = field(default_factory=dict)
     path: Path = field(default_factory=default_config_path)
+
+    @property
+    def delivery_notify(self) -> list[str] | None:
+        """`meta.notify` for a new message (None: the server's default)."""
+        return parse_delivery_reports(self.delivery_reports)
 
     @property
     def account(self) -> Account | None:
@@ -139,6 +157,7 @@ def dumps(settings: Settings) -> str:
         f"desktop_notify = {_value(settings.desktop_notify)}",
         f"new_mail_hook = {_value(settings.new_mail_hook)}",
         f"passphrase_minutes = {_value(settings.passphrase_minutes)}",
+        f"delivery_reports = {_value(settings.delivery_reports)}",
         "",
         '# Remap keys by binding id, e.g. compose = "ctrl+n" (see `?` in the app for ids).',
         "[keymap]",
@@ -183,6 +202,14 @@ def load(path: Path | None = None) -> Settings:
     if not isinstance(minutes, int) or isinstance(minutes, bool) or minutes < 0:
         raise LocalError(f"{path}: passphrase_minutes must be a whole number, 0 or more")
     settings.passphrase_minutes = minutes
+    reports = raw.get("delivery_reports", DEFAULT_DELIVERY_REPORTS)
+    try:
+        parse_delivery_reports(reports if isinstance(reports, str) else "?")
+    except LocalError:
+        raise LocalError(
+            f'{path}: delivery_reports must list some of failure, delay, success ("" for none)'
+        ) from None
+    settings.delivery_reports = reports
     keymap = raw.get("keymap", {})
     if not isinstance(keymap, dict):
         raise LocalError(f"{path}: [keymap] must be a table of binding id = keys")

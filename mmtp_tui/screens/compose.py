@@ -281,6 +281,7 @@ class ComposeScreen(Screen[bool]):
         progress.display = True
         progress.which = ""
         progress.stage("Connecting…")
+        outgoing.notify = getattr(getattr(self.app, "settings", None), "delivery_notify", None)
         self.send_worker(Outgoing.from_dict(outgoing.to_dict()))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="send")
