@@ -27,7 +27,7 @@ def checked_notify(value: object) -> list[str] | None:
         validate_notify(value)
     except MMTPError as exc:
         raise LocalError(exc.message) from None
-    return None if value is None else list(value)  # type: ignore[call-overload]
+    return list(value) if isinstance(value, list) else None  # a list, once it passed
 
 
 def _strings(value: object) -> list[str]:
