@@ -31,18 +31,15 @@ import psycopg
 from .pg_schema import MAILBOX_LOCK_SPACE, SCHEMA, SCHEMA_LOCK, SCHEMA_VERSION
 from .storage import (
     KeyRecord,
-    StoredMessage,
     StoreError,
     check_schema_version,
     checksum,
     encode_packet,
-    key_changed_meanwhile,
-    message_id_taken,
-    page_messages,
     stamp_replayed,
 )
 from .store_accounts import AccountRecord
 from .store_postgres_accounts import PostgresAccounts
+from .store_sql import MESSAGE_COLUMNS, SharedQueries, pg
 
 log = logging.getLogger("mmtp.store")
 
@@ -61,7 +58,30 @@ def _mailbox_lock_id(recipient: str) -> int:
     return int.from_bytes(hashlib.sha256(recipient.encode()).digest()[:4], "big", signed=True)
 
 
-class PostgresStore(PostgresAccounts):
+# The key, its account settings and the key version in one round trip (see get_key).
+_KEY_AND_ACCOUNT = (
+    "SELECT (SELECT value FROM mmtp_meta WHERE name = 'key_version'),"
+    " k.email, k.armored, k.fingerprint, k.registered_at,"
+    " a.email, a.disabled, a.max_messages, a.max_bytes"
+    " FROM (VALUES (1)) AS one LEFT JOIN keys AS k ON k.email = %s"
+    " LEFT JOIN accounts AS a ON a.email = %s"
+)
+# A SEND's writes in one statement: the mailbox lock (tried, never waited for), the stamp
+# (spent once, globally), and the message only if both were had (its id unique per sender).
+_ADD_MESSAGE = (
+    "WITH lock AS (SELECT pg_try_advisory_xact_lock(%s, %s) AS got),"
+    " stamp AS (INSERT INTO spent_stamps (stamp, expires_at) SELECT %s, %s"
+    " WHERE (SELECT got FROM lock) ON CONFLICT DO NOTHING RETURNING 1),"
+    f" message AS (INSERT INTO messages ({MESSAGE_COLUMNS})"
+    " SELECT %s, %s, %s, %s, %s, %s, %s, %s"
+    " WHERE EXISTS (SELECT 1 FROM stamp) ON CONFLICT DO NOTHING RETURNING seq)"
+    " SELECT (SELECT got FROM lock), EXISTS (SELECT 1 FROM stamp), (SELECT seq FROM message)"
+)
+
+
+class PostgresStore(SharedQueries, PostgresAccounts):
+    _sql = staticmethod(pg)
+
     def __init__(self, url: str, *, fsync: bool = True, connect_timeout: int = 10) -> None:
         self.url = url
         self._fsync = fsync
@@ -76,8 +96,6 @@ class PostgresStore(PostgresAccounts):
         self._key_version: int | None = None
         # Whether this request already compared the key version (see refresh).
         self._keys_checked = False
-        # Mailboxes whose advisory lock the open transaction holds.
-        self._locked: set[str] = set()
         self._db = self._connect()
         self._migrate()
 
@@ -143,10 +161,14 @@ class PostgresStore(PostgresAccounts):
     def _write(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         try:
             db = self._conn()
-            if not self._in_tx:
+            if self._in_tx:
+                return db.execute(sql, params)  # type: ignore[arg-type]
+            self._in_tx = True
+            # BEGIN travels with the turn's first write: one round trip, not two.
+            with db.pipeline():
                 db.execute("BEGIN")
-                self._in_tx = True
-            return db.execute(sql, params)  # type: ignore[arg-type]
+                cur = db.execute(sql, params)  # type: ignore[arg-type]
+            return cur
         except psycopg.Error as exc:
             raise StoreError(_why(exc)) from exc
 
@@ -174,7 +196,6 @@ class PostgresStore(PostgresAccounts):
             self.rollback()
             raise StoreError(f"commit failed: {_why(exc)}") from exc
         self._in_tx = False
-        self._locked.clear()
 
     def rollback(self) -> None:
         if self._in_tx:
@@ -183,7 +204,6 @@ class PostgresStore(PostgresAccounts):
             self._accounts.clear()
             self._keys.clear()
             self._seen_keys.clear()
-            self._locked.clear()
             self._key_version = None
             try:
                 if not self._db.closed:
@@ -213,14 +233,10 @@ class PostgresStore(PostgresAccounts):
     def get_key(self, email: str) -> KeyRecord | None:
         record = self._keys.get(email) if self._keys_checked else None
         if record is None:
-            # The key and the key version in one round trip: if any process changed a key
+            # The key, the key version and the account's settings (which every lookup of a
+            # key to use asks for next) in one round trip: if any process changed a key
             # since this store last looked, every cached key is dropped.
-            row = self._read(
-                "SELECT (SELECT value FROM mmtp_meta WHERE name = 'key_version'),"
-                " k.email, k.armored, k.fingerprint, k.registered_at"
-                " FROM (VALUES (1)) AS one LEFT JOIN keys AS k ON k.email = %s",
-                (email,),
-            ).fetchone()
+            row = self._read(_KEY_AND_ACCOUNT, (email, email)).fetchone()
             assert row is not None
             if not self._keys_checked:
                 self._keys_checked = True
@@ -228,73 +244,27 @@ class PostgresStore(PostgresAccounts):
                     self._key_version = row[0]
                     self._keys.clear()
             if row[1] is not None:
-                record = KeyRecord(*row[1:])
+                record = KeyRecord(*row[1:5])
                 if len(self._keys) >= 100_000:
                     self._keys.clear()
                 self._keys[email] = record
+            if len(self._accounts) >= 10_000:
+                self._accounts.clear()
+            found = row[5] is not None
+            self._accounts[email] = AccountRecord(
+                email, bool(row[6]) if found else False, row[7], row[8]
+            )
         if len(self._seen_keys) >= 1024:
             self._seen_keys.clear()
         self._seen_keys[email] = record.armored if record else None
         return record
 
-    def put_key(self, email: str, armored: str, fingerprint: str, now: int) -> None:
-        """Register or replace the key of `email` (only the one `get_key` read, if it did:
-        see `store.Store.put_key`)."""
-        params: tuple[Any, ...] = (email, armored, fingerprint, now)
-        insert = (
-            "INSERT INTO keys (email, armored, fingerprint, registered_at) VALUES (%s, %s, %s, %s)"
-        )
-        update = (
-            " ON CONFLICT (email) DO UPDATE SET armored = excluded.armored,"
-            " fingerprint = excluded.fingerprint, registered_at = excluded.registered_at"
-        )
-        unseen = object()
-        seen = self._seen_keys.pop(email, unseen)
-        if seen is unseen:
-            cur = self._write(insert + update, params)
-        elif seen is None:
-            cur = self._write(insert + " ON CONFLICT DO NOTHING", params)
-        else:
-            cur = self._write(insert + update + " WHERE keys.armored = %s", (*params, seen))
-        if cur.rowcount == 0:
-            self._keys.pop(email, None)
-            current = self.get_key(email)
-            if current is None or current.armored != armored:
-                raise key_changed_meanwhile(email)
-            return
+    def _key_written(self, record: KeyRecord) -> None:
         # Every process's next request sees the version move and reads keys afresh.
         self._write("UPDATE mmtp_meta SET value = value + 1 WHERE name = 'key_version'")
-        self._keys[email] = KeyRecord(email, armored, fingerprint, now)
+        self._keys[record.email] = record
 
     # ------------------------------------------------------------------ messages
-
-    def find_message_hash(
-        self, recipient: str, message_id: str, sender: str | None = None
-    ) -> str | None:
-        sql = "SELECT message_hash FROM messages WHERE recipient = %s AND message_id = %s"
-        params: tuple[str, ...] = (recipient, message_id)
-        if sender is not None:
-            sql += " AND sender = %s"
-            params += (sender,)
-        row = self._read(sql, params).fetchone()
-        return str(row[0]) if row else None
-
-    def is_spent(self, stamp_key: str) -> bool:
-        row = self._read("SELECT 1 FROM spent_stamps WHERE stamp = %s", (stamp_key,))
-        return row.fetchone() is not None
-
-    def _lock_mailbox(self, recipient: str) -> None:
-        if recipient in self._locked:
-            return
-        args = (MAILBOX_LOCK_SPACE, _mailbox_lock_id(recipient))
-        got = self._write("SELECT pg_try_advisory_xact_lock(%s, %s)", args).fetchone()
-        if not (got and got[0]):
-            # Another process's turn is filling this mailbox. Commit what this turn staged
-            # first (making it durable early promises nothing new), so that we hold no lock
-            # while we wait: two processes can never wait for each other.
-            self.commit()
-            self._write("SELECT pg_advisory_xact_lock(%s, %s)", args)
-        self._locked.add(recipient)
 
     def add_message(
         self,
@@ -315,63 +285,27 @@ class PostgresStore(PostgresAccounts):
         else:
             digest = checksum(text)
         size = len(text.encode("utf-8"))
-        self._lock_mailbox(recipient)
-        # One round trip: the message is inserted only if its stamp was not spent yet.
-        row = self._write(
-            "WITH stamp AS (INSERT INTO spent_stamps (stamp, expires_at) VALUES (%s, %s)"
-            " ON CONFLICT DO NOTHING RETURNING 1),"
-            " message AS (INSERT INTO messages (recipient, sender, message_id, message_hash,"
-            " received_at, size, packet, checksum) SELECT %s, %s, %s, %s, %s, %s, %s, %s"
-            " WHERE EXISTS (SELECT 1 FROM stamp) ON CONFLICT DO NOTHING RETURNING seq)"
-            " SELECT EXISTS (SELECT 1 FROM stamp), (SELECT seq FROM message)",
-            (
-                *(stamp_key, stamp_expires_at),
-                *(recipient, sender, message_id, message_hash, received_at, size, text, digest),
-            ),
-        ).fetchone()
+        params = (
+            *(MAILBOX_LOCK_SPACE, _mailbox_lock_id(recipient), stamp_key, stamp_expires_at),
+            *(recipient, sender, message_id, message_hash, received_at, size, text, digest),
+        )
+        row = self._write(_ADD_MESSAGE, params).fetchone()
         assert row is not None
-        spent, seq = row
+        if not row[0]:
+            # Another process's turn is filling this mailbox. Commit what this turn staged
+            # first (making it durable early promises nothing new), so that we hold no lock
+            # while we wait: two processes can never wait for each other.
+            self.commit()
+            self._write("SELECT pg_advisory_xact_lock(%s, %s)", params[:2])
+            row = self._write(_ADD_MESSAGE, params).fetchone()
+            assert row is not None
+        _, spent, seq = row
         if not spent:
             raise stamp_replayed()
         if seq is None:
-            self._write("DELETE FROM spent_stamps WHERE stamp = %s", (stamp_key,))
-            found = self.find_message_hash(recipient, message_id, sender)
-            raise message_id_taken(found == message_hash)
-        if recipient in self._counts:
-            self._counts[recipient] += 1
-            self._sizes[recipient] += size
+            self._refuse_taken_id(recipient, message_id, sender, message_hash, stamp_key)
+        self._stored(recipient, size)
         return int(seq)
-
-    def count_messages(self, recipient: str) -> int:
-        return self.mailbox_usage(recipient)[0]
-
-    def mailbox_usage(self, recipient: str) -> tuple[int, int]:
-        """(messages, bytes of stored packets) in a mailbox, staged writes included."""
-        count = self._counts.get(recipient)
-        if count is None:
-            row = self._read(
-                "SELECT count(*), coalesce(sum(size), 0) FROM messages WHERE recipient = %s",
-                (recipient,),
-            ).fetchone()
-            assert row is not None
-            if len(self._counts) >= 100_000:
-                self._counts.clear()
-                self._sizes.clear()
-            count = self._counts[recipient] = int(row[0])
-            self._sizes[recipient] = int(row[1])
-        return count, self._sizes[recipient]
-
-    def list_messages(
-        self, recipient: str, after_seq: int, limit: int, max_bytes: int | None = None
-    ) -> tuple[list[StoredMessage], bool]:
-        def fetch(position: int, n: int) -> Sequence[tuple[int, str, str]]:
-            return self._read(
-                "SELECT seq, packet, checksum FROM messages WHERE recipient = %s AND seq > %s"
-                " ORDER BY seq LIMIT %s",
-                (recipient, position, n),
-            ).fetchall()
-
-        return page_messages(fetch, recipient, after_seq, limit, max_bytes)
 
     def delete_messages(
         self, recipient: str, message_ids: list[str], *, tombstone_seconds: int | None = None
@@ -385,12 +319,9 @@ class PostgresStore(PostgresAccounts):
             "DELETE FROM messages WHERE recipient = %s AND message_id = ANY(%s) RETURNING size",
             (recipient, ids),
         ).fetchall()
-        if recipient in self._counts:
-            self._counts[recipient] -= len(rows)
-            self._sizes[recipient] -= sum(int(r[0]) for r in rows)
+        self._deleted(recipient, len(rows), sum(int(r[0]) for r in rows))
         return len(rows)
 
     def purge_expired_stamps(self, now: int) -> int:
         """Forget spent stamps, tombstones, held names and invites past their time."""
-        purged = self._write("DELETE FROM spent_stamps WHERE expires_at < %s", (now,)).rowcount
-        return purged + self.purge_expired_names(now)
+        return self._purge_stamps(now) + self.purge_expired_names(now)

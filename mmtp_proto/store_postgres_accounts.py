@@ -45,19 +45,18 @@ class PostgresAccounts:
     ) -> tuple[str, bool] | None:
         """(messageHash, signatureVerified) of a message stored or deleted (a tombstone) for
         this recipient from this sender under this id (SPEC §5), or None."""
+        # One round trip for both places (a SEND asks this first, every time).
+        key = (recipient, sender, message_id)
         row = self._read(
-            "SELECT message_hash, packet FROM messages"
-            " WHERE recipient = %s AND sender = %s AND message_id = %s",
-            (recipient, sender, message_id),
+            "SELECT 0, message_hash, packet, false FROM messages"
+            " WHERE recipient = %s AND sender = %s AND message_id = %s"
+            " UNION ALL SELECT 1, message_hash, NULL, signature_verified FROM tombstones"
+            " WHERE recipient = %s AND sender = %s AND message_id = %s ORDER BY 1 LIMIT 1",
+            (*key, *key),
         ).fetchone()
-        if row is not None:
-            return str(row[0]), _signature_verified(row[1])
-        row = self._read(
-            "SELECT message_hash, signature_verified FROM tombstones"
-            " WHERE recipient = %s AND sender = %s AND message_id = %s",
-            (recipient, sender, message_id),
-        ).fetchone()
-        return (str(row[0]), bool(row[1])) if row else None
+        if row is None:
+            return None
+        return str(row[1]), _signature_verified(row[2]) if row[0] == 0 else bool(row[3])
 
     def tombstone(self, recipient: str, message_id: str, seconds: int) -> None:
         """Before a delete: remember each message under this id until its timestamp plus
