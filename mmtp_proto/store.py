@@ -12,7 +12,8 @@ operator's `mmtp-admin` writes through another connection while the server runs;
 microseconds) before a cache is used, so the server sees every admin change at once. The
 same holds for other server processes sharing the file (`--workers`): SQLite's write lock
 orders their turns, and the conditional writes give the loser of a race the error it would
-have got a moment later (POW_REPLAYED, KEY_EXISTS). `store_postgres` is the other backend.
+have got a moment later (POW_REPLAYED, KEY_EXISTS). `store_postgres` is the other backend;
+the queries both run alike are in `store_sql`.
 """
 
 from __future__ import annotations

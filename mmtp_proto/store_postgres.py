@@ -16,6 +16,12 @@ Across processes:
 - the key cache is checked against a version row that every key write bumps, once per
   request (with its first key read): a key replaced anywhere is seen by the next request
   everywhere.
+
+Every statement is a round trip to another process, which on a busy machine may wait to be
+scheduled, so a SEND is kept to few (issue 9; counted in tests/test_store_sql.py): the key
+comes with its account settings, the duplicate check looks at messages and tombstones at
+once, and the mailbox lock, the stamp and the message are one statement, sent together with
+the turn's BEGIN. The queries both backends run alike are in `store_sql`.
 """
 
 from __future__ import annotations
