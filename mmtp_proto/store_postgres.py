@@ -13,15 +13,17 @@ Across processes:
 - a mailbox takes new messages from one transaction at a time (an advisory lock per
   recipient), so the order of `seq` is the order of commits and a RECEIVE cursor never
   passes a message that commits later;
-- the key cache is checked against a version row that every key write bumps, once per
-  request (with its first key read): a key replaced anywhere is seen by the next request
+- the caches of keys and account settings are checked against a version row that every
+  write to either table bumps (a trigger, pg_schema), once per request with its first key or
+  account read: a key replaced or an account disabled anywhere is seen by the next request
   everywhere.
 
 Every statement is a round trip to another process, which on a busy machine may wait to be
 scheduled, so a SEND is kept to few (issue 9; counted in tests/test_store_sql.py): the key
-comes with its account settings, the duplicate check looks at messages and tombstones at
-once, and the mailbox lock, the stamp and the message are one statement, sent together with
-the turn's BEGIN. The queries both backends run alike are in `store_sql`.
+comes with its account settings (both cached across requests), the duplicate check looks at
+messages and tombstones at once, and the mailbox lock, the stamp and the message are one
+statement, sent together with the turn's BEGIN. The queries both backends run alike are in
+`store_sql`.
 """
 
 from __future__ import annotations
@@ -225,49 +227,59 @@ class PostgresStore(SharedQueries, PostgresAccounts):
             self._db.close()
 
     def refresh(self) -> None:
-        """Start a request: keys are checked against the version row at the first key read
-        (one round trip with that read); counts are taken again outside a transaction
-        (inside ours, they follow our own writes)."""
+        """Start a request: keys and accounts are checked against the version row at the
+        first read of either (one round trip with that read); counts are taken again outside
+        a transaction (inside ours, they follow our own writes)."""
         self._seen_keys.clear()
         self._keys_checked = False
-        self._accounts.clear()
         if not self._in_tx:
             self._counts.clear()
 
     # ------------------------------------------------------------------ keys
 
-    def get_key(self, email: str) -> KeyRecord | None:
-        record = self._keys.get(email) if self._keys_checked else None
-        if record is None:
-            # The key, the key version and the account's settings (which every lookup of a
-            # key to use asks for next) in one round trip: if any process changed a key
-            # since this store last looked, every cached key is dropped.
-            row = self._read(_KEY_AND_ACCOUNT, (email, email)).fetchone()
-            assert row is not None
-            if not self._keys_checked:
-                self._keys_checked = True
-                if row[0] != self._key_version:
-                    self._key_version = row[0]
-                    self._keys.clear()
-            if row[1] is not None:
-                record = KeyRecord(*row[1:5])
-                if len(self._keys) >= 100_000:
-                    self._keys.clear()
-                self._keys[email] = record
-            if len(self._accounts) >= 10_000:
+    def _look_up(self, email: str) -> None:
+        """Cache the key and the account settings of `email`, read with the version row in
+        one round trip: if any process changed a key or an account since this store last
+        looked, every cached one is dropped first."""
+        row = self._read(_KEY_AND_ACCOUNT, (email, email)).fetchone()
+        assert row is not None
+        if not self._keys_checked:
+            self._keys_checked = True
+            if row[0] != self._key_version:
+                self._key_version = row[0]
+                self._keys.clear()
                 self._accounts.clear()
-            found = row[5] is not None
-            self._accounts[email] = AccountRecord(
-                email, bool(row[6]) if found else False, row[7], row[8]
-            )
+        if row[1] is not None:
+            if len(self._keys) >= 100_000:
+                self._keys.clear()
+            self._keys[email] = KeyRecord(*row[1:5])
+        else:
+            self._keys.pop(email, None)
+        # Bounded: anyone can name as many addresses without an account as they like.
+        if len(self._accounts) >= 10_000:
+            self._accounts.clear()
+        found = row[5] is not None
+        self._accounts[email] = AccountRecord(
+            email, bool(row[6]) if found else False, row[7], row[8]
+        )
+
+    def get_key(self, email: str) -> KeyRecord | None:
+        if not self._keys_checked or email not in self._keys:
+            self._look_up(email)
+        record = self._keys.get(email)
         if len(self._seen_keys) >= 1024:
             self._seen_keys.clear()
         self._seen_keys[email] = record.armored if record else None
         return record
 
+    def account(self, email: str) -> AccountRecord:
+        """Settings of an address (defaults when the operator set none)."""
+        if not self._keys_checked or email not in self._accounts:
+            self._look_up(email)
+        return self._accounts[email]
+
     def _key_written(self, record: KeyRecord) -> None:
-        # Every process's next request sees the version move and reads keys afresh.
-        self._write("UPDATE mmtp_meta SET value = value + 1 WHERE name = 'key_version'")
+        # The trigger moved the version: every process's next request reads keys afresh.
         self._keys[record.email] = record
 
     # ------------------------------------------------------------------ messages

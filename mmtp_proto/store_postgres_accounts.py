@@ -2,9 +2,10 @@
 §11), as `store_accounts` does for SQLite: per-account settings (disabled, quotas), invites,
 held and reserved names, and tombstones of deleted messages.
 
-A mixin: it shares the store's connection, transaction and per-request caches. Account
-settings are cached for one request only, so a change made by any process (or by
-`mmtp-admin`) is seen by the next request everywhere.
+A mixin: it shares the store's connection, transaction and caches. Account settings are
+read by the store itself (`PostgresStore.account`, with the key): cached, and checked once
+per request against a version row that a trigger bumps at every write to `accounts`, so a
+change made by any process (or by `mmtp-admin`) is seen by the next request everywhere.
 """
 
 from __future__ import annotations
@@ -79,20 +80,6 @@ class PostgresAccounts:
                     *(_signature_verified(text), _timestamp(text, received_at) + seconds),
                 ),
             )
-
-    def account(self, email: str) -> AccountRecord:
-        record = self._accounts.get(email)
-        if record is None:
-            row = self._read(
-                "SELECT disabled, max_messages, max_bytes FROM accounts WHERE email = %s",
-                (email,),
-            ).fetchone()
-            record = AccountRecord(email, bool(row[0]), row[1], row[2]) if row else None
-            record = record or AccountRecord(email)
-            if len(self._accounts) >= 10_000:
-                self._accounts.clear()
-            self._accounts[email] = record
-        return record
 
     def held_until(self, email: str, now: int) -> int | None:
         row = self._read(

@@ -117,3 +117,47 @@ def test_a_replayed_stamp_is_refused_by_the_write_itself(store: Any) -> None:
     assert caught.value.code == "POW_REPLAYED"
     store.commit()
     assert store.count_messages(BOB) == 1
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_cached_accounts_cost_one_version_check_per_request(store: Any) -> None:
+    store.put_key(BOB, "armor", "F" * 40, 1)
+    store.put_key(ALICE, "armor", "E" * 40, 1)
+    store.commit()
+    store.refresh()
+    store.get_key(BOB)
+    store.get_key(ALICE)
+    counting = _CountingConnection(store._db)
+    store._db = counting
+    # A signed SEND's second request: the sender's key checks the version; the rest is cached.
+    store.refresh()
+    assert store.get_key(ALICE) is not None
+    assert not store.account(ALICE).disabled
+    assert not store.account(BOB).disabled
+    assert counting.trips == 1
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_an_account_changed_by_anyone_is_seen_at_the_next_request(
+    store: Any, database: str
+) -> None:
+    import psycopg
+
+    store.put_key(BOB, "armor", "F" * 40, 1)
+    store.commit()
+    store.refresh()
+    assert not store.account(BOB).disabled
+    with psycopg.connect(database, autocommit=True) as other:
+        other.execute("INSERT INTO accounts (email, disabled) VALUES (%s, true)", (BOB,))
+    assert not store.account(BOB).disabled  # this request keeps what it read
+    store.refresh()
+    assert store.account(BOB).disabled
+    with psycopg.connect(database, autocommit=True) as other:
+        other.execute("UPDATE accounts SET max_messages = 3 WHERE email = %s", (BOB,))
+    store.refresh()
+    assert store.get_key(BOB) is not None
+    assert store.account(BOB).max_messages == 3
+    with psycopg.connect(database, autocommit=True) as other:
+        other.execute("DELETE FROM keys WHERE email = %s", (BOB,))
+    store.refresh()
+    assert store.get_key(BOB) is None
