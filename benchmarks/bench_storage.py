@@ -125,8 +125,8 @@ def run(quick: bool, log=print) -> Section:
         "the loop waits on round trips to the PostgreSQL backend, a process of its own. An "
         "unsigned SEND takes 3 (key with its account, duplicates, the lock + stamp + message "
         "statement) plus the mailbox size and a pipelined BEGIN and one COMMIT per turn; a "
-        "signed one about 7 over its two requests. A round trip is 0.1 ms when the backend "
-        "is running and 2-7 ms when it must first be scheduled on the loaded 2-core machine, "
+        "signed one 4-5 over its request and its continuation. A round trip is 0.1 ms when "
+        "the backend is running and 2-7 ms when it must first be scheduled on the loaded 2-core machine, "
         "where SQLite's reads are function calls; all 16 connections write one mailbox, whose "
         "advisory lock keeps two workers' turns from overlapping"
     )
