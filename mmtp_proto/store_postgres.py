@@ -47,6 +47,7 @@ from .storage import (
 )
 from .store_accounts import AccountRecord
 from .store_postgres_accounts import PostgresAccounts
+from .store_postgres_queue import PostgresQueueMixin
 from .store_sql import MESSAGE_COLUMNS, SharedQueries, pg
 
 log = logging.getLogger("mmtp.store")
@@ -87,7 +88,7 @@ _ADD_MESSAGE = (
 )
 
 
-class PostgresStore(SharedQueries, PostgresAccounts):
+class PostgresStore(SharedQueries, PostgresQueueMixin, PostgresAccounts):
     _sql = staticmethod(pg)
 
     def __init__(self, url: str, *, fsync: bool = True, connect_timeout: int = 10) -> None:
