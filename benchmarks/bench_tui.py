@@ -247,9 +247,15 @@ if __name__ == "__main__":
         help="the idle CPU window after the key burst (default 10 s, 5 s with --quick)",
     )
     args = parser.parse_args()
+    started = time.monotonic()
     result = run(args.quick, idle_seconds=args.idle_seconds)
-    print(" | ".join(result.headers))
-    for line in result.rows:
-        print(" | ".join(line))
+    # Markdown, ready for the TUI section of RESULTS.md (run.py rewrites the whole file).
+    print(f"\n## {result.title}\n\nSection time: {time.monotonic() - started:.0f} s.\n")
+    for line in (result.headers, ["---"] + ["---:"] * (len(result.headers) - 1), *result.rows):
+        print("| " + " | ".join(line) + " |")
+    print()
     for note in result.notes:
-        print("-", note)
+        print(f"- {note}")
+    for target in result.targets:
+        verdict = "MET" if target.met else "MISSED"
+        print(f"- target: {target.name}: {target.measured} (goal {target.goal}): {verdict}")
