@@ -1,10 +1,11 @@
 """`mmtp-admin`: the operator's command (SPEC §11), run on the server's host against its data.
 
-It opens the server's SQLite file (`<data_dir>/mmtp.db`, WAL) with a busy timeout and keeps
-each change to one short transaction, so it is safe while the server runs; the server sees
-every change at its next request. Output is text for people, or JSON with `--json`. Exit
-status: 0 done, 1 refused or failed (one sentence on stderr, `mmtp-admin: error: ...`, never
-a traceback), 2 usage error.
+It opens the server's store the way the server does: the PostgreSQL database of `--database`
+or of the config file's `database` key, else the SQLite file `<data_dir>/mmtp.db` (WAL, with
+a busy timeout). Each change is one short transaction, so it is safe while the server runs,
+and every server process on that store sees it at its next request. Output is text for
+people, or JSON with `--json`. Exit status: 0 done, 1 refused or failed (one sentence on
+stderr, `mmtp-admin: error: ...`, never a traceback), 2 usage error.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .admin_ops import Admin, domain_keys, format_size, format_time
 from .config import ServerConfig, default_data_dir, load_config
 from .errors import LocalError
 from .store import Store, StoreError
+
+if TYPE_CHECKING:
+    from .store_postgres import PostgresStore
 
 PROG = "mmtp-admin"
 EXIT_OK = 0
@@ -41,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help=f"the server's data directory (default: the config's, or {default_data_dir()})",
+    )
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="the server's postgresql:// database (default: the config's `database`, or "
+        "SQLite in the data directory)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON, for scripts")
     areas = parser.add_subparsers(dest="area", required=True, metavar="AREA")
@@ -106,16 +116,45 @@ def _config(args: argparse.Namespace) -> tuple[ServerConfig, bool]:
     config = load_config(args.config) if args.config is not None else ServerConfig()
     if args.data_dir is not None:
         config.data_dir = args.data_dir.expanduser()
+    if args.database is not None:
+        if not args.database.startswith(("postgresql://", "postgres://")):
+            raise LocalError("--database must be a postgresql:// URL")
+        config.database = args.database
     return config.validate(), args.config is not None
 
 
-def _open_store(data_dir: Path) -> Store:
-    path = data_dir / "mmtp.db"
+def _open_store(config: ServerConfig) -> Store | PostgresStore:
+    if config.database:
+        return _open_postgres(config.database)
+    path = Path(config.data_dir) / "mmtp.db"
     if not path.is_file():
         raise LocalError(
-            f"there is no server database at {path}; give the server's --data-dir or --config"
+            f"there is no server database at {path}; give the server's --data-dir, "
+            "--database or --config"
         )
     return Store(path)
+
+
+def _open_postgres(url: str) -> PostgresStore:
+    """The server's PostgreSQL store; refused, like a missing SQLite file, when the database
+    holds no mmtp tables (a wrong URL must not get an empty schema made in it)."""
+    # Imported here: an SQLite-only admin never loads psycopg.
+    import psycopg
+
+    from .store_postgres import PostgresStore, redact
+
+    try:
+        with psycopg.connect(url, connect_timeout=10) as db:
+            found = db.execute("SELECT to_regclass('mmtp_meta')").fetchone()
+    except psycopg.Error as exc:
+        why = " ".join(str(exc).split())
+        raise LocalError(f"cannot reach the database {redact(url)}: {why}") from None
+    if found is None or found[0] is None:
+        raise LocalError(
+            f"there is no server database at {redact(url)} (no mmtp tables); check --database, "
+            "or start the server on it once"
+        )
+    return PostgresStore(url)
 
 
 def run(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
@@ -130,9 +169,14 @@ def run(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
         return {"copied": report.counts, "digest": report.digest}, lambda _: str(report)
     if args.area == "domain-key":
         return domain_keys(Path(config.data_dir), args.verb == "rotate"), _text_domain_keys
-    store = _open_store(Path(config.data_dir))
+    store = _open_store(config)
     try:
         if args.area == "queue":
+            if not hasattr(store, "queue_list"):
+                # A store without an outbound queue (PostgreSQL while relaying needs SQLite).
+                raise LocalError(
+                    "this server's store has no outbound queue (relaying needs SQLite)"
+                )
             return _queue(store, args)
         admin = Admin(config, store, knows_domains)
         return _dispatch(admin, args)

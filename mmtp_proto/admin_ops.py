@@ -1,10 +1,11 @@
 """What `mmtp-admin` does to a server's data (SPEC §11), without argument parsing or printing.
 
-Each operation takes an open `Store` (or the data directory) and returns plain data (dicts,
-lists, strings) that the command prints as text or JSON; a refusal is a `LocalError` with one
-sentence. Every write is one short transaction, committed before the function returns: the
-server, running at the same time on the same SQLite file (WAL), sees it at its next request
-(it checks `PRAGMA data_version` before using its caches).
+Each operation takes an open store (SQLite `Store` or `PostgresStore`, or the data directory)
+and returns plain data (dicts, lists, strings) that the command prints as text or JSON; a
+refusal is a `LocalError` with one sentence. Every write is one short transaction, committed
+before the function returns, and a running server sees it at its next request: on SQLite it
+checks `PRAGMA data_version` before using its caches; on PostgreSQL it keeps account settings
+for one request only and checks the key version row (see `store_postgres`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import pgp
 from .address import domain_of, normalize_address
@@ -28,7 +29,10 @@ from .registration import (
     invite_digest,
     new_invite_token,
 )
-from .store import Store
+
+if TYPE_CHECKING:
+    from .store import Store
+    from .store_postgres import PostgresStore
 
 _SIZE = re.compile(r"(?P<n>\d+)\s*(?P<unit>[kmgt]?i?b?)?", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -61,7 +65,7 @@ class Admin:
     """One admin session: the server's configuration (as far as it is known) and its store."""
 
     config: ServerConfig
-    store: Store
+    store: Store | PostgresStore
     # Whether the domains are the operator's (from --config) or only the defaults.
     knows_domains: bool = False
 

@@ -3,8 +3,10 @@ caches of what it learned from other domains' servers (their domain keys, their 
 their stamp figures).
 
 The fetches here block (DNS, TCP, TLS): they run on `executor`, never on the server's loop. The
-loop submits one and gets a `Future`; the waiting connection's answers wait (`session.Deferred`)
-while every other connection goes on.
+loop submits one and gets a `Future`; the waiting connection's answers wait (a
+`deferred.Pending` on that future) while every other connection goes on. A user's key fetched
+from its domain is kept as fetched until a worker process has judged it (`pgp_jobs.validate_key`,
+run by the protocol): no OpenPGP data from another server is parsed on these threads either.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from . import errors, pgp
+from . import errors
 from .actions import DomainKeyAnswer, DomainKeyRequest, RequestPublicKeyAnswer
 from .address import domain_of
 from .config import ServerConfig
@@ -38,6 +40,23 @@ FAILED_LOOKUP_TTL = 60.0
 POLICY_TTL = 86_400.0
 FETCH_THREADS = 4
 LOOKUPS_PER_MINUTE = 60
+
+
+@dataclass(frozen=True)
+class RemoteKey:
+    """A user's key as its own domain's server gave it, validated like a registration."""
+
+    armored: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class _KeyLookup:
+    expires: float
+    # The text as fetched, until a worker has judged it; then the key, or why there is none.
+    fetched: str | None = None
+    key: RemoteKey | None = None
+    error: MMTPError | None = None
 
 
 @dataclass(frozen=True)
@@ -77,8 +96,7 @@ class Federation:
         self.domain_keys = DomainKeyCache()
         self.executor = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="mmtp-fetch")
         self._lock = threading.Lock()
-        # email -> (key or None, expiry, the error a lookup ended with)
-        self._sender_keys: dict[str, tuple[pgp.PublicKey | None, float, MMTPError | None]] = {}
+        self._sender_keys: dict[str, _KeyLookup] = {}
         self._policies: dict[str, RemotePolicy] = {}
         self._in_flight: dict[tuple[str, str], Future[None]] = {}
         self._policy_failures: dict[str, tuple[MMTPError, float]] = {}
@@ -163,25 +181,43 @@ class Federation:
         kept = self.domain_keys.store(domain, answer.keys, answer.ttl)
         log.info("relay: fetched %d domain key(s) of %s", len(kept), domain)
 
-    def sender_key(self, email: str) -> tuple[bool, pgp.PublicKey | None]:
-        """(known, key): whether a lookup of `email`'s key is cached, and the key if one was
-        found."""
-        known, key, _error = self.remote_key(email)
-        return known, key
+    def remote_key(self, email: str) -> tuple[bool, RemoteKey | None, MMTPError | None]:
+        """(known, key, error) of the cached lookup of `email`'s key at its own server; not
+        known while the key fetched is not judged yet (see `fetched_key`)."""
+        entry = self._lookup(email)
+        if entry is None or entry.fetched is not None:
+            return False, None, None
+        return True, entry.key, entry.error
 
-    def remote_key(self, email: str) -> tuple[bool, pgp.PublicKey | None, MMTPError | None]:
-        """(known, key, error) of the cached lookup of `email`'s key at its own server."""
+    def fetched_key(self, email: str) -> str | None:
+        """The text of `email`'s key as fetched, while no worker has judged it yet."""
+        entry = self._lookup(email)
+        return entry.fetched if entry is not None else None
+
+    def _lookup(self, email: str) -> _KeyLookup | None:
         with self._lock:
             entry = self._sender_keys.get(email)
-        if entry is None or entry[1] <= self.clock():
-            return False, None, None
-        return True, entry[0], entry[2]
+        if entry is None or entry.expires <= self.clock():
+            return None
+        return entry
+
+    def note_judged(
+        self, email: str, fetched: str, key: RemoteKey | None, error: MMTPError | None
+    ) -> None:
+        """A worker's verdict on the key fetched for `email`: cached an hour when valid, a
+        minute when not (unless the lookup was made again meanwhile)."""
+        ttl = SENDER_KEY_TTL if key is not None else FAILED_LOOKUP_TTL
+        with self._lock:
+            entry = self._sender_keys.get(email)
+            if entry is not None and entry.fetched == fetched:
+                expires = min(entry.expires, self.clock() + ttl)
+                self._sender_keys[email] = _KeyLookup(expires, key=key, error=error)
 
     def fetch_sender_key(self, email: str) -> Future[None]:
         return self._shared(("public_key", email), lambda: self._fetch_sender_key(email))
 
     def _fetch_sender_key(self, email: str) -> None:
-        key: pgp.PublicKey | None = None
+        fetched: str | None = None
         ttl = FAILED_LOOKUP_TTL
         error: MMTPError | None = None
         try:
@@ -193,8 +229,8 @@ class Federation:
             answer = RequestPublicKeyAnswer.from_response(frame)
             if answer.email.lower() != email or answer.remote:
                 raise MMTPError(errors.KEY_INVALID, "the remote answered for another address")
-            # Validated exactly as REGISTER_KEY would: a bad key is never used.
-            key = pgp.validate_public_key_for(answer.public_key, email)
+            # Judged by a worker before any use (`note_judged`): a bad key is never used.
+            fetched = answer.public_key
             ttl = SENDER_KEY_TTL
         except MMTPError as exc:
             log.info("relay: the key of %s could not be had: %s", email, exc)
@@ -205,7 +241,7 @@ class Federation:
         with self._lock:
             if len(self._sender_keys) > 10_000:
                 self._sender_keys.clear()
-            self._sender_keys[email] = (key, self.clock() + ttl, error)
+            self._sender_keys[email] = _KeyLookup(self.clock() + ttl, fetched, error=error)
 
     def fetch_policy(self, domain: str) -> Future[None]:
         return self._shared(("policy", domain), lambda: self._fetch_policy(domain))

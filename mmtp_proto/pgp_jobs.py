@@ -75,6 +75,12 @@ def _validated(armored: str, email: str, when: datetime) -> tuple[str, str, str]
     return ("valid", key.armored, key.fingerprint)
 
 
+def validate_key(armored: str, email: str, now: int) -> tuple[str, str, str]:
+    """A key another domain's server gave for `email`, judged by every REGISTER_KEY rule
+    (SPEC §5, §8.3): ("valid", normalized key, fingerprint) or ("invalid", why, "")."""
+    return _validated(armored, email, datetime.fromtimestamp(now, UTC))
+
+
 def judge_key(
     offered: str, email: str, now: int, registered: str | None, may_replace: bool
 ) -> tuple[str, str, str]:

@@ -5,10 +5,10 @@ in the store; an answer marked `durable` is promised to `self.commits` (group_co
 leaves only after `commit()`; a failed commit or a rollback withdraws it. The handlers live in
 `handlers/`; what they share is in `protocol_base`.
 
-A handler may answer later: it returns a `deferred.Pending` (a job to run off the loop and a
-continuation). `resume` runs the continuation with the job's result under the same rules as
+A handler may answer later: it returns a `deferred.Pending` (a worker job or a fetch's future,
+and a continuation). `resume` runs the continuation with the result under the same rules as
 `handle_line` (errors become answers, reads see committed state, durable answers go through
-the same group commit).
+the same group commit); it may wait again (a fetched key is then checked by a worker).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .handlers.auth import AuthHandler
 from .handlers.keys import KeyHandlers
 from .handlers.mailbox import MailboxHandlers
 from .handlers.send import SendHandler
-from .session import Deferred, Outcome, Session, storage_failure
+from .session import Outcome, Session, storage_failure
 from .storage import Storage, StoreError
 
 log = logging.getLogger("mmtp.protocol")
@@ -68,7 +68,7 @@ class Protocol(SendHandler, MailboxHandlers, KeyHandlers, AuthHandler):
             "DOMAIN_KEY": self._domain_key,
             "DOMAIN_AUTH": self._domain_auth,
         }
-        # Called (from the loop) when a fetch a request waits for is done: the loop looks
+        # Called (from any thread) when a fetch a request waits for is done: the loop looks
         # around at once instead of at its next tick.
         self.wake: Callable[[], None] = lambda: None
         # Called after a commit that queued mail for relay: delivery starts now.
@@ -108,8 +108,9 @@ class Protocol(SendHandler, MailboxHandlers, KeyHandlers, AuthHandler):
         outcome = self._guarded(run, lambda: action)
         return self._finish(outcome, action if action in self._handlers else "-", request_id)
 
-    def resume_job(self, pending: Pending, result: JobResult) -> Outcome | Pending:
-        """Run `pending`'s continuation with its job's result: the answer, or more waiting."""
+    def resume(self, pending: Pending, result: JobResult) -> Outcome | Pending:
+        """Run `pending`'s continuation with what it waited for (a job's result, or a fetch's
+        in `deferred.future_result`'s shape): the answer, or more waiting."""
         self._read_committed(pending.action)
         outcome = self._guarded(lambda: pending.then(result), lambda: pending.action)
         return self._finish(outcome, pending.action, pending.request_id)
@@ -150,40 +151,10 @@ class Protocol(SendHandler, MailboxHandlers, KeyHandlers, AuthHandler):
     def _finish(outcome: Outcome | Pending, action: str, request_id: Any) -> Outcome | Pending:
         outcome.action = action
         if isinstance(outcome, Pending):
-            outcome.request_id = request_id
-        elif outcome.deferred is not None:
             # Answered later by `resume`, with this request's id.
-            outcome.deferred.action, outcome.deferred.request_id = action, request_id
+            outcome.request_id = request_id
         else:
             with_id(outcome.response, request_id)
-        return outcome
-
-    def resume(self, deferred: Deferred) -> Outcome:
-        """The answer to a deferred request, once its fetch is done (on the loop thread)."""
-        action = deferred.action
-        try:
-            if self.commits.pending:
-                self.commit()
-            outcome = deferred.then()
-            if outcome.deferred is not None:  # a handler defers once per request
-                raise MMTPError(errors.INTERNAL, "the server could not finish this request")
-        except MMTPError as exc:
-            outcome = Outcome(exc.to_response())
-        except StoreError as exc:
-            self._withdraw(self.commits.abort())
-            log.error("storage error during %s: %s", action, exc)
-            outcome = Outcome(storage_failure().to_response())
-        except Exception:
-            self._withdraw(self.commits.abort())
-            log.exception("internal error during %s", action)
-            outcome = Outcome(
-                MMTPError(
-                    errors.INTERNAL, "the server failed on this request; try again later"
-                ).to_response()
-            )
-        self._withdraw(self.commits.lost())
-        outcome.action = action
-        with_id(outcome.response, deferred.request_id)
         return outcome
 
     def commit(self) -> None:

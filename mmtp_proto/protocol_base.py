@@ -4,7 +4,8 @@ handlers live in `handlers/`, one module per area; `protocol.py` puts them toget
 dispatches.
 
 No untrusted OpenPGP data is parsed or verified here: that is `pgp_jobs`' work, run by the
-server's `worker_pool` while the loop serves everyone else. A continuation runs when the job
+server's `worker_pool` while the loop serves everyone else (keys fetched from other domains'
+servers included, `handlers/relay.py`). A continuation runs when the job
 is done and re-checks what may have changed meanwhile: the key registered for the address is
 read again, and when it is no longer the one the job used, the job runs again against the
 current one (at most twice; then the request is refused as busy).
@@ -168,7 +169,7 @@ class ProtocolBase:
             self.cpu.charge(peer, result.cpu_seconds, self.clock())
             return then(result)
 
-        return Pending(Job(func, args, source=peer, affinity=affinity), charged)
+        return Pending.on_job(Job(func, args, source=peer, affinity=affinity), charged)
 
     def _with_registered_key(
         self,

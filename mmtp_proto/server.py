@@ -77,6 +77,8 @@ class Server(ServerLoop):
         except StoreError as exc:
             raise LocalError(str(exc)) from None
         self._protocol = Protocol(cfg, self._store)
+        # A request waiting for a future (a fetch) wakes the loop when it is done.
+        self._protocol.wake = self.wake
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         try:
@@ -133,7 +135,6 @@ class Server(ServerLoop):
         self._protocol.federation = self.federation
         self.delivery = Delivery(self.config, self.federation, data_dir / "mmtp.db")
         self._protocol.on_relay_committed = self.delivery.kick
-        self._protocol.wake = self.wake
 
     def _listen(self, port: int, *, tls: bool) -> tuple[str, int]:
         sock = open_listener(self.config.host, port, reuse_port=self.reuse_port)

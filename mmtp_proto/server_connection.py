@@ -7,10 +7,12 @@ answer must not promise what a failed commit could still take back. Every answer
 server sends is made here or in the protocol: the greeting, TOO_MANY_CONNECTIONS,
 FRAME_TOO_LARGE, and the storage error that replaces a withdrawn answer.
 
-A request a handler answers later (a `deferred.Pending`: OpenPGP work for a worker process)
-holds this connection's later requests until it is answered, so answers keep their order:
-the loop takes the job with `take_job`, runs it off its thread, and hands the result back
-with `deliver`; the next `process` finishes that request and goes on with the others.
+A request a handler answers later (a `deferred.Pending`) holds this connection's later
+requests until it is answered, so answers keep their order. It waits either for a job (OpenPGP
+work: the loop takes it with `take_job`, runs it in a worker process and hands the result back
+with `deliver`) or for a future (a fetch from another server: its callback wakes the loop
+through `Protocol.wake`). Either way the next `process` after it is done finishes that request
+(`Protocol.resume`) and goes on with the others.
 
 The loop around it (`server.py`) only moves bytes, keeps time and decides admission.
 """
@@ -23,11 +25,11 @@ from typing import Any
 
 from . import PROTOCOL, errors
 from .actions.greeting import Features, Greeting
-from .deferred import Job, JobResult, Pending
+from .deferred import Job, JobResult, Pending, future_result
 from .errors import MMTPError
 from .framing import NO_ID, FrameDecoder, encode_frame, with_id
 from .protocol import Protocol
-from .session import Deferred, Outcome, Session, storage_failure
+from .session import Outcome, Session, storage_failure
 
 log = logging.getLogger("mmtp.server")
 
@@ -63,17 +65,15 @@ class ServerConnection:
         self._held: list[HeldAnswer] = []
         self._outgoing = bytearray()
         self._closing = False
-        # The request answered later, the job the loop has not taken yet, and its result.
-        self._waiting: Pending | None = None
+        # The request answered later, the job the loop has not taken yet (when it waits for
+        # one), and the job's result; the requests after it wait in `_lines`.
+        self._pending: Pending | None = None
         self._job: Job | None = None
         self._result: JobResult | None = None
         # What the oversized-frame marker answers (see `shed` for the other cause).
         self._frame_error: MMTPError = self.decoder.error()
         # Every byte received, for the loop's minimum-rate rule (admission.FrameProgress).
         self.received = 0
-        # A request waiting for a fetch from another server (SPEC §8.4); the requests after
-        # it wait in `_lines`, so answers stay in order.
-        self._deferred: Deferred | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -87,38 +87,35 @@ class ServerConnection:
         """Closing, and every answer owed has been handed out: the socket can close."""
         return (
             self._closing
-            and self._waiting is None
-            and self._deferred is None
+            and self._pending is None
             and not self._lines
             and not self._held
             and not self._outgoing
         )
 
     @property
-    def resumable(self) -> bool:
-        """A waiting request's fetch is done: `process` answers it next."""
-        return self._deferred is not None and self._deferred.future.done()
-
-    @property
     def pending_requests(self) -> int:
-        """Requests received and not answered yet, besides one waiting for its job."""
+        """Requests received and not answered yet, besides one answered later."""
         return len(self._lines)
 
     @property
     def can_process(self) -> bool:
         """Would `process` do anything now? Not while a request waits for its job or fetch."""
-        if self._deferred is not None:
-            return self._deferred.future.done()
-        if self._waiting is not None:
-            return self._result is not None
+        if self._pending is not None:
+            return self._done()
         return bool(self._lines)
 
     @property
     def waiting(self) -> bool:
         """A request waits for a job or a fetch that has not finished yet."""
-        if self._deferred is not None:
-            return not self._deferred.future.done()
-        return self._waiting is not None and self._result is None
+        return self._pending is not None and not self._done()
+
+    def _done(self) -> bool:
+        pending = self._pending
+        assert pending is not None
+        if pending.future is not None:
+            return pending.future.done()
+        return self._result is not None
 
     @property
     def receive_room(self) -> int:
@@ -205,28 +202,20 @@ class ServerConnection:
 
         Answers held for this turn's commit count against `room` too: otherwise one turn
         could queue many large answers (say, RECEIVEs of a full mailbox) for a client that
-        never reads them. Nothing is answered while a request waits for its job.
+        never reads them. Nothing is answered while a request waits for its job or fetch.
         """
         protocol = self._protocol
         queued = self.queued_bytes
-        if self._deferred is not None:
-            if not self._deferred.future.done():
+        if self._pending is not None:
+            if not self._done():
                 return
-            deferred, self._deferred = self._deferred, None
-            queued += self._take(protocol.resume(deferred))
-        if self._waiting is not None:
-            if self._result is None:
-                return
-            pending, result = self._waiting, self._result
-            self._waiting = self._result = None
-            queued += self._take(protocol.resume_job(pending, result))
-        while (
-            self._lines
-            and max_lines
-            and queued < room
-            and self._waiting is None
-            and self._deferred is None
-        ):
+            pending, result = self._pending, self._result
+            self._pending = self._result = None
+            if pending.future is not None:
+                result = future_result(pending.future)
+            assert result is not None
+            queued += self._take(protocol.resume(pending, result))
+        while self._lines and max_lines and queued < room and self._pending is None:
             line = self._lines.popleft()
             if not line:  # the oversized-frame marker: answer it, then close
                 error = self._frame_error.to_response()
@@ -237,15 +226,14 @@ class ServerConnection:
             queued += self._take(protocol.handle_line(self.session, line))
 
     def _take(self, outcome: Outcome | Pending) -> int:
-        """Hold an answer (promised to the commit when durable), or start waiting: for a job
-        (`Pending`) or for a fetch (`Outcome.deferred`, federation's remote lookups)."""
+        """Hold an answer (promised to the commit when durable), or start waiting (`Pending`):
+        for a job the loop takes, or for a future whose end wakes the loop."""
         if isinstance(outcome, Pending):
-            self._waiting, self._job = outcome, outcome.job
-            return 0
-        if outcome.deferred is not None:
-            self._deferred = outcome.deferred
-            protocol = self._protocol
-            outcome.deferred.future.add_done_callback(lambda _f: protocol.wake())
+            self._pending, self._job, self._result = outcome, outcome.job, None
+            if outcome.future is not None:
+                protocol = self._protocol
+                # Runs on the fetching thread (or here, if it is done already).
+                outcome.future.add_done_callback(lambda _f: protocol.wake())
             return 0
         self._log_outcome(outcome.action, outcome.response)
         answer = HeldAnswer(encode_answer(outcome.response), outcome.response.get("id", NO_ID))
@@ -261,7 +249,7 @@ class ServerConnection:
 
     def deliver(self, result: JobResult) -> None:
         """The waiting request's job is done; the next `process` answers it."""
-        if self._waiting is not None:
+        if self._pending is not None and self._pending.job is not None:
             self._result = result
 
     def data_to_send(self) -> bytes:

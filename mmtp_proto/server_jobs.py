@@ -1,9 +1,12 @@
-"""The server loop's side of work that finishes later: worker jobs handed over and their
-results handed back, federation's fetches collected when done; and the slow-frame check.
+"""The server loop's side of requests answered later (`deferred.Pending`): worker jobs handed
+over and their results handed back, futures (federation's fetches) collected when done; and
+the slow-frame check.
 
-A connection whose request waits for a job (`ServerConnection.take_job`) is not processed
-further until the job's result is delivered, so its later answers keep their order; the
-workers' sockets sit in the loop's selector, so a result wakes the loop like a client does.
+A connection whose request waits (`ServerConnection.waiting`) is not processed further until
+what it waits for is done, so its later answers keep their order. A job is taken with
+`ServerConnection.take_job` and its result handed back with `deliver`: the workers' sockets sit
+in the loop's selector, so a result wakes the loop like a client does. A future's callback
+wakes the loop through its wake-up socket (`Protocol.wake`); `_collect_fetched` then finds it.
 `server_loop.ServerLoop` mixes this in; `server.Server` starts and stops the pool.
 """
 

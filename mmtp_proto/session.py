@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,26 +28,12 @@ class Session:
 
 
 @dataclass
-class Deferred:
-    """An answer that needs a fetch from another server first (SPEC §8.4): `then` runs on the
-    loop thread once `future` is done, and gives the outcome. Meanwhile this connection's
-    later requests wait; every other connection goes on."""
-
-    future: Future[Any]
-    then: Callable[[], Outcome]
-    # Set by the protocol: what the answer is for (framing.NO_ID when the request had no id).
-    action: str = "-"
-    request_id: Any = None
-
-
-@dataclass
 class Outcome:
     response: dict[str, Any]
     # True when the answer promises something was stored: it must wait for the commit.
     durable: bool = False
     close: bool = False
     action: str = "-"
-    deferred: Deferred | None = None
 
 
 def ok(**fields: Any) -> dict[str, Any]:

@@ -4,7 +4,8 @@ held and reserved names, and tombstones of deleted messages.
 
 A mixin: it shares the store's connection, transaction and per-request caches. Account
 settings are cached for one request only, so a change made by any process (or by
-`mmtp-admin`) is seen by the next request everywhere.
+`mmtp-admin`) is seen by the next request everywhere; deleting an account bumps the key
+version, as a key write does, so no process keeps serving the deleted key from its cache.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .store_accounts import AccountRecord
+
+_UNSET: Any = object()
 
 
 def _signature_verified(text: str) -> bool:
@@ -36,6 +39,9 @@ class PostgresAccounts:
         import psycopg
 
         _accounts: dict[str, AccountRecord]
+        _counts: dict[str, int]
+        _sizes: dict[str, int]
+        _keys: dict[str, Any]
 
         def _read(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]: ...
         def _write(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]: ...
@@ -94,6 +100,112 @@ class PostgresAccounts:
                 self._accounts.clear()
             self._accounts[email] = record
         return record
+
+    def set_account(
+        self,
+        email: str,
+        *,
+        disabled: bool = _UNSET,
+        max_messages: int | None = _UNSET,
+        max_bytes: int | None = _UNSET,
+    ) -> AccountRecord:
+        current = self.account(email)
+        record = AccountRecord(
+            email,
+            current.disabled if disabled is _UNSET else disabled,
+            current.max_messages if max_messages is _UNSET else max_messages,
+            current.max_bytes if max_bytes is _UNSET else max_bytes,
+        )
+        self._write(
+            "INSERT INTO accounts (email, disabled, max_messages, max_bytes)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (email) DO UPDATE SET"
+            " disabled = excluded.disabled, max_messages = excluded.max_messages,"
+            " max_bytes = excluded.max_bytes",
+            (email, record.disabled, record.max_messages, record.max_bytes),
+        )
+        self._accounts[email] = record
+        return record
+
+    def list_accounts(self) -> list[dict[str, Any]]:
+        """Every address with a key or settings: key, state, quota and usage (for mmtp-admin),
+        in one query (not one count per mailbox)."""
+        rows = self._read(
+            "SELECT e.email, k.fingerprint, k.registered_at, a.disabled, a.max_messages,"
+            " a.max_bytes, coalesce(m.n, 0), coalesce(m.size, 0)"
+            " FROM (SELECT email FROM keys UNION SELECT email FROM accounts) e"
+            " LEFT JOIN keys k ON k.email = e.email LEFT JOIN accounts a ON a.email = e.email"
+            " LEFT JOIN (SELECT recipient, count(*) AS n, sum(size) AS size FROM messages"
+            " GROUP BY recipient) m ON m.recipient = e.email ORDER BY e.email"
+        ).fetchall()
+        return [
+            {
+                "email": email,
+                "fingerprint": fingerprint,
+                "registeredAt": None if registered_at is None else int(registered_at),
+                "disabled": bool(disabled),
+                "messages": int(count),
+                "bytes": int(size),
+                "maxMessages": max_messages,
+                "maxBytes": max_bytes,
+            }
+            for (
+                email,
+                fingerprint,
+                registered_at,
+                disabled,
+                max_messages,
+                max_bytes,
+                count,
+                size,
+            ) in rows
+        ]
+
+    def delete_account(self, email: str, *, hold_until: int) -> int:
+        """Remove an account's mailbox, key, settings and invites; hold its name. Returns how
+        many messages were deleted."""
+        deleted = self._write("DELETE FROM messages WHERE recipient = %s", (email,)).rowcount
+        for table in ("keys", "accounts", "invites"):
+            self._write(f"DELETE FROM {table} WHERE email = %s", (email,))
+        self._write(
+            "INSERT INTO held_names (email, until) VALUES (%s, %s)"
+            " ON CONFLICT (email) DO UPDATE SET until = excluded.until",
+            (email, hold_until),
+        )
+        # Every process's next request sees the version move and drops the cached key.
+        self._write("UPDATE mmtp_meta SET value = value + 1 WHERE name = 'key_version'")
+        for cache in (self._keys, self._accounts, self._counts, self._sizes):
+            cache.pop(email, None)
+        return int(deleted)
+
+    def held_names(self, now: int) -> list[tuple[str, int]]:
+        rows = self._read(
+            "SELECT email, until FROM held_names WHERE until > %s ORDER BY email", (now,)
+        )
+        return [(str(e), int(u)) for e, u in rows]
+
+    def release_name(self, email: str) -> bool:
+        return self._write("DELETE FROM held_names WHERE email = %s", (email,)).rowcount > 0
+
+    def add_reserved_name(self, name: str) -> bool:
+        cur = self._write(
+            "INSERT INTO reserved_names (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,)
+        )
+        return cur.rowcount > 0
+
+    def remove_reserved_name(self, name: str) -> bool:
+        return self._write("DELETE FROM reserved_names WHERE name = %s", (name,)).rowcount > 0
+
+    def add_invite(self, digest: str, email: str, *, now: int, expires_at: int) -> None:
+        self._write(
+            "INSERT INTO invites (digest, email, created_at, expires_at) VALUES (%s, %s, %s, %s)",
+            (digest, email, now, expires_at),
+        )
+
+    def list_invites(self, now: int) -> list[tuple[str, int]]:
+        rows = self._read(
+            "SELECT email, expires_at FROM invites WHERE expires_at > %s ORDER BY email", (now,)
+        )
+        return [(str(e), int(x)) for e, x in rows]
 
     def held_until(self, email: str, now: int) -> int | None:
         row = self._read(

@@ -1,6 +1,11 @@
-"""An in-memory server for the SPEC revision-2 rule tests: one Protocol over a real SQLite
-store, connections without sockets, and a clock the test moves (the loop's turn: process,
-with the OpenPGP jobs a request waits for run in this thread, commit, release)."""
+"""An in-memory server for the SPEC revision-2 rule tests: one Protocol over a real store
+(SQLite in its data dir, or PostgreSQL), connections without sockets, and a clock the test
+moves (the loop's turn: process, with the OpenPGP jobs a request waits for run in this
+thread, commit, release).
+
+A rule module runs on both backends by marking itself `both_backends` and having its server
+fixtures take `database` (tests/conftest.py) and call `use_database`: every harness Server
+that test makes, a restarted one included, then keeps its data in that database."""
 
 from __future__ import annotations
 
@@ -8,15 +13,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import make_config
 from helpers import auth_signature, key_for
 
 from mmtp_proto import pgp
+from mmtp_proto.backends import open_store
 from mmtp_proto.deferred import run_inline
 from mmtp_proto.framing import encode_frame
 from mmtp_proto.protocol import Protocol
 from mmtp_proto.server_connection import ServerConnection
-from mmtp_proto.store import Store
 
 
 class Clock:
@@ -27,12 +33,24 @@ class Clock:
         return self.now
 
 
+def use_database(monkeypatch: pytest.MonkeyPatch, database: str | None) -> str | None:
+    """Make every harness Server of the current test use `database` (None: SQLite)."""
+    monkeypatch.setattr(Server, "database", database)
+    return database
+
+
 class Server:
+    # The `database` of the Servers a test makes unless it names one; see `use_database`.
+    database: str | None = None
+
     def __init__(self, data_dir: Path, *, now: float, **overrides: Any) -> None:
         self.data_dir = data_dir
+        overrides.setdefault("database", Server.database)
         self.config = make_config(data_dir, **overrides)
         self.clock = Clock(now)
-        self.store = Store(data_dir / "mmtp.db", fsync=False)
+        # Any: the rule tests also use the operator's store methods (set_account, invites),
+        # which both stores have and the protocol's `Storage` does not name.
+        self.store: Any = open_store(self.config.database, data_dir, fsync=False)
         self.protocol = Protocol(self.config, self.store, clock=self.clock)
 
     def close(self) -> None:

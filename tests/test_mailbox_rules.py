@@ -15,16 +15,24 @@ from pathlib import Path
 
 import pytest
 from helpers import ALICE, BOB, CAROL, DAVE_REMOTE, hex_id, make_packet
-from rules_harness import Server
+from rules_harness import Server, use_database
 
 from mmtp_proto.limits import DEFAULT_STAMP_VALIDITY_SECONDS
 from mmtp_proto.store import Store, stored_text
 
 VALIDITY = DEFAULT_STAMP_VALIDITY_SECONDS
+# The tests on a harness server run on SQLite and on PostgreSQL; the SQLite store's own tests
+# (the revision-1 upgrade, the key cache) on SQLite only.
+pytestmark = pytest.mark.both_backends
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def harness_backend(database: str | None, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    return use_database(monkeypatch, database)
+
+
+@pytest.fixture
+def server(tmp_path: Path, harness_backend: str | None) -> Iterator[Server]:
     srv = Server(tmp_path / "data", now=time.time())
     srv.connect().register(BOB)
     yield srv
@@ -115,6 +123,7 @@ def test_a_retry_after_a_lost_ok_is_a_duplicate_even_once_its_stamp_expired(serv
     assert len(fetched(server)) == 1
 
 
+@pytest.mark.usefixtures("harness_backend")
 def test_another_sender_cannot_squat_a_message_id(tmp_path):
     srv = Server(tmp_path / "data", now=time.time())
     try:

@@ -13,14 +13,20 @@ from pathlib import Path
 
 import pytest
 from helpers import ALICE, BOB, CAROL, DAVE_REMOTE, key_for, make_packet
-from rules_harness import Server
+from rules_harness import Server, use_database
 
 from mmtp_proto.actions import Greeting
 from mmtp_proto.registration import invite_digest, new_invite_token
 
+# The tests on harness servers run on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.both_backends
+
 
 @pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+def make_server(
+    tmp_path: Path, database: str | None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Server]]:
+    use_database(monkeypatch, database)
     made: list[Server] = []
 
     def make(**overrides) -> Server:

@@ -164,7 +164,9 @@ class KeyHandlers(RelayHandlers):
         _audit(session, "replaced", email, fingerprint)
         return _answer("Public key replaced successfully", fingerprint, durable=True)
 
-    def _request_public_key(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
+    def _request_public_key(
+        self, session: Session, data: dict[str, Any], now: int
+    ) -> Outcome | Pending:
         email = RequestPublicKeyRequest.from_data(data).email
         if domain_of(email) not in self.domains and self.federation is not None:
             return self._remote_public_key(session, email, now)

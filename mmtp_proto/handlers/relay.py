@@ -3,14 +3,20 @@ that involve another domain: queueing a local user's mail for a remote recipient
 server's side) and the rules of a domain-authenticated connection (the receiving side).
 
 Fetches from other servers (the sending domain's keys, a sender's key, a remote's stamp
-figures) run on the federation's threads; the request answers through `session.Deferred`.
+figures) run on the federation's threads: the request waits for the future (`deferred.Pending`).
+A user's key fetched from its domain is then judged, and a relayed signature verified, by a
+worker process (`pgp_jobs`), like every other piece of untrusted OpenPGP data: never on the
+loop thread. A remote key that cannot be had, or a relayed signature that does not verify,
+stores the message unverified (SPEC §8.3); only a pool too busy to check refuses it (INTERNAL,
+the relay tries again later).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from .. import errors, pgp, relay_policy
+from .. import errors, pgp_jobs, relay_policy
 from ..actions import (
     DomainAuthAnswer,
     DomainAuthRequest,
@@ -21,13 +27,18 @@ from ..actions import (
     RequestPublicKeyAnswer,
 )
 from ..address import domain_of
+from ..deferred import BUSY, JobResult, Pending
 from ..domain_keys import check_auth_domains, verify_domain_auth
 from ..errors import MMTPError
-from ..federation import Federation
+from ..federation import Federation, RemoteKey
 from ..hashcash import verify_stamp
 from ..packet import Packet
+from ..pgp_jobs import key_tag
 from ..protocol_base import ProtocolBase
-from ..session import Deferred, Outcome, Session, ok
+from ..session import Outcome, Session, ok
+
+# What a continuation gets once a remote user's key is known: the key, or why there is none.
+KeyThen = Callable[[RemoteKey | None, MMTPError | None], Outcome | Pending]
 
 
 class RelayHandlers(ProtocolBase):
@@ -43,7 +54,7 @@ class RelayHandlers(ProtocolBase):
 
     # ------------------------------------------------------------------ POLICY, DOMAIN_KEY
 
-    def _policy(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
+    def _policy(self, session: Session, data: dict[str, Any], now: int) -> Outcome | Pending:
         domain = PolicyRequest.from_data(data).domain
         if domain in self.domains:
             cfg = self.config
@@ -80,8 +91,8 @@ class RelayHandlers(ProtocolBase):
         self._count_lookup(session, now)
         future = fed.fetch_policy(domain)
 
-        def then() -> Outcome:
-            exc = future.exception()
+        def then(result: JobResult) -> Outcome:
+            exc = result.exception
             if isinstance(exc, MMTPError) and exc.code in (errors.NO_ROUTE,):
                 raise MMTPError(exc.code, exc.message)
             if exc is not None and fed.policy(domain, max_age=3600) is None:
@@ -89,7 +100,7 @@ class RelayHandlers(ProtocolBase):
                 raise relay_policy.lookup_error(code, getattr(exc, "message", str(exc)), domain)
             return answer()
 
-        return Outcome({}, deferred=Deferred(future, then))
+        return Pending.on_future(future, then)
 
     def _domain_key(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
         fed = self._federation()
@@ -110,12 +121,10 @@ class RelayHandlers(ProtocolBase):
             )
         lookups.record_failure(session.peer, now)
 
-    def _remote_public_key(self, session: Session, email: str, now: int) -> Outcome:
+    def _remote_public_key(self, session: Session, email: str, now: int) -> Outcome | Pending:
         """REQUEST_PUBLIC_KEY for another domain's address, answered from its server (§8.4)."""
-        fed = self._federation()
 
-        def answer() -> Outcome:
-            _known, key, error = fed.remote_key(email)
+        def answer(key: RemoteKey | None, error: MMTPError | None) -> Outcome:
             if key is not None:
                 return Outcome(
                     RequestPublicKeyAnswer(email, key.armored, key.fingerprint, True).to_response()
@@ -124,14 +133,65 @@ class RelayHandlers(ProtocolBase):
                 error = MMTPError(errors.REMOTE_UNAVAILABLE, "no answer")
             raise relay_policy.lookup_error(error.code, error.message, domain_of(email))
 
-        if fed.remote_key(email)[0]:
-            return answer()
-        self._count_lookup(session, now)
-        return Outcome({}, deferred=Deferred(fed.fetch_sender_key(email), answer))
+        return self._with_remote_key(session, email, now, answer, count=True)
+
+    def _with_remote_key(
+        self,
+        session: Session,
+        email: str,
+        now: int,
+        then: KeyThen,
+        *,
+        count: bool,
+        fetched: bool = False,
+    ) -> Outcome | Pending:
+        """`then(key, error)` once `email`'s key is known: from the cache, else fetched from
+        its domain's server (a lookup counted against this source when `count`), then judged
+        by a worker like a registration (SPEC §8.3, §8.4)."""
+        fed = self._federation()
+        known, key, error = fed.remote_key(email)
+        if known:
+            return then(key, error)
+        text = fed.fetched_key(email)
+        if text is None:
+            if fetched:  # the lookup left the cache at once (the cache was full)
+                return then(None, MMTPError(errors.REMOTE_UNAVAILABLE, "the lookup was lost"))
+            if count:
+                self._count_lookup(session, now)
+            return Pending.on_future(
+                fed.fetch_sender_key(email),
+                lambda _result: self._with_remote_key(
+                    session, email, now, then, count=False, fetched=True
+                ),
+            )
+        fetched_text = text
+
+        def judged(result: JobResult) -> Outcome | Pending:
+            what = f"checking the key of {email}"
+            if result.failure == BUSY:
+                raise self._job_failure(result, errors.KEY_INVALID, what)
+            key: RemoteKey | None = None
+            error: MMTPError | None = None
+            if not result.ok:
+                error = self._job_failure(result, errors.KEY_INVALID, what)
+            elif result.value[0] == "valid":
+                key = RemoteKey(result.value[1], result.value[2])
+            else:
+                error = MMTPError(errors.KEY_INVALID, result.value[1])
+            fed.note_judged(email, fetched_text, key, error)
+            return then(key, error)
+
+        return self._offload(
+            session,
+            pgp_jobs.validate_key,
+            (fetched_text, email, now),
+            judged,
+            affinity=key_tag(fetched_text),
+        )
 
     # ------------------------------------------------------------------ DOMAIN_AUTH
 
-    def _domain_auth(self, session: Session, data: dict[str, Any], now: int) -> Outcome:
+    def _domain_auth(self, session: Session, data: dict[str, Any], now: int) -> Outcome | Pending:
         fed = self._federation()
         if not session.tls:
             raise MMTPError(errors.TLS_REQUIRED, "DOMAIN_AUTH needs the TLS listener")
@@ -146,12 +206,9 @@ class RelayHandlers(ProtocolBase):
             if fed.domain_keys.key(request.domain, request.key_id) is None and (
                 fed.domain_keys.may_fetch(request.domain, request.key_id)
             ):
-                future = fed.fetch_domain_keys(request.domain)
-                return Outcome(
-                    {},
-                    deferred=Deferred(
-                        future, lambda: self._domain_auth_verify(session, request, now)
-                    ),
+                return Pending.on_future(
+                    fed.fetch_domain_keys(request.domain),
+                    lambda _result: self._domain_auth_verify(session, request, now),
                 )
             return self._domain_auth_verify(session, request, now)
         except MMTPError as exc:
@@ -195,9 +252,9 @@ class RelayHandlers(ProtocolBase):
 
     # ------------------------------------------------------------------ SEND, receiving side
 
-    def _check_relayed(self, session: Session, packet: Packet) -> Deferred | None:
+    def _check_relayed(self, session: Session, packet: Packet) -> None:
         """A domain-authenticated connection's SEND (SPEC §8.3): its own domain's senders, to
-        the domain it routed to. A Deferred when the sender's key must be fetched first."""
+        the domain it routed to."""
         if domain_of(packet.sender) != session.domain:
             raise MMTPError(
                 errors.FORBIDDEN,
@@ -209,21 +266,36 @@ class RelayHandlers(ProtocolBase):
                 f"{packet.recipient} is not on {session.receiver_domain}; relayed mail is "
                 "never relayed again",
             )
-        fed = self._federation()
-        if packet.signature is not None and not fed.sender_key(packet.sender)[0]:
-            future = fed.fetch_sender_key(packet.sender)
-            return Deferred(future, lambda: Outcome({}))
-        return None
 
-    def _relayed_signature(self, packet: Packet) -> bool:
-        """Whether the signature verifies against the key fetched from the sender's domain;
-        not verifying is no refusal here (the owner may have rotated keys meanwhile)."""
+    def _with_relayed_signature(
+        self,
+        session: Session,
+        packet: Packet,
+        now: int,
+        then: Callable[[bool], Outcome],
+    ) -> Outcome | Pending:
+        """`then(verified)`: whether the signature verifies against the sender's key fetched
+        from its domain, checked by a worker. No key, or a signature that does not verify, is
+        no refusal here (the owner may have rotated keys meanwhile): `then(False)`."""
         if packet.signature is None or self.federation is None:
-            return False
-        key = self.federation.sender_key(packet.sender)[1]
-        return key is not None and pgp.verify_detached(
-            packet.signature_input(), packet.signature, key
-        )
+            return then(False)
+        signature, signed = packet.signature, packet.signature_input()
+
+        def checked(result: JobResult) -> Outcome:
+            if result.failure == BUSY:
+                raise self._job_failure(result, errors.SIGNATURE_INVALID, "checking the signature")
+            # A job stopped at its deadline or crashed says "not verified", like a bad one.
+            return then(result.ok and result.value is True)
+
+        def with_key(key: RemoteKey | None, _error: MMTPError | None) -> Outcome | Pending:
+            if key is None:
+                return then(False)
+            args = (signed, signature, key.armored)
+            return self._offload(
+                session, pgp_jobs.verify, args, checked, affinity=key_tag(key.armored)
+            )
+
+        return self._with_remote_key(session, packet.sender, now, with_key, count=False)
 
     # ------------------------------------------------------------------ SEND, home side
 

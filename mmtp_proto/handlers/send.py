@@ -16,7 +16,7 @@ from ..deferred import JobResult, Pending
 from ..errors import MMTPError
 from ..hashcash import Stamp, verify_stamp
 from ..packet import Packet, validate_packet
-from ..session import Deferred, Outcome, Session, ok
+from ..session import Outcome, Session, ok
 from ..store import KeyRecord, stored_text
 from .relay import RelayHandlers
 
@@ -29,13 +29,8 @@ class SendHandler(RelayHandlers):
             stamp_validity_seconds=self.config.stamp_validity_seconds,
         )
         if session.domain is not None:
-            # Relayed to us (SPEC §8.3); the sender's key may have to be fetched first, then
-            # the request is handled again with it cached.
-            waiting = self._check_relayed(session, packet)
-            if waiting is not None:
-                return Outcome(
-                    {}, deferred=Deferred(waiting.future, lambda: self._send(session, data, now))
-                )
+            # Relayed to us (SPEC §8.3): its signature is checked once the rest holds.
+            self._check_relayed(session, packet)
         elif domain_of(packet.sender) not in self.domains and self.federation is not None:
             # Enforced where domain authentication exists (a relaying server); a server that
             # does not relay keeps revision 1's island behaviour for now (see federation.md).
@@ -71,9 +66,12 @@ class SendHandler(RelayHandlers):
             validity_seconds=self.config.stamp_validity_seconds,
         )
         if session.domain is not None:
-            # Relayed to us: verified against the key fetched from the sender's domain.
-            verified = self._relayed_signature(packet)
-            return self._send_checked(session, packet, stamp, verified, now)
+            return self._with_relayed_signature(
+                session,
+                packet,
+                now,
+                lambda verified: self._send_relayed(session, packet, stamp, verified, now),
+            )
         return self._with_local_signature(
             session,
             packet,
@@ -137,6 +135,16 @@ class SendHandler(RelayHandlers):
             )
         # No key registered any more (it went while the job ran): stored unverified.
         return then(record is not None)
+
+    def _send_relayed(
+        self, session: Session, packet: Packet, stamp: Stamp, verified: bool, now: int
+    ) -> Outcome:
+        # The same message may have been stored while its sender's key was fetched and its
+        # signature checked: still a duplicate.
+        found = self.store.find_delivered(packet.recipient, packet.sender, packet.message_id)
+        if found is not None:
+            return self._duplicate(packet, *found)
+        return self._send_checked(session, packet, stamp, verified, now)
 
     def _send_checked(
         self, session: Session, packet: Packet, stamp: Stamp, verified: bool, now: int
