@@ -10,8 +10,9 @@ terminated and reaped.
 
 An interactive program mints with ``Minter.interactive()``: one core left free for its
 event loop (``usable_cores() - 1`` children, at least one) and the children at a lower
-priority (``niceness``) from their very start, interpreter start-up included, so keys typed
-meanwhile go first on a busy machine; alone on a core a stamp takes as long as before.
+priority (``niceness``) from their very start, interpreter start-up included, each in a
+scheduling group of its own, so keys typed meanwhile go first on a busy machine; alone on a
+core a stamp takes as long as before.
 """
 
 from __future__ import annotations
@@ -52,6 +53,21 @@ def lower_priority(pid: int, niceness: int) -> None:
     with contextlib.suppress(OSError):
         if os.getpriority(os.PRIO_PROCESS, pid) < niceness:
             os.setpriority(os.PRIO_PROCESS, pid, niceness)
+
+
+def leave_the_parents_group(niceness: int) -> None:
+    """Run in a scheduling group of our own, niced (Linux autogroups, one per session).
+
+    Niceness only weighs tasks against each other within a group. In the parent's group a
+    busy child keeps the group always runnable, so a key waking the interface no longer
+    gets the wake-up preference over other sessions' processes: on a loaded machine every
+    key then waits its group's turn. In a session of its own the child is charged to a group
+    of its own, niced too. Best effort, for a child only (it also stops terminal signals
+    meant for the parent's process group; the parent ends it)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setsid()
+        with open("/proc/self/autogroup", "w", encoding="ascii") as fh:
+            fh.write(str(niceness))
 
 
 @dataclass(frozen=True)
@@ -95,7 +111,9 @@ def _worker(
 
     It exits when the parent goes away (the next report hits a closed pipe).
     """
-    lower_priority(0, niceness)  # the parent did so already where it could; make sure
+    if niceness > 0:
+        leave_the_parents_group(niceness)
+        lower_priority(0, niceness)  # the parent did so already where it could; make sure
     try:
         result = mint(
             resource,

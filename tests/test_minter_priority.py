@@ -87,3 +87,24 @@ def test_progress_is_rate_limited_however_many_children_report():
         )
     gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert calls and all(gap >= 0.2 - 0.01 for gap in gaps)
+
+
+@needs_priorities
+@pytest.mark.parametrize("niceness", [0, 5])
+def test_niced_children_leave_the_parents_scheduling_group(niceness):
+    """A niced child runs in a session (so a Linux autogroup) of its own: its CPU is not
+    charged to the interface's group. A child at niceness 0 stays where it was."""
+    seen: list[bool] = []
+
+    def progress(tries: int) -> None:
+        if tries:  # the child is minting: past its set-up
+            seen.extend(os.getsid(c.pid) == c.pid for c in _minting_children())
+
+    wanted = max(niceness, os.getpriority(os.PRIO_PROCESS, 0)) if niceness else 0
+    session = os.getsid(0)
+    with pytest.raises(MintCancelled):
+        Minter(processes=1, progress_interval=0.05, niceness=wanted).mint(
+            BOB, 64, HASH, progress=progress, cancel=lambda: len(seen) >= 2
+        )
+    assert seen == [bool(niceness)] * len(seen)
+    assert os.getsid(0) == session

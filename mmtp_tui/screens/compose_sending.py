@@ -3,9 +3,9 @@ processes → submit), the live progress bar fed by it, and the outcome in words
 
 Keys typed while a stamp is minted must still answer at once (issue 10). What keeps them
 quick: the stamp is minted by ``Minter.interactive()`` (a core left for the event loop, the
-children niced from their start), the worker thread only waits on the children's pipes (no
-polling, the GIL released), and the bar is updated at most five times a second with
-messages that replace each other in the queue.
+children niced from their start and in a scheduling group of their own), the worker thread
+only waits on the children's pipes (no polling, the GIL released), and the bar is updated
+at most five times a second with messages that replace each other in the queue.
 """
 
 from __future__ import annotations
