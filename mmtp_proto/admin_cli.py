@@ -172,11 +172,6 @@ def run(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
     store = _open_store(config)
     try:
         if args.area == "queue":
-            if not hasattr(store, "queue_list"):
-                # A store without an outbound queue (PostgreSQL while relaying needs SQLite).
-                raise LocalError(
-                    "this server's store has no outbound queue (relaying needs SQLite)"
-                )
             return _queue(store, args)
         admin = Admin(config, store, knows_domains)
         return _dispatch(admin, args)
@@ -232,7 +227,9 @@ def _dispatch(admin: Admin, args: argparse.Namespace) -> tuple[Any, Callable[[An
     raise LocalError(f"unknown command {args.area} {args.verb}")
 
 
-def _queue(store: Store, args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
+def _queue(
+    store: Store | PostgresStore, args: argparse.Namespace
+) -> tuple[Any, Callable[[Any], str]]:
     """SPEC §11: the operator lists, retries now and removes queued relay jobs. A running
     server's delivery sees the change at its next look at the queue (within a second)."""
     if args.verb == "list":

@@ -107,6 +107,9 @@ class ServerConfig:
     delay_notice_seconds: float = 4 * 3600.0
     # Connections per remote domain the delivery side keeps at most.
     relay_concurrency: int = 4
+    # How long a delivery process's claim on a queued job lasts (renewed while it works): a
+    # process that dies leaves its jobs to another after this long.
+    relay_lease_seconds: float = 300.0
 
     def validate(self) -> ServerConfig:
         problems: list[str] = []
@@ -199,6 +202,8 @@ class ServerConfig:
             problems.append(f"routes: {exc}")
         if self.retry_base <= 0 or self.retry_max < self.retry_base:
             problems.append("retry_base must be positive and at most retry_max")
+        if self.relay_lease_seconds < 1:
+            problems.append("relay_lease_seconds must be at least 1")
         if self.delay_notice_seconds <= 0 or self.relay_concurrency < 1:
             problems.append("delay_notice_seconds must be positive, relay_concurrency at least 1")
         return problems

@@ -1,11 +1,13 @@
 """The delivery side of the outbound queue (SPEC §8.5): takes queued packets to their
 domains' servers, and reports back to senders (SPEC §10).
 
-It runs beside the server's loop, not in it: a manager thread with its own connection to the
-database (never the loop's transaction) and a few worker threads doing the network, one batch
-per (sending domain, recipient domain) at a time. Why, and what that costs, is in
-docs/federation.md ("Where delivery runs"). The manager alone reads and writes the queue; a
-worker only talks to one remote and hands its outcomes back.
+It runs in a process of its own (`delivery_process`), never in the server's: the server's
+loop only queues and kicks. Here a manager (the process's main thread) claims due jobs from
+the queue with a lease (`store_queue.claim_jobs`), hands them to a few worker threads doing
+the network, one batch per (sending domain, recipient domain) at a time, and writes their
+outcomes and reports. Why, and what that costs, is in docs/federation.md ("Where delivery
+runs"). Any number of such processes may share a queue: a lease keeps a job to one of them,
+and an outcome is written only while its claim still stands.
 
 One batch: resolve the domain, connect to its targets in order, verify TLS, DOMAIN_AUTH with
 the domain key, then SEND every job pipelined on that one connection. Each answer is judged by
@@ -22,7 +24,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 from . import dsn, errors, relay_policy
 from .actions import DomainAuthRequest, SendRequest
@@ -30,18 +32,18 @@ from .address import domain_of
 from .config import ServerConfig
 from .errors import LocalError, MMTPError
 from .federation import Federation
+from .idle_links import IdleLinks
 from .relay_link import RelayLink
 from .relay_policy import Verdict
-from .store import Store, StoreError
+from .storage import StoreError
 from .store_queue import DONE, FAILED, QueuedJob
 
 log = logging.getLogger("mmtp.relay")
 
 BATCH = 100
+# Jobs claimed at most per look at the queue.
+CLAIM = 500
 IDLE_POLL = 1.0
-# Seconds a relay connection is kept open after a batch for the next one (well under a
-# server's idle timeout, 300 s by default).
-IDLE_REUSE = 30.0
 
 
 @dataclass
@@ -59,49 +61,45 @@ class Delivery:
         self,
         config: ServerConfig,
         federation: Federation,
-        db_path: Path,
+        open_store: Callable[[], Any],
         *,
+        owner: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.federation = federation
         self.clock = clock
-        self._db_path = db_path
-        self._store: Store | None = None
+        # Who claims: unique to this process (a host, a pid and a random part).
+        self.owner = owner
+        self.lease = max(1, int(config.relay_lease_seconds))
+        self._open_store = open_store
         self._stop = threading.Event()
         self._kick = threading.Event()
         self._results: queue.Queue[list[Result]] = queue.Queue()
-        self._claimed: set[int] = set()
+        # Claimed jobs in a worker's hands, by id, and batches under way per key.
+        self._claimed: dict[int, tuple[str, str]] = {}
         self._busy: dict[tuple[str, str], int] = {}
+        self._renewed = 0.0
         self._workers = ThreadPoolExecutor(
             max(2, config.relay_concurrency * 2), thread_name_prefix="mmtp-deliver"
         )
-        self._thread: threading.Thread | None = None
-        self._idle: dict[tuple[str, str], list[tuple[RelayLink, float]]] = {}
-        self._idle_lock = threading.Lock()
-
-    def start(self) -> None:
-        self._store = Store(self._db_path, fsync=self.config.fsync)
-        self._thread = threading.Thread(target=self._run, name="mmtp-delivery", daemon=True)
-        self._thread.start()
+        self._links = IdleLinks()
 
     def kick(self) -> None:
         """New mail was queued (and committed): look now."""
         self._kick.set()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def request_stop(self) -> None:
+        """Finish soon; safe from a signal handler or another thread."""
         self._stop.set()
+        self._links.closing = True
         self._kick.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._workers.shutdown(wait=False, cancel_futures=True)
-        self._close_idle(everything=True)
 
     # ------------------------------------------------------------------ the manager
 
-    def _run(self) -> None:
-        store = self._store
-        assert store is not None
+    def run(self) -> None:
+        """Claim, deliver and record until `request_stop`, in the calling thread."""
+        store = self._open_store()
         try:
             while not self._stop.is_set():
                 # Cleared before the work, not after the wait: a kick that comes while the
@@ -109,8 +107,9 @@ class Delivery:
                 self._kick.clear()
                 try:
                     self._apply_results(store)
+                    self._renew(store)
                     self._dispatch(store)
-                    self._close_idle()
+                    self._links.close_stale()
                 except StoreError as exc:
                     store.rollback()
                     log.error("relay: queue storage error: %s", exc)
@@ -118,13 +117,21 @@ class Delivery:
         except Exception:
             log.exception("relay: the delivery manager failed")
         finally:
+            self._workers.shutdown(wait=False, cancel_futures=True)
+            self._links.closing = True
+            self._links.close_stale(everything=True)
             try:
                 self._apply_results(store)
+                # What is still out is given back, not held until the lease ends: if a worker
+                # was sending it, the remote's messageId dedupe makes the next try harmless.
+                if self._claimed:
+                    store.release_jobs(self.owner, list(self._claimed))
+                store.commit()
             except StoreError:
                 store.rollback()
             store.close()
 
-    def _wait_time(self, store: Store) -> float:
+    def _wait_time(self, store: Any) -> float:
         due = store.next_due()
         if due is None:
             return IDLE_POLL
@@ -134,23 +141,62 @@ class Delivery:
             return IDLE_POLL
         return max(0.05, min(IDLE_POLL, wait))
 
-    def _dispatch(self, store: Store) -> None:
+    def _renew(self, store: Any) -> None:
+        """Keep the claims of batches under way while they take long (a slow remote)."""
+        now = self.clock()
+        if not self._claimed or now - self._renewed < self.lease / 3:
+            return
+        self._renewed = now
+        store.extend_leases(self.owner, list(self._claimed), int(now) + self.lease)
+        store.commit()
+
+    def _dispatch(self, store: Any) -> None:
         now = int(self.clock())
-        jobs = [j for j in store.due_jobs(now) if j.id not in self._claimed]
-        store.commit()  # due_jobs may have marked a damaged row failed
+        due = store.next_due()
+        if due is None or due > now:
+            return
+        # Claim only what connections are free for (a read first, no lock): a claim takes
+        # the database's write lock, which the server's loop needs for every turn.
+        wanted = {}
+        for domain, count in store.due_domains(now).items():
+            size = self._batch_size(count)
+            busy = max((n for (_, d), n in self._busy.items() if d == domain), default=0)
+            wanted[domain] = min(self.config.relay_concurrency - busy, -(-count // size)) * size
+        domains = [d for d, n in wanted.items() if n > 0]
+        if not domains:
+            return
+        limit = min(CLAIM, sum(wanted[d] for d in domains))
+        jobs = store.claim_jobs(self.owner, now, self.lease, limit, domains=domains)
+        if not self._claimed:
+            self._renewed = self.clock()  # fresh claims: the first renewal is a third away
         batches: dict[tuple[str, str], list[QueuedJob]] = {}
         for job in jobs:
             batches.setdefault((domain_of(job.sender), job.domain), []).append(job)
+        spare: list[int] = []
         for key, group in batches.items():
-            for start in range(0, len(group), BATCH):
+            size = self._batch_size(len(group))
+            for start in range(0, len(group), size):
+                chunk = group[start : start + size]
                 if self._busy.get(key, 0) >= self.config.relay_concurrency:
-                    break
-                chunk = group[start : start + BATCH]
-                self._claimed.update(job.id for job in chunk)
+                    spare.extend(job.id for job in chunk)
+                    continue
+                self._claimed.update((job.id, key) for job in chunk)
                 self._busy[key] = self._busy.get(key, 0) + 1
                 self._workers.submit(self._deliver_safely, key, chunk)
+        if spare:
+            # All of a domain's connections are busy (this look guessed wrong, or several
+            # sending domains share it): another process may take these now, or this one
+            # when a batch comes back.
+            store.release_jobs(self.owner, spare)
+            store.commit()
 
-    def _apply_results(self, store: Store) -> None:
+    def _batch_size(self, due: int) -> int:
+        """Due jobs are spread over all the connections a domain may have: the remote works
+        on one connection's requests one after another, so one long pipeline would get one
+        of its turns at a time while other connections stood idle."""
+        return min(BATCH, max(1, -(-due // self.config.relay_concurrency)))
+
+    def _apply_results(self, store: Any) -> None:
         while True:
             try:
                 results = self._results.get_nowait()
@@ -161,24 +207,28 @@ class Delivery:
                     self._apply(store, result)
                 store.commit()
             except StoreError as exc:
-                # The jobs stay queued as they were and go out again (the remote's
-                # messageId dedupe makes that harmless).
+                # The jobs stay queued as they were and go out again once their claims end
+                # (the remote's messageId dedupe makes that harmless).
                 store.rollback()
                 log.error("relay: could not record %d delivery outcomes: %s", len(results), exc)
             finally:
                 for result in results:
-                    self._claimed.discard(result.job.id)
+                    self._claimed.pop(result.job.id, None)
                 if results:
                     key = (domain_of(results[0].job.sender), results[0].job.domain)
                     self._busy[key] = max(0, self._busy.get(key, 1) - 1)
 
-    def _apply(self, store: Store, result: Result) -> None:
+    def _apply(self, store: Any, result: Result) -> None:
         job, now = result.job, result.at
         meta = job.packet.get("meta", {})
+        owner = self.owner
         if result.verdict is Verdict.DELIVERED:
             log.info("relay: %s -> %s delivered (%s)", job.message_id, job.recipient, result.remote)
-            store.finish_job(job.id, DONE, code=None, error=None, remote=result.remote)
-            if dsn.wants_dsn(meta, "delivered"):
+            if not store.finish_job(
+                job.id, DONE, code=None, error=None, remote=result.remote, owner=owner
+            ):
+                self._claim_lost(job)
+            elif dsn.wants_dsn(meta, "delivered"):
                 self._report(store, job, "delivered", None, "", result)
             return
         code = result.code or errors.REMOTE_UNAVAILABLE
@@ -201,8 +251,11 @@ class Delivery:
                 )
         if next_at is None:
             log.warning("relay: %s -> %s failed: %s", job.message_id, job.recipient, code)
-            store.finish_job(job.id, FAILED, code=code, error=result.message, remote=result.remote)
-            if dsn.wants_dsn(meta, "failed"):
+            if not store.finish_job(
+                job.id, FAILED, code=code, error=result.message, remote=result.remote, owner=owner
+            ):
+                self._claim_lost(job)
+            elif dsn.wants_dsn(meta, "failed"):
                 self._report(store, job, "failed", code, result.message, result)
             return
         notify = dsn.delay_notice_due(
@@ -218,20 +271,23 @@ class Delivery:
             code,
             int(next_at - now),
         )
-        store.retry_job(
+        held = store.retry_job(
             job.id,
             int(next_at),
             code=code,
             error=result.message,
             remote=result.remote,
             delay_notified=job.delay_notified or notify,
+            owner=owner,
         )
-        if notify and dsn.wants_dsn(meta, "delayed"):
+        if not held:
+            self._claim_lost(job)
+        elif notify and dsn.wants_dsn(meta, "delayed"):
             self._report(store, job, "delayed", code, result.message, result)
 
     def _report(
         self,
-        store: Store,
+        store: Any,
         job: QueuedJob,
         action: dsn.Action,
         code: str | None,
@@ -251,6 +307,16 @@ class Delivery:
         )
         report["meta"]["receivedAt"] = result.at
         store.add_report(report, result.at)
+
+    @staticmethod
+    def _claim_lost(job: QueuedJob) -> None:
+        # The lease ran out (this process was stalled) and another took the job, or the
+        # operator removed it: its outcome is the other's to write, and its report too.
+        log.warning(
+            "relay: %s -> %s: the claim was lost; outcome not recorded",
+            job.message_id,
+            job.recipient,
+        )
 
     # ------------------------------------------------------------------ a worker
 
@@ -277,7 +343,7 @@ class Delivery:
         rounds = 0
         while pending and rounds < 3:
             rounds += 1
-            reused = self._take_idle(key)
+            reused = self._links.take(key)
             try:
                 link = reused or self._connect(from_domain, domain)
             except MMTPError as exc:
@@ -307,46 +373,11 @@ class Delivery:
                 text = str(frame.get("message") or "")
                 results.append(self._result(job, verdict, code, text, remote))
             pending = pending[len(answers) :]
-            self._put_idle(key, link)
+            self._links.put(key, link)
         return results + [
             self._result(j, Verdict.TEMPORARY, errors.REMOTE_UNAVAILABLE, "connection lost", None)
             for j in pending
         ]
-
-    # Connections are kept a little while after a batch, so a steady stream of mail to one
-    # domain does not pay TCP + TLS + DOMAIN_AUTH for every batch.
-
-    def _take_idle(self, key: tuple[str, str]) -> RelayLink | None:
-        with self._idle_lock:
-            links = self._idle.get(key, [])
-            while links:
-                link, since = links.pop()
-                if not link.closed and time.monotonic() - since < IDLE_REUSE:
-                    return link
-                link.close()
-        return None
-
-    def _put_idle(self, key: tuple[str, str], link: RelayLink) -> None:
-        if link.closed or self._stop.is_set():
-            link.close()
-            return
-        with self._idle_lock:
-            self._idle.setdefault(key, []).append((link, time.monotonic()))
-
-    def _close_idle(self, everything: bool = False) -> None:
-        now = time.monotonic()
-        with self._idle_lock:
-            for key, links in list(self._idle.items()):
-                keep = []
-                for link, since in links:
-                    if everything or link.closed or now - since >= IDLE_REUSE:
-                        link.close()
-                    else:
-                        keep.append((link, since))
-                if keep:
-                    self._idle[key] = keep
-                else:
-                    del self._idle[key]
 
     def _connect(self, from_domain: str, domain: str) -> RelayLink:
         fed = self.federation

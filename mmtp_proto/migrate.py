@@ -2,7 +2,8 @@
 `python -m mmtp_proto.migrate --data-dir DIR --to URL`).
 
 Copies keys, messages (with their seq numbers, so clients' RECEIVE cursors stay valid, and
-their checksums, so a damaged row stays detected) and spent stamps, in one PostgreSQL
+their checksums, so a damaged row stays detected), spent stamps, accounts and the relay
+queue (its jobs go out from PostgreSQL), in one PostgreSQL
 transaction into an empty database, then verifies: the same number of rows in each table
 and the same digest over every message row. Stop the server first; start it again with
 `--database URL`.
@@ -36,6 +37,7 @@ TABLES = (
     "invites",
     "held_names",
     "reserved_names",
+    "outbound",
 )
 _COLUMNS = {
     "keys": "email, armored, fingerprint, registered_at",
@@ -47,6 +49,10 @@ _COLUMNS = {
     "invites": "digest, email, created_at, expires_at",
     "held_names": "email, until",
     "reserved_names": "name",
+    # The relay queue without its claims: no delivery process holds one across a move.
+    "outbound": "id, domain, recipient, sender, message_id, message_hash, packet, checksum,"
+    " state, queued_at, next_attempt, expires_at, attempts, delay_notified, last_code,"
+    " last_error, last_remote",
 }
 # SQLite keeps booleans as 0/1; PostgreSQL's columns are boolean.
 _BOOLEANS = {"tombstones": 4, "accounts": 1}
@@ -106,10 +112,11 @@ def migrate(source: Path, target_url: str) -> Report:
                             values = (*values[:flag], bool(values[flag]), *values[flag + 1 :])
                         copy.write_row(values)
                         counts[table] += 1
-            db.execute(
-                "SELECT setval(pg_get_serial_sequence('messages', 'seq'),"
-                " coalesce((SELECT max(seq) FROM messages), 0) + 1, false)"
-            )
+            for table, column in (("messages", "seq"), ("outbound", "id")):
+                db.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
+                    f" coalesce((SELECT max({column}) FROM {table}), 0) + 1, false)"
+                )
             db.execute("UPDATE mmtp_meta SET value = value + 1 WHERE name = 'key_version'")
             _verify(src, db, counts)
             digest = _digest(src.execute("SELECT seq, checksum FROM messages ORDER BY seq"))

@@ -7,7 +7,7 @@ every key write, so every process drops its cached keys).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the outbound queue (store_postgres_queue)
 # Advisory lock ids: one for creating and migrating the schema, and the mailbox locks, which
 # are taken in their own key space (the two-integer form) so they never meet this one.
 SCHEMA_LOCK = 0x6D6D7470
@@ -70,5 +70,28 @@ CREATE TABLE IF NOT EXISTS held_names (
 CREATE TABLE IF NOT EXISTS reserved_names (
     name TEXT PRIMARY KEY
 );
+CREATE TABLE IF NOT EXISTS outbound (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    domain TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    message_hash TEXT NOT NULL,
+    packet TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued',
+    queued_at BIGINT NOT NULL,
+    next_attempt BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    delay_notified INTEGER NOT NULL DEFAULT 0,
+    last_code TEXT,
+    last_error TEXT,
+    last_remote TEXT,
+    lease_owner TEXT,
+    lease_until BIGINT NOT NULL DEFAULT 0,
+    UNIQUE (recipient, sender, message_id)
+);
+CREATE INDEX IF NOT EXISTS outbound_due ON outbound (state, next_attempt);
 INSERT INTO mmtp_meta (name, value) VALUES ('key_version', 0) ON CONFLICT DO NOTHING;
 """

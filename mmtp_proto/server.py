@@ -26,7 +26,7 @@ from .storage import Storage, StoreError
 from .worker_pool import WorkerPool
 
 if TYPE_CHECKING:
-    from .delivery import Delivery
+    from .delivery_process import DeliveryProcess
     from .federation import Federation
 
 log = logging.getLogger("mmtp.server")
@@ -46,7 +46,7 @@ class Server(ServerLoop):
         self._finished = threading.Event()
         # Federation (SPEC §8), when the config relays.
         self.federation: Federation | None = None
-        self.delivery: Delivery | None = None
+        self.delivery: DeliveryProcess | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -68,11 +68,6 @@ class Server(ServerLoop):
             raise LocalError(f"cannot create the data directory {data_dir}: {exc}") from None
         make_private_dir(data_dir)
         try:
-            if cfg.database and cfg.relay:
-                # The outbound queue and its delivery manager live in the SQLite store for now.
-                raise LocalError(
-                    "relay needs the SQLite store for now: leave out database or relay"
-                )
             self._store = open_store(cfg.database, data_dir, fsync=cfg.fsync)
         except StoreError as exc:
             raise LocalError(str(exc)) from None
@@ -125,7 +120,7 @@ class Server(ServerLoop):
         self._bound = True
 
     def _start_federation(self, data_dir: Path, cert: Path | None) -> None:
-        from .delivery import Delivery
+        from .delivery_process import DeliveryProcess
         from .federation import Federation
 
         if cert is None:
@@ -133,7 +128,10 @@ class Server(ServerLoop):
         assert self._protocol is not None
         self.federation = Federation(self.config, cert_path=cert)
         self._protocol.federation = self.federation
-        self.delivery = Delivery(self.config, self.federation, data_dir / "mmtp.db")
+        federation = self.federation
+        # Delivery runs in a child process; it starts with the routes known when the loop
+        # starts (tests add some after bind).
+        self.delivery = DeliveryProcess(self.config, lambda: dict(federation.resolver.routes))
         self._protocol.on_relay_committed = self.delivery.kick
 
     def _listen(self, port: int, *, tls: bool) -> tuple[str, int]:

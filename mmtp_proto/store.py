@@ -43,11 +43,11 @@ from .store_accounts import (
     upgrade_messages,
 )
 from .store_files import make_private as _make_private
-from .store_queue import QUEUE_SCHEMA, QueueMixin
+from .store_queue import QueueMixin, upgrade_queue
 
 log = logging.getLogger("mmtp.store")
 
-SCHEMA_VERSION = 3  # 3: the outbound queue (store_queue)
+SCHEMA_VERSION = 4  # 3: the outbound queue (store_queue); 4: its claim leases
 # The registered keys kept in memory hold at most this much armor.
 KEY_CACHE_BYTES = 32 * 1024 * 1024
 _SCHEMA = (
@@ -96,7 +96,7 @@ class Store(AccountStore, QueueMixin):
             self._db.executescript(_SCHEMA)
             upgrade_messages(self._db)
             self._db.executescript(ACCOUNT_SCHEMA)
-            self._db.executescript(QUEUE_SCHEMA)
+            upgrade_queue(self._db)
             if self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:

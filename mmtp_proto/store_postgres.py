@@ -43,6 +43,7 @@ from .storage import (
 )
 from .store_accounts import AccountRecord
 from .store_postgres_accounts import PostgresAccounts
+from .store_postgres_queue import PostgresQueueMixin
 
 log = logging.getLogger("mmtp.store")
 
@@ -61,7 +62,7 @@ def _mailbox_lock_id(recipient: str) -> int:
     return int.from_bytes(hashlib.sha256(recipient.encode()).digest()[:4], "big", signed=True)
 
 
-class PostgresStore(PostgresAccounts):
+class PostgresStore(PostgresQueueMixin, PostgresAccounts):
     def __init__(self, url: str, *, fsync: bool = True, connect_timeout: int = 10) -> None:
         self.url = url
         self._fsync = fsync

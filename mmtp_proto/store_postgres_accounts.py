@@ -231,7 +231,3 @@ class PostgresAccounts:
         purged = self._write("DELETE FROM held_names WHERE until <= %s", (now,)).rowcount
         purged += self._write("DELETE FROM invites WHERE expires_at <= %s", (now,)).rowcount
         return purged + self._write("DELETE FROM tombstones WHERE expires_at < %s", (now,)).rowcount
-
-    def purge_finished_jobs(self, now: int) -> int:
-        """No outbound queue here: relaying needs the SQLite store for now (config.py)."""
-        return 0

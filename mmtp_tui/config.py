@@ -76,6 +76,7 @@ class Settings:
     mouse: bool = True
     signature_file: str = ""  # appended to new messages as a "-- " block
     open_command: str = "xdg-open"  # opens an attachment (the file's path is its last word)
+    mailcap: bool = True  # look in the mailcap ($MAILCAPS, ~/.mailcap…) before open_command
     bell: bool = True  # ring the terminal bell on new mail
     desktop_notify: str = "osc9"  # off, osc9 or osc777: a desktop notice through the terminal
     new_mail_hook: str = ""  # a command run on new mail, MMTP_NEW_MAIL=count in its env
@@ -133,6 +134,7 @@ def dumps(settings: Settings) -> str:
         f"mouse = {_value(settings.mouse)}",
         f"signature_file = {_value(settings.signature_file)}",
         f"open_command = {_value(settings.open_command)}",
+        f"mailcap = {_value(settings.mailcap)}",
         f"bell = {_value(settings.bell)}",
         f"desktop_notify = {_value(settings.desktop_notify)}",
         f"new_mail_hook = {_value(settings.new_mail_hook)}",
@@ -171,6 +173,7 @@ def load(path: Path | None = None) -> Settings:
     settings.mouse = bool(raw.get("mouse", True))
     settings.signature_file = str(raw.get("signature_file", ""))
     settings.open_command = str(raw.get("open_command", "xdg-open"))
+    settings.mailcap = bool(raw.get("mailcap", True))
     settings.bell = bool(raw.get("bell", True))
     settings.desktop_notify = str(raw.get("desktop_notify", "osc9"))
     if settings.desktop_notify not in NOTIFY_MODES:

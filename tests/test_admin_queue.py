@@ -6,6 +6,7 @@ import json
 import socket
 from pathlib import Path
 
+import pytest
 from federation_helpers import ALICE, relay_server, wait_for
 from helpers import Wire, key_for, make_packet
 
@@ -53,5 +54,41 @@ def test_queue_list_retry_and_remove_while_the_server_runs(tmp_path, capsys):
         assert [j["id"] for j in left] == [jobs[1]["id"]]
         assert admin_cli.main(["--data-dir", str(data_dir), "queue", "remove", str(first)]) == 1
         assert "no queued job" in capsys.readouterr().err
+    finally:
+        a.stop()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_queue_commands_on_postgresql(tmp_path, capsys, database):
+    a = relay_server(tmp_path, "a.test", database=database, retry_base=3600.0, retry_max=3600.0)
+    assert a.federation is not None
+    a.federation.set_route("b.test", "127.0.0.1", dead_port())
+    a.start()
+    config = tmp_path / "mmtp.toml"
+    config.write_text(f'data_dir = "{tmp_path / "a.test"}"\ndatabase = "{database}"\n')
+
+    def admin_pg(*argv: str) -> tuple[int, dict]:
+        status = admin_cli.main(["--config", str(config), "--json", *argv])
+        out = capsys.readouterr().out
+        return status, json.loads(out) if status == 0 else {}
+
+    try:
+        with Wire(a) as wire:
+            wire.register(ALICE)
+            wire.auth(ALICE, key_for(ALICE))
+            ids = [wire.send(make_packet(ALICE, f"(bob{n})%(b.test)"))["messageId"] for n in (1, 2)]
+
+        def tried(times: int) -> list:
+            jobs = admin_pg("queue", "list")[1]["jobs"]
+            done = len(jobs) == 2 and all(j["attempts"] >= times for j in jobs)
+            return jobs if done else []
+
+        jobs = wait_for(lambda: tried(1))
+        assert sorted(j["messageId"] for j in jobs) == sorted(ids)
+        assert admin_pg("queue", "retry", "--all")[1] == {"retried": 2}
+        wait_for(lambda: tried(2))
+        first = jobs[0]["id"]
+        assert admin_pg("queue", "remove", str(first))[1] == {"removed": first}
+        assert [j["id"] for j in admin_pg("queue", "list")[1]["jobs"]] == [jobs[1]["id"]]
     finally:
         a.stop()

@@ -79,10 +79,3 @@ def test_a_connection_lost_between_requests_is_replaced_without_an_error(
     store.refresh()
     assert store.get_key("(carol)%(example.com)") is None
     store.close()
-
-
-@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
-def test_relaying_on_postgresql_is_refused_with_a_clear_line(tmp_path, database) -> None:
-    done = _run("--data-dir", str(tmp_path), "--database", database, "--relay", "--tls")
-    assert done.returncode == 1, done.stderr
-    assert "relay needs the SQLite store for now" in done.stderr.strip().splitlines()[-1]

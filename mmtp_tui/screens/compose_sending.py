@@ -151,32 +151,19 @@ class ComposeSending(_Base):
         outgoing: Outgoing,
         on_step: Callable[[Step], None],
         progress: Callable[[MintStatus], None],
-    ) -> Outcomes | SendResult:
-        """Several recipients (SPEC §9): one packet each. The Outbox keeps one-recipient
-        messages only, so an unreachable server is a failure here, said as such."""
-        try:
-            context = self.session.connected()
-            client = context.__enter__()
-        except (LocalError, OSError) as exc:
-            if outbox.unreachable(exc):
-                raise LocalError(
-                    f"{error_text(exc)}; a message for several recipients cannot wait in "
-                    "the Outbox yet: try again when the server answers"
-                ) from None
-            raise
+    ) -> Outcomes | SendResult | outbox.QueueResult:
+        """Several recipients (SPEC §9): one packet each; the Outbox keeps the message, or
+        the recipients still unsent, when the server cannot be reached or goes away."""
         post = self.post_message
-        try:
-            return self.session.send(
-                client,
-                outgoing,
-                minter=MINTER,
-                on_step=on_step,
-                progress=progress,
-                cancel=self._cancel.is_set,
-                on_stamp=lambda n, total: post(self.StampStarted(n, total)),
-            )
-        finally:
-            context.__exit__(None, None, None)
+        return outbox.send_or_queue(
+            self.session,
+            outgoing,
+            minter=MINTER,
+            on_step=on_step,
+            progress=progress,
+            cancel=self._cancel.is_set,
+            on_stamp=lambda n, total: post(self.StampStarted(n, total)),
+        )
 
     def on_compose_screen_queued(self, message: Queued) -> None:
         self._sent_and_closed()

@@ -76,6 +76,8 @@ class MessageList(DataTable):
         self.clear()
         for item in queued:
             state = "stamped" if item.packet is not None else "waiting"
+            if item.recipients:
+                state = f"{len(item.waiting())}/{len(item.recipients)} left"
             if item.last_error:
                 state = "retry"
             self.add_row(

@@ -11,7 +11,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from ..attachments import safe_name
-from ..mailstore import Queued, StoredMessage
+from ..mailstore import FAILED, QUEUED, SENT, Delivery, Queued, Recipient, StoredMessage
 from .message_list import short_date
 
 
@@ -100,7 +100,37 @@ def delivery_report(message: StoredMessage) -> Text | None:
     return text
 
 
-def render_message(message: StoredMessage, thread: list[StoredMessage]) -> Text:
+_STATES = {
+    QUEUED: ("⏳ queued", "bold yellow"),
+    SENT: ("✓ sent", "bold green"),
+    FAILED: ("✗ failed", "bold red"),
+}
+
+
+def recipient_states(entries: list[Recipient] | list[Delivery]) -> Text:
+    """Each recipient of a message sent to several, and how far it got. Addresses and the
+    server's words are plain Text, never markup."""
+    text = Text()
+    text.append("Recipients:\n", style="bold")
+    for entry in entries:
+        words, style = _STATES.get(entry.state, (entry.state, "bold"))
+        kind = getattr(entry, "kind", "")
+        text.append(f"  {words:<9} ", style=style)
+        text.append(entry.address)
+        if kind and kind != "to":
+            text.append(f" ({kind.title()})", style="dim")
+        if entry.error:
+            text.append(": ")
+            text.append(entry.error)
+        text.append("\n")
+    return text
+
+
+def render_message(
+    message: StoredMessage,
+    thread: list[StoredMessage],
+    deliveries: list[Delivery] | None = None,
+) -> Text:
     text = Text()
     text.append("   From: ", style="bold")
     text.append(message.sender)
@@ -115,6 +145,8 @@ def render_message(message: StoredMessage, thread: list[StoredMessage]) -> Text:
     report = delivery_report(message)
     if report is not None:
         text.append_text(report)
+    if deliveries:
+        text.append_text(recipient_states(deliveries))
     for index, att in enumerate(message.attachments, 1):
         name = safe_name(str(att.get("filename") or "attachment"))
         text.append(f"📎 {index}. {name} ", style="bold")
@@ -144,11 +176,21 @@ def render_queued(item: Queued) -> Text:
     text.append(item.outgoing.subject or "(no subject)", style="bold")
     text.append("\n⏳ In the Outbox since ", style="bold yellow")
     text.append(short_date(item.created) + " UTC")
-    text.append(
-        ": stamped, goes out when the server answers.\n"
-        if item.packet is not None
-        else ": sealed and stamped when the server answers.\n"
-    )
+    if item.recipients:
+        left = len(item.waiting())
+        sealed = all(r.packet is not None for r in item.waiting())
+        text.append(
+            f": {left} of {len(item.recipients)} recipients still to send to"
+            + (", stamped" if sealed else ", sealed and stamped when the server answers")
+            + ".\n"
+        )
+        text.append_text(recipient_states(item.recipients))
+    else:
+        text.append(
+            ": stamped, goes out when the server answers.\n"
+            if item.packet is not None
+            else ": sealed and stamped when the server answers.\n"
+        )
     if item.last_error:
         text.append(f"Tried {item.attempts}×; last: ", style="yellow")
         text.append(item.last_error)
@@ -169,6 +211,7 @@ class Reader(VerticalScroll):
         thread: list[StoredMessage],
         *,
         key_change: str | None = None,
+        deliveries: list[Delivery] | None = None,
     ) -> None:
         """`key_change`: the warning about the sender's changed key, shown above all else."""
         banner = self.query_one("#key-change-banner", Static)
@@ -178,7 +221,7 @@ class Reader(VerticalScroll):
         if message is None:
             body.update("Select a message to read it.")
         else:
-            body.update(render_message(message, thread))
+            body.update(render_message(message, thread, deliveries))
         self.scroll_home(animate=False)
 
     def show_queued(self, item: Queued | None) -> None:

@@ -261,7 +261,10 @@ async def test_search_operators_sorting_and_collapsed_threads(server, tui_settin
 # ---------------------------------------------------------------- 5. attachments
 
 
-async def test_open_an_attachment_with_the_configured_command(server, tui_settings, tmp_path):
+async def test_open_an_attachment_with_the_configured_command(
+    server, tui_settings, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MAILCAPS", str(tmp_path / "no-mailcap"))  # none: the configured command
     store = MailStore(default_store_path())
     put(
         store,
