@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from common import HOST, Section, fmt_ms, fmt_rate, mmtp_server, percentile, timed_loop
-from loadgen import Job, build_packets
+from loadgen import Job, authenticate, build_packets
 
 BOB = "(bob)%(example.com)"
 
@@ -33,8 +33,11 @@ def run(quick: bool, log=print) -> Section:
         conn = Connection(HOST, srv.port, tls=False)
         try:
             conn.request("REGISTER_KEY", {"email": BOB, "publicKey": bob.public.armored})
+            authenticate(conn, BOB, bob.armored)  # bob fills his own mailbox (SPEC §3)
             log(f"  mailbox: filling {mailbox:,} messages...")
-            packets = build_packets(Job("mmtp", srv.port, 1, 0, 0.0, difficulty=0), mailbox, 1)
+            packets = build_packets(
+                Job("mmtp", srv.port, 1, 0, 0.0, sender=BOB, difficulty=0), mailbox, 1
+            )
             batch_seconds = []
             for start in range(0, mailbox, 500):
                 t0 = time.perf_counter()

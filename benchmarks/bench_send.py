@@ -15,7 +15,6 @@ from loadgen import Job, LoadResult, run_load
 
 ALICE = "(alice)%(example.com)"
 BOB = "(bob)%(example.com)"
-REMOTE = "(x)%(remote.example)"
 
 
 def register_keys(port: int, recipients: int = 1) -> dict[str, str]:
@@ -88,8 +87,13 @@ def run(quick: bool, log=print) -> Section:
         )
 
     with contextlib.ExitStack() as stack:
-        durable = stack.enter_context(mmtp_server("send", difficulty=8, fsync=True))
-        nofsync = stack.enter_context(mmtp_server("send-nofsync", difficulty=8, fsync=False))
+        # Unsigned SENDs come from alice authenticated on each connection (over plain TCP).
+        durable = stack.enter_context(
+            mmtp_server("send", difficulty=8, fsync=True, allow_plain_auth=True)
+        )
+        nofsync = stack.enter_context(
+            mmtp_server("send-nofsync", difficulty=8, fsync=False, allow_plain_auth=True)
+        )
         peer_port = stack.enter_context(peer_smtp.peer_server()) if peer_version else None
         keys = register_keys(durable.port, recipients=4 * len(levels))
         register_same(nofsync.port, keys)
@@ -99,12 +103,18 @@ def run(quick: bool, log=print) -> Section:
         for level in levels:
             n = per_conn[level]
             variants: list[tuple[str, Job]] = [
-                ("ours, durable, unsigned", Job("mmtp", durable.port, 0, n, seconds)),
+                (
+                    "ours, durable, unsigned",
+                    Job("mmtp", durable.port, 0, n, seconds, auth_key=keys[ALICE]),
+                ),
                 (
                     "ours, durable, signed (Ed25519)",
                     Job("mmtp", durable.port, 0, n, seconds, sender=ALICE, signing_key=keys[ALICE]),
                 ),
-                ("ours, fsync off, unsigned", Job("mmtp", nofsync.port, 0, n, seconds)),
+                (
+                    "ours, fsync off, unsigned",
+                    Job("mmtp", nofsync.port, 0, n, seconds, auth_key=keys[ALICE]),
+                ),
             ]
             if peer_port:
                 variants.insert(

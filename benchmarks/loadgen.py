@@ -30,10 +30,13 @@ class Job:
     connections: int  # in this process
     per_connection: int
     seconds: float  # deadline for the timed part
-    sender: str = "(x)%(remote.example)"
+    # A local sender (SPEC §3): each connection authenticates as it (`auth_key`, before the
+    # clock starts; needs allow_plain_auth) or each packet is signed (`signing_key`).
+    sender: str = "(alice)%(example.com)"
     recipient: str = "(bob)%(example.com)"
     signing_key: str | None = None  # armored private key
     difficulty: int = 8
+    auth_key: str | None = None  # armored private key of `sender`
 
 
 @dataclass
@@ -72,6 +75,16 @@ def build_packets(job: Job, count: int, seed: int) -> list[dict[str, Any]]:
     return packets
 
 
+def authenticate(conn: Any, email: str, armored: str) -> None:
+    """AUTH `conn` (a `mmtp_proto.client.Connection`) as `email` with its private key."""
+    from mmtp_proto import pgp
+    from mmtp_proto.canonical import auth_challenge
+
+    key = pgp.PrivateKey.from_armored(armored)
+    challenge = auth_challenge(str(conn.greeting["server"]), str(conn.greeting["nonce"]), email)
+    conn.request("AUTH", {"email": email, "signature": pgp.sign_detached(challenge, key)})
+
+
 def build_smtp(count: int, seed: int) -> list[bytes]:
     out = []
     for i in range(count):
@@ -99,6 +112,9 @@ def _run_worker(job: Job, index: int, barrier: Any) -> LoadResult:
 
         payloads: list[Any] = build_packets(job, total, seed)
         conns = [Connection(HOST, job.port, tls=False) for _ in range(job.connections)]
+        if job.auth_key is not None:
+            for conn in conns:
+                authenticate(conn, job.sender, job.auth_key)
     else:
         payloads = build_smtp(total, seed)
         conns = []

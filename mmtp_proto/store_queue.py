@@ -236,6 +236,24 @@ class QueueMixin:
             (owner, *job_ids),
         )
 
+    def lease_owners(self, now: int) -> list[str]:
+        """Who holds unexpired claims now."""
+        rows = self._q_read(
+            "SELECT DISTINCT lease_owner FROM outbound WHERE state = 'queued'"
+            " AND lease_owner IS NOT NULL AND lease_until > ?",
+            (now,),
+        ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def release_owner(self, owner: str) -> int:
+        """Give back every claim `owner` holds (it is known to be dead); how many."""
+        cur = self._q_write(
+            "UPDATE outbound SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = ?"
+            " AND state = 'queued'",
+            (owner,),
+        )
+        return int(cur.rowcount)
+
     def next_due(self) -> int | None:
         """When the next job can be claimed (a job's lease delays it)."""
         row = self._q_read(

@@ -12,7 +12,7 @@ import functools
 import hashlib
 import json
 import time
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from wire import Wire as BaseWire
 
@@ -29,8 +29,12 @@ BOB = "(bob)%(localhost)"
 CAROL = "(carol)%(localhost)"
 MALLORY = "(mallory)%(localhost)"
 BOB_EXAMPLE = "(bob)%(example.com)"
-# A sender on a domain the test servers do not serve (they serve localhost and example.com).
+# A sender on a domain the test servers do not serve (they serve localhost and example.com):
+# only a connection domain-authenticated for remote.org may send as it (SPEC §3).
 DAVE_REMOTE = "(dave)%(remote.org)"
+# A local user who writes to the tests' mailboxes (the "stranger" of most SEND tests): it may
+# send as itself once authenticated (`as_sender`) or by signing with its registered key.
+DAVE = "(dave)%(localhost)"
 
 
 # ---------------------------------------------------------------------------- keys
@@ -132,6 +136,23 @@ class Wire(BaseWire):
 
     def receive(self, email: str, **data: Any) -> dict[str, Any]:
         return self.ok("RECEIVE", {"email": email, **data})
+
+
+class _Connection(Protocol):
+    def register(self, email: str) -> Any: ...
+    def auth(self, email: str) -> Any: ...
+
+
+_C = TypeVar("_C", bound=_Connection)
+
+
+def as_sender(conn: _C, email: str = DAVE) -> _C:
+    """`conn` (a `Wire`, or a `rules_harness` connection), authenticated as `email` (its test
+    key registered first if need be), so that it may SEND as `email` (the sender rule of
+    SPEC §3). Needs TLS, as AUTH does; over plain TCP, sign as `email` instead."""
+    for answer in (conn.register(email), conn.auth(email)):
+        assert answer == "OK" or answer["status"] == "OK", answer
+    return conn
 
 
 def error_code(answer: dict[str, Any]) -> str:

@@ -27,13 +27,14 @@ from wire import Wire as BaseWire
 
 from mmtp_proto import hashcash, openpgp_packets, pgp
 from mmtp_proto.message import seal
-from mmtp_proto.packet import clear_content, new_message_id
+from mmtp_proto.packet import clear_content, new_message_id, signature_input_of
 
 DIFFICULTY = 6
 DOMAINS = ("localhost", "example.com")
 RECIPIENT = "(bob)%(example.com)"
-# A sender on a domain the server does not serve needs neither AUTH nor a signature.
-REMOTE_SENDER = "(load)%(remote.example)"
+# The load's sender, a local user (`register` registers its key too): its packets are signed
+# with that key, so that a fresh connection may send them without AUTH (SPEC §3).
+LOAD_SENDER = "(load)%(example.com)"
 START_TIMEOUT = 30.0
 
 
@@ -51,11 +52,17 @@ def packet_for(
     *,
     body: str = "hello",
     subject: str = "load",
-    sender: str = REMOTE_SENDER,
+    sender: str = LOAD_SENDER,
     bits: int = DIFFICULTY,
 ) -> dict[str, Any]:
-    """An unsigned, unencrypted packet with a fresh messageId and a valid stamp."""
-    packet = seal(sender=sender, recipient=recipient, content=clear_content(subject, body))
+    """An unencrypted packet signed by `sender`'s test key, with a fresh messageId and a
+    valid stamp."""
+    packet = seal(
+        sender=sender,
+        recipient=recipient,
+        content=clear_content(subject, body),
+        sign_with=key_for(sender),
+    )
     packet["meta"]["hashcashToken"] = hashcash.mint(
         packet["recipient"], bits, packet["verification"]["messageHash"]
     )
@@ -63,9 +70,14 @@ def packet_for(
 
 
 def same_stamp_new_id(packet: dict[str, Any]) -> dict[str, Any]:
-    """The same content and stamp under a fresh messageId: a replay of the stamp."""
+    """The same content and stamp under a fresh messageId (signed again): a replay of the
+    stamp."""
     replay = copy.deepcopy(packet)
     replay["meta"]["messageId"] = new_message_id()
+    if replay["verification"].get("signature"):
+        replay["verification"]["signature"] = pgp.sign_detached(
+            signature_input_of(replay), key_for(replay["sender"])
+        )
     return replay
 
 
@@ -114,10 +126,12 @@ def code_of(answer: dict[str, Any]) -> str:
 
 
 def register(address: tuple[str, int], email: str = RECIPIENT) -> None:
+    """Register the test key of `email`, and of the load's sender (`LOAD_SENDER`)."""
     with Wire(address) as wire:
-        key = key_for(email)
-        answer = wire.request("REGISTER_KEY", {"email": email, "publicKey": key.public.armored})
-        assert answer["status"] == "OK", answer
+        for who in dict.fromkeys((email, LOAD_SENDER)):
+            key = key_for(who)
+            answer = wire.request("REGISTER_KEY", {"email": who, "publicKey": key.public.armored})
+            assert answer["status"] == "OK", answer
 
 
 def receive_all(tls_address: tuple[str, int], email: str = RECIPIENT) -> list[dict[str, Any]]:

@@ -16,9 +16,11 @@ from helpers import (
     BOB,
     BOB_EXAMPLE,
     CAROL,
+    DAVE,
     DAVE_REMOTE,
     DIFFICULTY,
     Wire,
+    as_sender,
     auth_signature,
     error_code,
     hex_id,
@@ -44,10 +46,11 @@ ACTIONS = [
 ]
 
 
-def deliver(server, recipient: str, count: int, sender: str = DAVE_REMOTE) -> list[str]:
-    """Store `count` unsigned messages from a remote sender; return their ids in order."""
+def deliver(server, recipient: str, count: int, sender: str = DAVE) -> list[str]:
+    """Store `count` unsigned messages from `sender` (a local user, authenticated as it);
+    return their ids in order."""
     ids = []
-    with Wire(server) as wire:
+    with as_sender(Wire(server), sender) as wire:
         for n in range(count):
             packet = make_packet(sender, recipient, subject=f"#{n}", body=f"message {n}")
             assert wire.send(packet)["status"] == "OK"
@@ -123,11 +126,12 @@ def test_pipelined_requests_are_answered_in_order(server):
 
 def test_pipelined_sends_are_each_acknowledged_in_order(server):
     registered(server, BOB)
-    packets = [make_packet(DAVE_REMOTE, BOB, body=f"pipelined {n}") for n in range(5)]
+    packets = [make_packet(DAVE, BOB, body=f"pipelined {n}") for n in range(5)]
     frames = [{"action": "SEND", "id": n, "data": {"packet": p}} for n, p in enumerate(packets)]
-    with Wire(server) as wire:
+    with as_sender(Wire(server)) as wire:
         wire.send_bytes(b"".join(json.dumps(f).encode() + b"\n" for f in frames))
         answers = [wire.read() for _ in frames]
+    with Wire(server) as wire:
         assert wire.auth(BOB)["status"] == "OK"
         stored = wire.receive(BOB)["messages"]
     assert [a["id"] for a in answers] == list(range(5))
@@ -272,16 +276,18 @@ def test_received_packets_are_the_packets_sent(server):
 
 def test_receive_server_sets_signature_verified_false_for_a_claimed_true(server):
     registered(server, BOB)
-    packet = make_packet(DAVE_REMOTE, BOB, sign=True)
-    packet["meta"]["signatureVerified"] = True  # a lie: no key is known for dave
-    with Wire(server) as wire:
+    packet = make_packet(DAVE, BOB)
+    packet["meta"]["signed"] = True
+    packet["meta"]["signatureVerified"] = True  # a lie: there is no signature to verify
+    with as_sender(Wire(server)) as wire:
         answer = wire.send(packet)
         assert answer["status"] == "OK"
         assert answer["signatureVerified"] is False
+    with Wire(server) as wire:
         wire.auth(BOB)
         (stored,) = wire.receive(BOB)["messages"]
     assert stored["meta"]["signatureVerified"] is False
-    assert stored["meta"]["signed"] is True
+    assert stored["meta"]["signed"] is False
 
 
 def test_receive_limit_default_and_paging_with_the_cursor(server):

@@ -17,8 +17,9 @@ from helpers import (
     ALICE,
     BOB,
     CAROL,
-    DAVE_REMOTE,
+    DAVE,
     Wire,
+    as_sender,
     error_code,
     key_for,
     make_packet,
@@ -74,8 +75,8 @@ def running(start_server, tmp_path, database):
 def test_accounts_list_shows_keys_and_mail(running, capsys):
     server, target = running
     registered(server, ALICE, BOB)
-    with Wire(server) as wire:
-        assert wire.send(make_packet(DAVE_REMOTE, BOB))["status"] == "OK"
+    with as_sender(Wire(server)) as wire:
+        assert wire.send(make_packet(DAVE, BOB))["status"] == "OK"
     result = ok(capsys, target, "accounts", "list")
     rows = {a["email"]: a for a in result["accounts"]}
     assert rows[BOB]["messages"] == 1 and rows[BOB]["bytes"] > 0
@@ -93,9 +94,7 @@ def test_disable_takes_effect_on_the_running_server_at_once(running, capsys):
         ok(capsys, target, "accounts", "disable", ALICE)
         assert wire.error("CHECK", {"email": ALICE}) == "AUTH_REQUIRED"
         assert error_code(wire.auth(ALICE)) == "FORBIDDEN"
-        assert wire.error("SEND", {"packet": make_packet(DAVE_REMOTE, ALICE)}) == (
-            "UNKNOWN_RECIPIENT"
-        )
+        assert wire.error("SEND", {"packet": make_packet(DAVE, ALICE)}) == "UNKNOWN_RECIPIENT"
         ok(capsys, target, "accounts", "enable", ALICE)
         assert wire.auth(ALICE)["status"] == "OK"
 
@@ -103,17 +102,17 @@ def test_disable_takes_effect_on_the_running_server_at_once(running, capsys):
 def test_quota_set_applies_to_the_next_send(running, capsys):
     server, target = running
     registered(server, BOB)
-    with Wire(server) as wire:
-        assert wire.send(make_packet(DAVE_REMOTE, BOB))["status"] == "OK"
+    with as_sender(Wire(server)) as wire:
+        assert wire.send(make_packet(DAVE, BOB))["status"] == "OK"
         shown = ok(capsys, target, "quota", "set", BOB, "--messages", "1")
         assert shown["maxMessages"] == 1 and shown["messages"] == 1
-        assert wire.error("SEND", {"packet": make_packet(DAVE_REMOTE, BOB)}) == "MAILBOX_FULL"
+        assert wire.error("SEND", {"packet": make_packet(DAVE, BOB)}) == "MAILBOX_FULL"
         ok(capsys, target, "quota", "set", BOB, "--messages", "default", "--bytes", "1k")
-        assert wire.error("SEND", {"packet": make_packet(DAVE_REMOTE, BOB)}) == "MAILBOX_FULL"
+        assert wire.error("SEND", {"packet": make_packet(DAVE, BOB)}) == "MAILBOX_FULL"
         shown = ok(capsys, target, "quota", "show", BOB)
         assert (shown["maxMessages"], shown["maxBytes"]) == (None, 1024)
         ok(capsys, target, "quota", "set", BOB, "--bytes", "default")
-        assert wire.send(make_packet(DAVE_REMOTE, BOB))["status"] == "OK"
+        assert wire.send(make_packet(DAVE, BOB))["status"] == "OK"
     everyone = ok(capsys, target, "quota", "show")
     assert everyone["defaults"]["maxBytes"] == 1024**3
 
@@ -139,8 +138,8 @@ def test_an_invite_opens_an_invite_only_server(start_server, tmp_path, database,
 def test_delete_holds_the_name_until_released(running, capsys):
     server, target = running
     registered(server, BOB)
-    with Wire(server) as wire:
-        assert wire.send(make_packet(DAVE_REMOTE, BOB))["status"] == "OK"
+    with as_sender(Wire(server)) as wire:
+        assert wire.send(make_packet(DAVE, BOB))["status"] == "OK"
         result = ok(capsys, target, "accounts", "delete", BOB)
         assert result["deletedMessages"] == 1
         assert wire.error("REQUEST_PUBLIC_KEY", {"email": BOB}) == "KEY_NOT_FOUND"

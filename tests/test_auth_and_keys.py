@@ -394,7 +394,7 @@ def test_repeated_failed_auth_is_rate_limited(start_server):
         assert wire.auth(BOB)["status"] == "OK"
         assert wire.register(CAROL)["status"] == "OK"
         # SEND is paid for by HashCash, not limited by failures.
-        assert wire.send(make_packet(DAVE_REMOTE, BOB))["status"] == "OK"
+        assert wire.send(make_packet(BOB, ALICE))["status"] == "OK"
 
 
 def test_failures_at_the_limit_are_not_yet_rate_limited(start_server):

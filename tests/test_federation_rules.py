@@ -176,3 +176,29 @@ def test_a_server_that_does_not_relay_bounces_relayed_mail_at_once(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_the_sender_rule_for_remote_senders_on_a_relaying_server(servers):
+    a, b, _c = servers
+    with Wire(b) as wire:
+        wire.register(BOB)
+    # Not domain-authenticated: a sender of another domain is refused, however it comes.
+    with Wire(b) as wire:
+        answer = wire.send(make_packet(ALICE, BOB))
+        assert error_code(answer) == "FORBIDDEN"
+        assert ALICE in answer["message"] and "domain-authenticated" in answer["message"]
+        assert error_code(wire.send(make_packet(ALICE, BOB, sign=True))) == "FORBIDDEN"
+        # The local half holds on a relaying server too: a local sender needs AUTH or a signature.
+        assert error_code(wire.send(make_packet("(dave)%(b.test)", BOB))) == "FORBIDDEN"
+        assert wire.auth(BOB, key_for(BOB))["status"] == "OK"  # a local user's AUTH: no help
+        assert error_code(wire.send(make_packet(ALICE, BOB))) == "FORBIDDEN"
+    # Domain-authenticated for a.test: a.test's senders only.
+    with Wire(b) as wire:
+        assert domain_authed(wire, a.federation.keyring, "a.test", "b.test")["status"] == "OK"
+        answer = wire.send(make_packet("(eve)%(c.test)", BOB))
+        assert error_code(answer) == "FORBIDDEN"
+        assert "a.test" in answer["message"]
+        assert wire.send(make_packet(ALICE, BOB))["status"] == "OK"
+    with Wire(b) as reader:
+        reader.auth(BOB, key_for(BOB))
+        assert [m["sender"] for m in reader.receive(BOB)["messages"]] == [ALICE]

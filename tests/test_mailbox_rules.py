@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import ALICE, BOB, CAROL, DAVE_REMOTE, hex_id, make_packet
+from helpers import ALICE, BOB, CAROL, DAVE, DAVE_REMOTE, as_sender, hex_id, make_packet
 from rules_harness import Server, use_database
 
 from mmtp_proto.limits import DEFAULT_STAMP_VALIDITY_SECONDS
@@ -55,15 +55,15 @@ def delete(srv: Server, *ids: str, email: str = BOB) -> int:
 
 
 def test_a_send_past_the_byte_quota_is_mailbox_full(server):
-    conn = server.connect()
-    first = make_packet(DAVE_REMOTE, BOB, body="x" * 3000)
+    conn = as_sender(server.connect())
+    first = make_packet(DAVE, BOB, body="x" * 3000)
     assert conn.send(first)["status"] == "OK"
     count, size = server.store.mailbox_usage(BOB)
     # What is counted is the packet as stored, byte for byte.
     assert (count, size) == (1, len(stored_text(fetched(server)[0]).encode()))
     server.config.mailbox_max_bytes = 2 * size + 100
-    assert conn.send(make_packet(DAVE_REMOTE, BOB, body="y" * 3000))["status"] == "OK"
-    third = make_packet(DAVE_REMOTE, BOB, body="z" * 3000)
+    assert conn.send(make_packet(DAVE, BOB, body="y" * 3000))["status"] == "OK"
+    third = make_packet(DAVE, BOB, body="z" * 3000)
     assert conn.code("SEND", packet=third) == "MAILBOX_FULL"
     # The message count is far from its limit: the bytes decided.
     assert server.store.mailbox_usage(BOB)[0] == 2 < server.config.mailbox_max_messages
@@ -73,16 +73,16 @@ def test_a_send_past_the_byte_quota_is_mailbox_full(server):
 
 
 def test_the_byte_count_survives_a_restart(server):
-    conn = server.connect()
+    conn = as_sender(server.connect())
     for n in range(3):
-        assert conn.send(make_packet(DAVE_REMOTE, BOB, body=f"{n}" * 2000))["status"] == "OK"
+        assert conn.send(make_packet(DAVE, BOB, body=f"{n}" * 2000))["status"] == "OK"
     usage = server.store.mailbox_usage(BOB)
     server.close()
     again = Server(server.data_dir, now=time.time(), mailbox_max_bytes=usage[1] + 10)
     try:
         assert again.store.mailbox_usage(BOB) == usage
-        big = make_packet(DAVE_REMOTE, BOB, body="w" * 2000)
-        assert again.connect().code("SEND", packet=big) == "MAILBOX_FULL"
+        big = make_packet(DAVE, BOB, body="w" * 2000)
+        assert as_sender(again.connect()).code("SEND", packet=big) == "MAILBOX_FULL"
     finally:
         again.close()
 
@@ -90,29 +90,29 @@ def test_the_byte_count_survives_a_restart(server):
 def test_an_operator_quota_for_one_mailbox_wins(server):
     server.store.set_account(BOB, max_messages=1)
     server.store.commit()
-    conn = server.connect()
-    assert conn.send(make_packet(DAVE_REMOTE, BOB))["status"] == "OK"
-    assert conn.code("SEND", packet=make_packet(DAVE_REMOTE, BOB)) == "MAILBOX_FULL"
+    conn = as_sender(server.connect())
+    assert conn.send(make_packet(DAVE, BOB))["status"] == "OK"
+    assert conn.code("SEND", packet=make_packet(DAVE, BOB)) == "MAILBOX_FULL"
 
 
 # ---------------------------------------------------------------------------- duplicates
 
 
 def test_a_resend_after_delete_meets_the_tombstone(server):
-    conn = server.connect()
-    packet = make_packet(DAVE_REMOTE, BOB)
+    conn = as_sender(server.connect())
+    packet = make_packet(DAVE, BOB)
     assert conn.send(packet)["duplicate"] is False
     assert delete(server, packet["meta"]["messageId"]) == 1
     again = conn.send(packet)
     assert again["status"] == "OK" and again["duplicate"] is True, again
     assert fetched(server) == []  # nothing stored, and no "was it read?" oracle
-    other = make_packet(DAVE_REMOTE, BOB, body="else", message_id=packet["meta"]["messageId"])
+    other = make_packet(DAVE, BOB, body="else", message_id=packet["meta"]["messageId"])
     assert conn.code("SEND", packet=other) == "BAD_REQUEST"
 
 
 def test_a_retry_after_a_lost_ok_is_a_duplicate_even_once_its_stamp_expired(server):
-    conn = server.connect()
-    packet = make_packet(DAVE_REMOTE, BOB)
+    conn = as_sender(server.connect())
+    packet = make_packet(DAVE, BOB)
     assert conn.send(packet)["status"] == "OK"
     # The stamp is spent and, a little later, expired too; the packet's timestamp is still
     # within stampValiditySeconds + 1 h.
@@ -143,8 +143,8 @@ def test_another_sender_cannot_squat_a_message_id(tmp_path):
 
 
 def test_tombstones_expire_with_the_spent_stamps(server):
-    conn = server.connect()
-    packet = make_packet(DAVE_REMOTE, BOB)
+    conn = as_sender(server.connect())
+    packet = make_packet(DAVE, BOB)
     assert conn.send(packet)["status"] == "OK"
     message_id = packet["meta"]["messageId"]
     assert delete(server, message_id) == 1
@@ -152,13 +152,13 @@ def test_tombstones_expire_with_the_spent_stamps(server):
     until = packet["meta"]["timestamp"] + VALIDITY + 3600
     store.purge_expired_stamps(until)
     store.commit()
-    assert store.find_delivered(BOB, DAVE_REMOTE, message_id) == (
+    assert store.find_delivered(BOB, DAVE, message_id) == (
         packet["verification"]["messageHash"],
         False,
     )
     store.purge_expired_stamps(until + 1)
     store.commit()
-    assert store.find_delivered(BOB, DAVE_REMOTE, message_id) is None
+    assert store.find_delivered(BOB, DAVE, message_id) is None
 
 
 # ---------------------------------------------------------------------------- upgrade

@@ -21,14 +21,19 @@ from mmtp_proto.packet import clear_content
 pytestmark = [pytest.mark.secure, pytest.mark.slow]
 
 BOB = "(bob)%(example.com)"
-REMOTE = "(eve)%(elsewhere.org)"
 FRAMES_PER_CONNECTION = 1000
 CONNECTIONS = 5
 SEED = 20261129
 
 
-def _stamped(recipient: str, subject: str, bits: int) -> dict[str, Any]:
-    packet = seal(sender=REMOTE, recipient=recipient, content=clear_content(subject, "body"))
+def _stamped(
+    recipient: str, subject: str, bits: int, key: pgp.PrivateKey | None = None
+) -> dict[str, Any]:
+    """From bob to `recipient`: signed with bob's registered `key`, a fresh connection may send
+    it (the sender rule of SPEC §3) and the fuzzed copies reach the signature check too."""
+    packet = seal(
+        sender=BOB, recipient=recipient, content=clear_content(subject, "body"), sign_with=key
+    )
     packet["meta"]["hashcashToken"] = hashcash.mint(
         recipient, bits, packet["verification"]["messageHash"]
     )
@@ -150,8 +155,10 @@ def test_mutated_frames_get_clean_errors_and_lose_nothing(start_server, tmp_path
     )
     with client:
         client.register_key(BOB, bob_key.public.armored)
-        stored = [client.send(_stamped(BOB, f"before {i}", 4))["messageId"] for i in range(5)]
-    valid = {"action": "SEND", "id": 1, "data": {"packet": _stamped(BOB, "template", 4)}}
+        stored = [
+            client.send(_stamped(BOB, f"before {i}", 4, bob_key))["messageId"] for i in range(5)
+        ]
+    valid = {"action": "SEND", "id": 1, "data": {"packet": _stamped(BOB, "template", 4, bob_key)}}
 
     rng = random.Random(SEED)
     answers_per_conn: list[list[dict[str, Any]]] = []

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import ALICE, BOB, CAROL, DAVE_REMOTE, key_for, make_packet
+from helpers import ALICE, BOB, CAROL, DAVE, key_for, make_packet
 from rules_harness import Server, use_database
 
 from mmtp_proto.actions import Greeting
@@ -137,7 +137,7 @@ def test_a_disabled_account_cannot_authenticate_receive_or_be_sent_to(make_serve
     assert owner.code("CHECK", email=BOB) == "AUTH_REQUIRED"
     conn = srv.connect()
     assert conn.auth(BOB) == "FORBIDDEN"
-    assert conn.code("SEND", packet=make_packet(DAVE_REMOTE, BOB)) == "UNKNOWN_RECIPIENT"
+    assert conn.code("SEND", packet=make_packet(DAVE, BOB)) == "UNKNOWN_RECIPIENT"
     assert conn.code("REQUEST_PUBLIC_KEY", email=BOB) == "KEY_NOT_FOUND"
     # Its key no longer vouches for what it signs either.
     signed = make_packet(BOB, ALICE, sign=True)

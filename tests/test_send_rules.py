@@ -17,10 +17,12 @@ from helpers import (
     BOB,
     BOB_EXAMPLE,
     CAROL,
+    DAVE,
     DAVE_REMOTE,
     DIFFICULTY,
     MALLORY,
     Wire,
+    as_sender,
     error_code,
     hex_id,
     key_for,
@@ -62,8 +64,8 @@ def stored_ids(server, email):
 
 
 def test_send_ok_answer_has_every_field(bob_server):
-    packet = make_packet(DAVE_REMOTE, BOB)
-    with Wire(bob_server) as wire:
+    packet = make_packet(DAVE, BOB)
+    with as_sender(Wire(bob_server)) as wire:
         answer = wire.send(packet)
     assert answer["status"] == "OK"
     assert isinstance(answer["message"], str) and answer["message"]
@@ -87,21 +89,22 @@ def test_send_encrypted_and_signed_is_reported_so(bob_server):
 
 
 def test_send_works_over_plain_tcp(bob_server):
-    with Wire(bob_server, tls=False) as wire:
-        assert wire.send(make_packet(DAVE_REMOTE, BOB))["status"] == "OK"
+    registered(bob_server, DAVE)
+    with Wire(bob_server, tls=False) as wire:  # no AUTH over plain TCP: signed instead
+        assert wire.send(make_packet(DAVE, BOB, sign=True))["status"] == "OK"
     assert len(stored_ids(bob_server, BOB)) == 1
 
 
 def test_send_reply_with_threading_fields_and_attachments(bob_server):
-    first = make_packet(DAVE_REMOTE, BOB)
-    reply = make_packet(DAVE_REMOTE, BOB)
+    first = make_packet(DAVE, BOB)
+    reply = make_packet(DAVE, BOB)
     reply["meta"]["type"] = "REPLY"
     reply["meta"]["inReplyTo"] = first["meta"]["messageId"]
     reply["meta"]["references"] = [first["meta"]["messageId"]]
     reply["content"]["attachments"] = [make_attachment("a.txt", b"hello\n", "text/plain")]
     reply["verification"]["messageHash"] = message_hash(reply["content"])
     restamp(reply)
-    with Wire(bob_server) as wire:
+    with as_sender(Wire(bob_server)) as wire:
         assert wire.send(first)["status"] == "OK"
         assert wire.send(reply)["status"] == "OK"
         wire.auth(BOB)
@@ -114,14 +117,14 @@ def test_send_reply_with_threading_fields_and_attachments(bob_server):
 
 def test_empty_or_null_signature_means_unsigned(bob_server):
     for signature in ("", None):
-        packet = make_packet(DAVE_REMOTE, BOB)
+        packet = make_packet(DAVE, BOB)
         packet["verification"]["signature"] = signature
         packet["meta"]["signed"] = True  # the server decides, not the client
-        with Wire(bob_server) as wire:
+        with as_sender(Wire(bob_server)) as wire:
             answer = wire.send(packet)
         assert answer["status"] == "OK", answer
         assert answer["signed"] is False
-    with Wire(bob_server) as wire:
+    with as_sender(Wire(bob_server)) as wire:
         wire.auth(BOB)
         for stored in wire.receive(BOB)["messages"]:
             assert stored["meta"]["signed"] is False
@@ -132,8 +135,8 @@ def test_empty_or_null_signature_means_unsigned(bob_server):
 
 
 def test_resending_the_same_packet_is_a_duplicate_and_stores_nothing(bob_server):
-    packet = make_packet(DAVE_REMOTE, BOB)
-    with Wire(bob_server) as wire:
+    packet = make_packet(DAVE, BOB)
+    with as_sender(Wire(bob_server)) as wire:
         first = wire.send(packet)
         second = wire.send(packet)
     with Wire(bob_server, tls=False) as wire:
@@ -147,8 +150,8 @@ def test_resending_the_same_packet_is_a_duplicate_and_stores_nothing(bob_server)
 
 
 def test_duplicate_with_a_fresh_stamp_is_still_a_duplicate(bob_server):
-    packet = make_packet(DAVE_REMOTE, BOB)
-    with Wire(bob_server) as wire:
+    packet = make_packet(DAVE, BOB)
+    with as_sender(Wire(bob_server)) as wire:
         assert wire.send(packet)["duplicate"] is False
         retry = restamp(copy.deepcopy(packet))
         assert wire.send(retry)["duplicate"] is True
@@ -160,9 +163,9 @@ def test_duplicate_with_a_fresh_stamp_is_still_a_duplicate(bob_server):
 
 
 def test_pipelined_duplicate_in_one_write_is_recognised(bob_server):
-    packet = make_packet(DAVE_REMOTE, BOB)
+    packet = make_packet(DAVE, BOB)
     frame = {"action": "SEND", "data": {"packet": packet}}
-    with Wire(bob_server) as wire:
+    with as_sender(Wire(bob_server)) as wire:
         wire.send_frame(frame)
         wire.send_frame(frame)
         first, second = wire.read(), wire.read()
@@ -171,9 +174,9 @@ def test_pipelined_duplicate_in_one_write_is_recognised(bob_server):
 
 
 def test_same_message_id_with_other_content_is_bad_request(bob_server):
-    packet = make_packet(DAVE_REMOTE, BOB, body="original")
-    other = make_packet(DAVE_REMOTE, BOB, body="changed", message_id=packet["meta"]["messageId"])
-    with Wire(bob_server) as wire:
+    packet = make_packet(DAVE, BOB, body="original")
+    other = make_packet(DAVE, BOB, body="changed", message_id=packet["meta"]["messageId"])
+    with as_sender(Wire(bob_server)) as wire:
         assert wire.send(packet)["status"] == "OK"
         answer = wire.send(other)
     assert error_code(answer) == "BAD_REQUEST"
@@ -182,9 +185,9 @@ def test_same_message_id_with_other_content_is_bad_request(bob_server):
 
 def test_same_message_id_to_another_recipient_is_a_new_message(bob_server):
     registered(bob_server, CAROL)
-    to_bob = make_packet(DAVE_REMOTE, BOB)
-    to_carol = make_packet(DAVE_REMOTE, CAROL, message_id=to_bob["meta"]["messageId"])
-    with Wire(bob_server) as wire:
+    to_bob = make_packet(DAVE, BOB)
+    to_carol = make_packet(DAVE, CAROL, message_id=to_bob["meta"]["messageId"])
+    with as_sender(Wire(bob_server)) as wire:
         assert wire.send(to_bob)["duplicate"] is False
         assert wire.send(to_carol)["duplicate"] is False
 
@@ -244,9 +247,9 @@ def _mutations():
     ids=[name for name, _, _ in _mutations()],
 )
 def test_malformed_packet_is_bad_request_naming_the_field(bob_server, mutate, field):
-    packet = make_packet(DAVE_REMOTE, BOB)
+    packet = make_packet(DAVE, BOB)
     mutate(packet)
-    with Wire(bob_server) as wire:
+    with as_sender(Wire(bob_server)) as wire:
         answer = wire.send(packet)
     assert error_code(answer) == "BAD_REQUEST", answer
     assert field in answer["message"], answer["message"]
@@ -259,17 +262,17 @@ def test_send_without_a_packet_object_is_bad_request(bob_server, data):
 
 
 def test_timestamp_up_to_an_hour_ahead_is_accepted(bob_server):
-    packet = make_packet(DAVE_REMOTE, BOB, timestamp=int(time.time()) + 3000)
-    with Wire(bob_server) as wire:
+    packet = make_packet(DAVE, BOB, timestamp=int(time.time()) + 3000)
+    with as_sender(Wire(bob_server)) as wire:
         assert wire.send(packet)["status"] == "OK"
 
 
 @pytest.mark.parametrize("field", ["sender", "recipient"])
 @pytest.mark.parametrize("address", ["bob@localhost", "(bob)", "(b ob)%(localhost)"])
 def test_invalid_addresses_in_a_packet_get_invalid_address(bob_server, field, address):
-    packet = make_packet(DAVE_REMOTE, BOB)
+    packet = make_packet(DAVE, BOB)
     packet[field] = address
-    with Wire(bob_server) as wire:
+    with as_sender(Wire(bob_server)) as wire:
         answer = wire.send(packet)
     assert error_code(answer) == "INVALID_ADDRESS"
     assert field in answer["message"]
@@ -279,25 +282,25 @@ def test_invalid_addresses_in_a_packet_get_invalid_address(bob_server, field, ad
 @pytest.mark.parametrize("address", [17, None, ["(bob)%(localhost)"]])
 def test_ill_typed_addresses_in_a_packet_get_bad_request(bob_server, field, address):
     # SPEC §3: an ill-typed field is BAD_REQUEST (issue 11 item 13).
-    packet = make_packet(DAVE_REMOTE, BOB)
+    packet = make_packet(DAVE, BOB)
     packet[field] = address
-    with Wire(bob_server) as wire:
+    with as_sender(Wire(bob_server)) as wire:
         answer = wire.send(packet)
     assert error_code(answer) == "BAD_REQUEST"
     assert field in answer["message"]
 
 
 def test_content_not_matching_its_hash_is_hash_mismatch(bob_server):
-    packet = make_packet(DAVE_REMOTE, BOB, body="what was hashed")
+    packet = make_packet(DAVE, BOB, body="what was hashed")
     packet["content"]["body"] = "what was sent"
-    with Wire(bob_server) as wire:
+    with as_sender(Wire(bob_server)) as wire:
         assert error_code(wire.send(packet)) == "HASH_MISMATCH"
 
 
 def test_hash_depends_on_canonical_form_not_key_order(bob_server):
-    packet = make_packet(DAVE_REMOTE, BOB)
+    packet = make_packet(DAVE, BOB)
     packet["content"] = dict(reversed(list(packet["content"].items())))
-    with Wire(bob_server) as wire:
+    with as_sender(Wire(bob_server)) as wire:
         assert wire.send(packet)["status"] == "OK"
 
 
@@ -311,8 +314,8 @@ def test_recipient_on_another_domain_is_not_local(bob_server):
 
 
 def test_recipient_without_a_key_is_unknown_recipient(bob_server):
-    packet = make_packet(DAVE_REMOTE, CAROL)
-    with Wire(bob_server) as wire:
+    packet = make_packet(DAVE, CAROL)
+    with as_sender(Wire(bob_server)) as wire:
         answer = wire.send(packet)
     assert error_code(answer) == "UNKNOWN_RECIPIENT"
     assert CAROL in answer["message"]
@@ -320,8 +323,8 @@ def test_recipient_without_a_key_is_unknown_recipient(bob_server):
 
 def test_recipient_on_the_second_served_domain_works(server):
     registered(server, BOB_EXAMPLE)
-    with Wire(server) as wire:
-        answer = wire.send(make_packet(DAVE_REMOTE, BOB_EXAMPLE))
+    with as_sender(Wire(server)) as wire:
+        answer = wire.send(make_packet(DAVE, BOB_EXAMPLE))
     assert answer["status"] == "OK"
     assert stored_ids(server, BOB_EXAMPLE) == [answer["messageId"]]
 
@@ -432,9 +435,9 @@ def _stamp_cases():
     ids=[name for name, _, _ in _stamp_cases()],
 )
 def test_bad_stamps_get_their_pow_code(bob_server, make_stamp, code):
-    packet = make_packet(DAVE_REMOTE, BOB)
+    packet = make_packet(DAVE, BOB)
     packet["meta"]["hashcashToken"] = make_stamp(packet, packet["meta"]["hashcashToken"])
-    with Wire(bob_server) as wire:
+    with as_sender(Wire(bob_server)) as wire:
         answer = wire.send(packet)
         assert error_code(answer) == code, answer
         # The same message with a good stamp then goes through: nothing was half-stored.
@@ -443,29 +446,29 @@ def test_bad_stamps_get_their_pow_code(bob_server, make_stamp, code):
 
 
 def test_missing_stamp_key_is_pow_required(bob_server):
-    packet = make_packet(DAVE_REMOTE, BOB)
+    packet = make_packet(DAVE, BOB)
     del packet["meta"]["hashcashToken"]
-    with Wire(bob_server) as wire:
+    with as_sender(Wire(bob_server)) as wire:
         assert error_code(wire.send(packet)) == "POW_REQUIRED"
 
 
 def test_stamp_above_the_difficulty_is_accepted(bob_server):
-    packet = make_packet(DAVE_REMOTE, BOB)
+    packet = make_packet(DAVE, BOB)
     restamp(packet, bits=DIFFICULTY + 4)
-    with Wire(bob_server) as wire:
+    with as_sender(Wire(bob_server)) as wire:
         assert wire.send(packet)["status"] == "OK"
 
 
 def test_stamp_a_day_old_is_still_valid(bob_server):
-    packet = make_packet(DAVE_REMOTE, BOB)
+    packet = make_packet(DAVE, BOB)
     restamp(packet, now=int(time.time()) - 86_400)
-    with Wire(bob_server) as wire:
+    with as_sender(Wire(bob_server)) as wire:
         assert wire.send(packet)["status"] == "OK"
 
 
 def test_reused_stamp_on_another_message_is_pow_replayed(bob_server):
-    packet = make_packet(DAVE_REMOTE, BOB)
-    with Wire(bob_server) as wire:
+    packet = make_packet(DAVE, BOB)
+    with as_sender(Wire(bob_server)) as wire:
         assert wire.send(packet)["status"] == "OK"
         answer = wire.send(with_other_id(packet, hex_id(2)))
     assert error_code(answer) == "POW_REPLAYED"
@@ -517,15 +520,12 @@ def test_signature_invalid_even_when_authenticated_as_the_sender(bob_server):
         assert error_code(wire.send(packet)) == "SIGNATURE_INVALID"
 
 
-def test_remote_sender_without_a_key_is_stored_unverified(bob_server):
-    packet = make_packet(DAVE_REMOTE, BOB, sign=True)
+def test_local_sender_without_a_key_signing_is_forbidden_not_unverified(bob_server):
+    # A signature that cannot be checked (no key here) does not stand in for AUTH.
     with Wire(bob_server) as wire:
-        answer = wire.send(packet)
-        assert answer["status"] == "OK", answer
-        assert (answer["signed"], answer["signatureVerified"]) == (True, False)
-        # Even a signature that could never verify is only "unverified" without a key.
-        bad = resign(make_packet(DAVE_REMOTE, BOB), key_for(MALLORY))
-        assert wire.send(bad)["signatureVerified"] is False
+        assert error_code(wire.send(make_packet(DAVE, BOB, sign=True))) == "FORBIDDEN"
+        bad = resign(make_packet(DAVE, BOB), key_for(MALLORY))
+        assert error_code(wire.send(bad)) == "FORBIDDEN"
 
 
 def test_signed_local_sender_with_registered_key_needs_no_auth(bob_server):
@@ -583,14 +583,43 @@ def test_forbidden_send_does_not_spend_the_stamp(bob_server):
         assert wire.send(packet)["duplicate"] is False
 
 
+def test_remote_sender_is_forbidden_on_a_server_that_does_not_relay(bob_server):
+    # SPEC §3: only a connection domain-authenticated for remote.org speaks for its users,
+    # and a server without federation has no such connection.
+    assert bob_server.federation is None
+    with Wire(bob_server) as wire:
+        answer = wire.send(make_packet(DAVE_REMOTE, BOB))
+        assert error_code(answer) == "FORBIDDEN"
+        assert DAVE_REMOTE in answer["message"] and "remote.org" in answer["message"]
+        assert "domain-authenticated" in answer["message"]
+        # Neither a signature (no key of dave's is known here) nor AUTH as a local user helps.
+        assert error_code(wire.send(make_packet(DAVE_REMOTE, BOB, sign=True))) == "FORBIDDEN"
+        assert wire.auth(ALICE)["status"] == "OK"
+        assert error_code(wire.send(make_packet(DAVE_REMOTE, BOB))) == "FORBIDDEN"
+    with Wire(bob_server, tls=False) as wire:
+        assert error_code(wire.send(make_packet(DAVE_REMOTE, BOB))) == "FORBIDDEN"
+    assert stored_ids(bob_server, BOB) == []
+
+
+def test_forbidden_remote_sender_does_not_spend_the_stamp(bob_server):
+    packet = make_packet(DAVE_REMOTE, BOB, body="same content")
+    with Wire(bob_server) as wire:
+        assert error_code(wire.send(packet)) == "FORBIDDEN"
+    # The stamp pays for the recipient and content, whoever sends: still unspent.
+    local = make_packet(DAVE, BOB, body="same content")
+    local["meta"]["hashcashToken"] = packet["meta"]["hashcashToken"]
+    with as_sender(Wire(bob_server)) as wire:
+        assert wire.send(local)["status"] == "OK"
+
+
 # ---------------------------------------------------------------------------- mailbox size
 
 
 def test_full_mailbox_is_mailbox_full(start_server):
     server = start_server(mailbox_max_messages=2)
     registered(server, BOB)
-    packets = [make_packet(DAVE_REMOTE, BOB, body=f"n{n}") for n in range(3)]
-    with Wire(server) as wire:
+    packets = [make_packet(DAVE, BOB, body=f"n{n}") for n in range(3)]
+    with as_sender(Wire(server)) as wire:
         assert wire.send(packets[0])["status"] == "OK"
         assert wire.send(packets[1])["status"] == "OK"
         answer = wire.send(packets[2])
@@ -598,10 +627,13 @@ def test_full_mailbox_is_mailbox_full(start_server):
         assert BOB in answer["message"]
         # A retry of something already stored is still answered as a duplicate.
         assert wire.send(packets[0])["duplicate"] is True
-        wire.auth(BOB)
-        first_id = packets[0]["meta"]["messageId"]
-        assert wire.ok("DELETE", {"email": BOB, "messageIds": [first_id]})["deleted"] == 1
+        with Wire(server) as owner:
+            owner.auth(BOB)
+            first_id = packets[0]["meta"]["messageId"]
+            assert owner.ok("DELETE", {"email": BOB, "messageIds": [first_id]})["deleted"] == 1
         # Room again; the refused message's stamp was not spent.
         answer = wire.send(packets[2])
         assert answer["status"] == "OK", answer
-        assert wire.ok("CHECK", {"email": BOB})["count"] == 2
+    with Wire(server) as owner:
+        owner.auth(BOB)
+        assert owner.ok("CHECK", {"email": BOB})["count"] == 2

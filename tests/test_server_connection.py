@@ -21,7 +21,7 @@ from helpers import (
     ALICE,
     BOB,
     CAROL,
-    DAVE_REMOTE,
+    DAVE,
     auth_signature,
     error_code,
     make_packet,
@@ -139,6 +139,17 @@ def register(turns: Turns, email: str = BOB) -> None:
         conn, request("REGISTER_KEY", 1, email=email, publicKey=public_armored(email))
     )
     assert code(answer) == "OK", answer
+
+
+def authed(turns: Turns, email: str = DAVE) -> ServerConnection:
+    """A connection authenticated as `email` (its key registered first): it may SEND as
+    `email` (the sender rule of SPEC §3)."""
+    register(turns, email)
+    conn, greeting = greeted(turns)
+    signature = auth_signature(greeting, email)
+    (answer,) = turns.exchange(conn, request("AUTH", 0, email=email, signature=signature))
+    assert code(answer) == "OK", answer
+    return conn
 
 
 # ---------------------------------------------------------------------------- greeting
@@ -483,9 +494,9 @@ def test_a_durable_answer_is_held_until_the_commit(turns):
 
 def test_answers_of_one_turn_on_several_connections_share_one_commit(turns):
     register(turns)
-    conns = [greeted(turns)[0] for _ in range(5)]
+    conns = [authed(turns) for _ in range(5)]
     for n, conn in enumerate(conns):
-        conn.receive_data(encode_frame(request("SEND", n, packet=make_packet(DAVE_REMOTE, BOB))))
+        conn.receive_data(encode_frame(request("SEND", n, packet=make_packet(DAVE, BOB))))
         conn.process(64, 1 << 30)
     rollbacks = turns.store.rollbacks
     assert all(conn.data_to_send() == b"" for conn in conns)
@@ -513,13 +524,13 @@ def _fail_next_commit(store: Store) -> None:
 
 def test_a_failed_commit_withdraws_every_answer_it_promised_and_only_those(turns):
     register(turns)
-    sender, other = greeted(turns)[0], greeted(turns)[0]
+    sender, other = authed(turns), authed(turns)
     sender.receive_data(
-        encode_frame(request("SEND", "a", packet=make_packet(DAVE_REMOTE, BOB)))
-        + encode_frame(request("SEND", "b", packet=make_packet(DAVE_REMOTE, BOB)))
+        encode_frame(request("SEND", "a", packet=make_packet(DAVE, BOB)))
+        + encode_frame(request("SEND", "b", packet=make_packet(DAVE, BOB)))
         + b'{"id": "c", bad json\n'
     )
-    other.receive_data(encode_frame(request("SEND", "d", packet=make_packet(DAVE_REMOTE, BOB))))
+    other.receive_data(encode_frame(request("SEND", "d", packet=make_packet(DAVE, BOB))))
     _fail_next_commit(turns.store)
     first, second = turns.turn(sender, other)
     assert [(a.get("id"), code(a)) for a in first] == [
@@ -532,8 +543,7 @@ def test_a_failed_commit_withdraws_every_answer_it_promised_and_only_those(turns
     assert turns.store.count_messages(BOB) == 0
     # The next turn commits as usual.
     assert (
-        code(turns.exchange(other, request("SEND", "e", packet=make_packet(DAVE_REMOTE, BOB)))[0])
-        == "OK"
+        code(turns.exchange(other, request("SEND", "e", packet=make_packet(DAVE, BOB)))[0]) == "OK"
     )
     assert turns.store.count_messages(BOB) == 1
 
@@ -542,7 +552,7 @@ def test_a_storage_error_in_a_later_request_withdraws_the_earlier_answers_of_its
     turns, monkeypatch
 ):
     register(turns)
-    conn, _ = greeted(turns)
+    conn = authed(turns)
     real_add = turns.store.add_message
     calls = []
 
@@ -555,7 +565,7 @@ def test_a_storage_error_in_a_later_request_withdraws_the_earlier_answers_of_its
     monkeypatch.setattr(turns.store, "add_message", add_message)
     answers = turns.exchange(
         conn,
-        *(request("SEND", n, packet=make_packet(DAVE_REMOTE, BOB)) for n in range(3)),
+        *(request("SEND", n, packet=make_packet(DAVE, BOB)) for n in range(3)),
     )
     # The first was staged, then rolled back with the second's failure; the third starts a
     # new transaction and is committed.
@@ -567,7 +577,7 @@ def test_a_read_after_a_write_in_the_same_turn_sees_only_committed_data(turns):
     register(turns)
     conn, greeting = greeted(turns)
     signature = auth_signature(greeting, BOB)
-    packet = make_packet(DAVE_REMOTE, BOB)
+    packet = make_packet(BOB, BOB)
     answers = turns.exchange(
         conn,
         request("AUTH", 1, email=BOB, signature=signature),

@@ -4,6 +4,7 @@ claims of delivery processes (on both backends)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -241,4 +242,36 @@ def test_due_domains_and_claims_for_some_domains_only(tmp_path, database):
     assert store.due_domains(1000) == {"b.test": 2}
     assert store.claim_jobs("one", 1000, 60, 10, domains=[]) == []
     assert store.due_domains(999) == {}
+    store.close()
+
+
+@pytest.mark.both_backends
+def test_claims_of_a_dead_process_on_this_host_are_taken_back_at_start(tmp_path, database):
+    import socket
+    import subprocess
+    import sys
+
+    from mmtp_proto.delivery_process import reclaim_from_the_dead
+
+    host = socket.gethostname()
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    dead_pid = int(gone.stdout)
+    store = open_queue(tmp_path, database)
+    ids = [enqueue(store, n) for n in (1, 2, 3)]
+    store.commit()
+    owners = [f"{host}:{dead_pid}:aa", f"{host}:{os.getpid()}:bb", f"elsewhere:{dead_pid}:cc"]
+    for owner in owners:
+        assert len(store.claim_jobs(owner, 1000, 3600, 1)) == 1
+    # Only the dead process of this host loses its claim; a live one and another host's
+    # (whose pids cannot be checked from here) keep theirs until their leases end.
+    me = f"{host}:{os.getpid()}:dd"
+    assert reclaim_from_the_dead(open_queue(tmp_path, database), me, 1001) == 1
+    assert [j.id for j in store.claim_jobs(me, 1001, 60, 10)] == [ids[0]]
+    held = {row["id"]: row["leasedBy"] for row in store.queue_list()}
+    assert held == {ids[0]: me, ids[1]: owners[1], ids[2]: owners[2]}
     store.close()

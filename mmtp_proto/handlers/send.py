@@ -31,13 +31,15 @@ class SendHandler(RelayHandlers):
         if session.domain is not None:
             # Relayed to us (SPEC §8.3): its signature is checked once the rest holds.
             self._check_relayed(session, packet)
-        elif domain_of(packet.sender) not in self.domains and self.federation is not None:
-            # Enforced where domain authentication exists (a relaying server); a server that
-            # does not relay keeps revision 1's island behaviour for now (see federation.md).
+        elif domain_of(packet.sender) not in self.domains:
+            # Relay or not: only a connection domain-authenticated for the sender's domain
+            # speaks for it, and such a connection took the branch above.
             raise MMTPError(
                 errors.FORBIDDEN,
-                f"{packet.sender} is not on a domain this server serves: only its own "
-                "domain's server may deliver its mail here (SPEC §3)",
+                f"{packet.sender} is not on a domain this server serves, and this connection "
+                f"is not domain-authenticated for {domain_of(packet.sender)}: send as your "
+                "own address here (AUTH, or sign with its registered key), or have the "
+                "sender's own domain server deliver it (SPEC §3)",
             )
         elif domain_of(packet.recipient) not in self.domains and self.federation is not None:
             return self._with_local_signature(
@@ -171,10 +173,8 @@ class SendHandler(RelayHandlers):
         stored["meta"] = {**packet.raw["meta"], "signatureVerified": verified, "receivedAt": now}
         text = stored_text(stored)
         self._check_quota(packet.recipient, len(text.encode("utf-8")))
-        if self.store.is_spent(stamp.spent_key):
-            raise MMTPError(
-                errors.POW_REPLAYED, "this HashCash stamp was already spent; mint a new one"
-            )
+        # add_message spends the stamp only if it was not spent yet (POW_REPLAYED otherwise),
+        # in the write itself: no look before it (on PostgreSQL a look is a round trip).
         self.store.add_message(
             recipient=packet.recipient,
             sender=packet.sender,
