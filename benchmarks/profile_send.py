@@ -1,15 +1,20 @@
 """Where the server's time goes under SEND load: py-spy on the server subprocess.
 
     python benchmarks/profile_send.py [--connections 16] [--signed] [--fsync-off] [--top 25]
+                                      [--database sqlite|postgres] [--workers 1]
 
 Starts the server as run.py does, drives it with the same closed-loop SEND load and samples
 the server process with py-spy (``pip install py-spy``; needs ptrace rights, e.g. root).
-Prints the functions with the largest inclusive and self share of the samples.
+Prints the functions with the largest inclusive and self share of the samples. With
+``--database postgres`` the server stores into a PostgreSQL cluster started for the run
+(fsync on, as bench_storage.py starts it); with ``--workers 2``, the first server process
+is the one sampled.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import signal
 import subprocess
@@ -60,17 +65,43 @@ def main() -> int:
     parser.add_argument("--signed", action="store_true")
     parser.add_argument("--fsync-off", action="store_true")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--idle",
+        action="store_true",
+        help="sample waits too (a round trip to PostgreSQL is a wait in recv, not CPU)",
+    )
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         print("py-spy not found: pip install py-spy", file=sys.stderr)
         return 2
-    with (
-        mmtp_server(
-            "profile", difficulty=8, fsync=not args.fsync_off, allow_plain_auth=True
-        ) as srv,
-        scratch_dir("profile-out") as out,
-    ):
+    with contextlib.ExitStack() as stack:
+        extra: dict[str, object] = {"workers": args.workers}
+        if args.database == "postgres":
+            tests = HERE.parent / "tests"
+            if str(tests) not in sys.path:
+                sys.path.insert(0, str(tests))
+            from postgres_server import HOW_TO_GET_ONE, find_bindir, running_postgres
+
+            bindir = find_bindir()
+            if bindir is None:
+                print(HOW_TO_GET_ONE, file=sys.stderr)
+                return 2
+            extra["database"] = stack.enter_context(
+                running_postgres(bindir, fsync=not args.fsync_off)
+            )
+        srv = stack.enter_context(
+            mmtp_server(
+                "profile",
+                difficulty=8,
+                fsync=not args.fsync_off,
+                allow_plain_auth=True,
+                extra=extra,
+            )
+        )
+        out = stack.enter_context(scratch_dir("profile-out"))
         keys = register_keys(srv.port)
         # one mailbox for the whole run: --per-connection sets how full it gets
         job = Job("mmtp", srv.port, 0, args.per_connection, args.seconds, sender=ALICE)
@@ -96,6 +127,7 @@ def main() -> int:
                 "-o",
                 str(raw),
                 "--nonblocking",
+                *(["--idle"] if args.idle else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

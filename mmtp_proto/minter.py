@@ -7,6 +7,12 @@ interactive program keeps its event loop: a CPU-bound thread slows a UI about fi
 child process does not. Either way progress arrives as a try count, ``cancel()`` is polled,
 and a true ``cancel()`` raises :class:`~mmtp_proto.hashcash.MintCancelled` with every child
 terminated and reaped.
+
+An interactive program mints with ``Minter.interactive()``: one core left free for its
+event loop (``usable_cores() - 1`` children, at least one) and the children at a lower
+priority (``niceness``) from their very start, interpreter start-up included, each in a
+scheduling group of its own, so keys typed meanwhile go first on a busy machine; alone on a
+core a stamp takes as long as before.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.connection
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +31,43 @@ from .hashcash import MintCancelled, _prepare, expected_tries, mint
 
 # Worker i gets the counters from i * _SLICE on (7 days each at 1.6M/s).
 _SLICE = 10**12
+# Niceness of an interactive program's minting children: the kernel then gives a waiting
+# UI about ten times the CPU share of a child (weights 1024 against 110).
+INTERACTIVE_NICENESS = 10
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def lower_priority(pid: int, niceness: int) -> None:
+    """Raise ``pid``'s niceness to at least ``niceness`` (0 = leave it; never raised back:
+    an unprivileged process could not undo it). Best effort: where priorities cannot be set
+    the stamp is minted all the same."""
+    if niceness <= 0 or not hasattr(os, "setpriority"):
+        return
+    with contextlib.suppress(OSError):
+        if os.getpriority(os.PRIO_PROCESS, pid) < niceness:
+            os.setpriority(os.PRIO_PROCESS, pid, niceness)
+
+
+def leave_the_parents_group(niceness: int) -> None:
+    """Run in a scheduling group of our own, niced (Linux autogroups, one per session).
+
+    Niceness only weighs tasks against each other within a group. In the parent's group a
+    busy child keeps the group always runnable, so a key waking the interface no longer
+    gets the wake-up preference over other sessions' processes: on a loaded machine every
+    key then waits its group's turn. In a session of its own the child is charged to a group
+    of its own, niced too. Best effort, for a child only (it also stops terminal signals
+    meant for the parent's process group; the parent ends it)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setsid()
+        with open("/proc/self/autogroup", "w", encoding="ascii") as fh:
+            fh.write(str(niceness))
 
 
 @dataclass(frozen=True)
@@ -61,11 +105,15 @@ def _worker(
     rand: str,
     start: int,
     interval: float,
+    niceness: int = 0,
 ) -> None:
     """One child: reports ("p", tries) now and then, then ("ok", stamp).
 
     It exits when the parent goes away (the next report hits a closed pipe).
     """
+    if niceness > 0:
+        leave_the_parents_group(niceness)
+        lower_priority(0, niceness)  # the parent did so already where it could; make sure
     try:
         result = mint(
             resource,
@@ -112,15 +160,31 @@ def prepare() -> None:
 
 @dataclass(frozen=True)
 class Minter:
-    """Mints stamps; ``processes`` 0 = in this process, n = in n child processes."""
+    """Mints stamps; ``processes`` 0 = in this process, n = in n child processes running at
+    ``niceness`` (0 = the parent's priority). ``progress`` is called at most once every
+    ``progress_interval`` seconds, however many children report."""
 
     processes: int = 0
     progress_interval: float = 0.1
+    niceness: int = 0
 
     def __post_init__(self) -> None:
         count = self.processes
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise ValueError("processes must be a non-negative integer")
+        nice = self.niceness
+        if isinstance(nice, bool) or not isinstance(nice, int) or not 0 <= nice <= 19:
+            raise ValueError("niceness must be an integer from 0 to 19")
+
+    @classmethod
+    def interactive(cls, *, progress_interval: float = 0.2) -> Minter:
+        """For a program with a user interface: every core but one (at least one child),
+        the children niced, so the interface keeps a core and wins any contention."""
+        return cls(
+            processes=max(1, usable_cores() - 1),
+            progress_interval=progress_interval,
+            niceness=INTERACTIVE_NICENESS,
+        )
 
     def mint(
         self,
@@ -174,7 +238,7 @@ class Minter:
                 child = ctx.Process(
                     target=_worker,
                     args=(writer, resource, bits, message_hash, now, rand, i * _SLICE),
-                    kwargs={"interval": interval},
+                    kwargs={"interval": interval, "niceness": self.niceness},
                     name=f"mmtp-hashcash-{i}",
                     daemon=True,
                 )
@@ -186,6 +250,8 @@ class Minter:
                 finally:
                     writer.close()  # the child holds the only write end: EOF means it ended
                 children.append((child, reader))
+                if child.pid is not None:  # before the child's interpreter has started up
+                    lower_priority(child.pid, self.niceness)
             tries = [0] * self.processes
             open_readers = {reader: i for i, (_, reader) in enumerate(children)}
             last = time.monotonic()

@@ -1,8 +1,9 @@
 """The PostgreSQL schema of `store_postgres` and the advisory lock ids it uses.
 
 Tables are created with IF NOT EXISTS at every start, under SCHEMA_LOCK; `mmtp_meta` holds
-`schema_version` (checked at start: a newer one is refused) and `key_version` (bumped by
-every key write, so every process drops its cached keys).
+`schema_version` (checked at start: a newer one is refused) and `key_version`, which a
+trigger bumps at every write to `keys` or `accounts`, whoever makes it (a server, mmtp-admin,
+psql): every process then drops its cached keys and account settings at its next request.
 """
 
 from __future__ import annotations
@@ -94,4 +95,22 @@ CREATE TABLE IF NOT EXISTS outbound (
 );
 CREATE INDEX IF NOT EXISTS outbound_due ON outbound (state, next_attempt);
 INSERT INTO mmtp_meta (name, value) VALUES ('key_version', 0) ON CONFLICT DO NOTHING;
+CREATE OR REPLACE FUNCTION mmtp_settings_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE mmtp_meta SET value = value + 1 WHERE name = 'key_version';
+    RETURN NULL;
+END $$;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                   WHERE tgname = 'keys_changed' AND tgrelid = 'keys'::regclass) THEN
+        CREATE TRIGGER keys_changed AFTER INSERT OR UPDATE OR DELETE ON keys
+            FOR EACH STATEMENT EXECUTE FUNCTION mmtp_settings_changed();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                   WHERE tgname = 'accounts_changed' AND tgrelid = 'accounts'::regclass) THEN
+        CREATE TRIGGER accounts_changed AFTER INSERT OR UPDATE OR DELETE ON accounts
+            FOR EACH STATEMENT EXECUTE FUNCTION mmtp_settings_changed();
+    END IF;
+END $$;
 """

@@ -12,7 +12,8 @@ operator's `mmtp-admin` writes through another connection while the server runs;
 microseconds) before a cache is used, so the server sees every admin change at once. The
 same holds for other server processes sharing the file (`--workers`): SQLite's write lock
 orders their turns, and the conditional writes give the loser of a race the error it would
-have got a moment later (POW_REPLAYED, KEY_EXISTS). `store_postgres` is the other backend.
+have got a moment later (POW_REPLAYED, KEY_EXISTS). `store_postgres` is the other backend;
+the queries both run alike are in `store_sql`.
 """
 
 from __future__ import annotations
@@ -24,16 +25,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .storage import (
-    KeyRecord,
-    StoredMessage,
-    StoreError,
-    check_schema_version,
-    key_changed_meanwhile,
-    message_id_taken,
-    page_messages,
-    stamp_replayed,
-)
+from .storage import KeyRecord, StoredMessage, StoreError, check_schema_version, stamp_replayed
 from .storage import checksum as _checksum
 from .store_accounts import (
     ACCOUNT_SCHEMA,
@@ -44,6 +36,7 @@ from .store_accounts import (
 )
 from .store_files import make_private as _make_private
 from .store_queue import QueueMixin, upgrade_queue
+from .store_sql import MESSAGE_INSERT, STAMP_SPEND, SharedQueries
 
 log = logging.getLogger("mmtp.store")
 
@@ -75,7 +68,7 @@ __all__ = ["KeyRecord", "Store", "StoreError", "StoredMessage", "stored_text"]
 BUSY_TIMEOUT_SECONDS = 30.0
 
 
-class Store(AccountStore, QueueMixin):
+class Store(SharedQueries, AccountStore, QueueMixin):
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
         self.path = path
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -167,6 +160,9 @@ class Store(AccountStore, QueueMixin):
         except sqlite3.Error as exc:
             raise StoreError(str(exc)) from exc
 
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self._db.execute(sql, tuple(params))
+
     def commit(self) -> None:
         if not self._in_tx:
             return
@@ -226,52 +222,10 @@ class Store(AccountStore, QueueMixin):
         self._keys[record.email] = record
         self._key_bytes += len(record.armored)
 
-    def put_key(self, email: str, armored: str, fingerprint: str, now: int) -> None:
-        """Register or replace the key of `email`.
-
-        If this store read the address's key in this request (`get_key`), only that key is
-        replaced: when another process registered or replaced it meanwhile, this raises
-        KEY_EXISTS (or does nothing when the very same key is there already).
-        """
-        params = (email, armored, fingerprint, now)
-        insert = "INSERT INTO keys (email, armored, fingerprint, registered_at) VALUES (?, ?, ?, ?)"
-        update = (
-            " ON CONFLICT (email) DO UPDATE SET armored = excluded.armored,"
-            " fingerprint = excluded.fingerprint, registered_at = excluded.registered_at"
-        )
-        unseen = object()
-        seen = self._seen_keys.pop(email, unseen)
-        if seen is unseen:
-            self._write(insert + update, params)
-        else:
-            if seen is None:
-                cur = self._write(insert + " ON CONFLICT DO NOTHING", params)
-            else:
-                cur = self._write(insert + update + " WHERE keys.armored = ?", (*params, seen))
-            if cur.rowcount == 0:
-                self._keys.pop(email, None)
-                current = self.get_key(email)
-                if current is None or current.armored != armored:
-                    raise key_changed_meanwhile(email)
-                return
-        self._cache_key(KeyRecord(email, armored, fingerprint, now))
+    def _key_written(self, record: KeyRecord) -> None:
+        self._cache_key(record)
 
     # ------------------------------------------------------------------ messages
-
-    def find_message_hash(
-        self, recipient: str, message_id: str, sender: str | None = None
-    ) -> str | None:
-        sql = "SELECT message_hash FROM messages WHERE recipient = ? AND message_id = ?"
-        params: tuple[str, ...] = (recipient, message_id)
-        if sender is not None:
-            sql += " AND sender = ?"
-            params += (sender,)
-        row = self._db.execute(sql, params).fetchone()
-        return row[0] if row else None
-
-    def is_spent(self, stamp_key: str) -> bool:
-        row = self._db.execute("SELECT 1 FROM spent_stamps WHERE stamp = ?", (stamp_key,))
-        return row.fetchone() is not None
 
     def add_message(
         self,
@@ -295,15 +249,11 @@ class Store(AccountStore, QueueMixin):
         size = len(text.encode("utf-8"))
         # Conditional: another process may have spent the stamp or stored the message since
         # this one looked; then nothing is written and the look's error is raised.
-        cur = self._write(
-            "INSERT INTO spent_stamps (stamp, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            (stamp_key, stamp_expires_at),
-        )
+        cur = self._write(STAMP_SPEND, (stamp_key, stamp_expires_at))
         if cur.rowcount == 0:
             raise stamp_replayed()
         cur = self._write(
-            "INSERT INTO messages (recipient, sender, message_id, message_hash, received_at,"
-            " size, packet, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            MESSAGE_INSERT,
             (
                 recipient,
                 sender,
@@ -316,46 +266,9 @@ class Store(AccountStore, QueueMixin):
             ),
         )
         if cur.rowcount == 0:
-            self._write("DELETE FROM spent_stamps WHERE stamp = ?", (stamp_key,))
-            found = self.find_message_hash(recipient, message_id, sender)
-            raise message_id_taken(found == message_hash)
-        if recipient in self._counts:
-            self._counts[recipient] += 1
-            self._sizes[recipient] += size
+            self._refuse_taken_id(recipient, message_id, sender, message_hash, stamp_key)
+        self._stored(recipient, size)
         return int(cur.lastrowid or 0)
-
-    def count_messages(self, recipient: str) -> int:
-        return self.mailbox_usage(recipient)[0]
-
-    def mailbox_usage(self, recipient: str) -> tuple[int, int]:
-        """(messages, bytes of stored packets) in a mailbox, staged writes included."""
-        self._sync_caches()
-        count = self._counts.get(recipient)
-        if count is None:
-            row = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE recipient = ?",
-                (recipient,),
-            ).fetchone()
-            if len(self._counts) >= 100_000:
-                self._counts.clear()
-                self._sizes.clear()
-            count = self._counts[recipient] = int(row[0])
-            self._sizes[recipient] = int(row[1])
-        return count, self._sizes[recipient]
-
-    def list_messages(
-        self, recipient: str, after_seq: int, limit: int, max_bytes: int | None = None
-    ) -> tuple[list[StoredMessage], bool]:
-        """Up to `limit` intact messages after `after_seq` (see `storage.page_messages`)."""
-
-        def fetch(position: int, n: int) -> Sequence[tuple[int, str, str]]:
-            return self._db.execute(
-                "SELECT seq, packet, checksum FROM messages WHERE recipient = ? AND seq > ?"
-                " ORDER BY seq LIMIT ?",
-                (recipient, position, n),
-            ).fetchall()
-
-        return page_messages(fetch, recipient, after_seq, limit, max_bytes)
 
     def delete_messages(
         self, recipient: str, message_ids: list[str], *, tombstone_seconds: int | None = None
@@ -383,14 +296,12 @@ class Store(AccountStore, QueueMixin):
             ).fetchall()
             deleted += len(rows)
             freed += sum(int(r[0]) for r in rows)
-        if recipient in self._counts:
-            self._counts[recipient] -= deleted
-            self._sizes[recipient] -= freed
+        self._deleted(recipient, deleted, freed)
         return deleted
 
     def purge_expired_stamps(self, now: int) -> int:
         """Forget spent stamps, tombstones, held names and invites past their time."""
-        purged = self._write("DELETE FROM spent_stamps WHERE expires_at < ?", (now,)).rowcount
+        purged = self._purge_stamps(now)
         purged += self._write("DELETE FROM tombstones WHERE expires_at < ?", (now,)).rowcount
         return purged + self.purge_expired_names(now)
 

@@ -13,9 +13,17 @@ Across processes:
 - a mailbox takes new messages from one transaction at a time (an advisory lock per
   recipient), so the order of `seq` is the order of commits and a RECEIVE cursor never
   passes a message that commits later;
-- the key cache is checked against a version row that every key write bumps, once per
-  request (with its first key read): a key replaced anywhere is seen by the next request
+- the caches of keys and account settings are checked against a version row that every
+  write to either table bumps (a trigger, pg_schema), once per request with its first key or
+  account read: a key replaced or an account disabled anywhere is seen by the next request
   everywhere.
+
+Every statement is a round trip to another process, which on a busy machine may wait to be
+scheduled, so a SEND is kept to few (issue 9; counted in tests/test_store_sql.py): the key
+comes with its account settings (both cached across requests), the duplicate check looks at
+messages and tombstones at once, and the mailbox lock, the stamp and the message are one
+statement, sent together with the turn's BEGIN. The queries both backends run alike are in
+`store_sql`.
 """
 
 from __future__ import annotations
@@ -31,19 +39,16 @@ import psycopg
 from .pg_schema import MAILBOX_LOCK_SPACE, SCHEMA, SCHEMA_LOCK, SCHEMA_VERSION
 from .storage import (
     KeyRecord,
-    StoredMessage,
     StoreError,
     check_schema_version,
     checksum,
     encode_packet,
-    key_changed_meanwhile,
-    message_id_taken,
-    page_messages,
     stamp_replayed,
 )
 from .store_accounts import AccountRecord
 from .store_postgres_accounts import PostgresAccounts
 from .store_postgres_queue import PostgresQueueMixin
+from .store_sql import MESSAGE_COLUMNS, SharedQueries, pg
 
 log = logging.getLogger("mmtp.store")
 
@@ -62,7 +67,30 @@ def _mailbox_lock_id(recipient: str) -> int:
     return int.from_bytes(hashlib.sha256(recipient.encode()).digest()[:4], "big", signed=True)
 
 
-class PostgresStore(PostgresQueueMixin, PostgresAccounts):
+# The key, its account settings and the key version in one round trip (see get_key).
+_KEY_AND_ACCOUNT = (
+    "SELECT (SELECT value FROM mmtp_meta WHERE name = 'key_version'),"
+    " k.email, k.armored, k.fingerprint, k.registered_at,"
+    " a.email, a.disabled, a.max_messages, a.max_bytes"
+    " FROM (VALUES (1)) AS one LEFT JOIN keys AS k ON k.email = %s"
+    " LEFT JOIN accounts AS a ON a.email = %s"
+)
+# A SEND's writes in one statement: the mailbox lock (tried, never waited for), the stamp
+# (spent once, globally), and the message only if both were had (its id unique per sender).
+_ADD_MESSAGE = (
+    "WITH lock AS (SELECT pg_try_advisory_xact_lock(%s, %s) AS got),"
+    " stamp AS (INSERT INTO spent_stamps (stamp, expires_at) SELECT %s, %s"
+    " WHERE (SELECT got FROM lock) ON CONFLICT DO NOTHING RETURNING 1),"
+    f" message AS (INSERT INTO messages ({MESSAGE_COLUMNS})"
+    " SELECT %s, %s, %s, %s, %s, %s, %s, %s"
+    " WHERE EXISTS (SELECT 1 FROM stamp) ON CONFLICT DO NOTHING RETURNING seq)"
+    " SELECT (SELECT got FROM lock), EXISTS (SELECT 1 FROM stamp), (SELECT seq FROM message)"
+)
+
+
+class PostgresStore(SharedQueries, PostgresQueueMixin, PostgresAccounts):
+    _sql = staticmethod(pg)
+
     def __init__(self, url: str, *, fsync: bool = True, connect_timeout: int = 10) -> None:
         self.url = url
         self._fsync = fsync
@@ -77,8 +105,6 @@ class PostgresStore(PostgresQueueMixin, PostgresAccounts):
         self._key_version: int | None = None
         # Whether this request already compared the key version (see refresh).
         self._keys_checked = False
-        # Mailboxes whose advisory lock the open transaction holds.
-        self._locked: set[str] = set()
         self._db = self._connect()
         self._migrate()
 
@@ -144,10 +170,14 @@ class PostgresStore(PostgresQueueMixin, PostgresAccounts):
     def _write(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         try:
             db = self._conn()
-            if not self._in_tx:
+            if self._in_tx:
+                return db.execute(sql, params)  # type: ignore[arg-type]
+            self._in_tx = True
+            # BEGIN travels with the turn's first write: one round trip, not two.
+            with db.pipeline():
                 db.execute("BEGIN")
-                self._in_tx = True
-            return db.execute(sql, params)  # type: ignore[arg-type]
+                cur = db.execute(sql, params)  # type: ignore[arg-type]
+            return cur
         except psycopg.Error as exc:
             raise StoreError(_why(exc)) from exc
 
@@ -175,7 +205,6 @@ class PostgresStore(PostgresQueueMixin, PostgresAccounts):
             self.rollback()
             raise StoreError(f"commit failed: {_why(exc)}") from exc
         self._in_tx = False
-        self._locked.clear()
 
     def rollback(self) -> None:
         if self._in_tx:
@@ -184,7 +213,6 @@ class PostgresStore(PostgresQueueMixin, PostgresAccounts):
             self._accounts.clear()
             self._keys.clear()
             self._seen_keys.clear()
-            self._locked.clear()
             self._key_version = None
             try:
                 if not self._db.closed:
@@ -200,102 +228,62 @@ class PostgresStore(PostgresQueueMixin, PostgresAccounts):
             self._db.close()
 
     def refresh(self) -> None:
-        """Start a request: keys are checked against the version row at the first key read
-        (one round trip with that read); counts are taken again outside a transaction
-        (inside ours, they follow our own writes)."""
+        """Start a request: keys and accounts are checked against the version row at the
+        first read of either (one round trip with that read); counts are taken again outside
+        a transaction (inside ours, they follow our own writes)."""
         self._seen_keys.clear()
         self._keys_checked = False
-        self._accounts.clear()
         if not self._in_tx:
             self._counts.clear()
 
     # ------------------------------------------------------------------ keys
 
+    def _look_up(self, email: str) -> None:
+        """Cache the key and the account settings of `email`, read with the version row in
+        one round trip: if any process changed a key or an account since this store last
+        looked, every cached one is dropped first."""
+        row = self._read(_KEY_AND_ACCOUNT, (email, email)).fetchone()
+        assert row is not None
+        if not self._keys_checked:
+            self._keys_checked = True
+            if row[0] != self._key_version:
+                self._key_version = row[0]
+                self._keys.clear()
+                self._accounts.clear()
+        if row[1] is not None:
+            if len(self._keys) >= 100_000:
+                self._keys.clear()
+            self._keys[email] = KeyRecord(*row[1:5])
+        else:
+            self._keys.pop(email, None)
+        # Bounded: anyone can name as many addresses without an account as they like.
+        if len(self._accounts) >= 10_000:
+            self._accounts.clear()
+        found = row[5] is not None
+        self._accounts[email] = AccountRecord(
+            email, bool(row[6]) if found else False, row[7], row[8]
+        )
+
     def get_key(self, email: str) -> KeyRecord | None:
-        record = self._keys.get(email) if self._keys_checked else None
-        if record is None:
-            # The key and the key version in one round trip: if any process changed a key
-            # since this store last looked, every cached key is dropped.
-            row = self._read(
-                "SELECT (SELECT value FROM mmtp_meta WHERE name = 'key_version'),"
-                " k.email, k.armored, k.fingerprint, k.registered_at"
-                " FROM (VALUES (1)) AS one LEFT JOIN keys AS k ON k.email = %s",
-                (email,),
-            ).fetchone()
-            assert row is not None
-            if not self._keys_checked:
-                self._keys_checked = True
-                if row[0] != self._key_version:
-                    self._key_version = row[0]
-                    self._keys.clear()
-            if row[1] is not None:
-                record = KeyRecord(*row[1:])
-                if len(self._keys) >= 100_000:
-                    self._keys.clear()
-                self._keys[email] = record
+        if not self._keys_checked or email not in self._keys:
+            self._look_up(email)
+        record = self._keys.get(email)
         if len(self._seen_keys) >= 1024:
             self._seen_keys.clear()
         self._seen_keys[email] = record.armored if record else None
         return record
 
-    def put_key(self, email: str, armored: str, fingerprint: str, now: int) -> None:
-        """Register or replace the key of `email` (only the one `get_key` read, if it did:
-        see `store.Store.put_key`)."""
-        params: tuple[Any, ...] = (email, armored, fingerprint, now)
-        insert = (
-            "INSERT INTO keys (email, armored, fingerprint, registered_at) VALUES (%s, %s, %s, %s)"
-        )
-        update = (
-            " ON CONFLICT (email) DO UPDATE SET armored = excluded.armored,"
-            " fingerprint = excluded.fingerprint, registered_at = excluded.registered_at"
-        )
-        unseen = object()
-        seen = self._seen_keys.pop(email, unseen)
-        if seen is unseen:
-            cur = self._write(insert + update, params)
-        elif seen is None:
-            cur = self._write(insert + " ON CONFLICT DO NOTHING", params)
-        else:
-            cur = self._write(insert + update + " WHERE keys.armored = %s", (*params, seen))
-        if cur.rowcount == 0:
-            self._keys.pop(email, None)
-            current = self.get_key(email)
-            if current is None or current.armored != armored:
-                raise key_changed_meanwhile(email)
-            return
-        # Every process's next request sees the version move and reads keys afresh.
-        self._write("UPDATE mmtp_meta SET value = value + 1 WHERE name = 'key_version'")
-        self._keys[email] = KeyRecord(email, armored, fingerprint, now)
+    def account(self, email: str) -> AccountRecord:
+        """Settings of an address (defaults when the operator set none)."""
+        if not self._keys_checked or email not in self._accounts:
+            self._look_up(email)
+        return self._accounts[email]
+
+    def _key_written(self, record: KeyRecord) -> None:
+        # The trigger moved the version: every process's next request reads keys afresh.
+        self._keys[record.email] = record
 
     # ------------------------------------------------------------------ messages
-
-    def find_message_hash(
-        self, recipient: str, message_id: str, sender: str | None = None
-    ) -> str | None:
-        sql = "SELECT message_hash FROM messages WHERE recipient = %s AND message_id = %s"
-        params: tuple[str, ...] = (recipient, message_id)
-        if sender is not None:
-            sql += " AND sender = %s"
-            params += (sender,)
-        row = self._read(sql, params).fetchone()
-        return str(row[0]) if row else None
-
-    def is_spent(self, stamp_key: str) -> bool:
-        row = self._read("SELECT 1 FROM spent_stamps WHERE stamp = %s", (stamp_key,))
-        return row.fetchone() is not None
-
-    def _lock_mailbox(self, recipient: str) -> None:
-        if recipient in self._locked:
-            return
-        args = (MAILBOX_LOCK_SPACE, _mailbox_lock_id(recipient))
-        got = self._write("SELECT pg_try_advisory_xact_lock(%s, %s)", args).fetchone()
-        if not (got and got[0]):
-            # Another process's turn is filling this mailbox. Commit what this turn staged
-            # first (making it durable early promises nothing new), so that we hold no lock
-            # while we wait: two processes can never wait for each other.
-            self.commit()
-            self._write("SELECT pg_advisory_xact_lock(%s, %s)", args)
-        self._locked.add(recipient)
 
     def add_message(
         self,
@@ -316,63 +304,27 @@ class PostgresStore(PostgresQueueMixin, PostgresAccounts):
         else:
             digest = checksum(text)
         size = len(text.encode("utf-8"))
-        self._lock_mailbox(recipient)
-        # One round trip: the message is inserted only if its stamp was not spent yet.
-        row = self._write(
-            "WITH stamp AS (INSERT INTO spent_stamps (stamp, expires_at) VALUES (%s, %s)"
-            " ON CONFLICT DO NOTHING RETURNING 1),"
-            " message AS (INSERT INTO messages (recipient, sender, message_id, message_hash,"
-            " received_at, size, packet, checksum) SELECT %s, %s, %s, %s, %s, %s, %s, %s"
-            " WHERE EXISTS (SELECT 1 FROM stamp) ON CONFLICT DO NOTHING RETURNING seq)"
-            " SELECT EXISTS (SELECT 1 FROM stamp), (SELECT seq FROM message)",
-            (
-                *(stamp_key, stamp_expires_at),
-                *(recipient, sender, message_id, message_hash, received_at, size, text, digest),
-            ),
-        ).fetchone()
+        params = (
+            *(MAILBOX_LOCK_SPACE, _mailbox_lock_id(recipient), stamp_key, stamp_expires_at),
+            *(recipient, sender, message_id, message_hash, received_at, size, text, digest),
+        )
+        row = self._write(_ADD_MESSAGE, params).fetchone()
         assert row is not None
-        spent, seq = row
+        if not row[0]:
+            # Another process's turn is filling this mailbox. Commit what this turn staged
+            # first (making it durable early promises nothing new), so that we hold no lock
+            # while we wait: two processes can never wait for each other.
+            self.commit()
+            self._write("SELECT pg_advisory_xact_lock(%s, %s)", params[:2])
+            row = self._write(_ADD_MESSAGE, params).fetchone()
+            assert row is not None
+        _, spent, seq = row
         if not spent:
             raise stamp_replayed()
         if seq is None:
-            self._write("DELETE FROM spent_stamps WHERE stamp = %s", (stamp_key,))
-            found = self.find_message_hash(recipient, message_id, sender)
-            raise message_id_taken(found == message_hash)
-        if recipient in self._counts:
-            self._counts[recipient] += 1
-            self._sizes[recipient] += size
+            self._refuse_taken_id(recipient, message_id, sender, message_hash, stamp_key)
+        self._stored(recipient, size)
         return int(seq)
-
-    def count_messages(self, recipient: str) -> int:
-        return self.mailbox_usage(recipient)[0]
-
-    def mailbox_usage(self, recipient: str) -> tuple[int, int]:
-        """(messages, bytes of stored packets) in a mailbox, staged writes included."""
-        count = self._counts.get(recipient)
-        if count is None:
-            row = self._read(
-                "SELECT count(*), coalesce(sum(size), 0) FROM messages WHERE recipient = %s",
-                (recipient,),
-            ).fetchone()
-            assert row is not None
-            if len(self._counts) >= 100_000:
-                self._counts.clear()
-                self._sizes.clear()
-            count = self._counts[recipient] = int(row[0])
-            self._sizes[recipient] = int(row[1])
-        return count, self._sizes[recipient]
-
-    def list_messages(
-        self, recipient: str, after_seq: int, limit: int, max_bytes: int | None = None
-    ) -> tuple[list[StoredMessage], bool]:
-        def fetch(position: int, n: int) -> Sequence[tuple[int, str, str]]:
-            return self._read(
-                "SELECT seq, packet, checksum FROM messages WHERE recipient = %s AND seq > %s"
-                " ORDER BY seq LIMIT %s",
-                (recipient, position, n),
-            ).fetchall()
-
-        return page_messages(fetch, recipient, after_seq, limit, max_bytes)
 
     def delete_messages(
         self, recipient: str, message_ids: list[str], *, tombstone_seconds: int | None = None
@@ -386,12 +338,9 @@ class PostgresStore(PostgresQueueMixin, PostgresAccounts):
             "DELETE FROM messages WHERE recipient = %s AND message_id = ANY(%s) RETURNING size",
             (recipient, ids),
         ).fetchall()
-        if recipient in self._counts:
-            self._counts[recipient] -= len(rows)
-            self._sizes[recipient] -= sum(int(r[0]) for r in rows)
+        self._deleted(recipient, len(rows), sum(int(r[0]) for r in rows))
         return len(rows)
 
     def purge_expired_stamps(self, now: int) -> int:
         """Forget spent stamps, tombstones, held names and invites past their time."""
-        purged = self._write("DELETE FROM spent_stamps WHERE expires_at < %s", (now,)).rowcount
-        return purged + self.purge_expired_names(now)
+        return self._purge_stamps(now) + self.purge_expired_names(now)

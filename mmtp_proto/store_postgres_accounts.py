@@ -2,10 +2,11 @@
 §11), as `store_accounts` does for SQLite: per-account settings (disabled, quotas), invites,
 held and reserved names, and tombstones of deleted messages.
 
-A mixin: it shares the store's connection, transaction and per-request caches. Account
-settings are cached for one request only, so a change made by any process (or by
-`mmtp-admin`) is seen by the next request everywhere; deleting an account bumps the key
-version, as a key write does, so no process keeps serving the deleted key from its cache.
+A mixin: it shares the store's connection, transaction and caches. Account settings are
+read by the store itself (`PostgresStore.account`, with the key): cached, and checked once
+per request against a version row that a trigger bumps at every write to `accounts` or
+`keys` (pg_schema), so a change made by any process (or by `mmtp-admin`), a deleted account
+and its key included, is seen by the next request everywhere.
 """
 
 from __future__ import annotations
@@ -51,19 +52,18 @@ class PostgresAccounts:
     ) -> tuple[str, bool] | None:
         """(messageHash, signatureVerified) of a message stored or deleted (a tombstone) for
         this recipient from this sender under this id (SPEC §5), or None."""
+        # One round trip for both places (a SEND asks this first, every time).
+        key = (recipient, sender, message_id)
         row = self._read(
-            "SELECT message_hash, packet FROM messages"
-            " WHERE recipient = %s AND sender = %s AND message_id = %s",
-            (recipient, sender, message_id),
+            "SELECT 0, message_hash, packet, false FROM messages"
+            " WHERE recipient = %s AND sender = %s AND message_id = %s"
+            " UNION ALL SELECT 1, message_hash, NULL, signature_verified FROM tombstones"
+            " WHERE recipient = %s AND sender = %s AND message_id = %s ORDER BY 1 LIMIT 1",
+            (*key, *key),
         ).fetchone()
-        if row is not None:
-            return str(row[0]), _signature_verified(row[1])
-        row = self._read(
-            "SELECT message_hash, signature_verified FROM tombstones"
-            " WHERE recipient = %s AND sender = %s AND message_id = %s",
-            (recipient, sender, message_id),
-        ).fetchone()
-        return (str(row[0]), bool(row[1])) if row else None
+        if row is None:
+            return None
+        return str(row[1]), _signature_verified(row[2]) if row[0] == 0 else bool(row[3])
 
     def tombstone(self, recipient: str, message_id: str, seconds: int) -> None:
         """Before a delete: remember each message under this id until its timestamp plus
@@ -86,20 +86,6 @@ class PostgresAccounts:
                     *(_signature_verified(text), _timestamp(text, received_at) + seconds),
                 ),
             )
-
-    def account(self, email: str) -> AccountRecord:
-        record = self._accounts.get(email)
-        if record is None:
-            row = self._read(
-                "SELECT disabled, max_messages, max_bytes FROM accounts WHERE email = %s",
-                (email,),
-            ).fetchone()
-            record = AccountRecord(email, bool(row[0]), row[1], row[2]) if row else None
-            record = record or AccountRecord(email)
-            if len(self._accounts) >= 10_000:
-                self._accounts.clear()
-            self._accounts[email] = record
-        return record
 
     def set_account(
         self,
@@ -171,8 +157,8 @@ class PostgresAccounts:
             " ON CONFLICT (email) DO UPDATE SET until = excluded.until",
             (email, hold_until),
         )
-        # Every process's next request sees the version move and drops the cached key.
-        self._write("UPDATE mmtp_meta SET value = value + 1 WHERE name = 'key_version'")
+        # The triggers on keys and accounts moved the version: every process's next request
+        # drops the cached key and settings.
         for cache in (self._keys, self._accounts, self._counts, self._sizes):
             cache.pop(email, None)
         return int(deleted)

@@ -14,11 +14,7 @@ from typing import Any
 
 from .storage import message_id_taken, stamp_replayed
 from .store_queue import _JOB_COLUMNS, QueueMixin, _digest, _text
-
-
-def _pg(sql: str) -> str:
-    # The queue's SQL holds no literal question marks.
-    return sql.replace("?", "%s")
+from .store_sql import pg
 
 
 class PostgresQueueMixin(QueueMixin):
@@ -28,10 +24,10 @@ class PostgresQueueMixin(QueueMixin):
         raise NotImplementedError
 
     def _q_read(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        return self._read(_pg(sql), tuple(params))
+        return self._read(pg(sql), tuple(params))
 
     def _q_write(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        return self._write(_pg(sql), tuple(params))
+        return self._write(pg(sql), tuple(params))
 
     _CLAIM_SQL = (
         "UPDATE outbound AS o SET lease_owner = ?, lease_until = ? FROM (SELECT id FROM"

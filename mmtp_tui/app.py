@@ -15,7 +15,7 @@ from mmtp_proto.errors import LocalError
 from mmtp_proto.keystore import Keystore
 from mmtp_proto.known_servers import KnownServers
 
-from . import keymap, notices
+from . import idle_gc, keymap, notices
 from .bindings import bindings
 from .config import Account, Settings
 from .local_server import LocalServer
@@ -194,6 +194,7 @@ class MailApp(App):
         if self.settings.keymap:
             self.set_keymap(self.settings.keymap)
         self.set_interval(2, self.watch_local_server, name="local-server-watch")
+        idle_gc.install(self)  # full collections between bursts of keys, not during them
         if self.settings.passphrase_minutes > 0:
             self.set_interval(30, self.expire_keys, name="passphrase-timeout")
         account = self.settings.account

@@ -173,10 +173,8 @@ class SendHandler(RelayHandlers):
         stored["meta"] = {**packet.raw["meta"], "signatureVerified": verified, "receivedAt": now}
         text = stored_text(stored)
         self._check_quota(packet.recipient, len(text.encode("utf-8")))
-        if self.store.is_spent(stamp.spent_key):
-            raise MMTPError(
-                errors.POW_REPLAYED, "this HashCash stamp was already spent; mint a new one"
-            )
+        # add_message spends the stamp only if it was not spent yet (POW_REPLAYED otherwise),
+        # in the write itself: no look before it (on PostgreSQL a look is a round trip).
         self.store.add_message(
             recipient=packet.recipient,
             sender=packet.sender,
