@@ -259,9 +259,12 @@ async def test_a_dead_local_server_is_reaped_and_restarted(tmp_path):
         await settle(app, pilot)
         first = server.info.pid
         os.kill(first, signal.SIGKILL)
+        # Done when the restart worker has finished its work: the new server runs, the
+        # session points at it, and the user was told (the last step of the worker).
         for _ in range(1000):
             await pilot.pause(0.05)
-            if server.info is not None and server.info.pid != first and server.running():
+            told = any("running again" in n.message for n in app._notifications)
+            if told and server.info is not None and server.info.pid != first:
                 break
         assert server.info.pid != first and server.running()
         assert not os.path.exists(f"/proc/{first}")  # reaped, not <defunct>
