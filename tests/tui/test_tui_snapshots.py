@@ -191,6 +191,15 @@ async def hashcash_midway(pilot: Pilot) -> None:
     await pilot.press("r")
     await until_screen(pilot, ComposeScreen)
     screen = pilot.app.screen
+    # The screen is current before its on_mount has run, and on_mount hides the progress
+    # line: showing it earlier lost the race under load. on_mount's last step focuses the
+    # body (a reply has its recipients).
+    for _ in range(500):
+        body = screen.query("#body")
+        if screen.is_mounted and body and body.first().has_focus:
+            break
+        await pilot.pause(0.01)
+    await steady(pilot)
     screen.query_one("#body", TextArea).text = "Friday at ten works.\n"
     progress = screen.query_one("#progress", SendProgress)
     progress.display = True
