@@ -189,6 +189,13 @@ def child_main(config: ServerConfig, routes: Routes, kicks: Connection) -> None:
         delivery.run()
     finally:
         federation.close()
+    # `run` has given back every claim still out. A worker thread may still be blocked on a
+    # remote that has not answered yet; waiting for it at exit (as the interpreter does for
+    # executor threads) would let it carry on talking for a server that is gone: its
+    # DOMAIN_AUTH would make the remote fetch our domain keys while we are down, and the
+    # remote would not try again for a minute. The claims are back, so end here.
+    logging.shutdown()
+    os._exit(0)
 
 
 def reclaim_from_the_dead(store: Any, owner: str, now: int) -> int:
