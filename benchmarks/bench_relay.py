@@ -10,6 +10,7 @@ relays it; the relay's rate is counted until the last message is in the b.test m
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ from common import (
     wait_for_port,
 )
 from loadgen import Job, run_load
+from proc_cpu import Tree
 
 ALICE = "(alice)%(a.test)"
 CAROL = "(carol)%(b.test)"
@@ -40,7 +42,7 @@ def _mailbox(k: int) -> str:
 
 
 @contextlib.contextmanager
-def _servers(root: Path) -> Iterator[dict[str, tuple[int, int]]]:
+def _servers(root: Path) -> Iterator[tuple[dict[str, tuple[int, int]], dict[str, int]]]:
     ports = {d: (free_port(), free_port()) for d in ("a.test", "b.test")}
     procs = []
     try:
@@ -80,7 +82,7 @@ def _servers(root: Path) -> Iterator[dict[str, tuple[int, int]]]:
             procs.append(proc)
             wait_for_port(plain, proc, 30.0, log)
             wait_for_port(tls, proc, 30.0, log)
-        yield ports
+        yield ports, {domain: proc.pid for domain, proc in zip(ports, procs, strict=True)}
     finally:
         for proc in procs:
             stop_process(proc)
@@ -123,7 +125,8 @@ def run(quick: bool, log=print) -> Section:
     )
     per_conn = 20 if quick else 80
     seconds = 5.0 if quick else 15.0
-    with scratch_dir("relay") as root, _servers(root) as ports:
+    profile = os.environ.get("MMTP_BENCH_PROFILE")
+    with scratch_dir("relay") as root, _servers(root) as (ports, pids):
         a_plain, b_plain = ports["a.test"][0], ports["b.test"][0]
         b_keys = _register(b_plain, [CAROL, _mailbox(0), _mailbox(1)])
         a_keys = _register(a_plain, [ALICE])
@@ -144,6 +147,11 @@ def run(quick: bool, log=print) -> Section:
         local_rate = rate(local_result.requests, local_result.elapsed)
 
         log("  relay: a.test -> b.test, 16 connections...")
+        # CPU per process of both servers for the relayed run (their trees, /proc), and
+        # with MMTP_BENCH_PROFILE=DIR a py-spy profile of each in DIR.
+        tree = Tree(pids, Path(profile) if profile else None)
+        tree.start()
+        clients_before = os.times()
         relay = Job("mmtp", a_plain, 0, per_conn, seconds, sender=ALICE)
         relay.signing_key, relay.recipient = a_keys[ALICE], _mailbox(0)
         relay_result = run_load(relay, 16, 2)
@@ -158,6 +166,11 @@ def run(quick: bool, log=print) -> Section:
             if delivered < sent:
                 time.sleep(0.05)
         relay_elapsed = time.monotonic() - started
+        tree.stop()
+        clients_after = os.times()
+        clients = (clients_after.children_user + clients_after.children_system) - (
+            clients_before.children_user + clients_before.children_system
+        )
         relay_rate = rate(delivered, relay_elapsed)
 
     for name, result, delivered_rate in (
@@ -196,5 +209,10 @@ def run(quick: bool, log=print) -> Section:
     section.notes.append(
         f"relayed: {delivered} of {sent} submitted messages were in b.test's mailbox "
         f"{relay_elapsed:.1f} s after the load started"
+    )
+    cpu = ", ".join(f"{name} {secs:.1f}" for name, secs in sorted(tree.used.items()))
+    section.notes.append(
+        f"CPU seconds during the relayed run ({relay_elapsed:.1f} s wall): {cpu},"
+        f" load clients {clients:.1f}"
     )
     return section
