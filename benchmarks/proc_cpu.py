@@ -76,9 +76,14 @@ class Tree:
         self._start: dict[int, float] = {}
         self.used: dict[str, float] = {}
 
-    def start(self) -> None:
+    def summary(self, clients: float) -> str:
+        parts = [f"{name} {secs:.1f}" for name, secs in sorted(self.used.items())]
+        return ", ".join([*parts, f"load clients {clients:.1f}"])
+
+    def start(self, profile: bool = True) -> None:
         self._start = {pid: cpu_seconds(pid) for pid in self.roles}
-        if self.profile_dir is None:
+        self._spies = []
+        if self.profile_dir is None or not profile:
             return
         for pid, name in self.roles.items():
             if name.endswith(("forkserver", "?", "other")):
@@ -108,7 +113,8 @@ class Tree:
         used: dict[str, float] = {}
         for pid, name in self.roles.items():
             used[name] = used.get(name, 0.0) + cpu_seconds(pid) - self._start.get(pid, 0.0)
-        self.used = used
+        # Roles that used nothing (the forkservers, an idle delivery process) are left out.
+        self.used = {name: secs for name, secs in used.items() if secs >= 0.05}
         for spy in self._spies:
             spy.send_signal(signal.SIGINT)
         for spy in self._spies:

@@ -17,6 +17,7 @@ again on a new connection in the same attempt.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -44,8 +45,7 @@ BATCH = 100
 # Jobs claimed at most per look at the queue.
 CLAIM = 500
 IDLE_POLL = 1.0
-# While all connections are busy, server kicks start a look at most this often (a batch
-# coming back starts one at once).
+# Least time between looks while all connections are busy (a batch back starts one).
 SATURATED_LOOK = 0.05
 
 
@@ -183,7 +183,7 @@ class Delivery:
         spare: list[int] = []
         for key, group in batches.items():
             # As planned: sized from fewer jobs, there would be more batches than connections.
-            size = sizes.get(key[1]) or self._batch_size(len(group))
+            size = sizes[key[1]]
             for start in range(0, len(group), size):
                 chunk = group[start : start + size]
                 if self._busy.get(key, 0) >= self.config.relay_concurrency:
@@ -193,40 +193,41 @@ class Delivery:
                 self._busy[key] = self._busy.get(key, 0) + 1
                 self._workers.submit(self._deliver_safely, key, chunk)
         if spare:
-            # All of a domain's connections are busy (this look guessed wrong, or several
-            # sending domains share it): another process may take these now, or this one
-            # when a batch comes back.
+            # All of a domain's connections are busy (several sending domains share them):
+            # another process may take these now, or this one when a batch comes back.
             store.release_jobs(self.owner, spare)
             store.commit()
         return True
 
     def _batch_size(self, due: int) -> int:
-        """Due jobs are spread over all the connections a domain may have: the remote works
-        on one connection's requests one after another, so one long pipeline would get one
-        of its turns at a time while other connections stood idle."""
+        """Due jobs are spread over a domain's connections: the remote works through one
+        connection's requests in turn, so one long pipeline would leave the others idle."""
         return min(BATCH, max(1, -(-due // self.config.relay_concurrency)))
 
     def _apply_results(self, store: Any) -> None:
-        while True:
-            try:
-                results = self._results.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                for result in results:
-                    self._apply(store, result)
-                store.commit()
-            except StoreError as exc:
-                # The jobs stay queued as they were and go out again once their claims end
-                # (the remote's messageId dedupe makes that harmless).
-                store.rollback()
-                log.error("relay: could not record %d delivery outcomes: %s", len(results), exc)
-            finally:
-                for result in results:
-                    self._claimed.pop(result.job.id, None)
-                if results:
-                    key = (domain_of(results[0].job.sender), results[0].job.domain)
-                    self._busy[key] = max(0, self._busy.get(key, 1) - 1)
+        # Every batch back so far in one transaction: each commit here takes the write lock
+        # the server's loop needs, and makes it drop its caches (another connection wrote).
+        batches: list[list[Result]] = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                batches.append(self._results.get_nowait())
+        results = [result for batch in batches for result in batch]
+        if not results:
+            return
+        try:
+            for result in results:
+                self._apply(store, result)
+            store.commit()
+        except StoreError as exc:
+            # The jobs stay queued and go out again when their claims end (messageId dedupe).
+            store.rollback()
+            log.error("relay: could not record %d delivery outcomes: %s", len(results), exc)
+        finally:
+            for result in results:
+                self._claimed.pop(result.job.id, None)
+            for batch in filter(None, batches):
+                key = (domain_of(batch[0].job.sender), batch[0].job.domain)
+                self._busy[key] = max(0, self._busy.get(key, 1) - 1)
 
     def _apply(self, store: Any, result: Result) -> None:
         job, now = result.job, result.at
@@ -315,8 +316,7 @@ class Delivery:
 
     @staticmethod
     def _claim_lost(job: QueuedJob) -> None:
-        # The lease ran out (this process was stalled) and another took the job, or the
-        # operator removed it: its outcome is the other's to write, and its report too.
+        # The lease ran out and another took the job (or the operator removed it): theirs.
         log.warning(
             "relay: %s -> %s: the claim was lost; outcome not recorded",
             job.message_id,
