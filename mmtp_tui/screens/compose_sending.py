@@ -167,10 +167,8 @@ class ComposeSending(_Base):
 
     def on_compose_screen_queued(self, message: Queued) -> None:
         self._sent_and_closed()
-        how = "stamped; it" if message.result.stamped else "it"
         self.notify(
-            f"The server cannot be reached: the message waits in the Outbox ({how} goes out "
-            "when the server answers).",
+            queued_words(message.result),
             title="Queued",
             severity="warning",
             timeout=10,
@@ -261,3 +259,25 @@ def outcome_words(outcomes: Outcomes) -> tuple[str, list[str]]:
         assert not isinstance(outcome, SendResult)
         lines.append(f"Not sent to {recipient}: {error_text(outcome)}")
     return "\n".join(lines), failed
+
+
+def queued_words(result: outbox.QueueResult) -> str:
+    """The notice for a message the Outbox took: who got it already, who will not, and that
+    the rest goes out when the server answers. Addresses are plain text (notify takes no
+    markup from us)."""
+    how = "stamped; it" if result.stamped else "it"
+    if not result.sent and not result.failed:
+        return (
+            f"The server cannot be reached: the message waits in the Outbox ({how} goes out "
+            "when the server answers)."
+        )
+    parts = []
+    if result.sent:
+        parts.append(f"Sent to {', '.join(result.sent)}.")
+    if result.failed:
+        parts.append(f"Not sent to {', '.join(result.failed)}.")
+    parts.append(
+        "The server went away before the rest: they wait in the Outbox and go out when the "
+        "server answers."
+    )
+    return " ".join(parts)

@@ -326,3 +326,17 @@ def test_taking_a_send_cut_short_back_drafts_only_the_recipients_left(live, peop
     }
     assert states[BOB] == (SENT, "")
     assert states[CAROL][0] == FAILED and "taken out of the Outbox" in states[CAROL][1]
+
+
+def test_the_queued_notice_says_who_got_the_message_already() -> None:
+    from mmtp_tui.outbox import QueueResult
+    from mmtp_tui.screens.compose_sending import queued_words
+
+    whole = queued_words(QueueResult(1, stamped=True))
+    assert "cannot be reached" in whole and "stamped" in whole
+    partial = queued_words(
+        QueueResult(2, stamped=True, sent=["(bob)%(a.test)"], failed={"(eve)%(a.test)": "no"})
+    )
+    assert "Sent to (bob)%(a.test)." in partial
+    assert "Not sent to (eve)%(a.test)." in partial
+    assert "cannot be reached" not in partial and "wait in the Outbox" in partial
