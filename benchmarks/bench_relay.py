@@ -10,10 +10,11 @@ relays it; the relay's rate is counted until the last message is in the b.test m
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from common import (
@@ -30,6 +31,7 @@ from common import (
     wait_for_port,
 )
 from loadgen import Job, run_load
+from proc_cpu import Tree
 
 ALICE = "(alice)%(a.test)"
 CAROL = "(carol)%(b.test)"
@@ -40,7 +42,7 @@ def _mailbox(k: int) -> str:
 
 
 @contextlib.contextmanager
-def _servers(root: Path) -> Iterator[dict[str, tuple[int, int]]]:
+def _servers(root: Path) -> Iterator[tuple[dict[str, tuple[int, int]], dict[str, int]]]:
     ports = {d: (free_port(), free_port()) for d in ("a.test", "b.test")}
     procs = []
     try:
@@ -80,7 +82,7 @@ def _servers(root: Path) -> Iterator[dict[str, tuple[int, int]]]:
             procs.append(proc)
             wait_for_port(plain, proc, 30.0, log)
             wait_for_port(tls, proc, 30.0, log)
-        yield ports
+        yield ports, {domain: proc.pid for domain, proc in zip(ports, procs, strict=True)}
     finally:
         for proc in procs:
             stop_process(proc)
@@ -100,7 +102,17 @@ def _register(port: int, emails: list[str]) -> dict[str, str]:
     return {email: key.armored for email, key in keys.items()}
 
 
-def _count(port: int, email: str, armored: str) -> int:
+def _clients_cpu() -> float:
+    """CPU seconds of this process's finished children (the load clients)."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+@contextlib.contextmanager
+def _counter(port: int, email: str, armored: str) -> Iterator[Callable[[], int]]:
+    """How many messages `email`'s mailbox holds, asked on one authenticated connection: a
+    fresh AUTH per look would have the server verify a signature (and this process make one)
+    every 50 ms while the relayed mail is still arriving."""
     from mmtp_proto import pgp
     from mmtp_proto.canonical import auth_challenge
     from mmtp_proto.client import Connection
@@ -111,7 +123,7 @@ def _count(port: int, email: str, armored: str) -> int:
         key = pgp.PrivateKey.from_armored(armored)
         challenge = auth_challenge(greeting["server"], greeting["nonce"], email)
         conn.request("AUTH", {"email": email, "signature": pgp.sign_detached(challenge, key)})
-        return int(conn.request("CHECK", {"email": email})["count"])
+        yield lambda: int(conn.request("CHECK", {"email": email})["count"])
     finally:
         conn.close()
 
@@ -123,7 +135,12 @@ def run(quick: bool, log=print) -> Section:
     )
     per_conn = 20 if quick else 80
     seconds = 5.0 if quick else 15.0
-    with scratch_dir("relay") as root, _servers(root) as ports:
+    profile = os.environ.get("MMTP_BENCH_PROFILE")
+    with (
+        scratch_dir("relay") as root,
+        _servers(root) as (ports, pids),
+        contextlib.ExitStack() as stack,
+    ):
         a_plain, b_plain = ports["a.test"][0], ports["b.test"][0]
         b_keys = _register(b_plain, [CAROL, _mailbox(0), _mailbox(1)])
         a_keys = _register(a_plain, [ALICE])
@@ -132,20 +149,33 @@ def run(quick: bool, log=print) -> Section:
         warm.recipient = _mailbox(1)
         run_load(warm, 1, 1)
         deadline = time.monotonic() + 60
-        while _count(b_plain, _mailbox(1), b_keys[_mailbox(1)]) < 1:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the warm-up message was never relayed")
-            time.sleep(0.1)
+        with _counter(b_plain, _mailbox(1), b_keys[_mailbox(1)]) as count:
+            while count() < 1:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the warm-up message was never relayed")
+                time.sleep(0.1)
+
+        # CPU per process of both servers' trees (/proc) in each run, and with
+        # MMTP_BENCH_PROFILE=DIR a py-spy profile of each process of the relayed run in DIR.
+        tree = Tree(pids, Path(profile) if profile else None)
+        cpu: dict[str, str] = {}
 
         log("  relay: local delivery on b.test, 16 connections...")
         local = Job("mmtp", b_plain, 0, per_conn, seconds, sender=CAROL)
         local.signing_key, local.recipient = b_keys[CAROL], _mailbox(1)
+        tree.start(profile=False)
+        before = _clients_cpu()
         local_result = run_load(local, 16, 2)
         local_rate = rate(local_result.requests, local_result.elapsed)
+        tree.stop()
+        cpu["local"] = tree.summary(_clients_cpu() - before)
 
         log("  relay: a.test -> b.test, 16 connections...")
         relay = Job("mmtp", a_plain, 0, per_conn, seconds, sender=ALICE)
         relay.signing_key, relay.recipient = a_keys[ALICE], _mailbox(0)
+        count = stack.enter_context(_counter(b_plain, _mailbox(0), b_keys[_mailbox(0)]))
+        tree.start()
+        before = _clients_cpu()
         relay_result = run_load(relay, 16, 2)
         # Counted from the first submission, as the local rate is: not from the start of
         # the client processes, which sign their packets before the load begins.
@@ -154,10 +184,12 @@ def run(quick: bool, log=print) -> Section:
         delivered = 0
         deadline = time.monotonic() + 120
         while delivered < sent and time.monotonic() < deadline:
-            delivered = _count(b_plain, _mailbox(0), b_keys[_mailbox(0)])
+            delivered = count()
             if delivered < sent:
                 time.sleep(0.05)
         relay_elapsed = time.monotonic() - started
+        tree.stop()
+        cpu["relayed"] = tree.summary(_clients_cpu() - before)
         relay_rate = rate(delivered, relay_elapsed)
 
     for name, result, delivered_rate in (
@@ -196,5 +228,10 @@ def run(quick: bool, log=print) -> Section:
     section.notes.append(
         f"relayed: {delivered} of {sent} submitted messages were in b.test's mailbox "
         f"{relay_elapsed:.1f} s after the load started"
+    )
+    section.notes.append(
+        f"CPU seconds, local run ({local_result.elapsed:.1f} s): {cpu['local']}; relayed run"
+        f" ({relay_elapsed:.1f} s): {cpu['relayed']} (load clients: their signing before the"
+        " clock starts included)"
     )
     return section

@@ -17,6 +17,7 @@ again on a new connection in the same attempt.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -44,6 +45,8 @@ BATCH = 100
 # Jobs claimed at most per look at the queue.
 CLAIM = 500
 IDLE_POLL = 1.0
+# Least time between looks while all connections are busy (a batch back starts one).
+SATURATED_LOOK = 0.05
 
 
 @dataclass
@@ -75,6 +78,9 @@ class Delivery:
         self._open_store = open_store
         self._stop = threading.Event()
         self._kick = threading.Event()
+        # A batch came back (a connection is free); the last look found all of them busy.
+        self._freed = threading.Event()
+        self._saturated = False
         self._results: queue.Queue[list[Result]] = queue.Queue()
         # Claimed jobs in a worker's hands, by id, and batches under way per key.
         self._claimed: dict[int, tuple[str, str]] = {}
@@ -94,6 +100,7 @@ class Delivery:
         self._stop.set()
         self._links.closing = True
         self._kick.set()
+        self._freed.set()
 
     # ------------------------------------------------------------------ the manager
 
@@ -102,18 +109,22 @@ class Delivery:
         store = self._open_store()
         try:
             while not self._stop.is_set():
-                # Cleared before the work, not after the wait: a kick that comes while the
-                # manager works must wake the next wait, not be lost.
+                # Cleared before the work: a kick that comes meanwhile wakes the next wait.
                 self._kick.clear()
+                self._freed.clear()
+                due = False
                 try:
                     self._apply_results(store)
                     self._renew(store)
-                    self._dispatch(store)
+                    due = self._dispatch(store)
                     self._links.close_stale()
                 except StoreError as exc:
                     store.rollback()
                     log.error("relay: queue storage error: %s", exc)
-                self._kick.wait(self._wait_time(store))
+                if self._saturated:
+                    # A look reads the whole queue; the server kicks on every commit.
+                    self._freed.wait(SATURATED_LOOK)
+                self._kick.wait(self._wait_time(store, due))
         except Exception:
             log.exception("relay: the delivery manager failed")
         finally:
@@ -131,15 +142,12 @@ class Delivery:
                 store.rollback()
             store.close()
 
-    def _wait_time(self, store: Any) -> float:
+    def _wait_time(self, store: Any, due_now: bool) -> float:
+        if due_now:
+            # Due jobs wait behind batches in flight (a worker kicks when one is back).
+            return IDLE_POLL if self._claimed else 0.05
         due = store.next_due()
-        if due is None:
-            return IDLE_POLL
-        wait = due - self.clock()
-        if wait <= 0 and self._claimed:
-            # Due jobs are (or wait behind) batches in flight; a worker kicks when it is done.
-            return IDLE_POLL
-        return max(0.05, min(IDLE_POLL, wait))
+        return IDLE_POLL if due is None else max(0.05, min(IDLE_POLL, due - self.clock()))
 
     def _renew(self, store: Any) -> None:
         """Keep the claims of batches under way while they take long (a slow remote)."""
@@ -150,21 +158,21 @@ class Delivery:
         store.extend_leases(self.owner, list(self._claimed), int(now) + self.lease)
         store.commit()
 
-    def _dispatch(self, store: Any) -> None:
+    def _dispatch(self, store: Any) -> bool:
+        """Claim and hand out what free connections can take; whether any job was due."""
         now = int(self.clock())
-        due = store.next_due()
-        if due is None or due > now:
-            return
         # Claim only what connections are free for (a read first, no lock): a claim takes
         # the database's write lock, which the server's loop needs for every turn.
-        wanted = {}
-        for domain, count in store.due_domains(now).items():
-            size = self._batch_size(count)
+        wanted, sizes = {}, {}
+        due = store.due_domains(now)
+        for domain, count in due.items():
+            sizes[domain] = size = self._batch_size(count)
             busy = max((n for (_, d), n in self._busy.items() if d == domain), default=0)
             wanted[domain] = min(self.config.relay_concurrency - busy, -(-count // size)) * size
         domains = [d for d, n in wanted.items() if n > 0]
+        self._saturated = bool(due) and not domains
         if not domains:
-            return
+            return bool(due)
         limit = min(CLAIM, sum(wanted[d] for d in domains))
         jobs = store.claim_jobs(self.owner, now, self.lease, limit, domains=domains)
         if not self._claimed:
@@ -174,7 +182,8 @@ class Delivery:
             batches.setdefault((domain_of(job.sender), job.domain), []).append(job)
         spare: list[int] = []
         for key, group in batches.items():
-            size = self._batch_size(len(group))
+            # As planned: sized from fewer jobs, there would be more batches than connections.
+            size = sizes[key[1]]
             for start in range(0, len(group), size):
                 chunk = group[start : start + size]
                 if self._busy.get(key, 0) >= self.config.relay_concurrency:
@@ -184,39 +193,41 @@ class Delivery:
                 self._busy[key] = self._busy.get(key, 0) + 1
                 self._workers.submit(self._deliver_safely, key, chunk)
         if spare:
-            # All of a domain's connections are busy (this look guessed wrong, or several
-            # sending domains share it): another process may take these now, or this one
-            # when a batch comes back.
+            # All of a domain's connections are busy (several sending domains share them):
+            # another process may take these now, or this one when a batch comes back.
             store.release_jobs(self.owner, spare)
             store.commit()
+        return True
 
     def _batch_size(self, due: int) -> int:
-        """Due jobs are spread over all the connections a domain may have: the remote works
-        on one connection's requests one after another, so one long pipeline would get one
-        of its turns at a time while other connections stood idle."""
+        """Due jobs are spread over a domain's connections: the remote works through one
+        connection's requests in turn, so one long pipeline would leave the others idle."""
         return min(BATCH, max(1, -(-due // self.config.relay_concurrency)))
 
     def _apply_results(self, store: Any) -> None:
-        while True:
-            try:
-                results = self._results.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                for result in results:
-                    self._apply(store, result)
-                store.commit()
-            except StoreError as exc:
-                # The jobs stay queued as they were and go out again once their claims end
-                # (the remote's messageId dedupe makes that harmless).
-                store.rollback()
-                log.error("relay: could not record %d delivery outcomes: %s", len(results), exc)
-            finally:
-                for result in results:
-                    self._claimed.pop(result.job.id, None)
-                if results:
-                    key = (domain_of(results[0].job.sender), results[0].job.domain)
-                    self._busy[key] = max(0, self._busy.get(key, 1) - 1)
+        # Every batch back so far in one transaction: each commit here takes the write lock
+        # the server's loop needs, and makes it drop its caches (another connection wrote).
+        batches: list[list[Result]] = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                batches.append(self._results.get_nowait())
+        results = [result for batch in batches for result in batch]
+        if not results:
+            return
+        try:
+            for result in results:
+                self._apply(store, result)
+            store.commit()
+        except StoreError as exc:
+            # The jobs stay queued and go out again when their claims end (messageId dedupe).
+            store.rollback()
+            log.error("relay: could not record %d delivery outcomes: %s", len(results), exc)
+        finally:
+            for result in results:
+                self._claimed.pop(result.job.id, None)
+            for batch in filter(None, batches):
+                key = (domain_of(batch[0].job.sender), batch[0].job.domain)
+                self._busy[key] = max(0, self._busy.get(key, 1) - 1)
 
     def _apply(self, store: Any, result: Result) -> None:
         job, now = result.job, result.at
@@ -229,7 +240,7 @@ class Delivery:
             ):
                 self._claim_lost(job)
             elif dsn.wants_dsn(meta, "delivered"):
-                self._report(store, job, "delivered", None, "", result)
+                self._report(store, job, "delivered", result, None)
             return
         code = result.code or errors.REMOTE_UNAVAILABLE
         next_at = None
@@ -256,7 +267,7 @@ class Delivery:
             ):
                 self._claim_lost(job)
             elif dsn.wants_dsn(meta, "failed"):
-                self._report(store, job, "failed", code, result.message, result)
+                self._report(store, job, "failed", result, code)
             return
         notify = dsn.delay_notice_due(
             job.queued_at,
@@ -283,22 +294,17 @@ class Delivery:
         if not held:
             self._claim_lost(job)
         elif notify and dsn.wants_dsn(meta, "delayed"):
-            self._report(store, job, "delayed", code, result.message, result)
+            self._report(store, job, "delayed", result, code)
 
     def _report(
-        self,
-        store: Any,
-        job: QueuedJob,
-        action: dsn.Action,
-        code: str | None,
-        message: str,
-        result: Result,
+        self, store: Any, job: QueuedJob, action: dsn.Action, result: Result, code: str | None
     ) -> None:
+        """The report of `action`; `code` None (delivered) means no diagnostic."""
         report = dsn.build_dsn(
             job.packet,
             action=action,
             code=code,
-            diagnostic=message,
+            diagnostic="" if code is None else result.message,
             attempts=job.attempts + 1,
             last_attempt_at=result.at,
             remote=result.remote,
@@ -310,8 +316,7 @@ class Delivery:
 
     @staticmethod
     def _claim_lost(job: QueuedJob) -> None:
-        # The lease ran out (this process was stalled) and another took the job, or the
-        # operator removed it: its outcome is the other's to write, and its report too.
+        # The lease ran out and another took the job (or the operator removed it): theirs.
         log.warning(
             "relay: %s -> %s: the claim was lost; outcome not recorded",
             job.message_id,
@@ -329,6 +334,7 @@ class Delivery:
                 self._result(j, Verdict.TEMPORARY, errors.INTERNAL, str(exc), None) for j in jobs
             ]
         self._results.put(results)
+        self._freed.set()
         self._kick.set()
 
     def _result(
