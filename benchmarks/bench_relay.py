@@ -217,13 +217,11 @@ def run(quick: bool, log=print) -> Section:
             ratio >= 0.5,
         )
     )
-    section.targets.append(
-        Target(
-            "p99 submission latency at the home server (queued: true), 16 connections",
-            f"{fmt_ms(percentile(relay_result.latencies, 99))} ms",
-            "reported",
-            None,
-        )
+    # The issue asks for this figure, with no goal: a note, not a target left "not measured".
+    section.notes.append(
+        "p99 submission latency at the home server (queued: true), 16 connections: "
+        f"{fmt_ms(percentile(relay_result.latencies, 99))} ms (local delivery: "
+        f"{fmt_ms(percentile(local_result.latencies, 99))} ms)"
     )
     section.notes.append(
         f"relayed: {delivered} of {sent} submitted messages were in b.test's mailbox "

@@ -51,7 +51,7 @@ def role(pid: int, server: int) -> str:
             [str(PY_SPY), "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=20
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return "?"
+        return "children"  # py-spy missing: workers and the delivery child, together
     if "child_main" in dump:
         return "delivery"
     if "worker_process" in dump:
@@ -86,7 +86,7 @@ class Tree:
         if self.profile_dir is None or not profile:
             return
         for pid, name in self.roles.items():
-            if name.endswith(("forkserver", "?", "other")):
+            if name.endswith(("forkserver", "children", "other")):
                 continue
             out = self.profile_dir / f"{name.replace(' ', '-')}-{pid}.txt"
             self._spies.append(
