@@ -331,8 +331,10 @@ class Client:
         references: list[str] | None = None,
         progress: Callable[[MintStatus], None] | None = None,
         cancel: Callable[[], bool] | None = None,
+        notify: list[str] | None = None,
     ) -> Any:
-        """Seal (encrypt, sign), stamp and send, the design's sendMail.
+        """Seal (encrypt, sign), stamp and send, the design's sendMail. `notify` asks for
+        delivery reports (SPEC §10 `meta.notify`; None: the server's default).
 
         With `to` one address and no `cc`/`bcc`: one packet, its SendResult (errors raised).
         With lists (SPEC §9): one packet per recipient, each with its own stamp (POLICY says
@@ -351,6 +353,7 @@ class Client:
             references=references or [],
             encrypt=encrypt and self.use_pgp,
             sign=sign and self.use_pgp,
+            notify=notify,
         )
         sender = normalize_address(sender, "sender")
         sign_with = self.private_key(sender) if outgoing.sign else None

@@ -354,6 +354,22 @@ def test_send_mail_in_the_clear_and_unsigned_when_asked(server, tmp_path):
     assert opened.encrypted is False and opened.integrity_ok is True
 
 
+def test_send_mail_asks_for_delivery_reports_in_signed_meta(server, tmp_path):
+    registered(server, BOB)
+    with dave_client(server, tmp_path) as sender:
+        sender.auth(DAVE)
+        sent = sender.send_mail(DAVE, BOB, "Hi", "Tell me.", encrypt=False, notify=["success"])
+        assert sent.signature_verified is True  # meta.notify is under the signature
+        with pytest.raises(LocalError, match="notify"):
+            sender.send_mail(DAVE, BOB, "Hi", "x", encrypt=False, notify=["sometimes"])
+    client = make_client(server, tmp_path)
+    with client:
+        client.add_private_key(key_for(BOB))
+        client.auth(BOB)
+        (packet,) = client.receive(BOB).messages
+    assert packet["meta"]["notify"] == ["success"]
+
+
 def test_use_pgp_false_sends_clear_unsigned_mail(server, tmp_path):
     registered(server, BOB)
     with dave_client(server, tmp_path, use_pgp=False) as client:
