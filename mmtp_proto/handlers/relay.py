@@ -131,6 +131,14 @@ class RelayHandlers(ProtocolBase):
                 )
             if error is None:
                 error = MMTPError(errors.REMOTE_UNAVAILABLE, "no answer")
+            if error.code == errors.KEY_INVALID:
+                # Our own verdict on what the remote served (SPEC §8.4: a bad key is
+                # KEY_INVALID, never passed on), not a refusal by the remote.
+                raise MMTPError(
+                    errors.KEY_INVALID,
+                    f"the key {domain_of(email)} serves for {email} fails the checks a "
+                    f"registration gets: {error.message}",
+                )
             raise relay_policy.lookup_error(error.code, error.message, domain_of(email))
 
         return self._with_remote_key(session, email, now, answer, count=True)
