@@ -171,9 +171,12 @@ def _send(session: AccountSession, args: argparse.Namespace, out: TextIO) -> Non
                 "encrypted": result.encrypted,
                 "signed": result.signed,
                 "signatureVerified": result.signature_verified,
+                "queued": result.queued,
             },
             out,
         )
+    elif result.queued:
+        out.write(f"queued {result.message_id} (your server relays it to the other domain)\n")
     else:
         out.write(f"sent {result.message_id}\n")
 

@@ -62,6 +62,7 @@ def test_send_fetch_list_read_export(server, cli_user, capsys, monkeypatch, tmp_
     assert code == 0, err
     sent = json.loads(out)
     assert sent["encrypted"] and sent["signed"] and not sent["duplicate"]
+    assert sent["queued"] is False  # a local recipient: in the mailbox, not relayed
     code, out, err = run(capsys, monkeypatch, ["send", "--to", BOB, "--no-encrypt"], "second")
     assert code == 0 and out.startswith("sent "), err
     code, out, _ = run(capsys, monkeypatch, ["list", "--folder", "Sent", "--json"])
