@@ -37,6 +37,8 @@ class Job:
     signing_key: str | None = None  # armored private key
     difficulty: int = 8
     auth_key: str | None = None  # armored private key of `sender`
+    # Several mailboxes: packet i goes to spread[i % len(spread)] instead of `recipient`.
+    spread: tuple[str, ...] = ()
 
 
 @dataclass
@@ -64,7 +66,7 @@ def build_packets(job: Job, count: int, seed: int) -> list[dict[str, Any]]:
     for i in range(count):
         packet = seal(
             sender=job.sender,
-            recipient=job.recipient,
+            recipient=job.spread[i % len(job.spread)] if job.spread else job.recipient,
             content=clear_content(f"bench {seed}-{i}", body_text(i)),
             sign_with=key,
         )
