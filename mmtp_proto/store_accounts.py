@@ -162,30 +162,6 @@ class AccountStore:
             self._accounts[email] = record
         return record
 
-    def set_account(
-        self,
-        email: str,
-        *,
-        disabled: bool = _UNSET,
-        max_messages: int | None = _UNSET,
-        max_bytes: int | None = _UNSET,
-    ) -> AccountRecord:
-        current = self.account(email)
-        record = AccountRecord(
-            email,
-            current.disabled if disabled is _UNSET else disabled,
-            current.max_messages if max_messages is _UNSET else max_messages,
-            current.max_bytes if max_bytes is _UNSET else max_bytes,
-        )
-        self._write(
-            "INSERT INTO accounts (email, disabled, max_messages, max_bytes) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (email) DO UPDATE SET disabled = excluded.disabled,"
-            " max_messages = excluded.max_messages, max_bytes = excluded.max_bytes",
-            (email, int(record.disabled), record.max_messages, record.max_bytes),
-        )
-        self._accounts[email] = record
-        return record
-
     def list_accounts(self) -> list[dict[str, Any]]:
         """Every address with a key or settings: key, state, quota and usage (for mmtp-admin)."""
         rows = self._db.execute(

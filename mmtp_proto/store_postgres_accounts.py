@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from .store_accounts import AccountRecord
 
-_UNSET: Any = object()
-
 
 def _signature_verified(text: str) -> bool:
     try:
@@ -86,31 +84,6 @@ class PostgresAccounts:
                     *(_signature_verified(text), _timestamp(text, received_at) + seconds),
                 ),
             )
-
-    def set_account(
-        self,
-        email: str,
-        *,
-        disabled: bool = _UNSET,
-        max_messages: int | None = _UNSET,
-        max_bytes: int | None = _UNSET,
-    ) -> AccountRecord:
-        current = self.account(email)
-        record = AccountRecord(
-            email,
-            current.disabled if disabled is _UNSET else disabled,
-            current.max_messages if max_messages is _UNSET else max_messages,
-            current.max_bytes if max_bytes is _UNSET else max_bytes,
-        )
-        self._write(
-            "INSERT INTO accounts (email, disabled, max_messages, max_bytes)"
-            " VALUES (%s, %s, %s, %s) ON CONFLICT (email) DO UPDATE SET"
-            " disabled = excluded.disabled, max_messages = excluded.max_messages,"
-            " max_bytes = excluded.max_bytes",
-            (email, record.disabled, record.max_messages, record.max_bytes),
-        )
-        self._accounts[email] = record
-        return record
 
     def list_accounts(self) -> list[dict[str, Any]]:
         """Every address with a key or settings: key, state, quota and usage (for mmtp-admin),

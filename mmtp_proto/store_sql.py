@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from .storage import (
     KeyRecord,
@@ -21,6 +21,7 @@ from .storage import (
     message_id_taken,
     page_messages,
 )
+from .store_accounts import _UNSET, AccountRecord
 
 KEY_INSERT = "INSERT INTO keys (email, armored, fingerprint, registered_at) VALUES (?, ?, ?, ?)"
 KEY_UPSERT = (
@@ -41,6 +42,11 @@ MAILBOX_PAGE = (
     " ORDER BY seq LIMIT ?"
 )
 PURGE_STAMPS = "DELETE FROM spent_stamps WHERE expires_at < ?"
+ACCOUNT_UPSERT = (
+    "INSERT INTO accounts (email, disabled, max_messages, max_bytes) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (email) DO UPDATE SET disabled = excluded.disabled,"
+    " max_messages = excluded.max_messages, max_bytes = excluded.max_bytes"
+)
 TOMBSTONE_HASH = (
     "SELECT message_hash, signature_verified FROM tombstones"
     " WHERE recipient = ? AND sender = ? AND message_id = ?"
@@ -88,6 +94,7 @@ class SharedQueries:
     _sizes: dict[str, int]
     _seen_keys: dict[str, str | None]
     _keys: dict[str, KeyRecord]
+    _accounts: dict[str, AccountRecord]
 
     @staticmethod
     def _sql(sql: str) -> str:
@@ -108,6 +115,33 @@ class SharedQueries:
 
     def _key_written(self, record: KeyRecord) -> None:
         raise NotImplementedError
+
+    if TYPE_CHECKING:  # the backend's (Store has it from AccountStore, after this class)
+
+        def account(self, email: str) -> AccountRecord: ...
+
+    def set_account(
+        self,
+        email: str,
+        *,
+        disabled: bool = _UNSET,
+        max_messages: int | None = _UNSET,
+        max_bytes: int | None = _UNSET,
+    ) -> AccountRecord:
+        """Change an account's settings; what is not given stays as it is."""
+        current = self.account(email)
+        record = AccountRecord(
+            email,
+            current.disabled if disabled is _UNSET else disabled,
+            current.max_messages if max_messages is _UNSET else max_messages,
+            current.max_bytes if max_bytes is _UNSET else max_bytes,
+        )
+        self._write(
+            self._sql(ACCOUNT_UPSERT),
+            (email, record.disabled, record.max_messages, record.max_bytes),
+        )
+        self._accounts[email] = record
+        return record
 
     # ------------------------------------------------------------------ keys
 
