@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 import signal
-import statistics
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+import bystander
 import pytest
 from attack_keys import bogus_armor_line, empty_subpackets_key, huge_exponent_key
+from bystander import code
 from helpers import (
     ALICE,
     BOB,
@@ -37,47 +37,11 @@ from helpers import (
 from mmtp_proto.limits import MAX_KEY_ARMOR_CHARS
 from mmtp_proto.packet import MAX_SIGNATURE_CHARS
 
-BYSTANDER_BOUND = 1.0  # seconds; the goal is 0.1
-
-
-def code(answer: dict[str, Any]) -> str:
-    return "OK" if answer["status"] == "OK" else error_code(answer)
-
 
 def under_attack(
-    server: Any, name: str, attack: Callable[[], list[dict[str, Any]]], *, min_seconds: float = 0.5
+    server: Any, name: str, attack: Callable[[], list[dict[str, Any]]]
 ) -> tuple[list[dict[str, Any]], list[float]]:
-    """Run `attack` in a thread while a bystander asks for a key; (attack answers, latencies)."""
-    answers: list[dict[str, Any]] = []
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            answers.extend(attack())
-        except BaseException as exc:  # reported in the test's thread
-            failed.append(exc)
-
-    latencies: list[float] = []
-    with Wire(server) as bystander:
-        thread = threading.Thread(target=run, daemon=True)
-        started = time.monotonic()
-        thread.start()
-        while thread.is_alive() or time.monotonic() - started < min_seconds:
-            t0 = time.perf_counter()
-            assert bystander.request("REQUEST_PUBLIC_KEY", {"email": ALICE})["status"] == "OK"
-            latencies.append(time.perf_counter() - t0)
-            time.sleep(0.01)
-        thread.join()
-    if failed:
-        raise failed[0]
-    print(
-        f"\n{name}: attack answered {[code(a) for a in answers]} in "
-        f"{time.monotonic() - started:.2f} s; bystander REQUEST_PUBLIC_KEY x{len(latencies)}: "
-        f"median {statistics.median(latencies) * 1000:.1f} ms, "
-        f"max {max(latencies) * 1000:.1f} ms (goal < 100 ms)"
-    )
-    assert max(latencies) < BYSTANDER_BOUND, latencies
-    return answers, latencies
+    return bystander.under_attack(server, name, attack, email=ALICE, min_seconds=0.5)
 
 
 def attack_server(start_server: Callable[..., Any], **overrides: Any) -> Any:
