@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,6 +52,25 @@ def database(request: pytest.FixtureRequest, backend: str) -> Iterator[str | Non
     yield f"{server_url}&options=-csearch_path%3D{name}"
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture
+def make_store(tmp_path: Path, database: str | None) -> Iterator[Callable[[], Any]]:
+    """Open this test's store (again: the same file or database each time); all are closed
+    after the test."""
+    from mmtp_proto.backends import open_store
+
+    opened: list[Any] = []
+
+    def make() -> Any:
+        store = open_store(database, tmp_path / "data")
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        with contextlib.suppress(Exception):
+            store.close()
 
 
 @pytest.fixture(autouse=True)

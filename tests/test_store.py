@@ -3,36 +3,17 @@ the group commit that tells which promises a failure took back."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from mmtp_proto.backends import open_store
 from mmtp_proto.group_commit import GroupCommit
 from mmtp_proto.storage import Storage, StoreError
 
 pytestmark = pytest.mark.both_backends
 
 BOB = "(bob)%(example.com)"
-Opener = Callable[[], Storage]
-
-
-@pytest.fixture
-def make_store(tmp_path: Path, database: str | None) -> Iterator[Opener]:
-    """Open this test's store (again: the same file or database each time)."""
-    opened: list[Storage] = []
-
-    def make() -> Storage:
-        store = open_store(database, tmp_path / "data")
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        with contextlib.suppress(Exception):
-            store.close()
+Opener = Callable[[], Storage]  # the `make_store` fixture (conftest.py)
 
 
 def _add(store: Storage, n: int) -> None:

@@ -7,35 +7,19 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from mmtp_proto.backends import open_store
 from mmtp_proto.errors import MMTPError
 from mmtp_proto.storage import Storage, StoreError
 
 pytestmark = pytest.mark.both_backends
 
 BOB = "(bob)%(example.com)"
-Opener = Callable[[], Storage]
-
-
-@pytest.fixture
-def make_store(tmp_path: Path, database: str | None) -> Iterator[Opener]:
-    opened: list[Storage] = []
-
-    def make() -> Storage:
-        store = open_store(database, tmp_path / "data")
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        with contextlib.suppress(Exception):
-            store.close()
+Opener = Callable[[], Storage]  # the `make_store` fixture (conftest.py)
 
 
 def _add(store: Storage, message_id: str, stamp: str, message_hash: str = "0" * 64) -> int:
