@@ -295,15 +295,17 @@ class ServerLoop(ServerJobs):
     def _answer(self, batch: list[Peer]) -> None:
         """Handle up to LINES_PER_TURN requests of each connection; hold the answers."""
         high_water = self.config.output_high_water
-        for conn in batch:
-            conn.connection.process(LINES_PER_TURN, high_water - len(conn.out))
-            if self._submit_job(conn):
-                continue
-            if conn.connection.waiting:
-                self._waiting.add(conn)
-            elif conn.connection.can_process:
-                self._pending.add(conn)
-        self._deliver()
+        assert self._protocol is not None
+        with self._protocol.round():
+            for conn in batch:
+                conn.connection.process(LINES_PER_TURN, high_water - len(conn.out))
+                if self._submit_job(conn):
+                    continue
+                if conn.connection.waiting:
+                    self._waiting.add(conn)
+                elif conn.connection.can_process:
+                    self._pending.add(conn)
+            self._deliver()
 
     def _flush(self, conn: Peer) -> None:
         sock = conn.sock

@@ -45,8 +45,11 @@ class StoreError(Exception):
 class Storage(Protocol):
     """Staged writes made durable by `commit()`; reads see this store's own staged writes.
 
-    `refresh()` is called before every request: whatever another process committed before
-    it (a replaced key, new mail) is seen by that request, never an older cached copy.
+    `look_again()` is called at the start of each round of requests the loop answers
+    together (and before a request answered on its own): whatever another process committed
+    before (a replaced key, new mail) is seen from then on, never an older cached copy. A
+    request read from its socket after that commit is answered in a later round, so it
+    sees the commit. `refresh()` starts each request.
     """
 
     @property
@@ -57,6 +60,7 @@ class Storage(Protocol):
     def rollback(self) -> None: ...
     def close(self) -> None: ...
     def refresh(self) -> None: ...
+    def look_again(self) -> None: ...
     def get_key(self, email: str) -> KeyRecord | None: ...
     def put_key(self, email: str, armored: str, fingerprint: str, now: int) -> None: ...
     def find_message_hash(self, recipient: str, message_id: str) -> str | None: ...
@@ -156,6 +160,15 @@ def check_schema_version(found: int, supported: int, where: str) -> None:
 
 def stamp_replayed() -> MMTPError:
     return MMTPError(errors.POW_REPLAYED, "this HashCash stamp was already spent; mint a new one")
+
+
+def deleted_already() -> MMTPError:
+    # The SEND handler answers from the tombstone instead ("duplicate", or another message).
+    return MMTPError(
+        errors.BAD_REQUEST,
+        "a message with this messageId was delivered to this mailbox and deleted; "
+        "use a fresh messageId",
+    )
 
 
 def message_id_taken(same_content: bool) -> MMTPError:

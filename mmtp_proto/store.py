@@ -25,7 +25,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .storage import KeyRecord, StoredMessage, StoreError, check_schema_version, stamp_replayed
+from .storage import (
+    KeyRecord,
+    StoredMessage,
+    StoreError,
+    check_schema_version,
+    deleted_already,
+    stamp_replayed,
+)
 from .storage import checksum as _checksum
 from .store_accounts import (
     ACCOUNT_SCHEMA,
@@ -36,7 +43,7 @@ from .store_accounts import (
 )
 from .store_files import make_private as _make_private
 from .store_queue import QueueMixin, upgrade_queue
-from .store_sql import MESSAGE_INSERT, STAMP_SPEND, SharedQueries
+from .store_sql import MESSAGE_INSERT, STAMP_SPEND, TOMBSTONED, SharedQueries
 
 log = logging.getLogger("mmtp.store")
 
@@ -111,8 +118,11 @@ class Store(SharedQueries, AccountStore, QueueMixin):
         self._data_version = self._read_data_version()
 
     def refresh(self) -> None:
-        """Start a request: whatever another process committed before it is seen by it."""
+        """Start a request: which keys it read starts empty (see put_key)."""
         self._seen_keys.clear()
+
+    def look_again(self) -> None:
+        """Whatever another process committed before now is seen from here on."""
         if not self._in_tx:
             self._sync_caches()
 
@@ -249,6 +259,8 @@ class Store(SharedQueries, AccountStore, QueueMixin):
         size = len(text.encode("utf-8"))
         # Conditional: another process may have spent the stamp or stored the message since
         # this one looked; then nothing is written and the look's error is raised.
+        if self._read(TOMBSTONED, (recipient, sender, message_id)).fetchone():
+            raise deleted_already()
         cur = self._write(STAMP_SPEND, (stamp_key, stamp_expires_at))
         if cur.rowcount == 0:
             raise stamp_replayed()

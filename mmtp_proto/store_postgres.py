@@ -14,16 +14,16 @@ Across processes:
   recipient), so the order of `seq` is the order of commits and a RECEIVE cursor never
   passes a message that commits later;
 - the caches of keys and account settings are checked against a version row that every
-  write to either table bumps (a trigger, pg_schema), once per request with its first key or
-  account read: a key replaced or an account disabled anywhere is seen by the next request
-  everywhere.
+  write to either table bumps (a trigger, pg_schema), once per round of requests with its
+  first key or account read (`look_again`): a key replaced or an account disabled anywhere
+  is seen by every request read after it, everywhere.
 
 Every statement is a round trip to another process, which on a busy machine may wait to be
 scheduled, so a SEND is kept to few (issue 9; counted in tests/test_store_sql.py): the key
-comes with its account settings (both cached across requests), the duplicate check looks at
-messages and tombstones at once, and the mailbox lock, the stamp and the message are one
-statement, sent together with the turn's BEGIN. The queries both backends run alike are in
-`store_sql`.
+comes with its account settings (both cached across rounds), and the mailbox lock, the
+tombstone check, the stamp and the message are one statement, sent together with the
+round's BEGIN; an unsigned SEND makes no look for a copy delivered already before it (the
+write refuses one). The queries both backends run alike are in `store_sql`.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from .storage import (
     StoreError,
     check_schema_version,
     checksum,
+    deleted_already,
     encode_packet,
     stamp_replayed,
 )
@@ -75,16 +76,21 @@ _KEY_AND_ACCOUNT = (
     " FROM (VALUES (1)) AS one LEFT JOIN keys AS k ON k.email = %s"
     " LEFT JOIN accounts AS a ON a.email = %s"
 )
-# A SEND's writes in one statement: the mailbox lock (tried, never waited for), the stamp
-# (spent once, globally), and the message only if both were had (its id unique per sender).
+# A SEND's writes in one statement: the mailbox lock (tried, never waited for), the
+# tombstone of this id (a copy deleted already), the stamp (spent once, globally) unless
+# there is one, and the message only if the stamp was had (its id unique per sender).
 _ADD_MESSAGE = (
     "WITH lock AS (SELECT pg_try_advisory_xact_lock(%s, %s) AS got),"
+    " gone AS (SELECT 1 FROM tombstones WHERE recipient = %s AND sender = %s"
+    " AND message_id = %s),"
     " stamp AS (INSERT INTO spent_stamps (stamp, expires_at) SELECT %s, %s"
-    " WHERE (SELECT got FROM lock) ON CONFLICT DO NOTHING RETURNING 1),"
+    " WHERE (SELECT got FROM lock) AND NOT EXISTS (SELECT 1 FROM gone)"
+    " ON CONFLICT DO NOTHING RETURNING 1),"
     f" message AS (INSERT INTO messages ({MESSAGE_COLUMNS})"
     " SELECT %s, %s, %s, %s, %s, %s, %s, %s"
     " WHERE EXISTS (SELECT 1 FROM stamp) ON CONFLICT DO NOTHING RETURNING seq)"
-    " SELECT (SELECT got FROM lock), EXISTS (SELECT 1 FROM stamp), (SELECT seq FROM message)"
+    " SELECT (SELECT got FROM lock), EXISTS (SELECT 1 FROM gone),"
+    " EXISTS (SELECT 1 FROM stamp), (SELECT seq FROM message)"
 )
 
 
@@ -103,7 +109,7 @@ class PostgresStore(SharedQueries, PostgresQueueMixin, PostgresAccounts):
         self._keys: dict[str, KeyRecord] = {}
         self._seen_keys: dict[str, str | None] = {}
         self._key_version: int | None = None
-        # Whether this request already compared the key version (see refresh).
+        # Whether this round already compared the key version (see look_again).
         self._keys_checked = False
         self._db = self._connect()
         self._migrate()
@@ -228,10 +234,14 @@ class PostgresStore(SharedQueries, PostgresQueueMixin, PostgresAccounts):
             self._db.close()
 
     def refresh(self) -> None:
-        """Start a request: keys and accounts are checked against the version row at the
-        first read of either (one round trip with that read); counts are taken again outside
-        a transaction (inside ours, they follow our own writes)."""
+        """Start a request: which keys it read starts empty (see put_key)."""
         self._seen_keys.clear()
+
+    def look_again(self) -> None:
+        """Whatever another process committed before now is seen from here on: keys and
+        accounts are checked against the version row at the next read of either (one round
+        trip with that read, once per round of requests); counts are taken again outside a
+        transaction (inside ours, they follow our own writes)."""
         self._keys_checked = False
         if not self._in_tx:
             self._counts.clear()
@@ -305,7 +315,8 @@ class PostgresStore(SharedQueries, PostgresQueueMixin, PostgresAccounts):
             digest = checksum(text)
         size = len(text.encode("utf-8"))
         params = (
-            *(MAILBOX_LOCK_SPACE, _mailbox_lock_id(recipient), stamp_key, stamp_expires_at),
+            *(MAILBOX_LOCK_SPACE, _mailbox_lock_id(recipient), recipient, sender, message_id),
+            *(stamp_key, stamp_expires_at),
             *(recipient, sender, message_id, message_hash, received_at, size, text, digest),
         )
         row = self._write(_ADD_MESSAGE, params).fetchone()
@@ -318,7 +329,9 @@ class PostgresStore(SharedQueries, PostgresQueueMixin, PostgresAccounts):
             self._write("SELECT pg_advisory_xact_lock(%s, %s)", params[:2])
             row = self._write(_ADD_MESSAGE, params).fetchone()
             assert row is not None
-        _, spent, seq = row
+        _, gone, spent, seq = row
+        if gone:
+            raise deleted_already()
         if not spent:
             raise stamp_replayed()
         if seq is None:

@@ -47,6 +47,7 @@ ACCOUNT_UPSERT = (
     " ON CONFLICT (email) DO UPDATE SET disabled = excluded.disabled,"
     " max_messages = excluded.max_messages, max_bytes = excluded.max_bytes"
 )
+TOMBSTONED = "SELECT 1 FROM tombstones WHERE recipient = ? AND sender = ? AND message_id = ?"
 TOMBSTONE_HASH = (
     "SELECT message_hash, signature_verified FROM tombstones"
     " WHERE recipient = ? AND sender = ? AND message_id = ?"

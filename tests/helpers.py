@@ -230,3 +230,10 @@ def with_other_id(packet: dict[str, Any], message_id: str) -> dict[str, Any]:
 def hex_id(n: int) -> str:
     """A deterministic, valid messageId (32 lowercase hex) for readable tests."""
     return hashlib.sha256(f"id-{n}-{time.time_ns()}".encode()).hexdigest()[:32]
+
+
+def new_request(store: Any) -> None:
+    """What the server does before a request answered in a round of its own: look at what
+    other processes committed, then start the request."""
+    store.look_again()
+    store.refresh()

@@ -9,6 +9,7 @@ import sys
 
 import psycopg
 import pytest
+from helpers import new_request
 
 from mmtp_proto.backends import open_store
 from mmtp_proto.config import config_from_mapping
@@ -66,7 +67,7 @@ def test_a_connection_lost_between_requests_is_replaced_without_an_error(
     store.commit()
     with psycopg.connect(database, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (store._db.info.backend_pid,))
-    store.refresh()
+    new_request(store)
     assert store.get_key("(bob)%(example.com)").fingerprint == "F"
     # Lost inside a transaction, the staged writes are gone: that is an error, once.
     store.put_key("(carol)%(example.com)", "armored", "G", 1)
@@ -76,6 +77,6 @@ def test_a_connection_lost_between_requests_is_replaced_without_an_error(
     with pytest.raises(StoreError):
         store.commit()
     assert store.rollbacks == rollbacks + 1 and not store.pending
-    store.refresh()
+    new_request(store)
     assert store.get_key("(carol)%(example.com)") is None
     store.close()

@@ -1,6 +1,6 @@
 """Two stores over one database, as two server processes have them, on each backend: the
 loser of a race gets the protocol's answer (never a constraint error), and what one commits
-the other sees at its next request (`refresh`), whatever it had cached."""
+the other sees at its next request (`look_again`), whatever it had cached."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import new_request
 
 from mmtp_proto.errors import MMTPError
 from mmtp_proto.storage import Storage, StoreError
@@ -46,7 +47,7 @@ def test_a_stamp_spent_by_one_process_is_pow_replayed_for_the_other(make_store: 
     # The loser's transaction is still good: what else it staged commits.
     _add(two, "c" * 32, "t")
     two.commit()
-    two.refresh()
+    new_request(two)
     assert [m.packet["meta"]["messageId"] for m in two.list_messages(BOB, 0, 10)[0]] == [
         "a" * 32,
         "c" * 32,
@@ -72,7 +73,7 @@ def test_a_message_id_stored_by_one_process_is_refused_to_the_other(make_store: 
 def test_the_first_key_registration_wins_across_processes(make_store: Opener) -> None:
     one, two, three = make_store(), make_store(), make_store()
     for store in (one, two, three):
-        store.refresh()
+        new_request(store)
         assert store.get_key(BOB) is None
     one.put_key(BOB, "armored-1", "F1", 1)
     one.commit()
@@ -84,7 +85,7 @@ def test_the_first_key_registration_wins_across_processes(make_store: Opener) ->
     three.put_key(BOB, "armored-1", "F1", 3)
     three.commit()
     for store in (one, two, three):
-        store.refresh()
+        new_request(store)
         assert store.get_key(BOB).fingerprint == "F1"  # type: ignore[union-attr]
 
 
@@ -93,7 +94,7 @@ def test_a_replacement_replaces_only_the_key_that_was_read(make_store: Opener) -
     one.put_key(BOB, "armored-1", "F1", 1)
     one.commit()
     for store in (one, two):
-        store.refresh()
+        new_request(store)
         assert store.get_key(BOB).armored == "armored-1"  # type: ignore[union-attr]
     one.put_key(BOB, "armored-2", "F2", 2)
     one.commit()
@@ -101,7 +102,7 @@ def test_a_replacement_replaces_only_the_key_that_was_read(make_store: Opener) -
         two.put_key(BOB, "armored-3", "F3", 3)
     assert caught.value.code == "KEY_EXISTS"
     two.rollback()
-    two.refresh()
+    new_request(two)
     assert two.get_key(BOB).fingerprint == "F2"  # type: ignore[union-attr]
 
 
@@ -111,28 +112,28 @@ def test_a_key_replaced_by_one_process_is_seen_by_the_other_at_its_next_request(
     one, two = make_store(), make_store()
     one.put_key(BOB, "armored-1", "F1", 1)
     one.commit()
-    two.refresh()
+    new_request(two)
     assert two.get_key(BOB).fingerprint == "F1"  # type: ignore[union-attr]  (now cached)
-    one.refresh()
+    new_request(one)
     one.get_key(BOB)
     one.put_key(BOB, "armored-2", "F2", 2)
     one.commit()
-    two.refresh()
+    new_request(two)
     assert two.get_key(BOB).fingerprint == "F2"  # type: ignore[union-attr]
 
 
 def test_a_mailbox_count_follows_what_other_processes_commit(make_store: Opener) -> None:
     one, two = make_store(), make_store()
-    two.refresh()
+    new_request(two)
     assert two.count_messages(BOB) == 0  # cached
     _add(one, "a" * 32, "s1")
     _add(one, "b" * 32, "s2")
     one.commit()
-    two.refresh()
+    new_request(two)
     assert two.count_messages(BOB) == 2
     one.delete_messages(BOB, ["a" * 32])
     one.commit()
-    two.refresh()
+    new_request(two)
     assert two.count_messages(BOB) == 1
 
 
