@@ -9,6 +9,7 @@ request) already took back. Whoever holds the answers replaces those with an err
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
 from .storage import Storage, StoreError
@@ -29,6 +30,7 @@ class GroupCommit(Generic[T]):
     def __init__(self, store: Storage) -> None:
         self.store = store
         self._promises: list[T] = []
+        self._settles: list[Callable[[], None]] = []
         # The store's rollback count when the current promises were made: any rollback since
         # threw their writes away.
         self._epoch = store.rollbacks
@@ -38,11 +40,16 @@ class GroupCommit(Generic[T]):
         """Are there staged writes, not committed yet?"""
         return self.store.pending
 
-    def promise(self, token: T) -> None:
-        """Record that `token` (an answer) may leave only once the staged writes are durable."""
+    def promise(self, token: T, settle: Callable[[], None] | None = None) -> None:
+        """Record that `token` (an answer) may leave only once the staged writes are durable.
+        `settle`, if given, is called before the commit: the write's outcome is known then
+        (a pipelined write), and it may change the answer."""
         if not self._promises:
             self._epoch = self.store.rollbacks
+            self._settles.clear()
         self._promises.append(token)
+        if settle is not None:
+            self._settles.append(settle)
 
     def lost(self) -> list[T]:
         """The promises whose writes a rollback threw away since they were made."""
@@ -50,14 +57,25 @@ class GroupCommit(Generic[T]):
             return []
         self._epoch = self.store.rollbacks
         lost, self._promises = self._promises, []
+        self._settles.clear()
         return lost
 
     def commit(self) -> list[T]:
-        """Commit the staged writes; return the promises that must be withdrawn."""
+        """Commit the staged writes, then settle the pipelined ones in the order they were
+        made, and commit what settling wrote (a stamp given back, a write made again after
+        waiting for a mailbox); return the promises that must be withdrawn.
+
+        Settling after the commit lets the COMMIT bring every pipelined result back in the
+        same round trip; a refused write stored nothing, so committing first is safe."""
+        settles, self._settles = self._settles, []
         try:
+            self.store.commit()
+            for settle in settles:
+                settle()
             self.store.commit()
         except StoreError as exc:
             log.error("commit failed, withdrawing this turn's acknowledgements: %s", exc)
+            self.store.rollback()
         lost = self.lost()
         # Whatever was not withdrawn is on disk now.
         self._promises.clear()

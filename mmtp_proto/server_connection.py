@@ -30,22 +30,46 @@ from .errors import MMTPError
 from .framing import NO_ID, FrameDecoder, encode_frame, with_id
 from .protocol import Protocol
 from .session import Outcome, Session, storage_failure
+from .storage import StoreError
 
 log = logging.getLogger("mmtp.server")
 
 
 class HeldAnswer:
-    """One answer waiting for the turn's commit; a failed commit withdraws it."""
+    """One answer waiting for the turn's commit; a failed commit withdraws it, and a write
+    found refused when it is settled (see `Outcome.settle`) changes it."""
 
-    __slots__ = ("frame", "request_id")
+    __slots__ = ("_action", "_peer", "_settle", "frame", "request_id")
 
-    def __init__(self, frame: bytes, request_id: Any) -> None:
+    def __init__(
+        self, frame: bytes, request_id: Any, outcome: Outcome | None = None, peer: str = ""
+    ) -> None:
         self.frame = frame
         # NO_ID when the request had none; None is a real id (JSON null).
         self.request_id = request_id
+        self._settle = outcome.settle if outcome is not None else None
+        self._action = outcome.action if outcome is not None else "-"
+        self._peer = peer
 
     def withdraw(self) -> None:
         self.frame = encode_frame(with_id(storage_failure().to_response(), self.request_id))
+
+    def settle(self) -> None:
+        settle, self._settle = self._settle, None
+        if settle is None:
+            return
+        try:
+            response = settle()
+        except StoreError:
+            raise  # the whole turn is withdrawn
+        except Exception:
+            log.exception("settling a %s answer failed", self._action)
+            response = MMTPError(
+                errors.INTERNAL, "the server failed on this request; try again later"
+            ).to_response()
+        if response is not None:
+            log.info("%s %s now %s", self._peer, self._action, _status(response))
+            self.frame = encode_answer(with_id(response, self.request_id))
 
 
 class ServerConnection:
@@ -236,9 +260,12 @@ class ServerConnection:
                 outcome.future.add_done_callback(lambda _f: protocol.wake())
             return 0
         self._log_outcome(outcome.action, outcome.response)
-        answer = HeldAnswer(encode_answer(outcome.response), outcome.response.get("id", NO_ID))
+        answer = HeldAnswer(
+            encode_answer(outcome.response), outcome.response.get("id", NO_ID), outcome, self.peer
+        )
         if outcome.durable:
-            self._protocol.commits.promise(answer)
+            settle = answer.settle if outcome.settle is not None else None
+            self._protocol.commits.promise(answer, settle)
         self._held.append(answer)
         return len(answer.frame)
 
@@ -264,10 +291,13 @@ class ServerConnection:
         return data
 
     def _log_outcome(self, action: str, response: dict[str, Any]) -> None:
-        if response.get("status") == "OK":
-            log.info("%s %s OK", self.peer, action)
-        else:
-            log.info("%s %s ERROR %s", self.peer, action, response["error"]["code"])
+        log.info("%s %s %s", self.peer, action, _status(response))
+
+
+def _status(response: dict[str, Any]) -> str:
+    if response.get("status") == "OK":
+        return "OK"
+    return f"ERROR {response['error']['code']}"
 
 
 def encode_answer(response: dict[str, Any]) -> bytes:

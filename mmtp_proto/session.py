@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,9 @@ class Outcome:
     durable: bool = False
     close: bool = False
     action: str = "-"
+    # Set when the write behind a durable answer is checked only at the commit (PostgreSQL
+    # pipelines a round's SENDs): called then, it gives the answer to send instead, if any.
+    settle: Callable[[], dict[str, Any] | None] | None = None
 
 
 def ok(**fields: Any) -> dict[str, Any]:

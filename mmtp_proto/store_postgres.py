@@ -28,14 +28,16 @@ write refuses one). The queries both backends run alike are in `store_sql`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 
+from .errors import MMTPError
 from .pg_schema import MAILBOX_LOCK_SPACE, SCHEMA, SCHEMA_LOCK, SCHEMA_VERSION
 from .storage import (
     KeyRecord,
@@ -68,14 +70,6 @@ def _mailbox_lock_id(recipient: str) -> int:
     return int.from_bytes(hashlib.sha256(recipient.encode()).digest()[:4], "big", signed=True)
 
 
-# The key, its account settings and the key version in one round trip (see get_key).
-_KEY_AND_ACCOUNT = (
-    "SELECT (SELECT value FROM mmtp_meta WHERE name = 'key_version'),"
-    " k.email, k.armored, k.fingerprint, k.registered_at,"
-    " a.email, a.disabled, a.max_messages, a.max_bytes"
-    " FROM (VALUES (1)) AS one LEFT JOIN keys AS k ON k.email = %s"
-    " LEFT JOIN accounts AS a ON a.email = %s"
-)
 # A SEND's writes in one statement: the mailbox lock (tried, never waited for), the
 # tombstone of this id (a copy deleted already), the stamp (spent once, globally) unless
 # there is one, and the message only if the stamp was had (its id unique per sender).
@@ -94,7 +88,7 @@ _ADD_MESSAGE = (
 )
 
 
-class PostgresStore(SharedQueries, PostgresQueueMixin, PostgresAccounts):
+class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
     _sql = staticmethod(pg)
 
     def __init__(self, url: str, *, fsync: bool = True, connect_timeout: int = 10) -> None:
@@ -111,6 +105,8 @@ class PostgresStore(SharedQueries, PostgresQueueMixin, PostgresAccounts):
         self._key_version: int | None = None
         # Whether this round already compared the key version (see look_again).
         self._keys_checked = False
+        self._pipeline: psycopg.Pipeline | None = None
+        self._pipeline_end = contextlib.ExitStack()
         self._db = self._connect()
         self._migrate()
 
@@ -131,6 +127,8 @@ class PostgresStore(SharedQueries, PostgresQueueMixin, PostgresAccounts):
             # Lost (server restart, failover): the open transaction died with it and was
             # rolled back; a new connection serves the next request.
             log.warning("reconnecting to %s", redact(self.url))
+            self._pipeline = None
+            self._pipeline_end = contextlib.ExitStack()
             self._db = self._connect()
             self._key_version = None
         return self._db
@@ -173,25 +171,40 @@ class PostgresStore(SharedQueries, PostgresQueueMixin, PostgresAccounts):
     def rollbacks(self) -> int:
         return self._rollbacks
 
-    def _write(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+    def _stage(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        """Send a write without waiting for its result: the transaction is in pipeline mode
+        from its BEGIN to its COMMIT, so a round's SENDs cost the loop no wait each. The
+        result is read when asked for (`fetchone`), at the latest by COMMIT."""
         try:
             db = self._conn()
-            if self._in_tx:
-                return db.execute(sql, params)  # type: ignore[arg-type]
-            self._in_tx = True
-            # BEGIN travels with the turn's first write: one round trip, not two.
-            with db.pipeline():
+            if not self._in_tx:
+                self._pipeline = self._pipeline_end.enter_context(db.pipeline())
+                self._in_tx = True
                 db.execute("BEGIN")
-                cur = db.execute(sql, params)  # type: ignore[arg-type]
-            return cur
+            return db.execute(sql, params)  # type: ignore[arg-type]
         except psycopg.Error as exc:
             raise StoreError(_why(exc)) from exc
 
+    def _write(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        cur = self._stage(sql, params)
+        self._sync()
+        return cur
+
+    def _sync(self) -> None:
+        """Wait for every result sent so far (so a cursor's rowcount is known)."""
+        if self._pipeline is not None:
+            try:
+                self._pipeline.sync()
+            except psycopg.Error as exc:
+                raise StoreError(_why(exc)) from exc
+
     def _read(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        if self._in_tx:
+            return self._write(sql, params)
         try:
             return self._conn().execute(sql, params)  # type: ignore[arg-type]
         except psycopg.OperationalError as exc:
-            if self._in_tx or not self._db.closed:
+            if not self._db.closed:
                 raise StoreError(_why(exc)) from exc
             # Lost between transactions (a restart, a failover): a read holds nothing that
             # was lost with it, so it is simply asked again on a new connection.
@@ -202,11 +215,19 @@ class PostgresStore(SharedQueries, PostgresQueueMixin, PostgresAccounts):
         except psycopg.Error as exc:
             raise StoreError(_why(exc)) from exc
 
+    def _end_pipeline(self) -> None:
+        """Leave pipeline mode: the results still on their way are read (errors raised)."""
+        end, self._pipeline_end = self._pipeline_end, contextlib.ExitStack()
+        self._pipeline = None
+        if not self._db.closed:
+            end.close()
+
     def commit(self) -> None:
         if not self._in_tx:
             return
         try:
             self._db.execute("COMMIT")
+            self._end_pipeline()
         except psycopg.Error as exc:
             self.rollback()
             raise StoreError(f"commit failed: {_why(exc)}") from exc
@@ -220,6 +241,10 @@ class PostgresStore(SharedQueries, PostgresQueueMixin, PostgresAccounts):
             self._keys.clear()
             self._seen_keys.clear()
             self._key_version = None
+            # A failed statement aborted what was sent after it: the pipeline's end
+            # reports that error again, which is known already.
+            with contextlib.suppress(psycopg.Error):
+                self._end_pipeline()
             try:
                 if not self._db.closed:
                     self._db.execute("ROLLBACK")
@@ -246,56 +271,14 @@ class PostgresStore(SharedQueries, PostgresQueueMixin, PostgresAccounts):
         if not self._in_tx:
             self._counts.clear()
 
-    # ------------------------------------------------------------------ keys
-
-    def _look_up(self, email: str) -> None:
-        """Cache the key and the account settings of `email`, read with the version row in
-        one round trip: if any process changed a key or an account since this store last
-        looked, every cached one is dropped first."""
-        row = self._read(_KEY_AND_ACCOUNT, (email, email)).fetchone()
-        assert row is not None
-        if not self._keys_checked:
-            self._keys_checked = True
-            if row[0] != self._key_version:
-                self._key_version = row[0]
-                self._keys.clear()
-                self._accounts.clear()
-        if row[1] is not None:
-            if len(self._keys) >= 100_000:
-                self._keys.clear()
-            self._keys[email] = KeyRecord(*row[1:5])
-        else:
-            self._keys.pop(email, None)
-        # Bounded: anyone can name as many addresses without an account as they like.
-        if len(self._accounts) >= 10_000:
-            self._accounts.clear()
-        found = row[5] is not None
-        self._accounts[email] = AccountRecord(
-            email, bool(row[6]) if found else False, row[7], row[8]
-        )
-
-    def get_key(self, email: str) -> KeyRecord | None:
-        if not self._keys_checked or email not in self._keys:
-            self._look_up(email)
-        record = self._keys.get(email)
-        if len(self._seen_keys) >= 1024:
-            self._seen_keys.clear()
-        self._seen_keys[email] = record.armored if record else None
-        return record
-
-    def account(self, email: str) -> AccountRecord:
-        """Settings of an address (defaults when the operator set none)."""
-        if not self._keys_checked or email not in self._accounts:
-            self._look_up(email)
-        return self._accounts[email]
-
-    def _key_written(self, record: KeyRecord) -> None:
-        # The trigger moved the version: every process's next request reads keys afresh.
-        self._keys[record.email] = record
-
     # ------------------------------------------------------------------ messages
 
-    def add_message(
+    def add_message(self, **fields: Any) -> int:
+        """Store a message and spend its stamp in the same transaction (SPEC §4)."""
+        confirm = self.stage_message(**fields)
+        return confirm()
+
+    def stage_message(  # type: ignore[override]
         self,
         *,
         recipient: str,
@@ -307,8 +290,9 @@ class PostgresStore(SharedQueries, PostgresQueueMixin, PostgresAccounts):
         stamp_expires_at: int,
         sender: str = "",
         text: str | None = None,
-    ) -> int:
-        """Store a message and spend its stamp in the same transaction (SPEC §4)."""
+    ) -> Callable[[], int]:
+        """Send the SEND's one statement without waiting; `confirm()` reads its result and
+        raises the refusal (a spent stamp, a taken or deleted id), or gives the seq."""
         if text is None:
             text, digest = encode_packet(packet)
         else:
@@ -319,7 +303,27 @@ class PostgresStore(SharedQueries, PostgresQueueMixin, PostgresAccounts):
             *(stamp_key, stamp_expires_at),
             *(recipient, sender, message_id, message_hash, received_at, size, text, digest),
         )
-        row = self._write(_ADD_MESSAGE, params).fetchone()
+        cur = self._stage(_ADD_MESSAGE, params)
+        # Counted now, so the next SEND's quota check in this round sees it; taken back if
+        # the write turns out refused.
+        self._stored(recipient, size)
+        done: list[int] = []
+
+        def confirm() -> int:
+            if not done:
+                try:
+                    row = cur.fetchone()
+                    done.append(self._settle_add(row, params, stamp_key))
+                except psycopg.Error as exc:
+                    raise StoreError(_why(exc)) from exc
+                except MMTPError:
+                    self._deleted(recipient, 1, size)
+                    raise
+            return done[0]
+
+        return confirm
+
+    def _settle_add(self, row: Any, params: tuple[Any, ...], stamp_key: str) -> int:
         assert row is not None
         if not row[0]:
             # Another process's turn is filling this mailbox. Commit what this turn staged
@@ -335,8 +339,8 @@ class PostgresStore(SharedQueries, PostgresQueueMixin, PostgresAccounts):
         if not spent:
             raise stamp_replayed()
         if seq is None:
+            recipient, sender, message_id, message_hash = params[7:11]
             self._refuse_taken_id(recipient, message_id, sender, message_hash, stamp_key)
-        self._stored(recipient, size)
         return int(seq)
 
     def delete_messages(

@@ -2,11 +2,11 @@
 §11), as `store_accounts` does for SQLite: per-account settings (disabled, quotas), invites,
 held and reserved names, and tombstones of deleted messages.
 
-A mixin: it shares the store's connection, transaction and caches. Account settings are
-read by the store itself (`PostgresStore.account`, with the key): cached, and checked once
-per request against a version row that a trigger bumps at every write to `accounts` or
-`keys` (pg_schema), so a change made by any process (or by `mmtp-admin`), a deleted account
-and its key included, is seen by the next request everywhere.
+A mixin: it shares the store's connection, transaction and caches. A key and its account
+settings are read together (`get_key`, `account`): cached, and checked once per round of
+requests (`look_again`) against a version row that a trigger bumps at every write to
+`accounts` or `keys` (pg_schema), so a change made by any process (or by `mmtp-admin`), a
+deleted account and its key included, is seen by every request read after it, everywhere.
 """
 
 from __future__ import annotations
@@ -15,7 +15,17 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .storage import KeyRecord
 from .store_accounts import AccountRecord
+
+# The key, its account settings and the key version in one round trip (see get_key).
+_KEY_AND_ACCOUNT = (
+    "SELECT (SELECT value FROM mmtp_meta WHERE name = 'key_version'),"
+    " k.email, k.armored, k.fingerprint, k.registered_at,"
+    " a.email, a.disabled, a.max_messages, a.max_bytes"
+    " FROM (VALUES (1)) AS one LEFT JOIN keys AS k ON k.email = %s"
+    " LEFT JOIN accounts AS a ON a.email = %s"
+)
 
 
 def _signature_verified(text: str) -> bool:
@@ -40,17 +50,67 @@ class PostgresAccounts:
         _accounts: dict[str, AccountRecord]
         _counts: dict[str, int]
         _sizes: dict[str, int]
-        _keys: dict[str, Any]
+        _keys: dict[str, KeyRecord]
+        _seen_keys: dict[str, str | None]
+        _keys_checked: bool
+        _key_version: int | None
 
         def _read(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]: ...
         def _write(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]: ...
+
+    # ------------------------------------------------------------------ keys
+
+    def _look_up(self, email: str) -> None:
+        """Cache the key and the account settings of `email`, read with the version row in
+        one round trip: if any process changed a key or an account since this store last
+        looked, every cached one is dropped first."""
+        row = self._read(_KEY_AND_ACCOUNT, (email, email)).fetchone()
+        assert row is not None
+        if not self._keys_checked:
+            self._keys_checked = True
+            if row[0] != self._key_version:
+                self._key_version = row[0]
+                self._keys.clear()
+                self._accounts.clear()
+        if row[1] is not None:
+            if len(self._keys) >= 100_000:
+                self._keys.clear()
+            self._keys[email] = KeyRecord(*row[1:5])
+        else:
+            self._keys.pop(email, None)
+        # Bounded: anyone can name as many addresses without an account as they like.
+        if len(self._accounts) >= 10_000:
+            self._accounts.clear()
+        found = row[5] is not None
+        self._accounts[email] = AccountRecord(
+            email, bool(row[6]) if found else False, row[7], row[8]
+        )
+
+    def get_key(self, email: str) -> KeyRecord | None:
+        if not self._keys_checked or email not in self._keys:
+            self._look_up(email)
+        record = self._keys.get(email)
+        if len(self._seen_keys) >= 1024:
+            self._seen_keys.clear()
+        self._seen_keys[email] = record.armored if record else None
+        return record
+
+    def account(self, email: str) -> AccountRecord:
+        """Settings of an address (defaults when the operator set none)."""
+        if not self._keys_checked or email not in self._accounts:
+            self._look_up(email)
+        return self._accounts[email]
+
+    def _key_written(self, record: KeyRecord) -> None:
+        # The trigger moved the version: every process's next request reads keys afresh.
+        self._keys[record.email] = record
 
     def find_delivered(
         self, recipient: str, sender: str, message_id: str
     ) -> tuple[str, bool] | None:
         """(messageHash, signatureVerified) of a message stored or deleted (a tombstone) for
         this recipient from this sender under this id (SPEC §5), or None."""
-        # One round trip for both places (a SEND asks this first, every time).
+        # One round trip for both places (a signed or relayed SEND asks this first).
         key = (recipient, sender, message_id)
         row = self._read(
             "SELECT 0, message_hash, packet, false FROM messages"

@@ -11,7 +11,7 @@ stays in the backends.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from .storage import (
@@ -120,6 +120,7 @@ class SharedQueries:
     if TYPE_CHECKING:  # the backend's (Store has it from AccountStore, after this class)
 
         def account(self, email: str) -> AccountRecord: ...
+        def add_message(self, **fields: Any) -> int: ...
 
     def set_account(
         self,
@@ -176,6 +177,13 @@ class SharedQueries:
             params += (sender,)
         row = self._read(self._sql(sql), params).fetchone()
         return str(row[0]) if row else None
+
+    def stage_message(self, **fields: Any) -> Callable[[], None] | None:
+        """`add_message`, except that where the backend pipelines writes (PostgreSQL) a
+        refusal is raised only by the returned `confirm()`, which the caller calls before the
+        commit; where it does not (None returned), at once."""
+        self.add_message(**fields)
+        return None
 
     def is_spent(self, stamp_key: str) -> bool:
         return self._read(self._sql(IS_SPENT), (stamp_key,)).fetchone() is not None

@@ -346,20 +346,20 @@ def test_storage_error_mid_turn_withdraws_only_what_was_rolled_back(start_server
     register(server.plain_address)
     a, b, c = packet_for(), packet_for(), packet_for()
     store = server.store
-    real_add = store.add_message
+    real_add = store.stage_message
 
-    def add_message(**fields: Any) -> int:
+    def stage_message(**fields: Any) -> Any:
         if fields["message_id"] == b["meta"]["messageId"]:
             raise StoreError("database or disk is full (simulated)")
         return real_add(**fields)
 
-    store.add_message = add_message
+    store.stage_message = stage_message
     try:
         with Wire(server.plain_address) as wire:
             ids = wire.send_batch([("SEND", {"packet": packet}) for packet in (a, b, c)])
             answers = [wire.read() for _ in ids]
     finally:
-        store.add_message = real_add
+        store.stage_message = real_add
     assert [answer["id"] for answer in answers] == ids
     stored = mailbox_counts(server.tls_address)
     for packet, answer in zip((a, b, c), answers, strict=True):

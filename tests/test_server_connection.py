@@ -553,16 +553,16 @@ def test_a_storage_error_in_a_later_request_withdraws_the_earlier_answers_of_its
 ):
     register(turns)
     conn = authed(turns)
-    real_add = turns.store.add_message
+    real_add = turns.store.stage_message
     calls = []
 
-    def add_message(**kw: Any) -> int:
+    def stage_message(**kw: Any) -> Any:
         calls.append(kw)
         if len(calls) == 2:
             raise StoreError("database or disk is full (simulated)")
         return real_add(**kw)
 
-    monkeypatch.setattr(turns.store, "add_message", add_message)
+    monkeypatch.setattr(turns.store, "stage_message", stage_message)
     answers = turns.exchange(
         conn,
         *(request("SEND", n, packet=make_packet(DAVE, BOB)) for n in range(3)),

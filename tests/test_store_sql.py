@@ -4,7 +4,7 @@ cost on PostgreSQL, where each one is a wait for another process (issue 9)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,30 +34,54 @@ def test_key_write_replaces_only_what_the_request_read() -> None:
 
 
 class _CountingConnection:
-    """The store's psycopg connection, counting round trips: a statement, or a pipeline."""
+    """The store's psycopg connection, counting round trips: each time the store waits for
+    the server (a statement outside pipeline mode, a pipeline sync or end, or a result
+    read before it came back)."""
 
     def __init__(self, db: Any) -> None:
         self._db = db
         self.trips = 0
-        self._piped = False
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
-        if not self._piped:
+        if self._db._pipeline is None:
             self.trips += 1
-        return self._db.execute(*args, **kwargs)
+            return self._db.execute(*args, **kwargs)
+        return _CountingCursor(self, self._db.execute(*args, **kwargs))
 
     @contextlib.contextmanager
-    def pipeline(self) -> Iterator[None]:
-        self.trips += 1
-        self._piped = True
-        try:
-            with self._db.pipeline():
-                yield
-        finally:
-            self._piped = False
+    def pipeline(self) -> Iterator[Any]:
+        with self._db.pipeline() as pipeline:
+            try:
+                yield _CountingPipeline(self, pipeline)
+            finally:
+                self.trips += 1
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._db, name)
+
+
+class _CountingPipeline:
+    def __init__(self, counter: _CountingConnection, pipeline: Any) -> None:
+        self._counter = counter
+        self._pipeline = pipeline
+
+    def sync(self) -> None:
+        self._counter.trips += 1
+        self._pipeline.sync()
+
+
+class _CountingCursor:
+    def __init__(self, counter: _CountingConnection, cursor: Any) -> None:
+        self._counter = counter
+        self._cursor = cursor
+
+    def fetchone(self) -> Any:
+        if self._cursor.pgresult is None:
+            self._counter.trips += 1
+        return self._cursor.fetchone()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
 
 
 @pytest.fixture
@@ -69,7 +93,7 @@ def store(tmp_path: Path, database: str | None) -> Iterator[Any]:
         store.close()
 
 
-def _send(store: Any, n: int) -> None:
+def _send(store: Any, n: int, stamp: str | None = None) -> Callable[[], object] | None:
     """The store calls of one unsigned SEND, in the handler's order (send.py): the write
     itself refuses a copy delivered already, so there is no look for one before it."""
     store.refresh()
@@ -77,37 +101,71 @@ def _send(store: Any, n: int) -> None:
     assert not store.account(BOB).disabled
     store.account(BOB)
     store.mailbox_usage(BOB)
-    store.add_message(
+    return store.stage_message(  # type: ignore[no-any-return]
         recipient=BOB,
         sender=ALICE,
         message_id=f"{n:032x}",
         message_hash="0" * 64,
         packet={"n": n},
         received_at=1,
-        stamp_key=f"stamp-{n}",
+        stamp_key=stamp or f"stamp-{n}",
         stamp_expires_at=10,
     )
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
-def test_a_postgres_send_takes_one_round_trip_and_three_more_per_round(store: Any) -> None:
+def test_a_postgres_round_of_sends_takes_three_round_trips_in_all(store: Any) -> None:
     store.put_key(BOB, "armor", "F" * 40, 1)
     store.commit()
     counting = _CountingConnection(store._db)
     store._db = counting
     store.look_again()  # a round of requests starts
-    # The round's first SEND: key with account and version, mailbox size, BEGIN with the
-    # write.
-    _send(store, 1)
-    assert counting.trips == 3
-    # Later SENDs of the same round: key, account and mailbox size known, transaction open.
-    _send(store, 2)
-    _send(store, 3)
-    assert counting.trips == 3 + 2 * 1
+    # The round's first SEND reads the key with its account and the version, and the
+    # mailbox size; its write is pipelined (BEGIN with it), and so are the later SENDs'.
+    confirms = [_send(store, n) for n in (1, 2, 3)]
+    assert counting.trips == 2
+    # COMMIT brings every result back with it.
     store.commit()
-    assert counting.trips == 6
+    assert counting.trips == 3
+    assert [confirm() for confirm in confirms if confirm] == [1, 2, 3]
+    assert counting.trips == 3
     new_request(store)
     assert [m.packet["n"] for m in store.list_messages(BOB, 0, 10)[0]] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_pipelined_write_refused_is_told_after_the_commit_and_stores_nothing(
+    store: Any,
+) -> None:
+    store.put_key(BOB, "armor", "F" * 40, 1)
+    store.commit()
+    store.look_again()
+    stored = _send(store, 1, stamp="s")
+    replayed = _send(store, 2, stamp="s")
+    taken = _send(store, 1, stamp="t")  # the id of the first, another stamp
+    store.commit()
+    assert stored is not None and replayed is not None and taken is not None
+    stored()
+    with pytest.raises(MMTPError) as caught:
+        replayed()
+    assert caught.value.code == "POW_REPLAYED"
+    with pytest.raises(MMTPError) as caught:
+        taken()
+    assert caught.value.code == "INTERNAL"  # the same content: "being stored; retry"
+    store.commit()  # what settling wrote: the stamp given back
+    assert not store.is_spent("t") and store.is_spent("s")
+    new_request(store)
+    assert store.count_messages(BOB) == 1
+    store.delete_messages(BOB, ["1".rjust(32, "0")], tombstone_seconds=60)
+    store.commit()
+    store.look_again()
+    again = _send(store, 1, stamp="u")
+    store.commit()
+    assert again is not None
+    with pytest.raises(MMTPError) as caught:
+        again()
+    assert "deleted" in caught.value.message
+    assert not store.is_spent("u")
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)

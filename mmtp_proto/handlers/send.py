@@ -184,9 +184,11 @@ class SendHandler(RelayHandlers):
         stored["meta"] = {**packet.raw["meta"], "signatureVerified": verified, "receivedAt": now}
         text = stored_text(stored)
         self._check_quota(packet.recipient, len(text.encode("utf-8")))
-        # add_message spends the stamp only if it was not spent yet (POW_REPLAYED otherwise),
-        # in the write itself: no look before it (on PostgreSQL a look is a round trip).
-        self.store.add_message(
+        # The write spends the stamp only if it was not spent yet (POW_REPLAYED otherwise),
+        # and stores nothing under an id delivered already: no look before it (on
+        # PostgreSQL a look is a round trip). There the write is pipelined, and what it
+        # found is settled before the commit (`_settled`).
+        confirm = self.store.stage_message(
             recipient=packet.recipient,
             sender=packet.sender,
             text=text,
@@ -197,10 +199,22 @@ class SendHandler(RelayHandlers):
             stamp_key=stamp.spent_key,
             stamp_expires_at=stamp.date + self.config.stamp_validity_seconds,
         )
-        return Outcome(
+        outcome = Outcome(
             ok(message="Message delivered successfully", duplicate=False, **summary),
             durable=True,
         )
+        if confirm is not None:
+            outcome.settle = lambda: self._settled(packet, confirm)
+        return outcome
+
+    def _settled(self, packet: Packet, confirm: Callable[[], object]) -> dict[str, Any] | None:
+        """The answer instead of "delivered" when the pipelined write was refused: the same
+        one the write gives when it refuses at once."""
+        try:
+            settled = self._unless_delivered(packet, confirm)
+        except MMTPError as exc:
+            return exc.to_response()
+        return settled.response if isinstance(settled, Outcome) else None
 
     def _duplicate(self, packet: Packet, stored_hash: str, verified: bool) -> Outcome:
         if stored_hash != packet.message_hash:
