@@ -107,6 +107,8 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
         self._keys_checked = False
         self._pipeline: psycopg.Pipeline | None = None
         self._pipeline_end = contextlib.ExitStack()
+        # Mailbox locks this transaction waited for (and so holds till its end).
+        self._waited_for: set[tuple[int, int]] = set()
         self._db = self._connect()
         self._migrate()
 
@@ -217,6 +219,7 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
 
     def _end_pipeline(self) -> None:
         """Leave pipeline mode: the results still on their way are read (errors raised)."""
+        self._waited_for.clear()
         end, self._pipeline_end = self._pipeline_end, contextlib.ExitStack()
         self._pipeline = None
         if not self._db.closed:
@@ -326,11 +329,16 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
     def _settle_add(self, row: Any, params: tuple[Any, ...], stamp_key: str) -> int:
         assert row is not None
         if not row[0]:
-            # Another process's turn is filling this mailbox. Commit what this turn staged
-            # first (making it durable early promises nothing new), so that we hold no lock
-            # while we wait: two processes can never wait for each other.
-            self.commit()
-            self._write("SELECT pg_advisory_xact_lock(%s, %s)", params[:2])
+            lock = (params[0], params[1])
+            if lock not in self._waited_for:
+                # Another process's turn is filling this mailbox. Commit what this turn
+                # staged first (making it durable early promises nothing new), so that we
+                # hold no lock while we wait: two processes can never wait for each other.
+                # The writes of this round refused for the same mailbox are then made
+                # again under this one wait.
+                self.commit()
+                self._write("SELECT pg_advisory_xact_lock(%s, %s)", lock)
+                self._waited_for.add(lock)
             row = self._write(_ADD_MESSAGE, params).fetchone()
             assert row is not None
         _, gone, spent, seq = row

@@ -9,6 +9,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -28,6 +29,18 @@ def _add(store: Storage, message_id: str, stamp: str, message_hash: str = "0" * 
         recipient=BOB,
         message_id=message_id,
         message_hash=message_hash,
+        packet={"meta": {"messageId": message_id}},
+        received_at=1,
+        stamp_key=stamp,
+        stamp_expires_at=10,
+    )
+
+
+def _stage(store: Storage, message_id: str, stamp: str) -> Any:
+    return store.stage_message(
+        recipient=BOB,
+        message_id=message_id,
+        message_hash="0" * 64,
         packet={"meta": {"messageId": message_id}},
         received_at=1,
         stamp_key=stamp,
@@ -173,3 +186,33 @@ def test_a_database_from_a_newer_version_is_refused_clearly(
             db.execute("UPDATE mmtp_meta SET value = 99 WHERE name = 'schema_version'")
     with pytest.raises(StoreError, match=r"schema version 99, newer than this server"):
         make_store()
+
+
+def test_a_round_refused_a_busy_mailbox_waits_once_and_keeps_the_commit_order(
+    make_store: Opener, backend: str
+) -> None:
+    """PostgreSQL pipelines a round's writes; those that found the mailbox busy are made
+    again at the commit, all under one wait for the other process's commit."""
+    if backend != "postgresql":
+        pytest.skip("SQLite takes the whole database's write lock when a turn writes")
+    one, two = make_store(), make_store()
+    first = _add(one, "a" * 32, "s1")
+    confirms = [_stage(two, c * 32, f"t{c}") for c in "bcd"]
+    result: dict[str, list[int]] = {}
+
+    def settle() -> None:
+        two.commit()  # what the round staged before its writes are settled
+        result["seqs"] = [confirm() for confirm in confirms]
+        two.commit()
+
+    thread = threading.Thread(target=settle)
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive(), "the refused writes did not wait for the first's commit"
+    one.commit()
+    thread.join(30)
+    assert not thread.is_alive()
+    seqs = result["seqs"]
+    assert seqs == sorted(seqs) and seqs[0] > first
+    new_request(two)
+    assert two.count_messages(BOB) == 4
