@@ -28,6 +28,7 @@ from .pgp_jobs import key_tag
 from .ratelimit import CpuBudget, FailureLimiter
 from .registration import RegistrationLimiter
 from .session import Outcome, Session
+from .stamp import RecentStamps
 from .store import KeyRecord, Store
 
 log = logging.getLogger("mmtp.protocol")
@@ -59,6 +60,7 @@ class ProtocolBase:
         self.cpu = CpuBudget(config.source_cpu_seconds_per_minute)
         self.commits: GroupCommit[Withdrawable] = GroupCommit(store)
         self.registrations = RegistrationLimiter(config.registrations_per_hour, 3600.0)
+        self.stamps_taken = RecentStamps()
 
     def _require_local(self, email: str) -> None:
         if domain_of(email) not in self.domains:

@@ -251,3 +251,23 @@ def verify_stamp(
             "'h=<verification.messageHash>'); mint a new stamp for this message",
         )
     return stamp
+
+
+class RecentStamps:
+    """Stamps this process stored messages with lately (bounded): a hint, not the record
+    (the store is). A signed SEND carrying one is looked up before its signature costs a
+    worker's CPU, so a replayed or retried one is answered without that work."""
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self._limit = limit
+        self._keys: set[str] = set()
+
+    def add(self, spent_key: str) -> None:
+        if len(self._keys) >= self._limit:
+            # The oldest ones matter least; forgetting them all costs at most one
+            # verification per replay, then the write refuses it anyway.
+            self._keys.clear()
+        self._keys.add(spent_key)
+
+    def seen(self, spent_key: str) -> bool:
+        return spent_key in self._keys

@@ -250,3 +250,26 @@ def test_repeating_the_identical_key_is_answered_without_a_worker(start_server):
         stored = wire.ok("REQUEST_PUBLIC_KEY", {"email": ALICE})["publicKey"]
         answer = wire.request("REGISTER_KEY", {"email": ALICE, "publicKey": stored})
         assert answer["status"] == "OK" and "already registered" in answer["message"]
+
+
+def test_a_replayed_signed_send_is_answered_without_a_worker(start_server):
+    """A signed SEND whose stamp this server stored lately is looked up before its signature
+    costs a worker anything: a retry after a lost answer is told "duplicate" at once."""
+    server = attack_server(start_server, pgp_workers=1)
+    registered(server, DAVE)
+    packet = make_packet(DAVE, ALICE, sign=True)
+    with Wire(server) as wire:
+        first = wire.send(packet)
+    assert first["status"] == "OK" and first["signatureVerified"] is True, first
+    pids = stopped_workers(server)  # a verification now waits out the job deadline
+    try:
+        with Wire(server) as wire:
+            started = time.monotonic()
+            again = wire.send(packet)
+            took = time.monotonic() - started
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    assert again["status"] == "OK" and again["duplicate"] is True, again
+    assert again["signatureVerified"] is True
+    assert took < 1.5, f"the replay waited for a worker ({took:.2f} s)"

@@ -58,16 +58,26 @@ class SendHandler(RelayHandlers):
             )
         # A retry after a lost OK, or a re-send after DELETE (the tombstone), answers
         # "duplicate" before any other check (SPEC §5), even once its stamp is spent or
-        # expired. For an unsigned SEND the write itself finds such a copy, and any refusal
-        # first looks for one (`_unless_delivered`): on PostgreSQL that saves a round trip
-        # per SEND. A signed or relayed one is looked up first, before a worker spends CPU.
-        if session.domain is not None or packet.signature is not None:
+        # expired. The write itself finds such a copy, and any refusal first looks for one
+        # (`_unless_delivered`): on PostgreSQL a look is a round trip. A relayed SEND is
+        # looked up first, before its sender's key is fetched; a signed one whose stamp
+        # this process stored recently (a retry, or a replay), before a worker spends CPU
+        # on its signature.
+        if session.domain is not None:
             found = self.store.find_delivered(packet.recipient, packet.sender, packet.message_id)
             if found is not None:
                 return self._duplicate(packet, *found)
         stamp = self._unless_delivered(packet, lambda: self._verify_stamp(packet, now))
         if isinstance(stamp, Outcome):
             return stamp
+        if (
+            session.domain is None
+            and packet.signature is not None
+            and self.stamps_taken.seen(stamp.spent_key)
+        ):
+            found = self.store.find_delivered(packet.recipient, packet.sender, packet.message_id)
+            if found is not None:
+                return self._duplicate(packet, *found)
         if session.domain is not None:
             return self._with_relayed_signature(
                 session,
@@ -188,6 +198,7 @@ class SendHandler(RelayHandlers):
         # and stores nothing under an id delivered already: no look before it (on
         # PostgreSQL a look is a round trip). There the write is pipelined, and what it
         # found is settled before the commit (`_settled`).
+        self.stamps_taken.add(stamp.spent_key)
         confirm = self.store.stage_message(
             recipient=packet.recipient,
             sender=packet.sender,
