@@ -26,6 +26,7 @@ from proc_cpu import Accounts, Usage, cmdline
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 SPREAD = "PostgreSQL, 8 mailboxes"
 ROLES = ("loop", "pgp", "pg", "clients", "other")
+OURS = ROLES[:-1]
 
 
 def _server_role(pid: int) -> str:
@@ -46,8 +47,8 @@ def _postmaster(url: str) -> int | None:
 
 def _per_message(usage: Usage | None, count: int) -> list[str]:
     if usage is None:
-        return ["-"] * (1 + len(ROLES))
-    cells = [f"{usage.busy:.0%}"]
+        return ["-"] * (2 + len(ROLES))
+    cells = [f"{usage.busy:.0%}", f"{usage.share(*OURS):.0%}"]
     for role in ROLES:
         cpu = usage.cpu.get(role, 0.0)
         cells.append(f"{cpu / count * 1e6:,.0f}" if count else "-")
@@ -67,6 +68,7 @@ def run(quick: bool, log=print) -> Section:
             "p99 ms",
             "vs SQLite",
             "busy",
+            "ours",
             *(f"{role} µs" for role in ROLES),
         ],
     )
@@ -172,7 +174,8 @@ def run(quick: bool, log=print) -> Section:
     cores = os.cpu_count() or 1
     section.notes.append(
         f"CPU over each timed run (/proc): busy = the machine's {cores} cores, all but idle "
-        "and iowait; then CPU µs per acknowledged message by role: loop = the mmtp-server "
+        "and iowait; ours = the part of the cores this benchmark's processes used (the four roles "
+        "before other); then CPU µs per acknowledged message by role: loop = the mmtp-server "
         "processes (supervisor, workers' loops; the idle servers' too), pgp = their children "
         "(OpenPGP worker pool, delivery process), pg = the PostgreSQL cluster (every process "
         "under the postmaster), clients = the load-client processes and the benchmark "
@@ -244,9 +247,8 @@ def _headroom(
     """What the signed PostgreSQL run at one worker left for a second one, from its CPU."""
     if one is None or not count1:
         return "signed PostgreSQL, one worker: no CPU measured"
-    mine = [role for role in ROLES if role != "other"]
-    ours, other = one.share(*mine), one.share("other")
-    per_message = sum(one.cpu.get(role, 0.0) for role in mine) / count1 * 1e6
+    ours, other = one.share(*OURS), one.share("other")
+    per_message = sum(one.cpu.get(role, 0.0) for role in OURS) / count1 * 1e6
     text = (
         f"signed PostgreSQL, one worker: the {cores} cores were {one.busy:.0%} busy, "
         f"{ours:.0%} with this benchmark's processes ({per_message:,.0f} µs of CPU per "
@@ -267,7 +269,7 @@ def _headroom(
             "keep two workers below 1.7x"
         )
     if two is not None and count2:
-        per_message2 = sum(two.cpu.get(role, 0.0) for role in mine) / count2 * 1e6
+        per_message2 = sum(two.cpu.get(role, 0.0) for role in OURS) / count2 * 1e6
         text += (
             f". Two workers measured {ratio:.2f}x, the cores {two.busy:.0%} busy, "
             f"{per_message2:,.0f} µs of CPU per message"
