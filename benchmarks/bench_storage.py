@@ -4,26 +4,73 @@
 PostgreSQL is a cluster of its own started for this section (`initdb` + `pg_ctl`, Unix
 socket, fsync on, synchronous_commit on), so both backends make every acknowledged SEND
 durable. Skipped with a note when no PostgreSQL is installed.
+
+Each timed run also says where the machine's CPU went (`proc_cpu.Accounts`): how busy the
+cores were, and the CPU per acknowledged message of the servers' loops, their OpenPGP and
+delivery children, the PostgreSQL cluster, the load clients and everything else.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from bench_send import ALICE, _summary, recipient, register_keys, register_same
 from common import Section, Target, fmt_ms, fmt_rate, mmtp_server
 from loadgen import Job, run_load
+from proc_cpu import Accounts, Usage, cmdline
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 SPREAD = "PostgreSQL, 8 mailboxes"
+ROLES = ("loop", "pgp", "pg", "clients", "other")
+OURS = ROLES[:-1]
+
+
+def _server_role(pid: int) -> str:
+    """The supervisor and each worker run server_cli; the rest of a server's tree is its
+    forkserver's children: the OpenPGP workers and the delivery process."""
+    return "loop" if "mmtp_proto.server_cli" in cmdline(pid) else "pgp"
+
+
+def _postmaster(url: str) -> int | None:
+    """The cluster's postmaster, from the lock file PostgreSQL keeps by its Unix socket
+    (its first line is the pid)."""
+    for host in parse_qs(urlsplit(url).query).get("host", []):
+        for lock in Path(host).glob(".s.PGSQL.*.lock"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                return int(lock.read_text().split()[0])
+    return None
+
+
+def _per_message(usage: Usage | None, count: int) -> list[str]:
+    if usage is None:
+        return ["-"] * (2 + len(ROLES))
+    cells = [f"{usage.busy:.0%}", f"{usage.share(*OURS):.0%}"]
+    for role in ROLES:
+        cpu = usage.cpu.get(role, 0.0)
+        cells.append(f"{cpu / count * 1e6:,.0f}" if count else "-")
+    return cells
 
 
 def run(quick: bool, log=print) -> Section:
     section = Section(
         "Durable SEND by storage backend (16 connections, 2 KB bodies, difficulty 8)",
-        ["backend", "workers", "signed", "msgs", "msg/s", "p50 ms", "p99 ms", "vs SQLite"],
+        [
+            "backend",
+            "workers",
+            "signed",
+            "msgs",
+            "msg/s",
+            "p50 ms",
+            "p99 ms",
+            "vs SQLite",
+            "busy",
+            "ours",
+            *(f"{role} µs" for role in ROLES),
+        ],
     )
     if str(TESTS) not in sys.path:
         sys.path.insert(0, str(TESTS))
@@ -36,6 +83,7 @@ def run(quick: bool, log=print) -> Section:
     conns, per_conn = 16, (40 if quick else 250)
     seconds = 4.0 if quick else 10.0
     results: dict[tuple[str, int, bool], tuple[float, float, float, int]] = {}
+    usages: dict[tuple[str, int, bool], Usage | None] = {}
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(running_postgres(bindir, fsync=True))
         servers = {}
@@ -66,6 +114,16 @@ def run(quick: bool, log=print) -> Section:
             else:
                 register_same(server.port, keys)
         assert keys is not None
+        # Every server's tree (the idle ones' too), the cluster's, and this process's: the
+        # load clients are its children.
+        roots = {server.pid: _server_role for server in servers.values()}
+        postmaster = _postmaster(url)
+        if postmaster is None:
+            section.notes.append("no postmaster pid found: PostgreSQL's CPU is in other")
+        else:
+            roots[postmaster] = lambda pid: "pg"
+        roots[os.getpid()] = lambda pid: "clients"
+        meter = Accounts(roots)
         for signed in (False, True):
             for (backend, workers), server in servers.items():
                 job = Job("mmtp", server.port, 0, per_conn, seconds, sender=ALICE)
@@ -76,7 +134,8 @@ def run(quick: bool, log=print) -> Section:
                 job.recipient = recipient(mailbox % 8)
                 mailbox += 1
                 log(f"  SEND: {backend}, {workers} worker(s), signed={signed}...")
-                result = run_load(job, conns, 2)
+                result = run_load(job, conns, 2, meter)
+                usages[(backend, workers, signed)] = meter.usage
                 if result.errors:
                     section.notes.append(
                         f"{backend} x{workers} signed={signed}: {result.errors} errors, "
@@ -92,7 +151,8 @@ def run(quick: bool, log=print) -> Section:
             job.signing_key = keys[ALICE]
             job.spread = tuple(recipient(k) for k in range(8))
             log(f"  SEND: PostgreSQL, {workers} worker(s), signed, 8 mailboxes...")
-            result = run_load(job, conns, 2)
+            result = run_load(job, conns, 2, meter)
+            usages[(SPREAD, workers, True)] = meter.usage
             throughput, p50, p99 = _summary(result)
             results[(SPREAD, workers, True)] = (throughput, p50, p99, result.requests)
     for (backend, workers, signed), (throughput, p50, p99, count) in results.items():
@@ -108,8 +168,19 @@ def run(quick: bool, log=print) -> Section:
                 fmt_ms(p50),
                 fmt_ms(p99),
                 versus,
+                *_per_message(usages.get((backend, workers, signed)), count),
             ]
         )
+    cores = os.cpu_count() or 1
+    section.notes.append(
+        f"CPU over each timed run (/proc): busy = the machine's {cores} cores, all but idle "
+        "and iowait; ours = the part of the cores this benchmark's processes used (the four roles "
+        "before other); then CPU µs per acknowledged message by role: loop = the mmtp-server "
+        "processes (supervisor, workers' loops; the idle servers' too), pgp = their children "
+        "(OpenPGP worker pool, delivery process), pg = the PostgreSQL cluster (every process "
+        "under the postmaster), clients = the load-client processes and the benchmark "
+        "process, other = busy time none of those used (other work on the machine)"
+    )
     for signed in (False, True):
         label = "signed" if signed else "unsigned"
         sqlite1 = results.get(("SQLite", 1, signed))
@@ -133,6 +204,16 @@ def run(quick: bool, log=print) -> Section:
             )
         if signed and pg1 and pg2 and pg1[0]:
             ratio = pg2[0] / pg1[0]
+            section.notes.append(
+                _headroom(
+                    usages.get(("PostgreSQL", 1, True)),
+                    usages.get(("PostgreSQL", 2, True)),
+                    pg1[3],
+                    pg2[3],
+                    ratio,
+                    cores,
+                )
+            )
             section.targets.append(
                 Target(
                     "2 workers >= 1.7x one worker on signed SENDs (PostgreSQL)",
@@ -154,6 +235,43 @@ def run(quick: bool, log=print) -> Section:
         "the backend is running and 2-7 ms when it must first be scheduled on the loaded "
         "2-core machine, where SQLite's reads are function calls. Two workers gain nothing "
         "even with the load spread over 8 mailboxes (no shared mailbox lock): the 2 cores are "
-        "already busy with the load clients, the PostgreSQL backends and the OpenPGP workers"
+        "already busy with the load clients, the PostgreSQL backends and the OpenPGP workers (the "
+        "busy and µs columns measure it)"
     )
     return section
+
+
+def _headroom(
+    one: Usage | None, two: Usage | None, count1: int, count2: int, ratio: float, cores: int
+) -> str:
+    """What the signed PostgreSQL run at one worker left for a second one, from its CPU."""
+    if one is None or not count1:
+        return "signed PostgreSQL, one worker: no CPU measured"
+    ours, other = one.share(*OURS), one.share("other")
+    per_message = sum(one.cpu.get(role, 0.0) for role in OURS) / count1 * 1e6
+    text = (
+        f"signed PostgreSQL, one worker: the {cores} cores were {one.busy:.0%} busy, "
+        f"{ours:.0%} with this benchmark's processes ({per_message:,.0f} µs of CPU per "
+        f"message) and {other:.0%} with other work on the machine. "
+    )
+    if one.busy >= 0.9:
+        text += (
+            f"With {1 - one.busy:.0%} of the cores idle, two workers at the same CPU per "
+            f"message can reach at most 1/{one.busy:.2f} = {1 / one.busy:.2f}x one worker"
+        )
+        if other >= 0.1 and ours > 0:
+            text += f" (1/{ours:.2f} = {1 / ours:.2f}x had the benchmark the cores to itself, " + (
+                "still short of 1.7x)" if 1 / ours < 1.7 else "enough for 1.7x)"
+            )
+    else:
+        text += (
+            f"{1 - one.busy:.0%} of the cores were idle, so in this run the CPU alone does not "
+            "keep two workers below 1.7x"
+        )
+    if two is not None and count2:
+        per_message2 = sum(two.cpu.get(role, 0.0) for role in OURS) / count2 * 1e6
+        text += (
+            f". Two workers measured {ratio:.2f}x, the cores {two.busy:.0%} busy, "
+            f"{per_message2:,.0f} µs of CPU per message"
+        )
+    return text

@@ -16,7 +16,7 @@ import smtplib
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from common import HOST
 
@@ -173,7 +173,18 @@ def _run_worker(job: Job, index: int, barrier: Any) -> LoadResult:
     return LoadResult(len(flat), sum(errors), elapsed, flat, first_error[0] if first_error else "")
 
 
-def run_load(job: Job, total_connections: int, processes: int) -> LoadResult:
+class Meter(Protocol):
+    """Told when the timed part starts (the clients leave the barrier) and when it is over
+    (every client process has exited), e.g. `proc_cpu.Accounts`."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def run_load(
+    job: Job, total_connections: int, processes: int, meter: Meter | None = None
+) -> LoadResult:
     """Spread `total_connections` over up to `processes` client processes; merge results."""
     processes = max(1, min(processes, total_connections))
     ctx = multiprocessing.get_context("spawn")
@@ -193,6 +204,8 @@ def run_load(job: Job, total_connections: int, processes: int) -> LoadResult:
         with contextlib.suppress(threading.BrokenBarrierError):
             barrier.wait(timeout=600)
         started = time.monotonic()
+        if meter is not None:
+            meter.start()
         parts = [results.get(timeout=job.seconds + 400) for _ in procs]
         wall = time.monotonic() - started
     finally:
@@ -201,6 +214,8 @@ def run_load(job: Job, total_connections: int, processes: int) -> LoadResult:
             if p.is_alive():
                 p.kill()
                 p.join()
+        if meter is not None:
+            meter.stop()
     latencies = [x for part in parts for x in part.latencies]
     errors = sum(part.errors for part in parts)
     first = next((part.first_error for part in parts if part.first_error), "")
