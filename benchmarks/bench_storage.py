@@ -228,15 +228,13 @@ def run(quick: bool, log=print) -> Section:
     )
     section.notes.append(
         "where PostgreSQL's time goes (profile_send.py --database postgres --idle; issue 9): "
-        "the loop waits on round trips to the PostgreSQL backend, a process of its own. An "
-        "unsigned SEND takes 3 (key with its account, duplicates, the lock + stamp + message "
-        "statement) plus the mailbox size and a pipelined BEGIN and one COMMIT per turn; a "
-        "signed one 4-5 over its request and its continuation. A round trip is 0.1 ms when "
-        "the backend is running and 2-7 ms when it must first be scheduled on the loaded "
-        "2-core machine, where SQLite's reads are function calls. Two workers gain nothing "
-        "even with the load spread over 8 mailboxes (no shared mailbox lock): the 2 cores are "
-        "already busy with the load clients, the PostgreSQL backends and the OpenPGP workers (the "
-        "busy and µs columns measure it)"
+        "each statement is a wait for the backend, a process of its own (0.1 ms when it is "
+        "running, milliseconds when it must first be scheduled on a busy machine). A round "
+        "of SENDs waits 3 times (the key with the version row, the mailbox size, COMMIT): "
+        "the SEND writes are pipelined and their results come back with the COMMIT; a "
+        "signed SEND's request and its continuation are in two rounds. Whether two workers "
+        "can gain is in the busy and ours columns: at one worker the benchmark's own "
+        "processes already use the share of the cores shown"
     )
     return section
 
