@@ -1,5 +1,6 @@
 """Durable SEND at 16 connections on each storage backend, side by side in one run: SQLite
-(the default) and PostgreSQL, one worker and two (`--workers 2`), unsigned and signed.
+(the default) and PostgreSQL, one worker and two (`--workers 2`), unsigned and signed, next
+to the aiosmtpd peer of the send section (unsigned: SMTP has no signatures).
 
 PostgreSQL is a cluster of its own started for this section (`initdb` + `pg_ctl`, Unix
 socket, fsync on, synchronous_commit on), so both backends make every acknowledged SEND
@@ -25,6 +26,7 @@ from proc_cpu import Accounts, Usage, cmdline
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 SPREAD = "PostgreSQL, 8 mailboxes"
+PEER = "aiosmtpd + Maildir fsync"
 ROLES = ("loop", "pgp", "pg", "clients", "other")
 OURS = ROLES[:-1]
 
@@ -80,6 +82,16 @@ def run(quick: bool, log=print) -> Section:
     if bindir is None:
         section.notes.append(f"skipped: {HOW_TO_GET_ONE}")
         return section
+    import peer_smtp
+
+    peer_version = peer_smtp.ensure_env(log)
+    if peer_version is None:
+        section.notes.append("aiosmtpd peer skipped: could not create benchmarks/.env")
+    else:
+        section.notes.append(
+            f"{PEER}: aiosmtpd {peer_version}, the send section's peer (fsync of the file and "
+            "of new/ before 250), at the same 16 connections; its CPU is not split by role"
+        )
     conns, per_conn = 16, (40 if quick else 250)
     seconds = 4.0 if quick else 10.0
     results: dict[tuple[str, int, bool], tuple[float, float, float, int]] = {}
@@ -124,6 +136,14 @@ def run(quick: bool, log=print) -> Section:
             roots[postmaster] = lambda pid: "pg"
         roots[os.getpid()] = lambda pid: "clients"
         meter = Accounts(roots)
+        peer_port = stack.enter_context(peer_smtp.peer_server()) if peer_version else None
+        if peer_port:
+            job = Job("smtp", peer_port, 0, per_conn, seconds)
+            job.recipient = recipient(0)
+            log(f"  SEND: {PEER}...")
+            result = run_load(job, conns, 2)
+            throughput, p50, p99 = _summary(result)
+            results[(PEER, 1, False)] = (throughput, p50, p99, result.requests)
         for signed in (False, True):
             for (backend, workers), server in servers.items():
                 job = Job("mmtp", server.port, 0, per_conn, seconds, sender=ALICE)
