@@ -178,20 +178,35 @@ def test_a_job_past_its_deadline_is_refused_clearly_and_counted(start_server, ac
         assert error_code(request(wire, good=True)) == "RATE_LIMITED"
 
 
+def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait for something the server's loop thread does (no fixed sleep: load stretches it)."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "the server never got there"
+        time.sleep(0.005)
+
+
 def test_a_crashed_worker_is_replaced_and_the_server_keeps_serving(start_server):
     # Not a deadline test: a generous deadline keeps a loaded machine's slow first job (a new
     # worker parsing the key) from being taken for one.
     server = attack_server(start_server, pgp_workers=1, job_deadline_seconds=10.0)
-    (idle,) = server._pool.pids()
+    pool = server._pool
+    (idle,) = pool.pids()
     os.kill(idle, signal.SIGKILL)  # an idle worker dies
+    # Idle means its death is noticed before the next job: a SIGKILLed process takes a while
+    # to exit on a loaded machine, and a job sent to it meanwhile dies with it (fairly so:
+    # the pool cannot tell that from a job that killed its worker).
+    until(lambda: pool.replaced == 1)
     with Wire(server) as wire:
         assert wire.auth(ALICE)["status"] == "OK"
-    (busy,) = server._pool.pids()
+    (busy,) = pool.pids()
     assert busy != idle
     os.kill(busy, signal.SIGSTOP)
     with Wire(server) as wire:
         wire.send_request("REGISTER_KEY", {"email": BOB, "publicKey": public_armored(BOB)})
-        time.sleep(0.3)
+        # "During a job": the job must have been handed to the stopped worker (sent with the
+        # submit), or it would simply run on the replacement.
+        until(lambda: pool.in_flight == 1)
         os.kill(busy, signal.SIGKILL)  # dies during a job
         answer = wire.read()
         assert error_code(answer) == "KEY_INVALID" and "failed" in answer["error"]["message"]

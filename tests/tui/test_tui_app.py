@@ -36,9 +36,16 @@ async def settle(app, pilot, tries=1000):
 
 
 async def wait_for_screen(app, pilot, kind, tries=1000):
+    """The screen of `kind`, once it is on top *and mounted*, and what its mounting queued
+    has run. A screen is on top as soon as it is pushed, before it is composed: a test that
+    left run_test then would tear the app down from outside under a mounting screen, and
+    Header's title update, queued at its mount, would find its title widget removed
+    already (NoMatches) or never run at all."""
     for _ in range(tries):
-        if isinstance(app.screen, kind):
-            return app.screen
+        screen = app.screen
+        if isinstance(screen, kind) and screen.is_mounted:
+            await pilot.pause()  # runs the callbacks queued before it, Header's among them
+            return screen
         await pilot.pause(0.02)
     notes = [n.message for n in app._notifications]
     raise AssertionError(f"{kind.__name__} never showed; on {type(app.screen).__name__}: {notes}")
@@ -65,6 +72,7 @@ async def test_first_run_setup_registers_a_new_account(server):
         assert server.tls_fingerprint in confirm.question.replace(":\n", ":")
         await pilot.press("y")
         await wait_for_screen(app, pilot, MainScreen)
+        await settle(app, pilot)  # the first fetch ends before the app is torn down
     saved = config.load()
     assert saved.account.address == ALICE
     assert saved.path.stat().st_mode & 0o777 == 0o600
