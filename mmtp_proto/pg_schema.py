@@ -8,7 +8,8 @@ psql): every process then drops its cached keys and account settings at its next
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2  # 2: the outbound queue (store_postgres_queue)
+# 2: the outbound queue (store_postgres_queue); 3: mailbox_usage, kept by a trigger.
+SCHEMA_VERSION = 3
 # Advisory lock ids: one for creating and migrating the schema, and the mailbox locks, which
 # are taken in their own key space (the two-integer form) so they never meet this one.
 SCHEMA_LOCK = 0x6D6D7470
@@ -94,6 +95,40 @@ CREATE TABLE IF NOT EXISTS outbound (
     UNIQUE (recipient, sender, message_id)
 );
 CREATE INDEX IF NOT EXISTS outbound_due ON outbound (state, next_attempt);
+-- Each mailbox's message count and bytes, kept by a trigger on messages, so a SEND checks
+-- its quota in its own statement without counting the mailbox (store_postgres).
+CREATE TABLE IF NOT EXISTS mailbox_usage (
+    recipient TEXT PRIMARY KEY,
+    messages BIGINT NOT NULL DEFAULT 0,
+    bytes BIGINT NOT NULL DEFAULT 0
+);
+CREATE OR REPLACE FUNCTION mmtp_mailbox_counted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO mailbox_usage AS u (recipient, messages, bytes)
+            VALUES (NEW.recipient, 1, NEW.size)
+            ON CONFLICT (recipient) DO UPDATE
+            SET messages = u.messages + 1, bytes = u.bytes + excluded.bytes;
+    ELSE
+        UPDATE mailbox_usage SET messages = messages - 1, bytes = bytes - OLD.size
+            WHERE recipient = OLD.recipient;
+    END IF;
+    RETURN NULL;
+END $$;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                   WHERE tgname = 'messages_counted' AND tgrelid = 'messages'::regclass) THEN
+        -- The trigger first: it locks messages against writers until this transaction
+        -- commits, so the count below misses no message stored meanwhile.
+        CREATE TRIGGER messages_counted AFTER INSERT OR DELETE ON messages
+            FOR EACH ROW EXECUTE FUNCTION mmtp_mailbox_counted();
+        INSERT INTO mailbox_usage (recipient, messages, bytes)
+            SELECT recipient, count(*), coalesce(sum(size), 0) FROM messages GROUP BY recipient
+            ON CONFLICT (recipient) DO UPDATE
+            SET messages = excluded.messages, bytes = excluded.bytes;
+    END IF;
+END $$;
 INSERT INTO mmtp_meta (name, value) VALUES ('key_version', 0) ON CONFLICT DO NOTHING;
 CREATE OR REPLACE FUNCTION mmtp_settings_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

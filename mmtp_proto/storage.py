@@ -163,6 +163,13 @@ def stamp_replayed() -> MMTPError:
     return MMTPError(errors.POW_REPLAYED, "this HashCash stamp was already spent; mint a new one")
 
 
+def mailbox_full(recipient: str) -> MMTPError:
+    return MMTPError(
+        errors.MAILBOX_FULL,
+        f"the mailbox of {recipient} is full; try later, once its owner has made room",
+    )
+
+
 def deleted_already() -> MMTPError:
     # The SEND handler answers from the tombstone instead ("duplicate", or another message).
     return MMTPError(

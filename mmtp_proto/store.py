@@ -31,6 +31,7 @@ from .storage import (
     StoreError,
     check_schema_version,
     deleted_already,
+    mailbox_full,
     stamp_replayed,
 )
 from .storage import checksum as _checksum
@@ -158,14 +159,17 @@ class Store(SharedQueries, AccountStore, QueueMixin):
     def rollbacks(self) -> int:
         return self._rollbacks
 
+    def _begin(self) -> None:
+        if not self._in_tx:
+            # Waits (up to the busy timeout) while another process's turn holds the lock.
+            self._db.execute("BEGIN IMMEDIATE")
+            self._in_tx = True
+            # Another process may have committed between our reads and this write.
+            self._sync_caches()
+
     def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         try:
-            if not self._in_tx:
-                # Waits (up to the busy timeout) while another process's turn holds the lock.
-                self._db.execute("BEGIN IMMEDIATE")
-                self._in_tx = True
-                # Another process may have committed between our reads and this write.
-                self._sync_caches()
+            self._begin()
             return self._db.execute(sql, tuple(params))
         except sqlite3.Error as exc:
             raise StoreError(str(exc)) from exc
@@ -249,18 +253,30 @@ class Store(SharedQueries, AccountStore, QueueMixin):
         stamp_expires_at: int,
         sender: str = "",
         text: str | None = None,
+        quota: tuple[int, int] | None = None,
     ) -> int:
-        """Store a message and spend its stamp in the same transaction (SPEC §4).
+        """Store a message and spend its stamp in the same transaction (SPEC §4), unless
+        its id was deleted already or the mailbox holds `quota` (messages, bytes) with it.
 
-        `text` is `stored_text(packet)` when the caller has it already (for the quota check).
+        `text` is `stored_text(packet)` when the caller has it already.
         """
         if text is None:
             text = stored_text(packet)
         size = len(text.encode("utf-8"))
-        # Conditional: another process may have spent the stamp or stored the message since
-        # this one looked; then nothing is written and the look's error is raised.
+        try:
+            # Checked in the transaction, holding the write lock: the quota holds even with
+            # other processes writing to this mailbox.
+            self._begin()
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
         if self._read(TOMBSTONED, (recipient, sender, message_id)).fetchone():
             raise deleted_already()
+        if quota is not None:
+            count, used = self.mailbox_usage(recipient)
+            if count >= quota[0] or used + size > quota[1]:
+                raise mailbox_full(recipient)
+        # Conditional: another process may have spent the stamp or stored the message since
+        # this one looked; then nothing is written and the look's error is raised.
         cur = self._write(STAMP_SPEND, (stamp_key, stamp_expires_at))
         if cur.rowcount == 0:
             raise stamp_replayed()

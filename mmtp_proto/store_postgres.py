@@ -46,6 +46,7 @@ from .storage import (
     checksum,
     deleted_already,
     encode_packet,
+    mailbox_full,
     stamp_replayed,
 )
 from .store_accounts import AccountRecord
@@ -70,26 +71,41 @@ def _mailbox_lock_id(recipient: str) -> int:
     return int.from_bytes(hashlib.sha256(recipient.encode()).digest()[:4], "big", signed=True)
 
 
-# A SEND's writes in one statement: the mailbox lock (tried, never waited for), the
-# tombstone of this id (a copy deleted already), the stamp (spent once, globally) unless
-# there is one, and the message only if the stamp was had (its id unique per sender).
+# A SEND's mailbox lock, tried (never waited for) in a statement of its own, so that the
+# SEND's statement after it reads the mailbox's usage in a snapshot taken with the lock held:
+# every message the lock's last holder stored is counted. Whether it was had is passed on in
+# a transaction-local setting; both statements are pipelined, so this costs no wait.
+_TRY_MAILBOX = "SELECT set_config('mmtp.mailbox', pg_try_advisory_xact_lock(%s, %s)::text, true)"
+_WAIT_MAILBOX = "SELECT pg_advisory_xact_lock(%s, %s), set_config('mmtp.mailbox', 'true', true)"
+# A SEND's writes in one statement, each only if what comes before it held: the mailbox
+# lock, no tombstone of this id (a copy deleted already), room under the quota, the stamp
+# (spent once, globally), the message (its id unique per sender).
 _ADD_MESSAGE = (
-    "WITH lock AS (SELECT pg_try_advisory_xact_lock(%s, %s) AS got),"
-    " gone AS (SELECT 1 FROM tombstones WHERE recipient = %s AND sender = %s"
+    "WITH gone AS (SELECT 1 FROM tombstones WHERE recipient = %s AND sender = %s"
     " AND message_id = %s),"
+    " room AS (SELECT coalesce(current_setting('mmtp.mailbox', true), '') = 'true' AS got,"
+    " coalesce((SELECT messages < %s AND bytes + %s <= %s FROM mailbox_usage"
+    " WHERE recipient = %s), %s) AS fits),"
     " stamp AS (INSERT INTO spent_stamps (stamp, expires_at) SELECT %s, %s"
-    " WHERE (SELECT got FROM lock) AND NOT EXISTS (SELECT 1 FROM gone)"
+    " WHERE (SELECT got AND fits FROM room) AND NOT EXISTS (SELECT 1 FROM gone)"
     " ON CONFLICT DO NOTHING RETURNING 1),"
     f" message AS (INSERT INTO messages ({MESSAGE_COLUMNS})"
     " SELECT %s, %s, %s, %s, %s, %s, %s, %s"
     " WHERE EXISTS (SELECT 1 FROM stamp) ON CONFLICT DO NOTHING RETURNING seq)"
-    " SELECT (SELECT got FROM lock), EXISTS (SELECT 1 FROM gone),"
+    " SELECT (SELECT got FROM room), EXISTS (SELECT 1 FROM gone), (SELECT fits FROM room),"
     " EXISTS (SELECT 1 FROM stamp), (SELECT seq FROM message)"
 )
+# No quota given (a caller other than SEND): none that a mailbox could reach.
+_NO_LIMIT = 2**62
 
 
 class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
     _sql = staticmethod(pg)
+    # Kept by a trigger (pg_schema): no count of the mailbox.
+    _usage_query = (
+        "SELECT coalesce(max(messages), 0), coalesce(max(bytes), 0) FROM mailbox_usage"
+        " WHERE recipient = ?"
+    )
 
     def __init__(self, url: str, *, fsync: bool = True, connect_timeout: int = 10) -> None:
         self.url = url
@@ -293,19 +309,25 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
         stamp_expires_at: int,
         sender: str = "",
         text: str | None = None,
+        quota: tuple[int, int] | None = None,
     ) -> Callable[[], int]:
-        """Send the SEND's one statement without waiting; `confirm()` reads its result and
-        raises the refusal (a spent stamp, a taken or deleted id), or gives the seq."""
+        """Send the SEND's statements without waiting; `confirm()` reads what they did and
+        raises the refusal (a full mailbox, a spent stamp, a taken or deleted id), or gives
+        the seq. `quota` is (messages, bytes) the mailbox may hold."""
         if text is None:
             text, digest = encode_packet(packet)
         else:
             digest = checksum(text)
         size = len(text.encode("utf-8"))
+        max_messages, max_bytes = quota or (_NO_LIMIT, _NO_LIMIT)
+        lock = (MAILBOX_LOCK_SPACE, _mailbox_lock_id(recipient))
         params = (
-            *(MAILBOX_LOCK_SPACE, _mailbox_lock_id(recipient), recipient, sender, message_id),
+            *(recipient, sender, message_id),
+            *(max_messages, size, max_bytes, recipient, max_messages > 0 and size <= max_bytes),
             *(stamp_key, stamp_expires_at),
             *(recipient, sender, message_id, message_hash, received_at, size, text, digest),
         )
+        self._stage(_TRY_MAILBOX, lock)
         cur = self._stage(_ADD_MESSAGE, params)
         # Counted now, so the next SEND's quota check in this round sees it; taken back if
         # the write turns out refused.
@@ -316,7 +338,7 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
             if not done:
                 try:
                     row = cur.fetchone()
-                    done.append(self._settle_add(row, params, stamp_key))
+                    done.append(self._settle_add(row, lock, params))
                 except psycopg.Error as exc:
                     raise StoreError(_why(exc)) from exc
                 except MMTPError:
@@ -326,10 +348,9 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
 
         return confirm
 
-    def _settle_add(self, row: Any, params: tuple[Any, ...], stamp_key: str) -> int:
+    def _settle_add(self, row: Any, lock: tuple[int, int], params: tuple[Any, ...]) -> int:
         assert row is not None
         if not row[0]:
-            lock = (params[0], params[1])
             if lock not in self._waited_for:
                 # Another process's turn is filling this mailbox. Commit what this turn
                 # staged first (making it durable early promises nothing new), so that we
@@ -337,17 +358,20 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
                 # The writes of this round refused for the same mailbox are then made
                 # again under this one wait.
                 self.commit()
-                self._write("SELECT pg_advisory_xact_lock(%s, %s)", lock)
+                self._write(_WAIT_MAILBOX, lock)
                 self._waited_for.add(lock)
             row = self._write(_ADD_MESSAGE, params).fetchone()
             assert row is not None
-        _, gone, spent, seq = row
+        _, gone, fits, spent, seq = row
+        recipient, sender, message_id = params[:3]
         if gone:
             raise deleted_already()
+        if not fits:
+            raise mailbox_full(recipient)
         if not spent:
             raise stamp_replayed()
         if seq is None:
-            recipient, sender, message_id, message_hash = params[7:11]
+            stamp_key, message_hash = params[8], params[13]
             self._refuse_taken_id(recipient, message_id, sender, message_hash, stamp_key)
         return int(seq)
 

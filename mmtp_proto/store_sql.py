@@ -91,6 +91,9 @@ class _Rows(Protocol):
 class SharedQueries:
     """What `Store` and `PostgresStore` do identically, over their own connection."""
 
+    # (messages, bytes) of a mailbox: counted, unless the backend keeps them (PostgreSQL).
+    _usage_query = MAILBOX_USAGE
+
     _counts: dict[str, int]
     _sizes: dict[str, int]
     _seen_keys: dict[str, str | None]
@@ -210,7 +213,7 @@ class SharedQueries:
         self._sync_caches()
         count = self._counts.get(recipient)
         if count is None:
-            row = self._read(self._sql(MAILBOX_USAGE), (recipient,)).fetchone()
+            row = self._read(self._sql(self._usage_query), (recipient,)).fetchone()
             if len(self._counts) >= 100_000:
                 self._counts.clear()
                 self._sizes.clear()

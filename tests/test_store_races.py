@@ -24,8 +24,14 @@ BOB = "(bob)%(example.com)"
 Opener = Callable[[], Storage]  # the `make_store` fixture (conftest.py)
 
 
-def _add(store: Storage, message_id: str, stamp: str, message_hash: str = "0" * 64) -> int:
-    return store.add_message(
+def _add(
+    store: Storage,
+    message_id: str,
+    stamp: str,
+    message_hash: str = "0" * 64,
+    quota: tuple[int, int] | None = None,
+) -> int:
+    return store.add_message(  # type: ignore[call-arg]
         recipient=BOB,
         message_id=message_id,
         message_hash=message_hash,
@@ -33,6 +39,7 @@ def _add(store: Storage, message_id: str, stamp: str, message_hash: str = "0" * 
         received_at=1,
         stamp_key=stamp,
         stamp_expires_at=10,
+        quota=quota,
     )
 
 
@@ -216,3 +223,58 @@ def test_a_round_refused_a_busy_mailbox_waits_once_and_keeps_the_commit_order(
     assert seqs == sorted(seqs) and seqs[0] > first
     new_request(two)
     assert two.count_messages(BOB) == 4
+
+
+def test_a_quota_holds_across_processes_filling_one_mailbox_at_once(
+    make_store: Opener,
+) -> None:
+    """Two processes, each with its own view of the mailbox, SEND into it in their own
+    transactions: the quota is checked in the write, under the mailbox's lock, so the second
+    sees the first's message and the mailbox never holds more than its quota."""
+    one, two = make_store(), make_store()
+    for store in (one, two):
+        new_request(store)
+        assert store.mailbox_usage(BOB) == (0, 0)  # both looked before either wrote
+    quota = (1, 10**9)
+    _add(one, "a" * 32, "s1", quota=quota)
+    one.commit()
+    with pytest.raises(MMTPError) as caught:
+        _add(two, "b" * 32, "s2", quota=quota)
+    assert caught.value.code == "MAILBOX_FULL"
+    two.commit()
+    assert not two.is_spent("s2")
+    new_request(two)
+    assert two.mailbox_usage(BOB)[0] == 1
+    one.delete_messages(BOB, ["a" * 32])
+    one.commit()
+    _add(two, "b" * 32, "s2", quota=quota)  # room again
+    two.commit()
+    new_request(one)
+    assert one.mailbox_usage(BOB)[0] == 1
+
+
+def test_a_postgres_database_of_schema_2_gets_its_mailbox_usage_counted(
+    make_store: Opener, backend: str, database: str | None
+) -> None:
+    """Schema 3 keeps each mailbox's usage in a table (by a trigger); a database made by an
+    older server has its mailboxes counted once, when the trigger is made."""
+    if backend != "postgresql":
+        pytest.skip("SQLite counts its mailboxes")
+    store = make_store()
+    _add(store, "a" * 32, "s1")
+    _add(store, "b" * 32, "s2")
+    store.commit()
+    store.close()
+    assert database is not None
+    with psycopg.connect(database, autocommit=True) as db:
+        # What a schema-2 database looks like.
+        db.execute("DROP TRIGGER messages_counted ON messages")
+        db.execute("DROP TABLE mailbox_usage")
+        db.execute("UPDATE mmtp_meta SET value = 2 WHERE name = 'schema_version'")
+    again = make_store()
+    new_request(again)
+    assert again.mailbox_usage(BOB)[0] == 2
+    _add(again, "c" * 32, "s3", quota=(3, 10**9))
+    with pytest.raises(MMTPError) as caught:
+        _add(again, "d" * 32, "s4", quota=(3, 10**9))
+    assert caught.value.code == "MAILBOX_FULL"

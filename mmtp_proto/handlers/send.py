@@ -193,7 +193,6 @@ class SendHandler(RelayHandlers):
         stored = dict(packet.raw)
         stored["meta"] = {**packet.raw["meta"], "signatureVerified": verified, "receivedAt": now}
         text = stored_text(stored)
-        self._check_quota(packet.recipient, len(text.encode("utf-8")))
         # The write spends the stamp only if it was not spent yet (POW_REPLAYED otherwise),
         # and stores nothing under an id delivered already: no look before it (on
         # PostgreSQL a look is a round trip). There the write is pipelined, and what it
@@ -209,6 +208,7 @@ class SendHandler(RelayHandlers):
             received_at=now,
             stamp_key=stamp.spent_key,
             stamp_expires_at=stamp.date + self.config.stamp_validity_seconds,
+            quota=self._quota(packet.recipient),
         )
         outcome = Outcome(
             ok(message="Message delivered successfully", duplicate=False, **summary),
@@ -248,9 +248,10 @@ class SendHandler(RelayHandlers):
             durable=True,
         )
 
-    def _check_quota(self, recipient: str, size: int) -> None:
+    def _quota(self, recipient: str) -> tuple[int, int]:
         """SPEC §5: a message count and a byte quota per mailbox (the operator may set either
-        per account with mmtp-admin quota set)."""
+        per account with mmtp-admin quota set). The store checks it in the write itself, so
+        it holds across processes."""
         account = self.store.account(recipient)
         max_messages = account.max_messages
         max_bytes = account.max_bytes
@@ -258,9 +259,4 @@ class SendHandler(RelayHandlers):
             max_messages = self.config.mailbox_max_messages
         if max_bytes is None:
             max_bytes = self.config.mailbox_max_bytes
-        count, used = self.store.mailbox_usage(recipient)
-        if count >= max_messages or used + size > max_bytes:
-            raise MMTPError(
-                errors.MAILBOX_FULL,
-                f"the mailbox of {recipient} is full; try later, once its owner has made room",
-            )
+        return max_messages, max_bytes
