@@ -273,24 +273,21 @@ def _headroom(
         f"{ours:.0%} with this benchmark's processes ({per_message:,.0f} µs of CPU per "
         f"message) and {other:.0%} with other work on the machine. "
     )
-    if one.busy >= 0.9:
-        text += (
-            f"With {1 - one.busy:.0%} of the cores idle, two workers at the same CPU per "
-            f"message can reach at most 1/{one.busy:.2f} = {1 / one.busy:.2f}x one worker"
-        )
-        if other >= 0.1 and ours > 0:
-            text += f" (1/{ours:.2f} = {1 / ours:.2f}x had the benchmark the cores to itself, " + (
-                "still short of 1.7x)" if 1 / ours < 1.7 else "enough for 1.7x)"
-            )
-    else:
-        text += (
-            f"{1 - one.busy:.0%} of the cores were idle, so in this run the CPU alone does not "
-            "keep two workers below 1.7x"
+    ceiling = 1 / max(one.busy, 0.01)
+    text += (
+        f"With {max(0.0, 1 - one.busy):.0%} of the cores idle, two workers at the same CPU "
+        f"per message can reach at most 1/{one.busy:.2f} = {ceiling:.2f}x one worker ("
+        + ("short of 1.7x" if ceiling < 1.7 else "room for 1.7x")
+        + ")"
+    )
+    if other >= 0.1 and ours > 0:
+        text += f"; 1/{ours:.2f} = {1 / ours:.2f}x had the benchmark the cores to itself (" + (
+            "still short of 1.7x)" if 1 / ours < 1.7 else "enough for 1.7x)"
         )
     if two is not None and count2:
         per_message2 = sum(two.cpu.get(role, 0.0) for role in OURS) / count2 * 1e6
         text += (
             f". Two workers measured {ratio:.2f}x, the cores {two.busy:.0%} busy, "
-            f"{per_message2:,.0f} µs of CPU per message"
+            f"{per_message2:,.0f} µs of CPU per message ({per_message2 / per_message - 1:+.0%})"
         )
     return text
