@@ -193,10 +193,11 @@ class SendHandler(RelayHandlers):
         stored = dict(packet.raw)
         stored["meta"] = {**packet.raw["meta"], "signatureVerified": verified, "receivedAt": now}
         text = stored_text(stored)
-        # The write spends the stamp only if it was not spent yet (POW_REPLAYED otherwise),
-        # and stores nothing under an id delivered already: no look before it (on
-        # PostgreSQL a look is a round trip). There the write is pipelined, and what it
-        # found is settled before the commit (`_settled`).
+        # The write checks the quota and spends the stamp only if it was not spent yet
+        # (POW_REPLAYED otherwise), and stores nothing under an id delivered already: no
+        # look before it (on PostgreSQL a look is a round trip). There the write is
+        # pipelined, and what it found is settled once the round's COMMIT brought it back
+        # (`_settled`), before any answer leaves.
         self.stamps_taken.add(stamp.spent_key)
         confirm = self.store.stage_message(
             recipient=packet.recipient,
