@@ -8,12 +8,21 @@ psql): every process then drops its cached keys and account settings at its next
 
 from __future__ import annotations
 
+import hashlib
+
 # 2: the outbound queue (store_postgres_queue); 3: mailbox_usage, kept by a trigger.
 SCHEMA_VERSION = 3
 # Advisory lock ids: one for creating and migrating the schema, and the mailbox locks, which
 # are taken in their own key space (the two-integer form) so they never meet this one.
 SCHEMA_LOCK = 0x6D6D7470
 MAILBOX_LOCK_SPACE = 0x6D626F78
+
+
+def mailbox_lock_id(recipient: str) -> int:
+    """The second half of a mailbox's advisory lock id (the first is MAILBOX_LOCK_SPACE)."""
+    return int.from_bytes(hashlib.sha256(recipient.encode()).digest()[:4], "big", signed=True)
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS mmtp_meta (
     name TEXT PRIMARY KEY,

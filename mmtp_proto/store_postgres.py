@@ -29,7 +29,6 @@ write refuses one). The queries both backends run alike are in `store_sql`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -38,7 +37,7 @@ from typing import Any
 import psycopg
 
 from .errors import MMTPError
-from .pg_schema import MAILBOX_LOCK_SPACE, SCHEMA, SCHEMA_LOCK, SCHEMA_VERSION
+from .pg_schema import MAILBOX_LOCK_SPACE, SCHEMA, SCHEMA_LOCK, SCHEMA_VERSION, mailbox_lock_id
 from .storage import (
     KeyRecord,
     StoreError,
@@ -65,10 +64,6 @@ def redact(url: str) -> str:
 def _why(exc: BaseException) -> str:
     """libpq's message on one line (it spreads hints over several)."""
     return " ".join(str(exc).split())
-
-
-def _mailbox_lock_id(recipient: str) -> int:
-    return int.from_bytes(hashlib.sha256(recipient.encode()).digest()[:4], "big", signed=True)
 
 
 # A SEND's mailbox lock, tried (never waited for) in a statement of its own, so that the
@@ -123,8 +118,10 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
         self._keys_checked = False
         self._pipeline: psycopg.Pipeline | None = None
         self._pipeline_end = contextlib.ExitStack()
-        # Mailbox locks this transaction waited for (and so holds till its end).
+        # Mailbox locks this transaction waited for (and so holds till its end), and the
+        # one whose answer the transaction's `mmtp.mailbox` setting holds.
         self._waited_for: set[tuple[int, int]] = set()
+        self._tried: tuple[int, int] | None = None
         self._db = self._connect()
         self._migrate()
 
@@ -236,6 +233,7 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
     def _end_pipeline(self) -> None:
         """Leave pipeline mode: the results still on their way are read (errors raised)."""
         self._waited_for.clear()
+        self._tried = None
         end, self._pipeline_end = self._pipeline_end, contextlib.ExitStack()
         self._pipeline = None
         if not self._db.closed:
@@ -320,14 +318,18 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
             digest = checksum(text)
         size = len(text.encode("utf-8"))
         max_messages, max_bytes = quota or (_NO_LIMIT, _NO_LIMIT)
-        lock = (MAILBOX_LOCK_SPACE, _mailbox_lock_id(recipient))
+        lock = (MAILBOX_LOCK_SPACE, mailbox_lock_id(recipient))
         params = (
             *(recipient, sender, message_id),
             *(max_messages, size, max_bytes, recipient, max_messages > 0 and size <= max_bytes),
             *(stamp_key, stamp_expires_at),
             *(recipient, sender, message_id, message_hash, received_at, size, text, digest),
         )
-        self._stage(_TRY_MAILBOX, lock)
+        if self._tried != lock:
+            self._stage(_TRY_MAILBOX, lock)
+            # The setting holds this lock's answer until another mailbox's is tried: a
+            # burst of SENDs to one mailbox (a mailing list) tries it once per round.
+            self._tried = lock
         cur = self._stage(_ADD_MESSAGE, params)
         # Counted now, so the next SEND's quota check in this round sees it; taken back if
         # the write turns out refused.
@@ -360,6 +362,7 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
                 self.commit()
                 self._write(_WAIT_MAILBOX, lock)
                 self._waited_for.add(lock)
+                self._tried = lock
             row = self._write(_ADD_MESSAGE, params).fetchone()
             assert row is not None
         _, gone, fits, spent, seq = row

@@ -41,8 +41,10 @@ class _CountingConnection:
     def __init__(self, db: Any) -> None:
         self._db = db
         self.trips = 0
+        self.statements: list[str] = []
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
+        self.statements.append(str(args[0]))
         if self._db._pipeline is None:
             self.trips += 1
             return self._db.execute(*args, **kwargs)
@@ -130,6 +132,8 @@ def test_a_postgres_round_of_sends_takes_two_round_trips_in_all(store: Any) -> N
     assert counting.trips == 2
     assert [confirm() for confirm in confirms if confirm] == [1, 2, 3]
     assert counting.trips == 2
+    # The mailbox's lock was tried once for the three.
+    assert sum("pg_try_advisory_xact_lock" in sql for sql in counting.statements) == 1
     new_request(store)
     assert [m.packet["n"] for m in store.list_messages(BOB, 0, 10)[0]] == [1, 2, 3]
 
