@@ -282,11 +282,11 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
     def look_again(self) -> None:
         """Whatever another process committed before now is seen from here on: keys and
         accounts are checked against the version row at the next read of either (one round
-        trip with that read, once per round of requests); counts are taken again outside a
-        transaction (inside ours, they follow our own writes)."""
+        trip with that read, once per round of requests); counts are read again (inside a
+        transaction too: a turn's later round starts in it, and the table the trigger keeps
+        follows our own writes)."""
         self._keys_checked = False
-        if not self._in_tx:
-            self._counts.clear()
+        self._counts.clear()
 
     # ------------------------------------------------------------------ messages
 
@@ -382,6 +382,7 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
         self, recipient: str, message_ids: list[str], *, tombstone_seconds: int | None = None
     ) -> int:
         """Delete by id; with `tombstone_seconds`, leave tombstones (see `tombstone`)."""
+        self._hold_mailbox(recipient)
         ids = list(dict.fromkeys(message_ids))
         if tombstone_seconds is not None:
             for message_id in ids:

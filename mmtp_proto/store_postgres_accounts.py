@@ -15,6 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .pg_schema import MAILBOX_LOCK_SPACE, mailbox_lock_id
 from .storage import KeyRecord
 from .store_accounts import AccountRecord
 
@@ -179,9 +180,20 @@ class PostgresAccounts:
             ) in rows
         ]
 
+    def _hold_mailbox(self, recipient: str) -> None:
+        """Before deleting from a mailbox: wait for its lock, first in the transaction (the
+        server commits before every DELETE), so that it waits holding nothing. Unlocked, a
+        delete would wait (the trigger's usage row) for a SEND round that holds the lock,
+        while that round's re-send of a message being deleted waits for the delete: a
+        deadlock. And a SEND's tombstone check, made under the lock, sees the delete's."""
+        self._write(
+            "SELECT pg_advisory_xact_lock(%s, %s)", (MAILBOX_LOCK_SPACE, mailbox_lock_id(recipient))
+        )
+
     def delete_account(self, email: str, *, hold_until: int) -> int:
         """Remove an account's mailbox, key, settings and invites; hold its name. Returns how
         many messages were deleted."""
+        self._hold_mailbox(email)
         deleted = self._write("DELETE FROM messages WHERE recipient = %s", (email,)).rowcount
         for table in ("keys", "accounts", "invites"):
             self._write(f"DELETE FROM {table} WHERE email = %s", (email,))

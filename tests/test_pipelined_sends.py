@@ -1,0 +1,167 @@
+"""Review of the pipelined SEND path (session 4): stores as two server processes have them,
+over one database, driven the way the loop drives them (rounds, group commit, settling).
+Each test names the interleaving it checks."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from helpers import new_request
+
+from mmtp_proto import migrate
+from mmtp_proto.errors import MMTPError
+from mmtp_proto.storage import Storage, StoreError
+from mmtp_proto.store import Store
+
+pytestmark = pytest.mark.both_backends
+
+BOB = "(bob)%(example.com)"
+CAROL = "(carol)%(example.com)"
+Opener = Callable[[], Storage]  # the `make_store` fixture (conftest.py)
+
+
+def _fields(message_id: str, stamp: str, recipient: str = BOB) -> dict[str, Any]:
+    return {
+        "recipient": recipient,
+        "message_id": message_id,
+        "message_hash": "0" * 64,
+        "packet": {"meta": {"messageId": message_id}},
+        "received_at": 1,
+        "stamp_key": stamp,
+        "stamp_expires_at": 10,
+    }
+
+
+def _add(store: Storage, message_id: str, stamp: str, recipient: str = BOB) -> int:
+    return store.add_message(**_fields(message_id, stamp, recipient))  # type: ignore[call-arg]
+
+
+def _only_postgres(backend: str) -> None:
+    if backend != "postgresql":
+        pytest.skip("SQLite takes the whole database's write lock for a turn's writes")
+
+
+def test_a_check_in_a_later_round_of_the_same_turn_sees_what_others_committed_before_it(
+    make_store: Opener, backend: str
+) -> None:
+    """A turn answers up to GATHER_ROUNDS rounds before its one commit, so a round may start
+    with the turn's SENDs still uncommitted. A CHECK in such a round commits them first,
+    then must count what other processes committed before the round started."""
+    _only_postgres(backend)  # SQLite's counts follow its data_version
+    one, two = make_store(), make_store()
+    new_request(one)
+    assert one.count_messages(BOB) == 0  # cached by this round's CHECK
+    one.stage_message(**_fields("c" * 32, "s0", CAROL))  # the turn's SEND: a transaction
+    _add(two, "a" * 32, "s1")
+    two.commit()
+    # The next round of the same turn: a CHECK, which commits the turn's SENDs first.
+    one.look_again()
+    one.commit()
+    one.refresh()
+    assert one.count_messages(BOB) == 1
+
+
+def test_a_resend_meeting_the_delete_of_its_message_neither_deadlocks_nor_stores_it_again(
+    make_store: Opener, backend: str
+) -> None:
+    """One process's round stored a message to BOB (it holds BOB's lock and its usage row)
+    and then meets a re-send of a message BOB is deleting in another process at that very
+    moment. Neither may wait for the other (design rule), and the re-send must not store
+    the deleted message again: it is answered as the duplicate it is."""
+    _only_postgres(backend)
+    one, two = make_store(), make_store()
+    _add(one, "k" * 32, "s0")
+    one.commit()
+    new_request(one)
+    _add(one, "m" * 32, "s1")  # this round's first SEND to BOB: BOB's lock is held now
+    outcome: dict[str, Any] = {}
+
+    def delete() -> None:
+        try:
+            new_request(two)
+            outcome["deleted"] = two.delete_messages(BOB, ["k" * 32], tombstone_seconds=3600)
+            two.commit()
+        except Exception as exc:  # reported below
+            outcome["error"] = exc
+            two.rollback()
+
+    thread = threading.Thread(target=delete)
+    thread.start()
+    thread.join(0.3)
+    refused: BaseException | None = None
+    try:
+        _add(one, "k" * 32, "s2")  # the re-send, with a fresh stamp
+    except (MMTPError, StoreError) as exc:
+        refused = exc
+    if isinstance(refused, StoreError):
+        one.rollback()
+    else:
+        one.commit()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert not isinstance(refused, StoreError), f"the SEND's round failed: {refused}"
+    assert "error" not in outcome, f"the DELETE failed: {outcome.get('error')}"
+    new_request(one)
+    assert one.find_message_hash(BOB, "k" * 32) is None, "deleted, then stored again"
+    assert one.find_delivered(BOB, "", "k" * 32) is not None
+
+
+def test_a_connection_lost_mid_round_fails_that_round_once_and_the_next_one_reconnects(
+    make_store: Opener, backend: str, database: str | None
+) -> None:
+    """The database restarts (here: the session is killed) while a round's writes are in the
+    pipeline: the commit fails once (its answers are withdrawn), and the next round's
+    writes go through on a new connection, with its mailbox lock tried afresh."""
+    _only_postgres(backend)
+    assert database is not None
+    store = make_store()
+    confirm = store.stage_message(**_fields("a" * 32, "s1"))
+    with psycopg.connect(database, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (store._db.info.backend_pid,))  # type: ignore[attr-defined]
+    rollbacks = store.rollbacks
+    with pytest.raises(StoreError):
+        confirm()
+        store.commit()
+    store.rollback()
+    assert store.rollbacks == rollbacks + 1 and not store.pending
+    new_request(store)
+    # The first write after the loss finds a dead connection at most once more (libpq
+    # notices the loss only when it uses the socket); after that it works.
+    for attempt in range(2):
+        try:
+            seq = _add(store, "b" * 32, "s2")
+            store.commit()
+            break
+        except StoreError:
+            store.rollback()
+            assert attempt == 0
+    assert seq > 0
+    new_request(store)
+    assert store.find_message_hash(BOB, "a" * 32) is None
+    assert store.count_messages(BOB) == 1
+
+
+def test_a_migrated_database_counts_its_mailboxes(
+    tmp_path: Path, backend: str, database: str | None
+) -> None:
+    """`mmtp-admin migrate` copies messages with COPY: the trigger counts them, so the
+    quota the SEND's write checks starts right."""
+    _only_postgres(backend)
+    assert database is not None
+    source = Store(tmp_path / "mmtp.db")
+    for n in range(3):
+        _add(source, f"{n}" * 32, f"s{n}")
+    source.delete_messages(BOB, ["0" * 32])
+    _add(source, "c" * 32, "s9", CAROL)
+    source.commit()
+    expected = {BOB: source.mailbox_usage(BOB), CAROL: source.mailbox_usage(CAROL)}
+    source.close()
+    migrate.migrate(tmp_path / "mmtp.db", database)
+    with psycopg.connect(database, autocommit=True) as db:
+        rows = db.execute("SELECT recipient, messages, bytes FROM mailbox_usage").fetchall()
+    assert {r[0]: (int(r[1]), int(r[2])) for r in rows} == expected
