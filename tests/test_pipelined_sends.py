@@ -165,3 +165,40 @@ def test_a_migrated_database_counts_its_mailboxes(
     with psycopg.connect(database, autocommit=True) as db:
         rows = db.execute("SELECT recipient, messages, bytes FROM mailbox_usage").fetchall()
     assert {r[0]: (int(r[1]), int(r[2])) for r in rows} == expected
+
+
+def test_a_resend_during_the_delete_of_its_message_is_not_stored_again(
+    make_store: Opener, backend: str
+) -> None:
+    """The DELETE is under way in another process (its tombstone and the delete not yet
+    committed) when the re-send's write runs: the write must not store the message again
+    once the delete commits (the tombstone makes it "duplicate", SPEC §5)."""
+    _only_postgres(backend)
+    one, two = make_store(), make_store()
+    _add(one, "k" * 32, "s0")
+    one.commit()
+    new_request(two)
+    two.delete_messages(BOB, ["k" * 32], tombstone_seconds=3600)  # not committed yet
+    outcome: dict[str, Any] = {}
+
+    def resend() -> None:
+        try:
+            new_request(one)
+            outcome["seq"] = _add(one, "k" * 32, "s1")
+        except MMTPError as exc:
+            outcome["refused"] = exc.code
+        except StoreError as exc:
+            outcome["error"] = exc
+        finally:
+            one.commit()
+
+    thread = threading.Thread(target=resend)
+    thread.start()
+    thread.join(0.3)
+    two.commit()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert "error" not in outcome, outcome
+    assert "seq" not in outcome, "the deleted message was stored again"
+    new_request(one)
+    assert one.find_message_hash(BOB, "k" * 32) is None
