@@ -30,7 +30,7 @@ class GroupCommit(Generic[T]):
     def __init__(self, store: Storage) -> None:
         self.store = store
         self._promises: list[T] = []
-        self._settles: list[Callable[[], None]] = []
+        self._settles: list[tuple[T, Callable[[], None]]] = []
         # The store's rollback count when the current promises were made: any rollback since
         # threw their writes away.
         self._epoch = store.rollbacks
@@ -42,14 +42,14 @@ class GroupCommit(Generic[T]):
 
     def promise(self, token: T, settle: Callable[[], None] | None = None) -> None:
         """Record that `token` (an answer) may leave only once the staged writes are durable.
-        `settle`, if given, is called before the commit: the write's outcome is known then
-        (a pipelined write), and it may change the answer."""
+        `settle`, if given, is called once the commit brought back the outcome of the
+        token's pipelined write (see `commit`); it may change the answer."""
         if not self._promises:
             self._epoch = self.store.rollbacks
             self._settles.clear()
         self._promises.append(token)
         if settle is not None:
-            self._settles.append(settle)
+            self._settles.append((token, settle))
 
     def lost(self) -> list[T]:
         """The promises whose writes a rollback threw away since they were made."""
@@ -70,13 +70,29 @@ class GroupCommit(Generic[T]):
         settles, self._settles = self._settles, []
         try:
             self.store.commit()
-            for settle in settles:
-                settle()
-            self.store.commit()
         except StoreError as exc:
             log.error("commit failed, withdrawing this turn's acknowledgements: %s", exc)
             self.store.rollback()
-        lost = self.lost()
+            return self._done(self.lost())
+        # Durable now. What settling writes (a write made again, a stamp given back) may
+        # still be lost: the answers settled since the last moment nothing was staged are in
+        # doubt, and those not settled yet; the earlier ones, and the answers without a
+        # pipelined write, rest on what is committed.
+        in_doubt = 0
+        try:
+            for i, (_, settle) in enumerate(settles):
+                if not self.store.pending:
+                    in_doubt = i
+                settle()
+            self.store.commit()
+        except StoreError as exc:
+            log.error("settling failed, withdrawing the answers it could change: %s", exc)
+            self.store.rollback()
+            self._epoch = self.store.rollbacks
+            return self._done([token for token, _ in settles[in_doubt:]])
+        return self._done(self.lost())
+
+    def _done(self, lost: list[T]) -> list[T]:
         # Whatever was not withdrawn is on disk now.
         self._promises.clear()
         return lost

@@ -202,3 +202,61 @@ def test_a_resend_during_the_delete_of_its_message_is_not_stored_again(
     assert "seq" not in outcome, "the deleted message was stored again"
     new_request(one)
     assert one.find_message_hash(BOB, "k" * 32) is None
+
+
+class _Answer:
+    """A held answer, as server_connection.HeldAnswer keeps one: its text, withdrawn or not."""
+
+    def __init__(self, confirm: Callable[[], object] | None) -> None:
+        self.text = "delivered"
+        self.confirm = confirm
+
+    def withdraw(self) -> None:
+        self.text = "nothing was kept"
+
+    def settle(self) -> None:
+        assert self.confirm is not None
+        try:
+            self.confirm()
+        except MMTPError as exc:
+            self.text = exc.code
+
+
+def test_a_failure_while_settling_withdraws_only_the_answers_it_could_have_made_untrue(
+    make_store: Opener, backend: str, database: str | None
+) -> None:
+    """The round's COMMIT made its writes durable; settling then waits for a busy mailbox
+    and the connection is lost meanwhile. The answers of the writes that COMMIT made durable
+    stay "delivered" (a storage failure says "nothing was kept"); those whose writes were to
+    be made again are withdrawn."""
+    _only_postgres(backend)
+    assert database is not None
+    from mmtp_proto.group_commit import GroupCommit
+
+    one, two = make_store(), make_store()
+    _add(one, "a" * 32, "s0")  # holds BOB's lock until it commits
+    commits: GroupCommit[_Answer] = GroupCommit(two)
+    answers = [
+        _Answer(two.stage_message(**_fields("c" * 32, "s1", CAROL))),
+        _Answer(two.stage_message(**_fields("b" * 32, "s2"))),  # BOB is busy: made again
+    ]
+    plain = _Answer(None)  # a durable answer without a pipelined write (a DELETE's)
+    for answer in answers:
+        commits.promise(answer, answer.settle)
+    commits.promise(plain)
+    withdrawn: list[_Answer] = []
+    thread = threading.Thread(target=lambda: withdrawn.extend(commits.commit()))
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive(), "settling did not wait for BOB's lock"
+    with psycopg.connect(database, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (two._db.info.backend_pid,))  # type: ignore[attr-defined]
+    thread.join(30)
+    one.commit()
+    for answer in withdrawn:
+        answer.withdraw()
+    new_request(one)
+    assert one.find_message_hash(CAROL, "c" * 32) is not None  # durable at the COMMIT
+    assert one.find_message_hash(BOB, "b" * 32) is None
+    assert answers[1].text == "nothing was kept"
+    assert (answers[0].text, plain.text) == ("delivered", "delivered")
