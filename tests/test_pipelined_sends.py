@@ -260,3 +260,34 @@ def test_a_failure_while_settling_withdraws_only_the_answers_it_could_have_made_
     assert one.find_message_hash(BOB, "b" * 32) is None
     assert answers[1].text == "nothing was kept"
     assert (answers[0].text, plain.text) == ("delivered", "delivered")
+
+
+def test_a_statement_failing_mid_pipeline_fails_the_round_once_and_leaves_a_clean_store(
+    make_store: Opener, backend: str
+) -> None:
+    """A write that the database rejects (not a refusal: an error) in the middle of a
+    round's pipeline: the round's writes are all thrown away, once, and the next round
+    starts a clean transaction, whose mailbox lock is tried afresh."""
+    _only_postgres(backend)
+    store = make_store()
+    store.stage_message(**_fields("a" * 32, "s1"))
+    bad = _fields("b" * 32, "s2")
+    bad["stamp_expires_at"] = 2**70  # out of the column's range: the server errs
+    rollbacks = store.rollbacks
+    with pytest.raises(StoreError):
+        store.stage_message(**bad)
+        store.stage_message(**_fields("c" * 32, "s3", CAROL))
+        store.commit()
+    store.rollback()
+    assert store.rollbacks == rollbacks + 1 and not store.pending
+    new_request(store)
+    assert _add(store, "d" * 32, "s4") > 0
+    store.commit()
+    new_request(store)
+    assert [store.find_message_hash(BOB, c * 32) is not None for c in "abd"] == [
+        False,
+        False,
+        True,
+    ]
+    assert store.find_message_hash(CAROL, "c" * 32) is None
+    assert store.mailbox_usage(BOB)[0] == 1
