@@ -190,6 +190,19 @@ class PostgresAccounts:
             "SELECT pg_advisory_xact_lock(%s, %s)", (MAILBOX_LOCK_SPACE, mailbox_lock_id(recipient))
         )
 
+    def add_report(self, packet: dict[str, Any], now: int) -> None:
+        """A server-made packet (the delivery process's DSNs), stored under its mailbox's
+        lock as a SEND is: unlocked, its usage row (the trigger) could be locked by a
+        report of the same batch while a server's round, holding another mailbox's lock and
+        row, waits for it and it for the round: a deadlock. Here the delivery waits for the
+        lock, never the server's round (it only tries; it waits only after its commit), and
+        the mailbox's seq order stays its commit order."""
+        self._write(
+            "SELECT pg_advisory_xact_lock(%s, %s)",
+            (MAILBOX_LOCK_SPACE, mailbox_lock_id(packet["recipient"])),
+        )
+        super().add_report(packet, now)  # type: ignore[misc]
+
     def delete_account(self, email: str, *, hold_until: int) -> int:
         """Remove an account's mailbox, key, settings and invites; hold its name. Returns how
         many messages were deleted."""

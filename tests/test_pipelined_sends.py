@@ -291,3 +291,52 @@ def test_a_statement_failing_mid_pipeline_fails_the_round_once_and_leaves_a_clea
     ]
     assert store.find_message_hash(CAROL, "c" * 32) is None
     assert store.mailbox_usage(BOB)[0] == 1
+
+
+def _report(recipient: str, message_id: str) -> dict[str, Any]:
+    """A server-made packet (a DSN) as the delivery process stores it."""
+    return {
+        "recipient": recipient,
+        "sender": "(postmaster)%(example.com)",
+        "meta": {"messageId": message_id},
+        "verification": {"messageHash": "1" * 64},
+    }
+
+
+def test_reports_stored_by_the_delivery_process_do_not_deadlock_a_server_round(
+    make_store: Opener, backend: str
+) -> None:
+    """The delivery process records a batch of results in one transaction, reports (DSNs)
+    into several mailboxes among them, while a server round SENDs to the same mailboxes in
+    the other order. The usage rows the trigger keeps are locked by both: the reports must
+    take the mailbox locks the SENDs take, so that the server's round (which never waits
+    for a lock while holding one) is never waited for by a transaction it waits for."""
+    _only_postgres(backend)
+    server, delivery = make_store(), make_store()
+    delivery.add_report(_report(CAROL, "r" * 32), 1)  # type: ignore[attr-defined]
+    new_request(server)
+    _add(server, "b" * 32, "s1")  # the round holds BOB's lock (and BOB's usage row)
+    outcome: dict[str, Any] = {}
+
+    def second_report() -> None:
+        try:
+            delivery.add_report(_report(BOB, "q" * 32), 1)  # type: ignore[attr-defined]
+            delivery.commit()
+        except StoreError as exc:
+            outcome["error"] = exc
+            delivery.rollback()
+
+    thread = threading.Thread(target=second_report)
+    thread.start()
+    thread.join(0.3)
+    try:
+        _add(server, "c" * 32, "s2", CAROL)
+        server.commit()
+    except (MMTPError, StoreError) as exc:
+        outcome["server"] = exc
+        server.rollback()
+        if isinstance(exc, MMTPError):
+            raise
+    thread.join(30)
+    assert not thread.is_alive()
+    assert outcome == {}, outcome
