@@ -42,8 +42,8 @@ class GroupCommit(Generic[T]):
 
     def promise(self, token: T, settle: Callable[[], None] | None = None) -> None:
         """Record that `token` (an answer) may leave only once the staged writes are durable.
-        `settle`, if given, is called once the commit brought back the outcome of the
-        token's pipelined write (see `commit`); it may change the answer."""
+        `settle`, if given, is called by `commit` once the write's outcome is known (a
+        pipelined write), before any answer leaves; it may change the answer."""
         if not self._promises:
             self._epoch = self.store.rollbacks
             self._settles.clear()

@@ -136,7 +136,7 @@ class MainScreen(
     def on_outbox_flushed(self, message: OutboxFlushed) -> None:
         result = message.result
         if result.reached:
-            self.notify(f"Outbox: sent to {', '.join(result.reached)}.", title="Sent")
+            self.notify(f"Outbox: sent to {', '.join(result.reached)}.", title="Sent", markup=False)
         for text in result.failed:
             self.notify(f"Outbox: {text}", severity="warning", timeout=15, markup=False)
         self.refresh_view()
@@ -144,7 +144,7 @@ class MainScreen(
     def on_mail_fetched(self, message: MailFetched) -> None:
         result = message.result
         for warning in result.warnings:
-            self.notify(warning, title="KEY CHANGED", severity="error", timeout=30)
+            self.notify(warning, title="KEY CHANGED", severity="error", timeout=30, markup=False)
         if result.new:
             self.notify(f"{result.new} new message{'s' * (result.new != 1)}.", title="New mail")
             self.app.new_mail_notice(result.new, self.account_name)  # type: ignore[attr-defined]

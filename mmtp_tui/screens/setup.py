@@ -194,5 +194,5 @@ class SetupScreen(Screen):
         app = self.app
         app.settings.add_account(session.account)  # type: ignore[attr-defined]
         app.settings.save()  # type: ignore[attr-defined]
-        self.notify(f"Account {session.address} is ready.")
+        self.notify(f"Account {session.address} is ready.", markup=False)
         app.open_session(session)  # type: ignore[attr-defined]
