@@ -58,6 +58,7 @@ class PostgresAccounts:
 
         def _read(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]: ...
         def _write(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]: ...
+        def _stage(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]: ...
 
     # ------------------------------------------------------------------ keys
 
@@ -185,8 +186,9 @@ class PostgresAccounts:
         server commits before every DELETE), so that it waits holding nothing. Unlocked, a
         delete would wait (the trigger's usage row) for a SEND round that holds the lock,
         while that round's re-send of a message being deleted waits for the delete: a
-        deadlock. And a SEND's tombstone check, made under the lock, sees the delete's."""
-        self._write(
+        deadlock. And a SEND's tombstone check, made under the lock, sees the delete's.
+        Pipelined: the next statement's answer brings this one's (no round trip of its own)."""
+        self._stage(
             "SELECT pg_advisory_xact_lock(%s, %s)", (MAILBOX_LOCK_SPACE, mailbox_lock_id(recipient))
         )
 
@@ -197,10 +199,7 @@ class PostgresAccounts:
         row, waits for it and it for the round: a deadlock. Here the delivery waits for the
         lock, never the server's round (it only tries; it waits only after its commit), and
         the mailbox's seq order stays its commit order."""
-        self._write(
-            "SELECT pg_advisory_xact_lock(%s, %s)",
-            (MAILBOX_LOCK_SPACE, mailbox_lock_id(packet["recipient"])),
-        )
+        self._hold_mailbox(packet["recipient"])
         super().add_report(packet, now)  # type: ignore[misc]
 
     def delete_account(self, email: str, *, hold_until: int) -> int:
