@@ -340,3 +340,44 @@ def test_reports_stored_by_the_delivery_process_do_not_deadlock_a_server_round(
     thread.join(30)
     assert not thread.is_alive()
     assert outcome == {}, outcome
+
+
+def test_a_quota_holds_for_pipelined_writes_of_two_processes_and_their_redo(
+    make_store: Opener, backend: str
+) -> None:
+    """Both processes pipeline SENDs to one mailbox with room for three: the first's round
+    holds the lock and fills it past its own third write; the second's writes, refused as
+    busy, are made again after one wait and find the mailbox full. Exactly three stored."""
+    _only_postgres(backend)
+    one, two = make_store(), make_store()
+    quota = (3, 10**9)
+
+    def stage(store: Storage, message_id: str, stamp: str) -> Any:
+        return store.stage_message(**_fields(message_id, stamp), quota=quota)
+
+    ours = [stage(one, c * 32, f"s{c}") for c in "abcd"]
+    ours[0]()  # its result read: the first round holds the lock before the second tries it
+    theirs = [stage(two, c * 32, f"t{c}") for c in "ef"]
+    results: dict[str, list[Any]] = {}
+
+    def settle(name: str, store: Storage, confirms: list[Any]) -> None:
+        store.commit()
+        outcomes: list[Any] = []
+        for confirm in confirms:
+            try:
+                outcomes.append(confirm())
+            except MMTPError as exc:
+                outcomes.append(exc.code)
+        store.commit()
+        results[name] = outcomes
+
+    thread = threading.Thread(target=settle, args=("two", two, theirs))
+    thread.start()
+    thread.join(0.3)
+    settle("one", one, ours)
+    thread.join(30)
+    assert not thread.is_alive()
+    assert results["one"][3] == "MAILBOX_FULL" and results["two"] == ["MAILBOX_FULL"] * 2
+    new_request(one)
+    assert one.mailbox_usage(BOB)[0] == 3
+    assert not any(one.is_spent(s) for s in ("sd", "te", "tf"))
