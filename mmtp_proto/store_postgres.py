@@ -358,10 +358,11 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
                 # staged first (making it durable early promises nothing new), so that we
                 # hold no lock while we wait: two processes can never wait for each other.
                 # The writes of this round refused for the same mailbox are then made
-                # again under this one wait.
+                # again under this one wait (the setting says so again if another's changed it).
                 self.commit()
-                self._write(_WAIT_MAILBOX, lock)
                 self._waited_for.add(lock)
+            if self._tried != lock:
+                self._stage(_WAIT_MAILBOX, lock)  # pipelined with the write made again
                 self._tried = lock
             row = self._write(_ADD_MESSAGE, params).fetchone()
             assert row is not None

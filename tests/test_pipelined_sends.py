@@ -381,3 +381,35 @@ def test_a_quota_holds_for_pipelined_writes_of_two_processes_and_their_redo(
     new_request(one)
     assert one.mailbox_usage(BOB)[0] == 3
     assert not any(one.is_spent(s) for s in ("sd", "te", "tf"))
+
+
+def test_a_write_made_again_under_a_held_lock_does_not_read_another_mailboxs_answer(
+    make_store: Opener, backend: str
+) -> None:
+    """The transaction waited for BOB's lock (a write made again), then tried CAROL's and
+    found it busy: the transaction's `mmtp.mailbox` now holds CAROL's "no". A write to BOB
+    refused before the wait, made again now under the lock already held, must be stored,
+    not refused as a replayed stamp because it read CAROL's answer."""
+    _only_postgres(backend)
+    one, two, three = make_store(), make_store(), make_store()
+    _add(one, "a" * 32, "s0")  # one holds BOB's lock
+    _add(three, "c" * 32, "s1", CAROL)  # three holds CAROL's
+    early = two.stage_message(**_fields("b" * 32, "s2"))  # BOB busy: to be made again
+    waited: dict[str, Any] = {}
+
+    def wait_for_bob() -> None:
+        waited["seq"] = _add(two, "d" * 32, "s3")  # made again at once: waits for BOB
+
+    thread = threading.Thread(target=wait_for_bob)
+    thread.start()
+    thread.join(0.3)
+    one.commit()
+    thread.join(30)
+    assert not thread.is_alive() and waited["seq"] > 0
+    late = two.stage_message(**_fields("e" * 32, "s4", CAROL))  # CAROL busy: "no"
+    assert early() > 0  # BOB's lock is held by this transaction: stored now
+    three.commit()
+    assert late() > 0
+    two.commit()
+    new_request(two)
+    assert two.count_messages(BOB) == 3 and two.count_messages(CAROL) == 2
