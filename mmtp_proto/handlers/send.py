@@ -133,7 +133,11 @@ class SendHandler(RelayHandlers):
             packet.sender,
             pgp_jobs.verify,
             lambda armored: (signed, signature, armored),
-            lambda record, result: self._send_verified(session, packet, record, result, now, then),
+            # A retry of a message delivered already (this process did not look first: see
+            # `_send`) is "duplicate" even if its signature no longer verifies (a new key).
+            lambda record, result: self._unless_delivered(
+                packet, lambda: self._send_verified(session, packet, record, result, now, then)
+            ),
         )
 
     def _send_verified(
