@@ -18,7 +18,8 @@ from mmtp_proto.errors import MMTPError
 from mmtp_proto.storage import Storage, StoreError
 from mmtp_proto.store import Store
 
-pytestmark = pytest.mark.both_backends
+# SQLite takes the whole database's write lock for a turn's writes: none of this arises.
+pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 
 BOB = "(bob)%(example.com)"
 CAROL = "(carol)%(example.com)"
@@ -41,18 +42,12 @@ def _add(store: Storage, message_id: str, stamp: str, recipient: str = BOB) -> i
     return store.add_message(**_fields(message_id, stamp, recipient))  # type: ignore[call-arg]
 
 
-def _only_postgres(backend: str) -> None:
-    if backend != "postgresql":
-        pytest.skip("SQLite takes the whole database's write lock for a turn's writes")
-
-
 def test_a_check_in_a_later_round_of_the_same_turn_sees_what_others_committed_before_it(
     make_store: Opener, backend: str
 ) -> None:
     """A turn answers up to GATHER_ROUNDS rounds before its one commit, so a round may start
     with the turn's SENDs still uncommitted. A CHECK in such a round commits them first,
     then must count what other processes committed before the round started."""
-    _only_postgres(backend)  # SQLite's counts follow its data_version
     one, two = make_store(), make_store()
     new_request(one)
     assert one.count_messages(BOB) == 0  # cached by this round's CHECK
@@ -73,7 +68,6 @@ def test_a_resend_meeting_the_delete_of_its_message_neither_deadlocks_nor_stores
     and then meets a re-send of a message BOB is deleting in another process at that very
     moment. Neither may wait for the other (design rule), and the re-send must not store
     the deleted message again: it is answered as the duplicate it is."""
-    _only_postgres(backend)
     one, two = make_store(), make_store()
     _add(one, "k" * 32, "s0")
     one.commit()
@@ -117,7 +111,6 @@ def test_a_connection_lost_mid_round_fails_that_round_once_and_the_next_one_reco
     """The database restarts (here: the session is killed) while a round's writes are in the
     pipeline: the commit fails once (its answers are withdrawn), and the next round's
     writes go through on a new connection, with its mailbox lock tried afresh."""
-    _only_postgres(backend)
     assert database is not None
     store = make_store()
     confirm = store.stage_message(**_fields("a" * 32, "s1"))
@@ -151,7 +144,6 @@ def test_a_migrated_database_counts_its_mailboxes(
 ) -> None:
     """`mmtp-admin migrate` copies messages with COPY: the trigger counts them, so the
     quota the SEND's write checks starts right."""
-    _only_postgres(backend)
     assert database is not None
     source = Store(tmp_path / "mmtp.db")
     for n in range(3):
@@ -173,7 +165,6 @@ def test_a_resend_during_the_delete_of_its_message_is_not_stored_again(
     """The DELETE is under way in another process (its tombstone and the delete not yet
     committed) when the re-send's write runs: the write must not store the message again
     once the delete commits (the tombstone makes it "duplicate", SPEC §5)."""
-    _only_postgres(backend)
     one, two = make_store(), make_store()
     _add(one, "k" * 32, "s0")
     one.commit()
@@ -229,7 +220,6 @@ def test_a_failure_while_settling_withdraws_only_the_answers_it_could_have_made_
     and the connection is lost meanwhile. The answers of the writes that COMMIT made durable
     stay "delivered" (a storage failure says "nothing was kept"); those whose writes were to
     be made again are withdrawn."""
-    _only_postgres(backend)
     assert database is not None
     from mmtp_proto.group_commit import GroupCommit
 
@@ -268,7 +258,6 @@ def test_a_statement_failing_mid_pipeline_fails_the_round_once_and_leaves_a_clea
     """A write that the database rejects (not a refusal: an error) in the middle of a
     round's pipeline: the round's writes are all thrown away, once, and the next round
     starts a clean transaction, whose mailbox lock is tried afresh."""
-    _only_postgres(backend)
     store = make_store()
     store.stage_message(**_fields("a" * 32, "s1"))
     bad = _fields("b" * 32, "s2")
@@ -311,7 +300,6 @@ def test_reports_stored_by_the_delivery_process_do_not_deadlock_a_server_round(
     the other order. The usage rows the trigger keeps are locked by both: the reports must
     take the mailbox locks the SENDs take, so that the server's round (which never waits
     for a lock while holding one) is never waited for by a transaction it waits for."""
-    _only_postgres(backend)
     server, delivery = make_store(), make_store()
     delivery.add_report(_report(CAROL, "r" * 32), 1)  # type: ignore[attr-defined]
     new_request(server)
@@ -348,7 +336,6 @@ def test_a_quota_holds_for_pipelined_writes_of_two_processes_and_their_redo(
     """Both processes pipeline SENDs to one mailbox with room for three: the first's round
     holds the lock and fills it past its own third write; the second's writes, refused as
     busy, are made again after one wait and find the mailbox full. Exactly three stored."""
-    _only_postgres(backend)
     one, two = make_store(), make_store()
     quota = (3, 10**9)
 
@@ -390,7 +377,6 @@ def test_a_write_made_again_under_a_held_lock_does_not_read_another_mailboxs_ans
     found it busy: the transaction's `mmtp.mailbox` now holds CAROL's "no". A write to BOB
     refused before the wait, made again now under the lock already held, must be stored,
     not refused as a replayed stamp because it read CAROL's answer."""
-    _only_postgres(backend)
     one, two, three = make_store(), make_store(), make_store()
     _add(one, "a" * 32, "s0")  # one holds BOB's lock
     _add(three, "c" * 32, "s1", CAROL)  # three holds CAROL's
