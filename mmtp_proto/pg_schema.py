@@ -118,14 +118,21 @@ BEGIN
             VALUES (NEW.recipient, 1, NEW.size)
             ON CONFLICT (recipient) DO UPDATE
             SET messages = u.messages + 1, bytes = u.bytes + excluded.bytes;
-    ELSE
+    ELSIF TG_OP = 'DELETE' THEN
         UPDATE mailbox_usage SET messages = messages - 1, bytes = bytes - OLD.size
             WHERE recipient = OLD.recipient;
+    ELSE  -- TRUNCATE (by hand: the server never does it) fires no row trigger
+        DELETE FROM mailbox_usage;
     END IF;
     RETURN NULL;
 END $$;
 DO $$
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                   WHERE tgname = 'messages_truncated' AND tgrelid = 'messages'::regclass) THEN
+        CREATE TRIGGER messages_truncated AFTER TRUNCATE ON messages
+            FOR EACH STATEMENT EXECUTE FUNCTION mmtp_mailbox_counted();
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_trigger
                    WHERE tgname = 'messages_counted' AND tgrelid = 'messages'::regclass) THEN
         -- The trigger first: it locks messages against writers until this transaction

@@ -399,3 +399,21 @@ def test_a_write_made_again_under_a_held_lock_does_not_read_another_mailboxs_ans
     two.commit()
     new_request(two)
     assert two.count_messages(BOB) == 3 and two.count_messages(CAROL) == 2
+
+
+def test_messages_emptied_by_hand_leave_no_usage_behind(
+    make_store: Opener, backend: str, database: str
+) -> None:
+    """An operator emptying the mailboxes with psql (DELETE fires the row trigger, TRUNCATE
+    only the statement one): the quota counts what is there afterwards."""
+    store = make_store()
+    for n in range(3):
+        _add(store, f"{n:032x}", f"s{n}")
+    store.commit()
+    with psycopg.connect(database, autocommit=True) as db:
+        db.execute("DELETE FROM messages WHERE message_id = %s", (f"{0:032x}",))
+        new_request(store)
+        assert store.mailbox_usage(BOB)[0] == 2
+        db.execute("TRUNCATE messages")
+    new_request(store)
+    assert store.mailbox_usage(BOB) == (0, 0)
