@@ -237,3 +237,19 @@ def new_request(store: Any) -> None:
     other processes committed, then start the request."""
     store.look_again()
     store.refresh()
+
+
+def stored_fields(
+    message_id: str, stamp: str, recipient: str = BOB_EXAMPLE, message_hash: str = "0" * 64
+) -> dict[str, Any]:
+    """The keywords of a store's `add_message`/`stage_message` for a minimal message (the
+    store tests, below the protocol)."""
+    return {
+        "recipient": recipient,
+        "message_id": message_id,
+        "message_hash": message_hash,
+        "packet": {"meta": {"messageId": message_id}},
+        "received_at": 1,
+        "stamp_key": stamp,
+        "stamp_expires_at": 10,
+    }

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import new_request
+from helpers import new_request, stored_fields
 
 from mmtp_proto import migrate
 from mmtp_proto.errors import MMTPError
@@ -26,20 +26,8 @@ CAROL = "(carol)%(example.com)"
 Opener = Callable[[], Storage]  # the `make_store` fixture (conftest.py)
 
 
-def _fields(message_id: str, stamp: str, recipient: str = BOB) -> dict[str, Any]:
-    return {
-        "recipient": recipient,
-        "message_id": message_id,
-        "message_hash": "0" * 64,
-        "packet": {"meta": {"messageId": message_id}},
-        "received_at": 1,
-        "stamp_key": stamp,
-        "stamp_expires_at": 10,
-    }
-
-
 def _add(store: Storage, message_id: str, stamp: str, recipient: str = BOB) -> int:
-    return store.add_message(**_fields(message_id, stamp, recipient))  # type: ignore[call-arg]
+    return store.add_message(**stored_fields(message_id, stamp, recipient))  # type: ignore[call-arg]
 
 
 def test_a_check_in_a_later_round_of_the_same_turn_sees_what_others_committed_before_it(
@@ -51,7 +39,7 @@ def test_a_check_in_a_later_round_of_the_same_turn_sees_what_others_committed_be
     one, two = make_store(), make_store()
     new_request(one)
     assert one.count_messages(BOB) == 0  # cached by this round's CHECK
-    one.stage_message(**_fields("c" * 32, "s0", CAROL))  # the turn's SEND: a transaction
+    one.stage_message(**stored_fields("c" * 32, "s0", CAROL))  # the turn's SEND: a transaction
     _add(two, "a" * 32, "s1")
     two.commit()
     # The next round of the same turn: a CHECK, which commits the turn's SENDs first.
@@ -113,7 +101,7 @@ def test_a_connection_lost_mid_round_fails_that_round_once_and_the_next_one_reco
     writes go through on a new connection, with its mailbox lock tried afresh."""
     assert database is not None
     store = make_store()
-    confirm = store.stage_message(**_fields("a" * 32, "s1"))
+    confirm = store.stage_message(**stored_fields("a" * 32, "s1"))
     with psycopg.connect(database, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (store._db.info.backend_pid,))  # type: ignore[attr-defined]
     rollbacks = store.rollbacks
@@ -227,8 +215,8 @@ def test_a_failure_while_settling_withdraws_only_the_answers_it_could_have_made_
     _add(one, "a" * 32, "s0")  # holds BOB's lock until it commits
     commits: GroupCommit[_Answer] = GroupCommit(two)
     answers = [
-        _Answer(two.stage_message(**_fields("c" * 32, "s1", CAROL))),
-        _Answer(two.stage_message(**_fields("b" * 32, "s2"))),  # BOB is busy: made again
+        _Answer(two.stage_message(**stored_fields("c" * 32, "s1", CAROL))),
+        _Answer(two.stage_message(**stored_fields("b" * 32, "s2"))),  # BOB is busy: made again
     ]
     plain = _Answer(None)  # a durable answer without a pipelined write (a DELETE's)
     for answer in answers:
@@ -259,13 +247,13 @@ def test_a_statement_failing_mid_pipeline_fails_the_round_once_and_leaves_a_clea
     round's pipeline: the round's writes are all thrown away, once, and the next round
     starts a clean transaction, whose mailbox lock is tried afresh."""
     store = make_store()
-    store.stage_message(**_fields("a" * 32, "s1"))
-    bad = _fields("b" * 32, "s2")
+    store.stage_message(**stored_fields("a" * 32, "s1"))
+    bad = stored_fields("b" * 32, "s2")
     bad["stamp_expires_at"] = 2**70  # out of the column's range: the server errs
     rollbacks = store.rollbacks
     with pytest.raises(StoreError):
         store.stage_message(**bad)
-        store.stage_message(**_fields("c" * 32, "s3", CAROL))
+        store.stage_message(**stored_fields("c" * 32, "s3", CAROL))
         store.commit()
     store.rollback()
     assert store.rollbacks == rollbacks + 1 and not store.pending
@@ -340,7 +328,7 @@ def test_a_quota_holds_for_pipelined_writes_of_two_processes_and_their_redo(
     quota = (3, 10**9)
 
     def stage(store: Storage, message_id: str, stamp: str) -> Any:
-        return store.stage_message(**_fields(message_id, stamp), quota=quota)
+        return store.stage_message(**stored_fields(message_id, stamp), quota=quota)
 
     ours = [stage(one, c * 32, f"s{c}") for c in "abcd"]
     ours[0]()  # its result read: the first round holds the lock before the second tries it
@@ -380,7 +368,7 @@ def test_a_write_made_again_under_a_held_lock_does_not_read_another_mailboxs_ans
     one, two, three = make_store(), make_store(), make_store()
     _add(one, "a" * 32, "s0")  # one holds BOB's lock
     _add(three, "c" * 32, "s1", CAROL)  # three holds CAROL's
-    early = two.stage_message(**_fields("b" * 32, "s2"))  # BOB busy: to be made again
+    early = two.stage_message(**stored_fields("b" * 32, "s2"))  # BOB busy: to be made again
     waited: dict[str, Any] = {}
 
     def wait_for_bob() -> None:
@@ -392,7 +380,7 @@ def test_a_write_made_again_under_a_held_lock_does_not_read_another_mailboxs_ans
     one.commit()
     thread.join(30)
     assert not thread.is_alive() and waited["seq"] > 0
-    late = two.stage_message(**_fields("e" * 32, "s4", CAROL))  # CAROL busy: "no"
+    late = two.stage_message(**stored_fields("e" * 32, "s4", CAROL))  # CAROL busy: "no"
     assert early() > 0  # BOB's lock is held by this transaction: stored now
     three.commit()
     assert late() > 0

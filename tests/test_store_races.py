@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import new_request
+from helpers import new_request, stored_fields
 
 from mmtp_proto.errors import MMTPError
 from mmtp_proto.storage import Storage, StoreError
@@ -31,28 +31,12 @@ def _add(
     message_hash: str = "0" * 64,
     quota: tuple[int, int] | None = None,
 ) -> int:
-    return store.add_message(  # type: ignore[call-arg]
-        recipient=BOB,
-        message_id=message_id,
-        message_hash=message_hash,
-        packet={"meta": {"messageId": message_id}},
-        received_at=1,
-        stamp_key=stamp,
-        stamp_expires_at=10,
-        quota=quota,
-    )
+    fields = stored_fields(message_id, stamp, BOB, message_hash)
+    return store.add_message(**fields, quota=quota)  # type: ignore[call-arg]
 
 
 def _stage(store: Storage, message_id: str, stamp: str) -> Any:
-    return store.stage_message(
-        recipient=BOB,
-        message_id=message_id,
-        message_hash="0" * 64,
-        packet={"meta": {"messageId": message_id}},
-        received_at=1,
-        stamp_key=stamp,
-        stamp_expires_at=10,
-    )
+    return store.stage_message(**stored_fields(message_id, stamp, BOB))
 
 
 def test_a_stamp_spent_by_one_process_is_pow_replayed_for_the_other(make_store: Opener) -> None:
