@@ -63,21 +63,15 @@ class SendHandler(RelayHandlers):
         # looked up first, before its sender's key is fetched; a signed one whose stamp
         # this process stored recently (a retry, or a replay), before a worker spends CPU
         # on its signature.
-        if session.domain is not None:
-            found = self.store.find_delivered(packet.recipient, packet.sender, packet.message_id)
-            if found is not None:
-                return self._duplicate(packet, *found)
         stamp = self._unless_delivered(packet, lambda: self._verify_stamp(packet, now))
         if isinstance(stamp, Outcome):
             return stamp
-        if (
-            session.domain is None
-            and packet.signature is not None
-            and self.stamps_taken.seen(stamp.spent_key)
+        if session.domain is not None or (
+            packet.signature is not None and self.stamps_taken.seen(stamp.spent_key)
         ):
-            found = self.store.find_delivered(packet.recipient, packet.sender, packet.message_id)
-            if found is not None:
-                return self._duplicate(packet, *found)
+            delivered = self._delivered(packet)
+            if delivered is not None:
+                return delivered
         if session.domain is not None:
             return self._with_relayed_signature(
                 session,
@@ -109,10 +103,15 @@ class SendHandler(RelayHandlers):
         try:
             return run()
         except MMTPError:
-            found = self.store.find_delivered(packet.recipient, packet.sender, packet.message_id)
-            if found is None:
+            delivered = self._delivered(packet)
+            if delivered is None:
                 raise
-            return self._duplicate(packet, *found)
+            return delivered
+
+    def _delivered(self, packet: Packet) -> Outcome | None:
+        """The "duplicate" answer if this message was delivered already, else None."""
+        found = self.store.find_delivered(packet.recipient, packet.sender, packet.message_id)
+        return None if found is None else self._duplicate(packet, *found)
 
     def _with_local_signature(
         self,
