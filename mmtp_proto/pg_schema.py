@@ -18,9 +18,10 @@ SCHEMA_LOCK = 0x6D6D7470
 MAILBOX_LOCK_SPACE = 0x6D626F78
 
 
-def mailbox_lock_id(recipient: str) -> int:
-    """The second half of a mailbox's advisory lock id (the first is MAILBOX_LOCK_SPACE)."""
-    return int.from_bytes(hashlib.sha256(recipient.encode()).digest()[:4], "big", signed=True)
+def mailbox_lock(recipient: str) -> tuple[int, int]:
+    """The two-integer advisory lock id of a mailbox (in MAILBOX_LOCK_SPACE)."""
+    digest = hashlib.sha256(recipient.encode()).digest()
+    return MAILBOX_LOCK_SPACE, int.from_bytes(digest[:4], "big", signed=True)
 
 
 SCHEMA = """

@@ -37,7 +37,7 @@ from typing import Any
 import psycopg
 
 from .errors import MMTPError
-from .pg_schema import MAILBOX_LOCK_SPACE, SCHEMA, SCHEMA_LOCK, SCHEMA_VERSION, mailbox_lock_id
+from .pg_schema import SCHEMA, SCHEMA_LOCK, SCHEMA_VERSION, mailbox_lock
 from .storage import (
     KeyRecord,
     StoreError,
@@ -318,7 +318,7 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
             digest = checksum(text)
         size = len(text.encode("utf-8"))
         max_messages, max_bytes = quota or (_NO_LIMIT, _NO_LIMIT)
-        lock = (MAILBOX_LOCK_SPACE, mailbox_lock_id(recipient))
+        lock = mailbox_lock(recipient)
         params = (
             *(recipient, sender, message_id),
             *(max_messages, size, max_bytes, recipient, max_messages > 0 and size <= max_bytes),

@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .pg_schema import MAILBOX_LOCK_SPACE, mailbox_lock_id
+from .pg_schema import mailbox_lock
 from .storage import KeyRecord
 from .store_accounts import AccountRecord
 
@@ -188,9 +188,7 @@ class PostgresAccounts:
         while that round's re-send of a message being deleted waits for the delete: a
         deadlock. And a SEND's tombstone check, made under the lock, sees the delete's.
         Pipelined: the next statement's answer brings this one's (no round trip of its own)."""
-        self._stage(
-            "SELECT pg_advisory_xact_lock(%s, %s)", (MAILBOX_LOCK_SPACE, mailbox_lock_id(recipient))
-        )
+        self._stage("SELECT pg_advisory_xact_lock(%s, %s)", mailbox_lock(recipient))
 
     def add_report(self, packet: dict[str, Any], now: int) -> None:
         """A server-made packet (the delivery process's DSNs), stored under its mailbox's
