@@ -265,6 +265,16 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def pid_running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for whoever reaps it here)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    state = next((line for line in status.splitlines() if line.startswith("State:")), "")
+    return "zombie" not in state and "(dead)" not in state
+
+
 def proc_status_kb(pid: int, field: str) -> int:
     """VmRSS, VmHWM, ... of a process, in kB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -352,6 +362,25 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(30)
+
+    def delivery_pids(self) -> list[int]:
+        """The delivery processes this server started, from its logs (all its starts)."""
+        pids = []
+        for log in sorted(self.log_dir.glob("server-*.log")):
+            for line in log.read_text(errors="replace").splitlines():
+                if "delivery process started (pid " in line:
+                    pids.append(int(line.rsplit("(pid ", 1)[1].rstrip(")")))
+        return pids
+
+    def wait_for_orphans(self, timeout: float = 30.0) -> None:
+        """After `kill`: wait until the delivery processes it left have seen the pipe close
+        and exited, so that nothing of the killed server still talks to anyone."""
+        deadline = time.monotonic() + timeout
+        for pid in self.delivery_pids():
+            while pid_running(pid):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"delivery process {pid} outlived its server")
+                time.sleep(0.05)
 
     def terminate(self, timeout: float = 30.0) -> int:
         assert self.proc is not None

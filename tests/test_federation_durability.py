@@ -67,14 +67,20 @@ def test_kill_9_right_after_queued_then_restart_delivers_once(tmp_path):
         alice.disconnect()
         assert sent.queued
         home.kill()
+        # The killed server's delivery process stops when it sees the pipe close. Were b.test
+        # to answer its last attempt meanwhile, b.test would fetch a.test's keys while a.test
+        # is down, and by SPEC §8.4 not again for a minute.
+        home.wait_for_orphans()
         b.start()
         bob = client_for(b, tmp_path, BOB)
-        home.start()
-        messages = wait_for(lambda: inbox(bob, BOB), timeout=30)
-        assert [m["meta"]["messageId"] for m in messages] == [sent.message_id]
-        time.sleep(1.5)  # further retries, were the job not finished, would show now
-        assert len(inbox(bob, BOB)) == 1
-        bob.disconnect()
+        try:
+            home.start()
+            messages = wait_for(lambda: inbox(bob, BOB), timeout=30)
+            assert [m["meta"]["messageId"] for m in messages] == [sent.message_id]
+            time.sleep(1.5)  # further retries, were the job not finished, would show now
+            assert len(inbox(bob, BOB)) == 1
+        finally:
+            bob.disconnect()
     finally:
         home.kill()
         b.stop()
