@@ -214,6 +214,9 @@ class Delivery:
         results = [result for batch in batches for result in batch]
         if not results:
             return
+        # Reports go to the senders' mailboxes, each waited for under its lock: taken in one
+        # order, two delivery processes recording at once never deadlock each other.
+        results.sort(key=lambda result: store.lock_order(result.job.sender))
         try:
             for result in results:
                 self._apply(store, result)

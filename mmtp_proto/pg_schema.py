@@ -1,7 +1,8 @@
 """The PostgreSQL schema of `store_postgres` and the advisory lock ids it uses.
 
-Tables are created with IF NOT EXISTS at every start, under SCHEMA_LOCK; `mmtp_meta` holds
-`schema_version` (checked at start: a newer one is refused) and `key_version`, which a
+Tables are created with IF NOT EXISTS by the first start, and by the first start of a newer
+schema version, under SCHEMA_LOCK; `mmtp_meta` holds `schema_version` (checked at every
+start: a newer one is refused) and `key_version`, which a
 trigger bumps at every write to `keys` or `accounts`, whoever makes it (a server, mmtp-admin,
 psql): every process then drops its cached keys and account settings at its next request.
 """
@@ -9,6 +10,9 @@ psql): every process then drops its cached keys and account settings at its next
 from __future__ import annotations
 
 import hashlib
+from typing import Any
+
+from .storage import check_schema_version
 
 # 2: the outbound queue (store_postgres_queue); 3: mailbox_usage, kept by a trigger.
 SCHEMA_VERSION = 3
@@ -166,3 +170,25 @@ BEGIN
     END IF;
 END $$;
 """
+
+
+def prepare_schema(db: Any, where: str) -> None:
+    """Create or upgrade the schema, in the caller's transaction on the connection `db`;
+    refuse one newer than this code's (`where` names the database in that error)."""
+    # Two processes starting together: one creates the schema, the other waits.
+    db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+    found = 0
+    if db.execute("SELECT to_regclass('mmtp_meta')").fetchone() != (None,):
+        row = db.execute("SELECT value FROM mmtp_meta WHERE name = 'schema_version'").fetchone()
+        found = int(row[0]) if row else 0
+    check_schema_version(found, SCHEMA_VERSION, where)
+    if found == SCHEMA_VERSION:
+        # Up to date. Its DDL would change nothing, yet lock tables against the running
+        # processes' SENDs: a worker restarted under load could deadlock with them.
+        return
+    db.execute(SCHEMA)
+    db.execute(
+        "INSERT INTO mmtp_meta (name, value) VALUES ('schema_version', %s)"
+        " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (SCHEMA_VERSION,),
+    )

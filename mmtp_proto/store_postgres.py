@@ -37,11 +37,10 @@ from typing import Any
 import psycopg
 
 from .errors import MMTPError
-from .pg_schema import SCHEMA, SCHEMA_LOCK, SCHEMA_VERSION, mailbox_lock
+from .pg_schema import mailbox_lock, prepare_schema
 from .storage import (
     KeyRecord,
     StoreError,
-    check_schema_version,
     checksum,
     deleted_already,
     encode_packet,
@@ -152,21 +151,7 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
         db = self._conn()
         try:
             with db.transaction():
-                # Two processes starting together: one creates the schema, the other waits.
-                db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                found = 0
-                if db.execute("SELECT to_regclass('mmtp_meta')").fetchone() != (None,):
-                    row = db.execute(
-                        "SELECT value FROM mmtp_meta WHERE name = 'schema_version'"
-                    ).fetchone()
-                    found = int(row[0]) if row else 0
-                check_schema_version(found, SCHEMA_VERSION, redact(self.url))
-                db.execute(SCHEMA)
-                db.execute(
-                    "INSERT INTO mmtp_meta (name, value) VALUES ('schema_version', %s)"
-                    " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                    (SCHEMA_VERSION,),
-                )
+                prepare_schema(db, redact(self.url))
         except psycopg.Error as exc:
             db.close()
             raise StoreError(

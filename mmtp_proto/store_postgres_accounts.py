@@ -190,6 +190,10 @@ class PostgresAccounts:
         Pipelined: the next statement's answer brings this one's (no round trip of its own)."""
         self._stage("SELECT pg_advisory_xact_lock(%s, %s)", mailbox_lock(recipient))
 
+    def lock_order(self, recipient: str) -> Any:
+        """The order of the mailbox locks themselves: two addresses may share a lock."""
+        return mailbox_lock(recipient)
+
     def add_report(self, packet: dict[str, Any], now: int) -> None:
         """A server-made packet (the delivery process's DSNs), stored under its mailbox's
         lock as a SEND is: unlocked, its usage row (the trigger) could be locked by a

@@ -321,6 +321,12 @@ class QueueMixin:
         )
         return int(cur.rowcount) > 0
 
+    def lock_order(self, recipient: str) -> Any:
+        """Where `recipient`'s mailbox comes when one transaction stores into several: in
+        this order, two transactions never each hold a mailbox the other waits for. (SQLite
+        locks the whole database for a write: any order does.)"""
+        return recipient
+
     def add_report(self, packet: dict[str, Any], now: int) -> None:
         """Store a server-made packet (a DSN, SPEC §10) in its recipient's mailbox: no stamp."""
         text = _text(packet)

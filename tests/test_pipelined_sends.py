@@ -11,10 +11,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from conftest import make_config
 from helpers import new_request, stored_fields
 
 from mmtp_proto import migrate
 from mmtp_proto.errors import MMTPError
+from mmtp_proto.pg_schema import mailbox_lock
 from mmtp_proto.storage import Storage, StoreError
 from mmtp_proto.store import Store
 
@@ -405,3 +407,81 @@ def test_messages_emptied_by_hand_leave_no_usage_behind(
         db.execute("TRUNCATE messages")
     new_request(store)
     assert store.mailbox_usage(BOB) == (0, 0)
+
+
+def test_two_delivery_processes_recording_reports_to_the_same_mailboxes_do_not_deadlock(
+    make_store: Opener, backend: str, database: str, tmp_path: Path
+) -> None:
+    """Each delivery process records a batch of failures in one transaction, each failure's
+    report going to its sender's mailbox under that mailbox's lock. One batch comes back in
+    the order BOB, CAROL and the other in CAROL, BOB: were the locks taken in that order,
+    each would hold one the other waits for, and PostgreSQL would end one as a deadlock."""
+    from mmtp_proto.delivery import Delivery, Result, Verdict
+    from mmtp_proto.federation import Federation
+    from mmtp_proto.store_queue import FAILED
+
+    config = make_config(tmp_path / "config", database=database, relay=True)
+    federation = Federation(config, cert_path=None)
+    queue, holder = make_store(), make_store()
+    deliveries: list[Delivery] = []
+    for n, senders in enumerate(((BOB, CAROL), (CAROL, BOB))):
+        delivery = Delivery(config, federation, make_store, owner=f"host:{n}:x")
+        batch = []
+        for sender in senders:
+            message_id = f"{n}{sender[1]}".ljust(32, "0")
+            packet = {"sender": sender, "recipient": "(dan)%(far.test)"}
+            packet["meta"] = {"messageId": message_id}
+            queue.enqueue(
+                domain="far.test",
+                recipient=packet["recipient"],
+                sender=sender,
+                message_id=message_id,
+                message_hash="1" * 64,
+                packet=packet,
+                now=1,
+                expires_at=10**9,
+                stamp_key=f"stamp-{message_id}",
+                stamp_expires_at=10**9,
+            )
+            queue.commit()
+            (job,) = queue.claim_jobs(delivery.owner, 1, 600, 1)
+            batch.append(Result(job, Verdict.PERMANENT, "NO_SUCH_USER", "unknown", None, 2))
+        delivery._results.put(batch)
+        deliveries.append(delivery)
+    # Both wait behind whoever holds the first sender's lock, so their transactions overlap.
+    first = min((BOB, CAROL), key=mailbox_lock)
+    holder._db.execute("SELECT pg_advisory_lock(%s, %s)", mailbox_lock(first))
+    threads = [
+        threading.Thread(target=delivery._apply_results, args=(make_store(),))
+        for delivery in deliveries
+    ]
+    for thread in threads:
+        thread.start()
+        thread.join(0.3)
+    holder._db.execute("SELECT pg_advisory_unlock(%s, %s)", mailbox_lock(first))
+    for thread in threads:
+        thread.join(30)
+        assert not thread.is_alive()
+    federation.close()
+    new_request(queue)
+    assert [job["state"] for job in queue.queue_list()] == [FAILED] * 4
+    assert queue.mailbox_usage(BOB)[0] == 2 and queue.mailbox_usage(CAROL)[0] == 2
+
+
+def test_opening_the_store_does_not_wait_for_a_transaction_in_flight(
+    make_store: Opener, backend: str
+) -> None:
+    """A worker (re)started while others serve: opening an up-to-date database runs no DDL,
+    whose table locks would wait for every SEND in flight and hold back every later one (and
+    could deadlock with them)."""
+    one = make_store()
+    new_request(one)
+    _add(one, "a" * 32, "s1")  # an open transaction that wrote to messages
+    opened: list[Storage] = []
+    thread = threading.Thread(target=lambda: opened.append(make_store()))
+    thread.start()
+    thread.join(10)
+    waited = thread.is_alive()
+    one.commit()
+    thread.join(30)
+    assert not waited and len(opened) == 1
