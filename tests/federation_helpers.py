@@ -71,9 +71,15 @@ def client_for(server: Server, tmp_path: Path, email: str) -> Client:
         keystore=tmp_path / f"keys-{name}",
     )
     client.connect()
-    client.generate_keys(email, name.capitalize(), algorithm="ed25519")
-    client.register_public_key(email)
-    client.auth(email)
+    try:
+        client.generate_keys(email, name.capitalize(), algorithm="ed25519")
+        client.register_public_key(email)
+        client.auth(email)
+    except BaseException:
+        # Nobody else holds it: left open, its TLS socket's ResourceWarning would fail
+        # whichever test runs when it is collected.
+        client.disconnect()
+        raise
     return client
 
 

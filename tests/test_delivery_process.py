@@ -19,7 +19,7 @@ import pytest
 from federation_helpers import (
     ALICE,
     BOB,
-    client_for,
+    clients,
     inbox,
     link_all,
     relay_server,
@@ -31,6 +31,9 @@ from mmtp_proto.delivery_process import DeliveryProcess
 from mmtp_proto.server import Server
 
 postgresql = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+# Disconnected at teardown, also when the test fails: a client left open there would fail a
+# later test with its TLS socket's ResourceWarning.
+client = pytest.fixture(clients)
 
 
 @pytest.fixture
@@ -61,7 +64,7 @@ def alive(pid: int) -> bool:
 
 
 def test_a_job_held_by_a_killed_delivery_process_is_delivered_once_by_the_next(
-    tmp_path, black_hole
+    tmp_path, black_hole, client
 ):
     a = relay_server(tmp_path, "a.test", relay_lease_seconds=2)
     b = relay_server(tmp_path, "b.test")
@@ -72,8 +75,8 @@ def test_a_job_held_by_a_killed_delivery_process_is_delivered_once_by_the_next(
     a.start()
     b.start()
     try:
-        bob = client_for(b, tmp_path, BOB)
-        alice = client_for(a, tmp_path, ALICE)
+        bob = client(b, BOB)
+        alice = client(a, ALICE)
         sent = alice.send_mail(ALICE, BOB, "Leased", "Claimed, then killed.", encrypt=False)
         assert sent.queued
         [job] = wait_for(lambda: [r for r in queue_rows(a) if r["leasedBy"]])
@@ -90,37 +93,35 @@ def test_a_job_held_by_a_killed_delivery_process_is_delivered_once_by_the_next(
         assert (row["attempts"], row["leasedBy"]) == (1, None)
         time.sleep(1.0)
         assert len(inbox(bob, BOB)) == 1
-        alice.disconnect()
-        bob.disconnect()
     finally:
         a.stop()
         b.stop()
 
 
 @postgresql
-def test_relay_from_a_home_server_on_postgresql(tmp_path, database):
+def test_relay_from_a_home_server_on_postgresql(tmp_path, database, client):
     a = relay_server(tmp_path, "a.test", database=database)
     b = relay_server(tmp_path, "b.test")
     link_all([a, b])
     a.start()
     b.start()
     try:
-        bob = client_for(b, tmp_path, BOB)
-        alice = client_for(a, tmp_path, ALICE)
+        bob = client(b, BOB)
+        alice = client(a, ALICE)
         sent = alice.send_mail(ALICE, BOB, "Over PostgreSQL", "Queued in PostgreSQL.")
         assert sent.queued
         messages = wait_for(lambda: inbox(bob, BOB), timeout=30)
         assert [m["meta"]["messageId"] for m in messages] == [sent.message_id]
         wait_for(lambda: [r["state"] for r in queue_rows(a)] == ["done"])
-        alice.disconnect()
-        bob.disconnect()
     finally:
         a.stop()
         b.stop()
 
 
 @postgresql
-def test_two_delivery_processes_over_one_postgresql_deliver_each_message_once(tmp_path, database):
+def test_two_delivery_processes_over_one_postgresql_deliver_each_message_once(
+    tmp_path, database, client
+):
     a = relay_server(tmp_path, "a.test", database=database)
     b = relay_server(tmp_path, "b.test")
     link_all([a, b])
@@ -132,8 +133,8 @@ def test_two_delivery_processes_over_one_postgresql_deliver_each_message_once(tm
     b.start()
     count = 24
     try:
-        bob = client_for(b, tmp_path, BOB)
-        alice = client_for(a, tmp_path, ALICE)
+        bob = client(b, BOB)
+        alice = client(a, ALICE)
         ids = [
             alice.send_mail(ALICE, BOB, f"n{n}", "Either may take it.", encrypt=False).message_id
             for n in range(count)
@@ -145,8 +146,6 @@ def test_two_delivery_processes_over_one_postgresql_deliver_each_message_once(tm
         assert [(r["state"], r["attempts"]) for r in rows] == [("done", 1)] * count
         time.sleep(1.0)
         assert len(inbox(bob, BOB)) == count
-        alice.disconnect()
-        bob.disconnect()
     finally:
         second.stop()
         a.stop()

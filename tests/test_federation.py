@@ -128,9 +128,11 @@ def test_the_recipient_server_down_for_a_while_then_back(tmp_path, client):
         link_all([a, b])
         b.start()
         bob = _reconnect(b, tmp_path)
-        messages = wait_for(lambda: inbox(bob, BOB), timeout=30)
-        assert [m["meta"]["messageId"] for m in messages] == [outcomes[BOB].message_id]
-        bob.disconnect()
+        try:
+            messages = wait_for(lambda: inbox(bob, BOB), timeout=30)
+            assert [m["meta"]["messageId"] for m in messages] == [outcomes[BOB].message_id]
+        finally:
+            bob.disconnect()
     finally:
         a.stop()
         b.stop()
@@ -146,7 +148,11 @@ def _reconnect(server, tmp_path):
         keystore=tmp_path / "keys-bob",
     )
     c.connect()
-    c.auth(BOB)
+    try:
+        c.auth(BOB)
+    except BaseException:
+        c.disconnect()
+        raise
     return c
 
 

@@ -59,12 +59,14 @@ def test_kill_9_right_after_queued_then_restart_delivers_once(tmp_path):
             "127.0.0.1", secure_port=home.tls[1], verify="insecure", keystore=tmp_path / "ka"
         )
         alice.connect()
-        alice.generate_keys(ALICE, "Alice", algorithm="ed25519")
-        alice.register_public_key(ALICE)
-        alice.auth(ALICE)
-        # One recipient, as a string: no POLICY lookup (b.test would not answer it yet).
-        sent = alice.send_mail(ALICE, BOB, "Durable", "Queued, then killed.", encrypt=False)
-        alice.disconnect()
+        try:
+            alice.generate_keys(ALICE, "Alice", algorithm="ed25519")
+            alice.register_public_key(ALICE)
+            alice.auth(ALICE)
+            # One recipient, as a string: no POLICY lookup (b.test would not answer it yet).
+            sent = alice.send_mail(ALICE, BOB, "Durable", "Queued, then killed.", encrypt=False)
+        finally:
+            alice.disconnect()
         assert sent.queued
         home.kill()
         # The killed server's delivery process stops when it sees the pipe close. Were b.test

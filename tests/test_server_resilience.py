@@ -260,7 +260,13 @@ def test_clients_vanishing_mid_frame_or_mid_handshake(start_server):
     # Every slot was given back (cap 3 per address): three new clients are admitted.
     deadline = time.monotonic() + 5.0
     while True:
-        wires = [Wire(server.plain_address) for _ in range(3)]
+        wires: list[Wire] = []
+        try:
+            wires += [Wire(server.plain_address) for _ in range(3)]
+        except BaseException:
+            for w in wires:
+                w.close()
+            raise
         if all(w.greeting["status"] == "OK" for w in wires):
             break
         for w in wires:
@@ -343,12 +349,16 @@ def test_connect_disconnect_cycles_leak_no_descriptors(start_server, record_prop
     while server._admission.total and time.monotonic() < deadline:
         time.sleep(0.05)
     # Over the per-address cap: rejected connections are closed too.
-    held = [Wire(server.plain_address) for _ in range(5)]
-    for _ in range(40):
-        with Wire(server.plain_address, greet=False) as extra:
-            assert code_of(extra.wait_closed(5.0)[0]) == "TOO_MANY_CONNECTIONS"
-    for wire in held:
-        wire.close()
+    held: list[Wire] = []
+    try:
+        held += [Wire(server.plain_address) for _ in range(5)]
+        for _ in range(40):
+            with Wire(server.plain_address, greet=False) as extra:
+                assert code_of(extra.wait_closed(5.0)[0]) == "TOO_MANY_CONNECTIONS"
+    finally:
+        # Closed on a failure too: a socket left to the garbage collector fails another test.
+        for wire in held:
+            wire.close()
     after = _settle(baseline)
     record_property("fds_before", baseline)
     record_property("fds_after", after)

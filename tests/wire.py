@@ -77,6 +77,10 @@ class Wire:
             self._ids = 0
             self.greeting: dict[str, Any] = self.read() if greet else {}
         except BaseException:
+            # After the handshake the TLS socket owns the descriptor (`raw` is detached and
+            # closing it does nothing): a greeting that fails must close the TLS socket, or
+            # its ResourceWarning fails whichever test runs when it is collected.
+            self.sock.close()
             raw.close()
             raise
 
