@@ -44,6 +44,9 @@ class HomeServer(ServerProcess):
             f"b.test=127.0.0.1:{self.b_port}",
             "--retry-base",
             "0.3",
+            # As the in-process servers: a few early failures never push a try past the wait.
+            "--retry-max",
+            "1",
         ]
 
 
