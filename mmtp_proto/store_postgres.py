@@ -36,7 +36,7 @@ from typing import Any
 
 import psycopg
 
-from .errors import MMTPError
+from .errors import UNKNOWN_RECIPIENT, MMTPError
 from .pg_schema import mailbox_lock, prepare_schema
 from .storage import (
     KeyRecord,
@@ -72,22 +72,25 @@ def _why(exc: BaseException) -> str:
 _TRY_MAILBOX = "SELECT set_config('mmtp.mailbox', pg_try_advisory_xact_lock(%s, %s)::text, true)"
 _WAIT_MAILBOX = "SELECT pg_advisory_xact_lock(%s, %s), set_config('mmtp.mailbox', 'true', true)"
 # A SEND's writes in one statement, each only if what comes before it held: the mailbox
-# lock, no tombstone of this id (a copy deleted already), room under the quota, the stamp
-# (spent once, globally), the message (its id unique per sender).
+# lock, no tombstone of this id (a copy deleted already), an account not deleted since the
+# SEND looked (its name held: delete_account holds the lock), room under the quota, the
+# stamp (spent once, globally), the message (its id unique per sender).
 _ADD_MESSAGE = (
     "WITH gone AS (SELECT 1 FROM tombstones WHERE recipient = %s AND sender = %s"
     " AND message_id = %s),"
+    " held AS (SELECT 1 FROM held_names WHERE email = %s AND until > %s),"
     " room AS (SELECT coalesce(current_setting('mmtp.mailbox', true), '') = 'true' AS got,"
     " coalesce((SELECT messages < %s AND bytes + %s <= %s FROM mailbox_usage"
     " WHERE recipient = %s), %s) AS fits),"
     " stamp AS (INSERT INTO spent_stamps (stamp, expires_at) SELECT %s, %s"
     " WHERE (SELECT got AND fits FROM room) AND NOT EXISTS (SELECT 1 FROM gone)"
+    " AND NOT EXISTS (SELECT 1 FROM held)"
     " ON CONFLICT DO NOTHING RETURNING 1),"
     f" message AS (INSERT INTO messages ({MESSAGE_COLUMNS})"
     " SELECT %s, %s, %s, %s, %s, %s, %s, %s"
     " WHERE EXISTS (SELECT 1 FROM stamp) ON CONFLICT DO NOTHING RETURNING seq)"
-    " SELECT (SELECT got FROM room), EXISTS (SELECT 1 FROM gone), (SELECT fits FROM room),"
-    " EXISTS (SELECT 1 FROM stamp), (SELECT seq FROM message)"
+    " SELECT (SELECT got FROM room), EXISTS (SELECT 1 FROM gone), EXISTS (SELECT 1 FROM held),"
+    " (SELECT fits FROM room), EXISTS (SELECT 1 FROM stamp), (SELECT seq FROM message)"
 )
 # No quota given (a caller other than SEND): none that a mailbox could reach.
 _NO_LIMIT = 2**62
@@ -305,7 +308,7 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
         max_messages, max_bytes = quota or (_NO_LIMIT, _NO_LIMIT)
         lock = mailbox_lock(recipient)
         params = (
-            *(recipient, sender, message_id),
+            *(recipient, sender, message_id, recipient, received_at),
             *(max_messages, size, max_bytes, recipient, max_messages > 0 and size <= max_bytes),
             *(stamp_key, stamp_expires_at),
             *(recipient, sender, message_id, message_hash, received_at, size, text, digest),
@@ -351,16 +354,18 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
                 self._tried = lock
             row = self._write(_ADD_MESSAGE, params).fetchone()
             assert row is not None
-        _, gone, fits, spent, seq = row
+        _, gone, held, fits, spent, seq = row
         recipient, sender, message_id = params[:3]
         if gone:
             raise deleted_already()
+        if held:
+            raise MMTPError(UNKNOWN_RECIPIENT, f"{recipient} has no mailbox here any more")
         if not fits:
             raise mailbox_full(recipient)
         if not spent:
             raise stamp_replayed()
         if seq is None:
-            stamp_key, message_hash = params[8], params[13]
+            stamp_key, message_hash = params[10], params[15]
             self._refuse_taken_id(recipient, message_id, sender, message_hash, stamp_key)
         return int(seq)
 

@@ -1,0 +1,67 @@
+"""More interleavings of stores as several server and delivery processes have them over one
+PostgreSQL database (see test_pipelined_sends for the pattern): each test names the race."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+from helpers import new_request, stored_fields
+
+from mmtp_proto.errors import MMTPError
+from mmtp_proto.group_commit import GroupCommit
+from mmtp_proto.storage import Storage
+
+pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+
+BOB = "(bob)%(example.com)"
+CAROL = "(carol)%(example.com)"
+Opener = Callable[[], Storage]  # the `make_store` fixture (conftest.py)
+
+
+class _Answer:
+    """A held answer as server_connection.HeldAnswer keeps one."""
+
+    def __init__(self, confirm: Callable[[], object] | None) -> None:
+        self.text = "delivered"
+        self.confirm = confirm
+
+    def withdraw(self) -> None:
+        self.text = "nothing was kept"
+
+    def settle(self) -> None:
+        assert self.confirm is not None
+        try:
+            self.confirm()
+        except MMTPError as exc:
+            self.text = exc.code
+
+
+def test_a_send_made_again_after_its_account_was_deleted_is_not_stored(
+    make_store: Opener, backend: str
+) -> None:
+    """The operator deletes BOB's account (mmtp-admin, another process) while a server round
+    SENDs to BOB: the round checked BOB's key before, and its write finds the mailbox busy
+    (the delete holds BOB's lock). Made again after the delete committed, the write must not
+    store a message into the deleted mailbox, which whoever registers the name next reads."""
+    admin, server = make_store(), make_store()
+    admin.put_key(BOB, "armored", "f" * 40, 1)  # type: ignore[attr-defined]
+    admin.commit()
+    new_request(server)
+    assert server.get_key(BOB) is not None  # the SEND's check: BOB has a mailbox
+    admin.delete_account(BOB, hold_until=10**10)  # type: ignore[attr-defined]  # holds BOB's lock
+    commits: GroupCommit[_Answer] = GroupCommit(server)
+    answer = _Answer(server.stage_message(**stored_fields("a" * 32, "s1")))  # busy
+    commits.promise(answer, answer.settle)
+    thread = threading.Thread(target=lambda: commits.commit())
+    thread.start()
+    thread.join(0.3)
+    assert thread.is_alive(), "settling did not wait for BOB's lock"
+    admin.commit()
+    thread.join(30)
+    assert not thread.is_alive()
+    new_request(admin)
+    assert admin.find_message_hash(BOB, "a" * 32) is None, "stored into a deleted mailbox"
+    assert admin.mailbox_usage(BOB)[0] == 0
+    assert answer.text == "UNKNOWN_RECIPIENT"
