@@ -65,3 +65,23 @@ def test_a_send_made_again_after_its_account_was_deleted_is_not_stored(
     assert admin.find_message_hash(BOB, "a" * 32) is None, "stored into a deleted mailbox"
     assert admin.mailbox_usage(BOB)[0] == 0
     assert answer.text == "UNKNOWN_RECIPIENT"
+
+
+def test_a_send_whose_recipient_was_deleted_after_its_look_is_refused(
+    make_store: Opener, backend: str
+) -> None:
+    """The same race without a wait: the delete commits between the SEND's look at BOB's key
+    and its write, which then has BOB's lock at once. Nothing is stored, no stamp spent."""
+    admin, server = make_store(), make_store()
+    admin.put_key(BOB, "armored", "f" * 40, 1)  # type: ignore[attr-defined]
+    admin.commit()
+    new_request(server)
+    assert server.get_key(BOB) is not None
+    admin.delete_account(BOB, hold_until=10**10)  # type: ignore[attr-defined]
+    admin.commit()
+    with pytest.raises(MMTPError) as refused:
+        server.add_message(**stored_fields("a" * 32, "s1"))
+    server.commit()
+    assert refused.value.code == "UNKNOWN_RECIPIENT"
+    new_request(server)
+    assert server.find_message_hash(BOB, "a" * 32) is None and not server.is_spent("s1")
