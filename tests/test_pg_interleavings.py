@@ -85,3 +85,35 @@ def test_a_send_whose_recipient_was_deleted_after_its_look_is_refused(
     assert refused.value.code == "UNKNOWN_RECIPIENT"
     new_request(server)
     assert server.find_message_hash(BOB, "a" * 32) is None and not server.is_spent("s1")
+
+
+def test_a_report_waiting_behind_the_delete_of_its_account_is_not_stored(
+    make_store: Opener, backend: str
+) -> None:
+    """The delivery process records a report (DSN) for BOB while the operator deletes BOB's
+    account: the report waits for BOB's lock, which the delete holds. Stored once the delete
+    committed, it would sit in the deleted mailbox until the name's next owner reads it."""
+    admin, delivery = make_store(), make_store()
+    admin.put_key(BOB, "armored", "f" * 40, 1)  # type: ignore[attr-defined]
+    admin.commit()
+    admin.delete_account(BOB, hold_until=10**10)  # type: ignore[attr-defined]
+    report = {
+        "recipient": BOB,
+        "sender": "(postmaster)%(example.com)",
+        "meta": {"messageId": "r" * 32},
+        "verification": {"messageHash": "1" * 64},
+    }
+
+    def record() -> None:
+        delivery.add_report(report, 2)  # type: ignore[attr-defined]
+        delivery.commit()
+
+    thread = threading.Thread(target=record)
+    thread.start()
+    thread.join(0.3)
+    assert thread.is_alive(), "the report did not wait for BOB's lock"
+    admin.commit()
+    thread.join(30)
+    assert not thread.is_alive()
+    new_request(admin)
+    assert admin.mailbox_usage(BOB) == (0, 0)
