@@ -110,6 +110,7 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
         self._connect_timeout = connect_timeout
         self._in_tx = False
         self._rollbacks = 0
+        self._statements = 0
         self._counts: dict[str, int] = {}
         self._sizes: dict[str, int] = {}
         self._accounts: dict[str, AccountRecord] = {}
@@ -174,6 +175,10 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
     def rollbacks(self) -> int:
         return self._rollbacks
 
+    @property
+    def statements(self) -> int:
+        return self._statements
+
     def _stage(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         """Send a write without waiting for its result: the transaction is in pipeline mode
         from its BEGIN to its COMMIT, so a round's SENDs cost the loop no wait each. The
@@ -184,6 +189,7 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
                 self._pipeline = self._pipeline_end.enter_context(db.pipeline())
                 self._in_tx = True
                 db.execute("BEGIN")
+            self._statements += 1
             return db.execute(sql, params)  # type: ignore[arg-type]
         except psycopg.Error as exc:
             raise StoreError(_why(exc)) from exc

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import psycopg
 import pytest
 from helpers import new_request, stored_fields
 
@@ -117,3 +118,42 @@ def test_a_report_waiting_behind_the_delete_of_its_account_is_not_stored(
     assert not thread.is_alive()
     new_request(admin)
     assert admin.mailbox_usage(BOB) == (0, 0)
+
+
+def test_a_commit_failing_after_a_redo_keeps_the_answers_that_rest_on_the_first_commit(
+    make_store: Opener, backend: str, database: str
+) -> None:
+    """Settling made BOB's write again (BOB was busy), then settled CAROL's from the
+    COMMIT's own result; the connection is lost before the COMMIT of what settling wrote.
+    BOB's answer is withdrawn, but CAROL's write was durable and its settling read nothing
+    since: "delivered" is true there, and "nothing was kept" would not be."""
+    one, two = make_store(), make_store()
+    one.add_message(**stored_fields("a" * 32, "s0"))  # holds BOB's lock until it commits
+    commits: GroupCommit[_Answer] = GroupCommit(two)
+    answers = [
+        _Answer(two.stage_message(**stored_fields("b" * 32, "s1"))),  # BOB busy: made again
+        _Answer(two.stage_message(**stored_fields("c" * 32, "s2", CAROL))),
+    ]
+    for answer in answers:
+        commits.promise(answer, answer.settle)
+
+    def lose_the_connection() -> None:  # after settling, before the COMMIT of the redo
+        with psycopg.connect(database, autocommit=True) as admin:
+            pid = two._db.info.backend_pid  # type: ignore[attr-defined]
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    commits.promise(_Answer(None), lose_the_connection)
+    withdrawn: list[_Answer] = []
+    thread = threading.Thread(target=lambda: withdrawn.extend(commits.commit()))
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive(), "settling did not wait for BOB's lock"
+    one.commit()
+    thread.join(30)
+    assert not thread.is_alive()
+    for answer in withdrawn:
+        answer.withdraw()
+    new_request(one)
+    assert one.find_message_hash(BOB, "b" * 32) is None
+    assert one.find_message_hash(CAROL, "c" * 32) is not None  # durable at the COMMIT
+    assert [answer.text for answer in answers] == ["nothing was kept", "delivered"]
