@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import select
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -58,6 +59,13 @@ log = logging.getLogger("mmtp.store")
 def redact(url: str) -> str:
     """The URL without its password, fit for a log line or an error message."""
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def _sent_unasked(db: psycopg.Connection[Any]) -> bool:
+    try:
+        return bool(select.select([db.pgconn.socket], [], [], 0)[0])
+    except (psycopg.Error, OSError):
+        return True
 
 
 def _why(exc: BaseException) -> str:
@@ -141,6 +149,10 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
         return db
 
     def _conn(self) -> psycopg.Connection[Any]:
+        if not self._in_tx and not self._db.closed and _sent_unasked(self._db):
+            # Idle, yet the server spoke: it ended the session (a restart), which libpq
+            # notices only by failing the next request. Nothing is lost yet: a new one.
+            self._db.close()
         if self._db.closed:
             # Lost (server restart, failover): the open transaction died with it and was
             # rolled back; a new connection serves the next request.
@@ -210,19 +222,15 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
     def _read(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         if self._in_tx:
             return self._write(sql, params)
-        try:
-            return self._conn().execute(sql, params)  # type: ignore[arg-type]
-        except psycopg.OperationalError as exc:
-            if not self._db.closed:
-                raise StoreError(_why(exc)) from exc
-            # Lost between transactions (a restart, a failover): a read holds nothing that
-            # was lost with it, so it is simply asked again on a new connection.
-        except psycopg.Error as exc:
-            raise StoreError(_why(exc)) from exc
-        try:
-            return self._conn().execute(sql, params)  # type: ignore[arg-type]
-        except psycopg.Error as exc:
-            raise StoreError(_why(exc)) from exc
+        for again in (False, True):
+            try:
+                return self._conn().execute(sql, params)  # type: ignore[arg-type]
+            except psycopg.Error as exc:
+                # Lost between transactions (a restart, a failover): a read holds nothing
+                # that was lost with it, so it is simply asked again on a new connection.
+                if again or not self._db.closed:
+                    raise StoreError(_why(exc)) from exc
+        raise AssertionError("unreachable")
 
     def _end_pipeline(self) -> None:
         """Leave pipeline mode: the results still on their way are read (errors raised)."""
@@ -247,10 +255,8 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
     def rollback(self) -> None:
         if self._in_tx:
             self._rollbacks += 1
-            self._counts.clear()
-            self._accounts.clear()
-            self._keys.clear()
-            self._seen_keys.clear()
+            for cache in (self._counts, self._accounts, self._keys, self._seen_keys):
+                cache.clear()
             self._key_version = None
             # A failed statement aborted what was sent after it: the pipeline's end
             # reports that error again, which is known already.
@@ -345,7 +351,6 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
         return confirm
 
     def _settle_add(self, row: Any, lock: tuple[int, int], params: tuple[Any, ...]) -> int:
-        assert row is not None
         if not row[0]:
             if lock not in self._waited_for:
                 # Another process's turn is filling this mailbox. Commit what this turn
@@ -359,7 +364,6 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
                 self._stage(_WAIT_MAILBOX, lock)  # pipelined with the write made again
                 self._tried = lock
             row = self._write(_ADD_MESSAGE, params).fetchone()
-            assert row is not None
         _, gone, held, fits, spent, seq = row
         recipient, sender, message_id = params[:3]
         if gone:

@@ -4,6 +4,7 @@ PostgreSQL database (see test_pipelined_sends for the pattern): each test names 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import psycopg
@@ -157,3 +158,26 @@ def test_a_commit_failing_after_a_redo_keeps_the_answers_that_rest_on_the_first_
     assert one.find_message_hash(BOB, "b" * 32) is None
     assert one.find_message_hash(CAROL, "c" * 32) is not None  # durable at the COMMIT
     assert [answer.text for answer in answers] == ["nothing was kept", "delivered"]
+
+
+def test_a_transaction_that_starts_with_a_write_after_a_restart_goes_to_a_new_connection(
+    make_store: Opener, backend: str, database: str
+) -> None:
+    """The database restarted (here: the session is killed) while the store was idle. A
+    transaction whose first statement is a write (a DELETE, the delivery process recording
+    a batch's outcomes and reports) has nothing to lose yet: it must go to a new connection,
+    not fail once (a DELETE answered "storage error", a batch's outcomes dropped until their
+    leases end and the jobs go out again)."""
+    store = make_store()
+    store.add_message(**stored_fields("a" * 32, "s1"))
+    store.commit()
+    with psycopg.connect(database, autocommit=True) as admin:
+        pid = store._db.info.backend_pid  # type: ignore[attr-defined]
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        # Gone for sure before the store is used again.
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            time.sleep(0.01)
+    assert store.delete_messages(BOB, ["a" * 32], tombstone_seconds=60) == 1
+    store.commit()
+    new_request(store)
+    assert store.mailbox_usage(BOB) == (0, 0)
