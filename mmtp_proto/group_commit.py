@@ -75,21 +75,27 @@ class GroupCommit(Generic[T]):
             self.store.rollback()
             return self._done(self.lost())
         # Durable now. What settling writes (a write made again, a stamp given back) may
-        # still be lost: the answers settled since the last moment nothing was staged are in
-        # doubt, and those not settled yet; the earlier ones, and the answers without a
-        # pipelined write, rest on what is committed.
-        in_doubt = 0
+        # still be lost: in doubt are the answers not settled yet, and those whose settling
+        # sent a statement (a write, or a read of what is staged) since the last moment
+        # nothing was staged. The others rest on what is committed, whatever their order:
+        # the COMMIT's own results, and reads made outside a transaction.
+        in_doubt: list[T] = []
+        settled = 0
         try:
-            for i, (_, settle) in enumerate(settles):
+            for token, settle in settles:
                 if not self.store.pending:
-                    in_doubt = i
+                    in_doubt.clear()
+                sent = self.store.statements
                 settle()
+                settled += 1
+                if self.store.statements != sent:
+                    in_doubt.append(token)
             self.store.commit()
         except StoreError as exc:
             log.error("settling failed, withdrawing the answers it could change: %s", exc)
             self.store.rollback()
             self._epoch = self.store.rollbacks
-            return self._done([token for token, _ in settles[in_doubt:]])
+            return self._done(in_doubt + [token for token, _ in settles[settled:]])
         return self._done(self.lost())
 
     def _done(self, lost: list[T]) -> list[T]:

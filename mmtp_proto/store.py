@@ -106,6 +106,7 @@ class Store(SharedQueries, AccountStore, QueueMixin):
         # How many times staged writes were thrown away: group_commit compares it to know
         # whether the answers it holds still stand.
         self._rollbacks = 0
+        self._statements = 0
         # Mailbox sizes as this connection sees them (uncommitted writes included), so the
         # MAILBOX_FULL check on every SEND does not count the whole mailbox each time.
         self._counts: dict[str, int] = {}
@@ -159,6 +160,10 @@ class Store(SharedQueries, AccountStore, QueueMixin):
     def rollbacks(self) -> int:
         return self._rollbacks
 
+    @property
+    def statements(self) -> int:
+        return self._statements
+
     def _begin(self) -> None:
         if not self._in_tx:
             # Waits (up to the busy timeout) while another process's turn holds the lock.
@@ -170,6 +175,7 @@ class Store(SharedQueries, AccountStore, QueueMixin):
     def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         try:
             self._begin()
+            self._statements += 1
             return self._db.execute(sql, tuple(params))
         except sqlite3.Error as exc:
             raise StoreError(str(exc)) from exc

@@ -31,12 +31,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import select
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 
-from .errors import MMTPError
+from .errors import UNKNOWN_RECIPIENT, MMTPError
 from .pg_schema import mailbox_lock, prepare_schema
 from .storage import (
     KeyRecord,
@@ -60,6 +61,13 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
+def _sent_unasked(db: psycopg.Connection[Any]) -> bool:
+    try:
+        return bool(select.select([db.pgconn.socket], [], [], 0)[0])
+    except (psycopg.Error, OSError):
+        return True
+
+
 def _why(exc: BaseException) -> str:
     """libpq's message on one line (it spreads hints over several)."""
     return " ".join(str(exc).split())
@@ -72,22 +80,25 @@ def _why(exc: BaseException) -> str:
 _TRY_MAILBOX = "SELECT set_config('mmtp.mailbox', pg_try_advisory_xact_lock(%s, %s)::text, true)"
 _WAIT_MAILBOX = "SELECT pg_advisory_xact_lock(%s, %s), set_config('mmtp.mailbox', 'true', true)"
 # A SEND's writes in one statement, each only if what comes before it held: the mailbox
-# lock, no tombstone of this id (a copy deleted already), room under the quota, the stamp
-# (spent once, globally), the message (its id unique per sender).
+# lock, no tombstone of this id (a copy deleted already), an account not deleted since the
+# SEND looked (its name held: delete_account holds the lock), room under the quota, the
+# stamp (spent once, globally), the message (its id unique per sender).
 _ADD_MESSAGE = (
     "WITH gone AS (SELECT 1 FROM tombstones WHERE recipient = %s AND sender = %s"
     " AND message_id = %s),"
+    " held AS (SELECT 1 FROM held_names WHERE email = %s AND until > %s),"
     " room AS (SELECT coalesce(current_setting('mmtp.mailbox', true), '') = 'true' AS got,"
     " coalesce((SELECT messages < %s AND bytes + %s <= %s FROM mailbox_usage"
     " WHERE recipient = %s), %s) AS fits),"
     " stamp AS (INSERT INTO spent_stamps (stamp, expires_at) SELECT %s, %s"
     " WHERE (SELECT got AND fits FROM room) AND NOT EXISTS (SELECT 1 FROM gone)"
+    " AND NOT EXISTS (SELECT 1 FROM held)"
     " ON CONFLICT DO NOTHING RETURNING 1),"
     f" message AS (INSERT INTO messages ({MESSAGE_COLUMNS})"
     " SELECT %s, %s, %s, %s, %s, %s, %s, %s"
     " WHERE EXISTS (SELECT 1 FROM stamp) ON CONFLICT DO NOTHING RETURNING seq)"
-    " SELECT (SELECT got FROM room), EXISTS (SELECT 1 FROM gone), (SELECT fits FROM room),"
-    " EXISTS (SELECT 1 FROM stamp), (SELECT seq FROM message)"
+    " SELECT (SELECT got FROM room), EXISTS (SELECT 1 FROM gone), EXISTS (SELECT 1 FROM held),"
+    " (SELECT fits FROM room), EXISTS (SELECT 1 FROM stamp), (SELECT seq FROM message)"
 )
 # No quota given (a caller other than SEND): none that a mailbox could reach.
 _NO_LIMIT = 2**62
@@ -107,6 +118,7 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
         self._connect_timeout = connect_timeout
         self._in_tx = False
         self._rollbacks = 0
+        self._statements = 0
         self._counts: dict[str, int] = {}
         self._sizes: dict[str, int] = {}
         self._accounts: dict[str, AccountRecord] = {}
@@ -137,6 +149,10 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
         return db
 
     def _conn(self) -> psycopg.Connection[Any]:
+        if not self._in_tx and not self._db.closed and _sent_unasked(self._db):
+            # Idle, yet the server spoke: it ended the session (a restart), which libpq
+            # notices only by failing the next request. Nothing is lost yet: a new one.
+            self._db.close()
         if self._db.closed:
             # Lost (server restart, failover): the open transaction died with it and was
             # rolled back; a new connection serves the next request.
@@ -171,6 +187,10 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
     def rollbacks(self) -> int:
         return self._rollbacks
 
+    @property
+    def statements(self) -> int:
+        return self._statements
+
     def _stage(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         """Send a write without waiting for its result: the transaction is in pipeline mode
         from its BEGIN to its COMMIT, so a round's SENDs cost the loop no wait each. The
@@ -181,6 +201,7 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
                 self._pipeline = self._pipeline_end.enter_context(db.pipeline())
                 self._in_tx = True
                 db.execute("BEGIN")
+            self._statements += 1
             return db.execute(sql, params)  # type: ignore[arg-type]
         except psycopg.Error as exc:
             raise StoreError(_why(exc)) from exc
@@ -201,19 +222,15 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
     def _read(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         if self._in_tx:
             return self._write(sql, params)
-        try:
-            return self._conn().execute(sql, params)  # type: ignore[arg-type]
-        except psycopg.OperationalError as exc:
-            if not self._db.closed:
-                raise StoreError(_why(exc)) from exc
-            # Lost between transactions (a restart, a failover): a read holds nothing that
-            # was lost with it, so it is simply asked again on a new connection.
-        except psycopg.Error as exc:
-            raise StoreError(_why(exc)) from exc
-        try:
-            return self._conn().execute(sql, params)  # type: ignore[arg-type]
-        except psycopg.Error as exc:
-            raise StoreError(_why(exc)) from exc
+        for again in (False, True):
+            try:
+                return self._conn().execute(sql, params)  # type: ignore[arg-type]
+            except psycopg.Error as exc:
+                # Lost between transactions (a restart, a failover): a read holds nothing
+                # that was lost with it, so it is simply asked again on a new connection.
+                if again or not self._db.closed:
+                    raise StoreError(_why(exc)) from exc
+        raise AssertionError("unreachable")
 
     def _end_pipeline(self) -> None:
         """Leave pipeline mode: the results still on their way are read (errors raised)."""
@@ -238,10 +255,8 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
     def rollback(self) -> None:
         if self._in_tx:
             self._rollbacks += 1
-            self._counts.clear()
-            self._accounts.clear()
-            self._keys.clear()
-            self._seen_keys.clear()
+            for cache in (self._counts, self._accounts, self._keys, self._seen_keys):
+                cache.clear()
             self._key_version = None
             # A failed statement aborted what was sent after it: the pipeline's end
             # reports that error again, which is known already.
@@ -305,7 +320,7 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
         max_messages, max_bytes = quota or (_NO_LIMIT, _NO_LIMIT)
         lock = mailbox_lock(recipient)
         params = (
-            *(recipient, sender, message_id),
+            *(recipient, sender, message_id, recipient, received_at),
             *(max_messages, size, max_bytes, recipient, max_messages > 0 and size <= max_bytes),
             *(stamp_key, stamp_expires_at),
             *(recipient, sender, message_id, message_hash, received_at, size, text, digest),
@@ -336,7 +351,6 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
         return confirm
 
     def _settle_add(self, row: Any, lock: tuple[int, int], params: tuple[Any, ...]) -> int:
-        assert row is not None
         if not row[0]:
             if lock not in self._waited_for:
                 # Another process's turn is filling this mailbox. Commit what this turn
@@ -350,17 +364,18 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
                 self._stage(_WAIT_MAILBOX, lock)  # pipelined with the write made again
                 self._tried = lock
             row = self._write(_ADD_MESSAGE, params).fetchone()
-            assert row is not None
-        _, gone, fits, spent, seq = row
+        _, gone, held, fits, spent, seq = row
         recipient, sender, message_id = params[:3]
         if gone:
             raise deleted_already()
+        if held:
+            raise MMTPError(UNKNOWN_RECIPIENT, f"{recipient} has no mailbox here any more")
         if not fits:
             raise mailbox_full(recipient)
         if not spent:
             raise stamp_replayed()
         if seq is None:
-            stamp_key, message_hash = params[8], params[13]
+            stamp_key, message_hash = params[10], params[15]
             self._refuse_taken_id(recipient, message_id, sender, message_hash, stamp_key)
         return int(seq)
 

@@ -328,11 +328,14 @@ class QueueMixin:
         return recipient
 
     def add_report(self, packet: dict[str, Any], now: int) -> None:
-        """Store a server-made packet (a DSN, SPEC §10) in its recipient's mailbox: no stamp."""
+        """Store a server-made packet (a DSN, SPEC §10) in its recipient's mailbox: no stamp.
+        Nothing for an account deleted meanwhile (its name held): the name's next owner
+        must not find it."""
         text = _text(packet)
         self._q_write(
             "INSERT INTO messages (recipient, sender, message_id, message_hash, received_at,"
-            " size, packet, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " size, packet, checksum) SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS"
+            " (SELECT 1 FROM held_names WHERE email = ? AND until > ?)",
             (
                 packet["recipient"],
                 packet["sender"],
@@ -342,6 +345,8 @@ class QueueMixin:
                 len(text.encode("utf-8")),
                 text,
                 hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                packet["recipient"],
+                now,
             ),
         )
 
