@@ -210,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"first retry delay of the outbound queue (default {defaults.retry_base:g})",
     )
+    relay.add_argument(
+        "--retry-max",
+        type=float,
+        metavar="SECONDS",
+        help=f"longest retry delay of the outbound queue (default {defaults.retry_max:g})",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     return parser
 
@@ -249,6 +255,7 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         relay_ca=args.relay_ca.expanduser() if args.relay_ca is not None else None,
         allow_private_targets=args.allow_private_targets,
         retry_base=args.retry_base,
+        retry_max=args.retry_max,
     )
     return config.with_overrides(**overrides).validate()
 

@@ -388,6 +388,20 @@ def test_worker_flags_override_the_file(tmp_path: Path) -> None:
     assert (built.pgp_workers, built.worker_memory_mib, built.job_deadline_seconds) == (4, 256, 1.5)
 
 
+def test_retry_flags_override_the_file_and_are_checked_together(tmp_path: Path) -> None:
+    config = tmp_path / "mmtp-server.toml"
+    config.write_text("[server]\nretry_base = 30.0\nretry_max = 600.0\n")
+    parser = server_cli.build_parser()
+    args = parser.parse_args(["--config", str(config), "--retry-max", "90"])
+    built = server_cli.build_config(args)
+    assert (built.retry_base, built.retry_max) == (30.0, 90.0)
+    from mmtp_proto.errors import LocalError
+
+    args = parser.parse_args(["--config", str(config), "--retry-max", "10"])
+    with pytest.raises(LocalError, match="at most retry_max"):
+        server_cli.build_config(args)
+
+
 @pytest.mark.parametrize(
     ("option", "value", "words"),
     [
