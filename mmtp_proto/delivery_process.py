@@ -244,10 +244,10 @@ def _open_store(config: ServerConfig) -> Any:
     this connection runs still sync and the server's fsynced mail stays safe.)"""
     from .backends import open_store
 
-    store: Any = open_store(config.database, Path(config.data_dir), fsync=config.fsync)
-    if config.database:
-        store._db.execute("SET synchronous_commit = off")
-    else:
+    # PostgreSQL: as a store opened without fsync, so that a reconnect keeps it so.
+    fsync = config.fsync and not config.database
+    store: Any = open_store(config.database, Path(config.data_dir), fsync=fsync)
+    if not config.database:
         store._db.execute("PRAGMA synchronous=NORMAL")
     return store
 

@@ -174,6 +174,11 @@ def mailbox_full(recipient: str) -> MMTPError:
     )
 
 
+def account_gone(recipient: str) -> MMTPError:
+    """The account was deleted (its name held) after the SEND looked its key up."""
+    return MMTPError(errors.UNKNOWN_RECIPIENT, f"{recipient} has no mailbox here any more")
+
+
 def deleted_already() -> MMTPError:
     # The SEND handler answers from the tombstone instead ("duplicate", or another message).
     return MMTPError(

@@ -29,6 +29,7 @@ from .storage import (
     KeyRecord,
     StoredMessage,
     StoreError,
+    account_gone,
     check_schema_version,
     deleted_already,
     mailbox_full,
@@ -44,7 +45,7 @@ from .store_accounts import (
 )
 from .store_files import make_private as _make_private
 from .store_queue import QueueMixin, upgrade_queue
-from .store_sql import MESSAGE_INSERT, STAMP_SPEND, TOMBSTONED, SharedQueries
+from .store_sql import MESSAGE_INSERT, NAME_HELD, STAMP_SPEND, TOMBSTONED, SharedQueries
 
 log = logging.getLogger("mmtp.store")
 
@@ -277,6 +278,9 @@ class Store(SharedQueries, AccountStore, QueueMixin):
             raise StoreError(str(exc)) from exc
         if self._read(TOMBSTONED, (recipient, sender, message_id)).fetchone():
             raise deleted_already()
+        # Deleted (by mmtp-admin, say) since the SEND looked its key up.
+        if self._read(NAME_HELD, (recipient, received_at)).fetchone():
+            raise account_gone(recipient)
         if quota is not None:
             count, used = self.mailbox_usage(recipient)
             if count >= quota[0] or used + size > quota[1]:

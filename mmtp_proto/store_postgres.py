@@ -37,11 +37,12 @@ from typing import Any
 
 import psycopg
 
-from .errors import UNKNOWN_RECIPIENT, MMTPError
+from .errors import MMTPError
 from .pg_schema import mailbox_lock, prepare_schema
 from .storage import (
     KeyRecord,
     StoreError,
+    account_gone,
     checksum,
     deleted_already,
     encode_packet,
@@ -353,11 +354,10 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
     def _settle_add(self, row: Any, lock: tuple[int, int], params: tuple[Any, ...]) -> int:
         if not row[0]:
             if lock not in self._waited_for:
-                # Another process's turn is filling this mailbox. Commit what this turn
-                # staged first (making it durable early promises nothing new), so that we
-                # hold no lock while we wait: two processes can never wait for each other.
-                # The writes of this round refused for the same mailbox are then made
-                # again under this one wait (the setting says so again if another's changed it).
+                # Another process's turn fills this mailbox. Commit what this turn staged
+                # (durable early promises nothing new) to wait holding no lock: two processes
+                # never wait for each other. This round's writes refused for this mailbox are
+                # made again under this one wait (the setting says so, if another changed it).
                 self.commit()
                 self._waited_for.add(lock)
             if self._tried != lock:
@@ -369,7 +369,7 @@ class PostgresStore(PostgresAccounts, SharedQueries, PostgresQueueMixin):
         if gone:
             raise deleted_already()
         if held:
-            raise MMTPError(UNKNOWN_RECIPIENT, f"{recipient} has no mailbox here any more")
+            raise account_gone(recipient)
         if not fits:
             raise mailbox_full(recipient)
         if not spent:

@@ -48,6 +48,8 @@ ACCOUNT_UPSERT = (
     " max_messages = excluded.max_messages, max_bytes = excluded.max_bytes"
 )
 TOMBSTONED = "SELECT 1 FROM tombstones WHERE recipient = ? AND sender = ? AND message_id = ?"
+# A name held after its account was deleted: no mail may go into it any more.
+NAME_HELD = "SELECT 1 FROM held_names WHERE email = ? AND until > ?"
 TOMBSTONE_HASH = (
     "SELECT message_hash, signature_verified FROM tombstones"
     " WHERE recipient = ? AND sender = ? AND message_id = ?"

@@ -262,3 +262,23 @@ def test_a_postgres_database_of_schema_2_gets_its_mailbox_usage_counted(
     with pytest.raises(MMTPError) as caught:
         _add(again, "d" * 32, "s4", quota=(3, 10**9))
     assert caught.value.code == "MAILBOX_FULL"
+
+
+def test_a_send_whose_recipient_was_deleted_after_its_look_is_refused(make_store: Opener) -> None:
+    """mmtp-admin deletes BOB's account (holding the name) between a SEND's look at BOB's
+    key and its write (a signed SEND's verification lies between them): nothing is stored,
+    for the name's next owner to read, and no stamp is spent. (test_pg_interleavings has the
+    same race with the write waiting for the delete's mailbox lock.)"""
+    admin, server = make_store(), make_store()
+    admin.put_key(BOB, "armored", "f" * 40, 1)  # type: ignore[attr-defined]
+    admin.commit()
+    new_request(server)
+    assert server.get_key(BOB) is not None
+    admin.delete_account(BOB, hold_until=10**10)  # type: ignore[attr-defined]
+    admin.commit()
+    with pytest.raises(MMTPError) as refused:
+        server.add_message(**stored_fields("a" * 32, "s1"))
+    server.commit()
+    assert refused.value.code == "UNKNOWN_RECIPIENT"
+    new_request(server)
+    assert server.find_message_hash(BOB, "a" * 32) is None and not server.is_spent("s1")
