@@ -10,13 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from configs import make_config
 
-from mmtp_proto.config import ServerConfig
 from mmtp_proto.known_servers import KnownServers
 from mmtp_proto.server import Server
 
-DOMAINS = ["localhost", "example.com"]
-TEST_DIFFICULTY = 6
 BACKENDS = ("sqlite", "postgresql")
 
 
@@ -86,23 +84,6 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ("XDG_STATE_HOME", "state"),
     ):
         monkeypatch.setenv(var, str(home / sub))
-
-
-def make_config(data_dir: Path, **overrides) -> ServerConfig:
-    values = dict(
-        host="127.0.0.1",
-        port=0,
-        secure_port=0,
-        data_dir=data_dir,
-        domains=list(DOMAINS),
-        difficulty=TEST_DIFFICULTY,
-        log_level="DEBUG",
-        # The machine running the tests may be busy: a real key's check must not hit the
-        # deadline there. Tests of the deadline itself set a short one.
-        job_deadline_seconds=30.0,
-    )
-    values.update(overrides)
-    return ServerConfig(**values)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from conftest import make_config
+from configs import make_config
 
 from mmtp_proto.client import Client
 from mmtp_proto.server import Server

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_config
+from configs import make_config
 from helpers import auth_signature, key_for
 
 from mmtp_proto import pgp

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_config
+from configs import make_config
 from federation_helpers import ALICE, BOB, relay_server
 from helpers import Wire, auth_signature, key_for, public_armored
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from configs import make_config
 from helpers import new_request, stored_fields
 
+from mmtp_proto.delivery_process import _open_store
 from mmtp_proto.errors import MMTPError
 from mmtp_proto.group_commit import GroupCommit
 from mmtp_proto.storage import Storage
@@ -170,10 +172,6 @@ def test_the_delivery_process_commits_without_waiting_for_the_disk_after_a_recon
     """Nothing the delivery process writes carries a promise to a client (a lost outcome is
     redone), so its commits do not wait for the disk: still so on the connection a reconnect
     opens, not only on the first."""
-    from conftest import make_config
-
-    from mmtp_proto.delivery_process import _open_store
-
     store = _open_store(make_config(tmp_path / "data", database=database))
     try:
         assert store._read("SHOW synchronous_commit").fetchone() == ("off",)

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import make_config
+from configs import make_config
 from helpers import new_request, stored_fields
 
 from mmtp_proto import migrate

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_config
+from configs import make_config
 from helpers import (
     ALICE,
     BOB,
