@@ -115,7 +115,15 @@ class Federation:
 
     def open_link(self, domain: str, setup: Callable[[RelayLink], None] | None = None) -> RelayLink:
         """Blocking: a verified connection to `domain`'s server (targets in order)."""
-        link = RelayLink.open(domain, self.resolver.resolve(domain), self.tls, setup=setup)
+        link = RelayLink.open(
+            domain,
+            self.resolver.resolve(domain),
+            self.tls,
+            deadline=self.config.relay_timeout,
+            # A key larger than a frame this server would take is not one it would accept.
+            max_answer_bytes=self.config.max_frame_bytes,
+            setup=setup,
+        )
         greeting = link.greeting
         if greeting is not None:
             self.note_policy(

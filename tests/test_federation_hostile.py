@@ -6,13 +6,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from federation_helpers import relay_server
+from federation_helpers import ALICE, client_for, relay_server, wait_for
 from helpers import Wire
-from hostile_remote import HostileRemote, error
+from hostile_remote import HostileRemote, error, ok
 
 from mmtp_proto.server import Server
 
@@ -55,3 +58,144 @@ def test_a_remote_error_code_is_not_passed_on_raw_to_clients_or_logs(home, tmp_p
             assert len(line) < 2000
     finally:
         remote.close()
+
+
+def trickle(sock, stop_after: float = 60.0) -> None:
+    """Bytes of an answer that never ends: one every 0.2 s (each recv succeeds, so no
+    per-read timeout ever fires)."""
+    deadline = time.monotonic() + stop_after
+    sock.sendall(b'{"status":"OK",')
+    while time.monotonic() < deadline:
+        try:
+            sock.sendall(b" ")
+        except OSError:
+            return
+        time.sleep(0.2)
+
+
+def test_a_trickling_remote_does_not_hold_a_lookup_past_the_relay_timeout(tmp_path):
+    home = relay_server(tmp_path, "a.test", relay_timeout=2.0)
+    home.start()
+    remote = HostileRemote(tmp_path, EVIL, lambda _request: trickle)
+    try:
+        routed(home, remote)
+        with Wire(home) as wire:
+            started = time.monotonic()
+            answer = wire.request("REQUEST_PUBLIC_KEY", {"email": f"(bob)%({EVIL})"})
+            took = time.monotonic() - started
+        assert answer["status"] == "ERROR"
+        assert answer["error"]["code"] == "REMOTE_UNAVAILABLE"
+        assert took < 10, took
+    finally:
+        remote.close()
+        home.stop()
+
+
+def test_an_endless_answer_is_not_buffered_past_what_a_relay_answer_can_be(tmp_path):
+    """An answer line that never ends (megabytes, then silence) is given up once it is longer
+    than any answer to a relay request can be, not after 256 MiB or the remote's silence."""
+
+    def flood(sock) -> None:
+        with contextlib.suppress(OSError):
+            sock.sendall(b'{"status":"OK","publicKey":"' + b"A" * (3 << 20))
+            time.sleep(30)
+
+    home = relay_server(tmp_path, "a.test", relay_timeout=30.0, max_frame_bytes=65536)
+    home.start()
+    remote = HostileRemote(tmp_path, EVIL, lambda _request: flood)
+    try:
+        routed(home, remote)
+        with Wire(home) as wire:
+            started = time.monotonic()
+            answer = wire.request("REQUEST_PUBLIC_KEY", {"email": f"(bob)%({EVIL})"})
+            took = time.monotonic() - started
+        assert answer["error"]["code"] == "REMOTE_UNAVAILABLE"
+        assert took < 10, took
+    finally:
+        remote.close()
+        home.stop()
+
+
+def test_a_trickling_remote_does_not_hold_a_delivery_worker(tmp_path):
+    """The remote takes DOMAIN_AUTH, then answers SEND a byte at a time, never finishing: the
+    delivery gives up after relay_timeout and tries again later (a retry is a new SEND)."""
+    sends: list[float] = []
+
+    def answer(request):
+        if request["action"] == "DOMAIN_AUTH":
+            return ok(domain=request["data"]["domain"])
+        sends.append(time.monotonic())
+        return trickle
+
+    remote = HostileRemote(tmp_path, EVIL, answer)
+    # A route in the config: the delivery process builds its own from it.
+    route = {EVIL: f"{remote.address[0]}:{remote.address[1]}"}
+    home = relay_server(tmp_path, "a.test", relay_timeout=2.0, routes=route)
+    home.start()
+    try:
+        alice = client_for(home, tmp_path, ALICE)
+        try:
+            bob = f"(bob)%({EVIL})"
+            outcome = alice.send_mail(ALICE, [bob], "Hi", "Hello.", encrypt=False)[bob]
+            assert not isinstance(outcome, Exception), outcome
+            wait_for(lambda: len(sends) >= 2, timeout=20)
+        finally:
+            alice.disconnect()
+    finally:
+        remote.close()
+        home.stop()
+
+
+class SlowProxy:
+    """Forwards to `upstream`, but the upstream's bytes come back one every `gap` s."""
+
+    def __init__(self, upstream: tuple[str, int], gap: float = 0.05) -> None:
+        self.upstream, self.gap = upstream, gap
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()[:2]
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pump, args=(client, server, 0), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, 1), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, step: int) -> None:
+        with contextlib.suppress(OSError):
+            while not self.stop.is_set():
+                data = src.recv(step or 65536)
+                if not data:
+                    return
+                dst.sendall(data)
+                if step:
+                    time.sleep(self.gap)
+
+
+def test_a_trickled_tls_handshake_is_bounded_by_the_relay_timeout(tmp_path):
+    home = relay_server(tmp_path, "a.test", relay_timeout=2.0)
+    home.start()
+    remote = HostileRemote(tmp_path, EVIL, lambda _request: error("KEY_NOT_FOUND", "none"))
+    proxy = SlowProxy(remote.address)
+    try:
+        assert home.federation is not None
+        home.federation.set_route(EVIL, *proxy.address)
+        with Wire(home) as wire:
+            started = time.monotonic()
+            answer = wire.request("REQUEST_PUBLIC_KEY", {"email": f"(bob)%({EVIL})"})
+            took = time.monotonic() - started
+        assert answer["error"]["code"] == "REMOTE_UNAVAILABLE"
+        assert took < 10, took
+    finally:
+        proxy.close()
+        remote.close()
+        home.stop()
