@@ -23,11 +23,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import errors
-from .actions import DomainKeyAnswer, DomainKeyRequest, RequestPublicKeyAnswer
+from .actions import DomainKeyAnswer, DomainKeyRequest, Greeting, RequestPublicKeyAnswer
 from .address import domain_of
 from .config import ServerConfig
 from .domain_keys import DomainKeyCache, DomainKeyring, cert_hash
 from .errors import MMTPError
+from .hashcash import MAX_BITS
 from .ratelimit import FailureLimiter
 from .relay_link import RelayLink
 from .relay_tls import RelayTLS
@@ -40,6 +41,11 @@ FAILED_LOOKUP_TTL = 60.0
 POLICY_TTL = 86_400.0
 FETCH_THREADS = 4
 LOOKUPS_PER_MINUTE = 60
+# A remote's stampValiditySeconds is kept within these: a message waits in the queue at most
+# about five days, as in Postfix (maximal_queue_lifetime).
+REMOTE_VALIDITY_MIN = 60
+REMOTE_VALIDITY_MAX = 5 * 86_400
+MIN_FRAME_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,20 @@ class RemotePolicy:
     stamp_validity_seconds: int | None
     max_frame_bytes: int | None
     fetched_at: float
+
+
+def remote_policy(greeting: Greeting, now: float) -> RemotePolicy:
+    """A remote greeting's stamp figures, clamped before any use: they reach clients (POLICY:
+    what to mint; negative bits break a minter) and the queue (a job is retried until its stamp
+    expires by the remote's validity, and its spent stamp kept as long: not for ever)."""
+    validity = greeting.stamp_validity_seconds
+    frame = greeting.max_frame_bytes
+    return RemotePolicy(
+        max(0, min(greeting.difficulty, MAX_BITS)),
+        None if validity is None else max(REMOTE_VALIDITY_MIN, min(validity, REMOTE_VALIDITY_MAX)),
+        None if frame is None else max(MIN_FRAME_BYTES, frame),
+        now,
+    )
 
 
 class Federation:
@@ -126,15 +146,7 @@ class Federation:
         )
         greeting = link.greeting
         if greeting is not None:
-            self.note_policy(
-                domain,
-                RemotePolicy(
-                    greeting.difficulty,
-                    greeting.stamp_validity_seconds,
-                    greeting.max_frame_bytes,
-                    self.clock(),
-                ),
-            )
+            self.note_policy(domain, remote_policy(greeting, self.clock()))
         return link
 
     # --- remote stamp figures -----------------------------------------------------------

@@ -36,9 +36,14 @@ def error(code: str, message: str) -> bytes:
 
 class HostileRemote:
     def __init__(
-        self, tmp_path: Path, domain: str, answer: Callable[[dict[str, Any]], Reply]
+        self,
+        tmp_path: Path,
+        domain: str,
+        answer: Callable[[dict[str, Any]], Reply],
+        **greeting: Any,
     ) -> None:
         self.domain = domain
+        self.greeting = greeting
         self.answer = answer
         cert, key, _fp = ensure_certificate(tmp_path / f"hostile-{domain}", [domain])
         self.context = server_ssl_context(cert, key)
@@ -88,6 +93,7 @@ class HostileRemote:
                         "tls": True,
                         "features": {"relay": True},
                         "actions": ["SEND", "DOMAIN_AUTH", "DOMAIN_KEY", "REQUEST_PUBLIC_KEY"],
+                        **self.greeting,
                     }
                 )
             )

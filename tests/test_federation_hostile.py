@@ -17,6 +17,7 @@ from federation_helpers import ALICE, client_for, relay_server, wait_for
 from helpers import Wire
 from hostile_remote import HostileRemote, error, ok
 
+from mmtp_proto.hashcash import MAX_BITS
 from mmtp_proto.server import Server
 
 EVIL = "evil.test"
@@ -199,3 +200,29 @@ def test_a_trickled_tls_handshake_is_bounded_by_the_relay_timeout(tmp_path):
         proxy.close()
         remote.close()
         home.stop()
+
+
+@pytest.mark.parametrize(
+    ("difficulty", "validity"), [(-3, 10**12), (10**6, -5)], ids=["low", "absurd"]
+)
+def test_a_remotes_stamp_figures_are_clamped_before_use(home, tmp_path, difficulty, validity):
+    """The remote's greeting figures feed POLICY (what clients mint) and the queue (how long a
+    job is retried: until the stamp expires by the remote's validity). Negative bits would
+    break every client's minter; a validity of 30,000 years would keep its jobs retried
+    (and their spent stamps stored) for ever."""
+    remote = HostileRemote(
+        tmp_path,
+        EVIL,
+        lambda _request: error("KEY_NOT_FOUND", "none"),
+        difficulty=difficulty,
+        stampValiditySeconds=validity,
+    )
+    try:
+        routed(home, remote)
+        with Wire(home) as wire:
+            answer = wire.request("POLICY", {"domain": EVIL})
+        assert answer["status"] == "OK", answer
+        assert 0 <= answer["difficulty"] <= MAX_BITS
+        assert 60 <= answer["stampValiditySeconds"] <= 5 * 86_400
+    finally:
+        remote.close()
