@@ -28,7 +28,6 @@ from .address import domain_of
 from .config import ServerConfig
 from .domain_keys import DomainKeyCache, DomainKeyring, cert_hash
 from .errors import MMTPError
-from .hashcash import MAX_BITS
 from .ratelimit import FailureLimiter
 from .relay_link import RelayLink
 from .relay_tls import RelayTLS
@@ -46,6 +45,9 @@ LOOKUPS_PER_MINUTE = 60
 REMOTE_VALIDITY_MIN = 60
 REMOTE_VALIDITY_MAX = 5 * 86_400
 MIN_FRAME_BYTES = 4096
+# The most bits this server's own operator may ask for (config `difficulty`): more is no
+# figure a client can mint to.
+REMOTE_DIFFICULTY_MAX = 40
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ def remote_policy(greeting: Greeting, now: float) -> RemotePolicy:
     validity = greeting.stamp_validity_seconds
     frame = greeting.max_frame_bytes
     return RemotePolicy(
-        max(0, min(greeting.difficulty, MAX_BITS)),
+        max(0, min(greeting.difficulty, REMOTE_DIFFICULTY_MAX)),
         None if validity is None else max(REMOTE_VALIDITY_MIN, min(validity, REMOTE_VALIDITY_MAX)),
         None if frame is None else max(MIN_FRAME_BYTES, frame),
         now,
@@ -140,8 +142,6 @@ class Federation:
             self.resolver.resolve(domain),
             self.tls,
             deadline=self.config.relay_timeout,
-            # A key larger than a frame this server would take is not one it would accept.
-            max_answer_bytes=self.config.max_frame_bytes,
             setup=setup,
         )
         greeting = link.greeting

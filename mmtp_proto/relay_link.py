@@ -19,6 +19,7 @@ from . import errors, relay_policy
 from .actions import Greeting
 from .client_connection import NEED_DATA, Answer, ClientConnection, Greeted
 from .errors import LocalError, MMTPError
+from .limits import MAX_KEY_ARMOR_CHARS
 from .relay_tls import RelayTLS
 from .routing import Target
 
@@ -29,9 +30,10 @@ LINK_TIMEOUT = 20.0
 # all: a per-read timeout alone lets a remote that sends a byte now and then hold a delivery
 # worker or a fetch thread forever.
 LINK_DEADLINE = 60.0
-# Answers to relay requests are small (the biggest is a user's key): a line longer than this
-# is no answer, and is not buffered further.
-MIN_ANSWER_BYTES = 64 * 1024
+# Answers to relay requests are small (the biggest is a user's key, whose armor REGISTER_KEY
+# keeps under MAX_KEY_ARMOR_CHARS): a line longer than this is no answer, and is not buffered
+# further.
+MAX_RELAY_ANSWER_BYTES = 4 * MAX_KEY_ARMOR_CHARS
 SEND_CHUNK_BYTES = 64 * 1024
 SEND_ALLOWANCE_BYTES = 1 << 20
 
@@ -69,7 +71,7 @@ class RelayLink:
         *,
         timeout: float = LINK_TIMEOUT,
         deadline: float = LINK_DEADLINE,
-        max_answer_bytes: int = MIN_ANSWER_BYTES,
+        max_answer_bytes: int = MAX_RELAY_ANSWER_BYTES,
         setup: Callable[[RelayLink], None] | None = None,
     ) -> RelayLink:
         """The first target that answers (and passes `setup`, DOMAIN_AUTH for a delivery);
@@ -120,9 +122,7 @@ class RelayLink:
             raise _unavailable(f"cannot connect to {target}: {exc.strerror or exc}") from None
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock, cert = tls.wrap_and_verify(raw, domain, target, until)
-        conn = ClientConnection(
-            str(target), max_answer_bytes=max(MIN_ANSWER_BYTES, max_answer_bytes)
-        )
+        conn = ClientConnection(str(target), max_answer_bytes=max_answer_bytes)
         link = cls(sock, conn, domain, target, cert, deadline)
         try:
             event = link._next(until)
