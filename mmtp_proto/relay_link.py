@@ -34,6 +34,9 @@ LINK_DEADLINE = 60.0
 # keeps under MAX_KEY_ARMOR_CHARS): a line longer than this is no answer, and is not buffered
 # further.
 MAX_RELAY_ANSWER_BYTES = 4 * MAX_KEY_ARMOR_CHARS
+# Addresses one attempt connects to at most, over all targets: DNS may name many (a victim's),
+# and each dead one costs a connect timeout.
+MAX_ADDRESSES = 10
 SEND_CHUNK_BYTES = 64 * 1024
 SEND_ALLOWANCE_BYTES = 1 << 20
 
@@ -78,29 +81,29 @@ class RelayLink:
         REMOTE_UNAVAILABLE when none does, NO_ROUTE when one answered for another domain.
         A `setup` failure moves on to the next target unless it is permanent (SPEC §8.5)."""
         last: MMTPError = _unavailable(f"no server of {domain} could be reached")
-        for target in targets:
-            for address in target.addresses or (target.host,):
-                try:
-                    link = cls._open_one(
-                        domain, target, address, tls, timeout, deadline, max_answer_bytes
-                    )
-                except MMTPError as exc:
-                    log.info("relay: %s (%s) for %s: %s", target, address, domain, exc.message)
-                    last = exc
-                    if exc.code == errors.NO_ROUTE:
-                        raise
-                    continue
-                if setup is None:
-                    return link
-                try:
-                    setup(link)
-                    return link
-                except MMTPError as exc:
-                    link.close()
-                    log.warning("relay: %s refused DOMAIN_AUTH: %s", target, exc)
-                    if not relay_policy.try_next_target(exc.code, "domain_auth"):
-                        raise
-                    last = exc
+        candidates = [(t, a) for t in targets for a in t.addresses or (t.host,)]
+        for target, address in candidates[:MAX_ADDRESSES]:
+            try:
+                link = cls._open_one(
+                    domain, target, address, tls, timeout, deadline, max_answer_bytes
+                )
+            except MMTPError as exc:
+                log.info("relay: %s (%s) for %s: %s", target, address, domain, exc.message)
+                last = exc
+                if exc.code == errors.NO_ROUTE:
+                    raise
+                continue
+            if setup is None:
+                return link
+            try:
+                setup(link)
+                return link
+            except MMTPError as exc:
+                link.close()
+                log.warning("relay: %s refused DOMAIN_AUTH: %s", target, exc)
+                if not relay_policy.try_next_target(exc.code, "domain_auth"):
+                    raise
+                last = exc
         raise last
 
     @classmethod

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dnsd import TestDNS
 from federation_helpers import ALICE, client_for, relay_server, wait_for
 from helpers import Wire
 from hostile_remote import HostileRemote, error, ok
@@ -225,3 +226,44 @@ def test_a_remotes_stamp_figures_are_clamped_before_use(home, tmp_path, difficul
         assert 60 <= answer["stampValiditySeconds"] <= 5 * 86_400
     finally:
         remote.close()
+
+
+def test_one_lookup_never_fans_out_to_every_target_a_domain_names(tmp_path):
+    """A hostile domain's DNS may name hundreds of SRV targets, each with many addresses
+    (a victim's). One DOMAIN_AUTH or POLICY must not make this server resolve and connect to
+    all of them: that would make it an amplifier and a scanner, and hold a fetch thread for
+    hours of connect timeouts."""
+    dnsd = TestDNS().start()
+    accepted: list[int] = []
+    listeners = []
+    try:
+        for i in range(40):
+            listener = socket.create_server(("127.0.0.1", 0))
+            listeners.append(listener)
+
+            def drop(listener: socket.socket = listener, i: int = i) -> None:
+                with contextlib.suppress(OSError):
+                    while True:
+                        conn, _ = listener.accept()
+                        accepted.append(i)
+                        conn.close()
+
+            threading.Thread(target=drop, daemon=True).start()
+            port = listener.getsockname()[1]
+            dnsd.add("_mmtp._tcp.wide.test", "SRV", (10, 1, port, f"mx{i}.wide.test"))
+            dnsd.add(f"mx{i}.wide.test", "A", "127.0.0.1")
+        home = relay_server(tmp_path, "a.test", dns_server=dnsd.address, allow_private_targets=True)
+        home.start()
+        try:
+            with Wire(home) as wire:
+                answer = wire.request("POLICY", {"domain": "wide.test"})
+            assert answer["error"]["code"] == "REMOTE_UNAVAILABLE"
+            asked = sum(n for (name, kind), n in dnsd.queries.items() if kind == "A")
+            assert len(accepted) <= 10, len(accepted)
+            assert asked <= 10, asked
+        finally:
+            home.stop()
+    finally:
+        for listener in listeners:
+            listener.close()
+        dnsd.stop()
