@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from dnsd import TestDNS
 from federation_helpers import ALICE, client_for, relay_server, wait_for
-from helpers import Wire
+from helpers import Wire, key_for, make_packet
 from hostile_remote import HostileRemote, error, ok
 
 from mmtp_proto.server import Server
@@ -267,3 +267,32 @@ def test_one_lookup_never_fans_out_to_every_target_a_domain_names(tmp_path):
         for listener in listeners:
             listener.close()
         dnsd.stop()
+
+
+def test_one_stamp_queues_one_message_even_pipelined(home, tmp_path):
+    """SPEC §9: each recipient's packet carries its own stamp. Two packets for one remote
+    recipient with the same content (so the same messageHash) under two messageIds may not
+    share a stamp, not even pipelined into one turn of the loop."""
+    import copy
+
+    remote = HostileRemote(tmp_path, EVIL, lambda _request: error("RATE_LIMITED", "later"))
+    try:
+        routed(home, remote)
+        bob = f"(bob)%({EVIL})"
+        with Wire(home) as wire:
+            wire.register(ALICE)
+            wire.auth(ALICE, key_for(ALICE))
+            first = make_packet(ALICE, bob)
+            second = copy.deepcopy(first)
+            second["meta"]["messageId"] = "f" * 32
+            assert second["verification"]["messageHash"] == first["verification"]["messageHash"]
+            ids = wire.send_batch([("SEND", {"packet": first}), ("SEND", {"packet": second})])
+            answers = {}
+            while len(answers) < 2:
+                frame = wire.read(timeout=10)
+                answers[frame["id"]] = frame
+        assert answers[ids[0]]["status"] == "OK", answers
+        assert answers[ids[1]]["status"] == "ERROR", answers
+        assert answers[ids[1]]["error"]["code"] == "POW_REPLAYED"
+    finally:
+        remote.close()
