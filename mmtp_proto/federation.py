@@ -38,8 +38,13 @@ log = logging.getLogger("mmtp.relay")
 SENDER_KEY_TTL = 3600.0
 FAILED_LOOKUP_TTL = 60.0
 POLICY_TTL = 86_400.0
-FETCH_THREADS = 4
+FETCH_THREADS = 8
 LOOKUPS_PER_MINUTE = 60
+# Lookups one source may have waiting on fetches at once. A fetch may take relay_timeout (a
+# remote that trickles); without this, one client naming slow domains (a wildcard DNS makes
+# them free) fills every fetch thread, and every other client's lookups and every relay's
+# DOMAIN_AUTH key fetch wait behind it.
+LOOKUPS_IN_FLIGHT_PER_SOURCE = 2
 # A remote's stampValiditySeconds is kept within these: a message waits in the queue at most
 # about five days, as in Postfix (maximal_queue_lifetime).
 REMOTE_VALIDITY_MIN = 60
@@ -125,6 +130,7 @@ class Federation:
         # Lookups made for clients that need a fetch, per source IP (SPEC §8.4: no amplifier).
         # Used from the loop thread only.
         self.lookups = FailureLimiter(LOOKUPS_PER_MINUTE - 1, 60.0, 60.0)  # the 61st waits
+        self._lookups_in_flight: dict[str, int] = {}
 
     def set_route(self, domain: str, host: str, port: int) -> None:
         """A static route added after start (tests bind servers on free ports first)."""
@@ -165,6 +171,25 @@ class Federation:
         return policy
 
     # --- background fetches -------------------------------------------------------------
+
+    def lookups_in_flight(self, source: str) -> int:
+        with self._lock:
+            return self._lookups_in_flight.get(source, 0)
+
+    def track_lookup(self, source: str, future: Future[None]) -> None:
+        """`source` waits on `future` until it is done (see LOOKUPS_IN_FLIGHT_PER_SOURCE)."""
+        with self._lock:
+            self._lookups_in_flight[source] = self._lookups_in_flight.get(source, 0) + 1
+
+        def done(_future: Future[None]) -> None:
+            with self._lock:
+                left = self._lookups_in_flight.get(source, 1) - 1
+                if left > 0:
+                    self._lookups_in_flight[source] = left
+                else:
+                    self._lookups_in_flight.pop(source, None)
+
+        future.add_done_callback(done)
 
     def _shared(self, key: tuple[str, str], job: Callable[[], None]) -> Future[None]:
         """Identical fetches in flight share one (SPEC §8.4: no amplifier)."""

@@ -296,3 +296,35 @@ def test_one_stamp_queues_one_message_even_pipelined(home, tmp_path):
         assert answers[ids[1]]["error"]["code"] == "POW_REPLAYED"
     finally:
         remote.close()
+
+
+def test_one_source_cannot_fill_every_fetch_thread_with_slow_lookups(tmp_path):
+    """Each lookup of a trickling remote holds a fetch thread for relay_timeout. One source
+    may have two waiting at once; more are RATE_LIMITED at once, so the other fetch threads
+    stay free for other clients and for relays' DOMAIN_AUTH key fetches."""
+    domains = [f"d{i}.evil.test" for i in range(8)]
+    remote = HostileRemote(tmp_path, EVIL, lambda _request: trickle, domains=domains)
+    home = relay_server(tmp_path, "a.test", relay_timeout=3.0)
+    home.start()
+    wires = [Wire(home) for _ in domains]
+    try:
+        assert home.federation is not None
+        for domain in domains:
+            home.federation.set_route(domain, *remote.address)
+        for wire, domain in zip(wires, domains, strict=True):
+            wire.send_request("REQUEST_PUBLIC_KEY", {"email": f"(bob)%({domain})"})
+        time.sleep(1.5)  # well under relay_timeout: only refusals are in by now
+        early, late = [], []
+        for wire in wires:
+            try:
+                early.append(wire.read(timeout=0.2)["error"]["code"])
+            except TimeoutError:
+                late.append(wire)
+        assert early == ["RATE_LIMITED"] * (len(domains) - 2), early
+        for wire in late:
+            assert wire.read(timeout=20)["error"]["code"] == "REMOTE_UNAVAILABLE"
+    finally:
+        for wire in wires:
+            wire.close()
+        home.stop()
+        remote.close()
