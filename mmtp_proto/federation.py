@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ LOOKUPS_PER_MINUTE = 60
 # them free) fills every fetch thread, and every other client's lookups and every relay's
 # DOMAIN_AUTH key fetch wait behind it.
 LOOKUPS_IN_FLIGHT_PER_SOURCE = 2
+# Fetches from one domain's server at once (see `_shared`).
+FETCHES_PER_DOMAIN = 2
 # A remote's stampValiditySeconds is kept within these: a message waits in the queue at most
 # about five days, as in Postfix (maximal_queue_lifetime).
 REMOTE_VALIDITY_MIN = 60
@@ -126,6 +129,9 @@ class Federation:
         self._sender_keys: dict[str, _KeyLookup] = {}
         self._policies: dict[str, RemotePolicy] = {}
         self._in_flight: dict[tuple[str, str], Future[None]] = {}
+        self._waiting: dict[str, deque[tuple[tuple[str, str], Future[None], Callable[[], None]]]]
+        self._waiting = {}
+        self._running: dict[str, int] = {}
         self._policy_failures: dict[str, tuple[MMTPError, float]] = {}
         # Lookups made for clients that need a fetch, per source IP (SPEC §8.4: no amplifier).
         # Used from the loop thread only.
@@ -192,20 +198,58 @@ class Federation:
         future.add_done_callback(done)
 
     def _shared(self, key: tuple[str, str], job: Callable[[], None]) -> Future[None]:
-        """Identical fetches in flight share one (SPEC §8.4: no amplifier)."""
+        """Identical fetches in flight share one (SPEC §8.4: no amplifier). Fetches from one
+        domain run FETCHES_PER_DOMAIN at a time, the rest wait their turn outside the
+        threads: a domain whose server trickles holds that many threads, not every one."""
+        domain = domain_of(key[1]) if key[0] == "public_key" else key[1]
         with self._lock:
             future = self._in_flight.get(key)
             if future is not None:
                 return future
-            future = self.executor.submit(job)
+            future = Future()
             self._in_flight[key] = future
-        # Outside the lock: a future already done runs the callback here, at once.
-        future.add_done_callback(lambda _f: self._forget(key))
+            self._waiting.setdefault(domain, deque()).append((key, future, job))
+            self._start_next(domain)
         return future
 
-    def _forget(self, key: tuple[str, str]) -> None:
+    def _start_next(self, domain: str) -> None:
+        """Under the lock: start `domain`'s next waiting fetch if it has a free slot."""
+        waiting = self._waiting.get(domain)
+        if not waiting or self._running.get(domain, 0) >= FETCHES_PER_DOMAIN:
+            return
+        key, future, job = waiting.popleft()
+        if not waiting:
+            del self._waiting[domain]
+        self._running[domain] = self._running.get(domain, 0) + 1
+        try:
+            self.executor.submit(self._run, domain, key, future, job)
+        except RuntimeError:  # shut down: nobody will run it
+            self._running[domain] -= 1
+            self._in_flight.pop(key, None)
+            future.set_exception(MMTPError(errors.REMOTE_UNAVAILABLE, "the server is stopping"))
+
+    def _run(
+        self, domain: str, key: tuple[str, str], future: Future[None], job: Callable[[], None]
+    ) -> None:
+        try:
+            job()
+        except BaseException as exc:  # the waiting request gets it, as from executor.submit
+            error: BaseException | None = exc
+        else:
+            error = None
         with self._lock:
             self._in_flight.pop(key, None)
+            left = self._running.get(domain, 1) - 1
+            if left > 0:
+                self._running[domain] = left
+            else:
+                self._running.pop(domain, None)
+            self._start_next(domain)
+        # Outside the lock: done callbacks run here, at once.
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
     def fetch_domain_keys(self, domain: str) -> Future[None]:
         return self._shared(("domain_key", domain), lambda: self._fetch_domain_keys(domain))

@@ -18,6 +18,7 @@ from federation_helpers import ALICE, client_for, relay_server, wait_for
 from helpers import Wire, key_for, make_packet
 from hostile_remote import HostileRemote, error, ok
 
+from mmtp_proto.domain_keys import DomainKeyring, cert_hash
 from mmtp_proto.server import Server
 
 EVIL = "evil.test"
@@ -327,4 +328,52 @@ def test_one_source_cannot_fill_every_fetch_thread_with_slow_lookups(tmp_path):
         for wire in wires:
             wire.close()
         home.stop()
+        remote.close()
+
+
+def test_a_relay_whose_key_server_trickles_holds_at_most_its_share_of_fetch_threads(tmp_path):
+    """A domain-authenticated relay sends signed mail from many senders of its domain; each
+    sender's key is fetched from that domain's server, which trickles. Those fetches may hold
+    two fetch threads, not all of them: another client's lookup of a healthy domain is
+    answered at once, not after relay_timeout."""
+    keyring = DomainKeyring.load_or_create(tmp_path / "evil-keys")
+
+    def answer(request):
+        if request["action"] == "DOMAIN_KEY":
+            return ok(**keyring.answer(EVIL))
+        return trickle
+
+    remote = HostileRemote(tmp_path, EVIL, answer)
+    home = relay_server(tmp_path, "a.test", relay_timeout=4.0)
+    healthy = relay_server(tmp_path, "c.test")
+    healthy.start()
+    home.start()
+    try:
+        assert home.federation is not None and healthy.tls_address is not None
+        routed(home, remote)
+        home.federation.set_route("c.test", *healthy.tls_address)
+        with Wire(home) as reader:
+            reader.register(ALICE)
+        # One connection answers in order (a SEND waiting for a fetch holds the ones behind
+        # it), so the relay opens one connection per sender.
+        relays = [Wire(home) for _ in range(8)]
+        try:
+            for i, relay in enumerate(relays):
+                der = relay.sock.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+                nonce = relay.greeting["nonce"]
+                data = keyring.sign_auth("a.test", nonce, EVIL, cert_hash(der))
+                assert relay.request("DOMAIN_AUTH", data)["status"] == "OK"
+                packet = make_packet(f"(s{i})%({EVIL})", ALICE, sign=True)
+                relay.send_request("SEND", {"packet": packet})
+            time.sleep(0.5)  # the fetches are under way
+            with Wire(home) as other:
+                started = time.monotonic()
+                assert other.request("POLICY", {"domain": "c.test"})["status"] == "OK"
+                assert time.monotonic() - started < 2.0
+        finally:
+            for relay in relays:
+                relay.close()
+    finally:
+        home.stop()
+        healthy.stop()
         remote.close()
