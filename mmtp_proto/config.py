@@ -110,6 +110,9 @@ class ServerConfig:
     # How long a delivery process's claim on a queued job lasts (renewed while it works): a
     # process that dies leaves its jobs to another after this long.
     relay_lease_seconds: float = 300.0
+    # The longest one exchange with another server may take (connect, TLS and greeting; or
+    # waiting for one answer), however slowly the remote trickles its bytes.
+    relay_timeout: float = 60.0
 
     def validate(self) -> ServerConfig:
         problems: list[str] = []
@@ -167,6 +170,7 @@ class ServerConfig:
             "source_cpu_seconds_per_minute",
             "slow_frame_grace",
             "log_limit_seconds",
+            "relay_timeout",
         ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive")

@@ -9,12 +9,11 @@ untrusted text: control characters go, length is bounded, and it is never markup
 from __future__ import annotations
 
 import time
-import unicodedata
 from typing import Any, Literal
 
 from .address import domain_of
 from .canonical import message_hash
-from .errors import BAD_REQUEST, NO_ROUTE, REMOTE_UNAVAILABLE, MMTPError
+from .errors import BAD_REQUEST, NO_ROUTE, REMOTE_UNAVAILABLE, MMTPError, untrusted_text
 from .packet import new_message_id
 
 DSN_TYPE = "DSN"
@@ -82,16 +81,7 @@ def clean_diagnostic(text: object, limit: int = MAX_DIAGNOSTIC_CHARS) -> str:
     """Remote text made safe to store and show: control and format characters (bidi
     overrides included) become spaces, runs of white space one space, at most `limit`
     characters (cut with an ellipsis)."""
-    if not isinstance(text, str):
-        text = "" if text is None else str(text)
-    kept = "".join(
-        " " if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") else ch
-        for ch in text[: limit * 4]
-    )
-    collapsed = " ".join(kept.split())
-    if len(collapsed) > limit:
-        collapsed = collapsed[: limit - 1].rstrip() + "…"
-    return collapsed
+    return untrusted_text(text, limit)
 
 
 # --- the packet --------------------------------------------------------------------------

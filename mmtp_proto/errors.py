@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Any
 
 BAD_JSON = "BAD_JSON"
@@ -70,6 +72,27 @@ ALL_CODES = frozenset(
 )
 
 
+# Codes are SPEC §6 words; an unknown one still has that shape (servers may grow).
+_CODE_SHAPE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+MAX_REMOTE_MESSAGE_CHARS = 1000
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def untrusted_text(text: object, limit: int) -> str:
+    """Text from another party made safe to log, store and show: control and format
+    characters (newlines, escapes, bidi overrides) become spaces, runs of white space one
+    space, at most `limit` characters (cut with an ellipsis)."""
+    if not isinstance(text, str):
+        text = "" if text is None else str(text)
+    kept = "".join(
+        " " if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text[: limit * 4]
+    )
+    collapsed = " ".join(kept.split())
+    if len(collapsed) > limit:
+        collapsed = collapsed[: limit - 1].rstrip() + "…"
+    return collapsed
+
+
 class MMTPError(Exception):
     """A protocol-level failure: an SPEC §6 code plus words a user understands.
 
@@ -92,11 +115,16 @@ class MMTPError(Exception):
     def from_response(cls, response: dict[str, Any]) -> MMTPError:
         error = response.get("error")
         if isinstance(error, dict):
-            code = str(error.get("code") or INTERNAL)
-            message = str(error.get("message") or response.get("message") or "")
+            code = error.get("code")
+            message = error.get("message") or response.get("message") or ""
         else:
-            code, message = INTERNAL, str(response.get("message") or "the server gave no reason")
-        return cls(code, message)
+            code, message = INTERNAL, response.get("message") or "the server gave no reason"
+        # The other side's words are untrusted: they reach logs, DSNs and the people who read
+        # them. A code that is not shaped like one is INTERNAL (retried, like any unknown
+        # code); the message loses control characters and length.
+        if not isinstance(code, str) or not _CODE_SHAPE.fullmatch(code):
+            code = INTERNAL
+        return cls(code, untrusted_text(message, MAX_REMOTE_MESSAGE_CHARS))
 
 
 class LocalError(Exception):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import errors
-from .actions import DomainKeyAnswer, DomainKeyRequest, RequestPublicKeyAnswer
+from .actions import DomainKeyAnswer, DomainKeyRequest, Greeting, RequestPublicKeyAnswer
 from .address import domain_of
 from .config import ServerConfig
 from .domain_keys import DomainKeyCache, DomainKeyring, cert_hash
@@ -38,8 +39,23 @@ log = logging.getLogger("mmtp.relay")
 SENDER_KEY_TTL = 3600.0
 FAILED_LOOKUP_TTL = 60.0
 POLICY_TTL = 86_400.0
-FETCH_THREADS = 4
+FETCH_THREADS = 8
 LOOKUPS_PER_MINUTE = 60
+# Lookups one source may have waiting on fetches at once. A fetch may take relay_timeout (a
+# remote that trickles); without this, one client naming slow domains (a wildcard DNS makes
+# them free) fills every fetch thread, and every other client's lookups and every relay's
+# DOMAIN_AUTH key fetch wait behind it.
+LOOKUPS_IN_FLIGHT_PER_SOURCE = 2
+# Fetches from one domain's server at once (see `_shared`).
+FETCHES_PER_DOMAIN = 2
+# A remote's stampValiditySeconds is kept within these: a message waits in the queue at most
+# about five days, as in Postfix (maximal_queue_lifetime).
+REMOTE_VALIDITY_MIN = 60
+REMOTE_VALIDITY_MAX = 5 * 86_400
+MIN_FRAME_BYTES = 4096
+# The most bits this server's own operator may ask for (config `difficulty`): more is no
+# figure a client can mint to.
+REMOTE_DIFFICULTY_MAX = 40
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,20 @@ class RemotePolicy:
     stamp_validity_seconds: int | None
     max_frame_bytes: int | None
     fetched_at: float
+
+
+def remote_policy(greeting: Greeting, now: float) -> RemotePolicy:
+    """A remote greeting's stamp figures, clamped before any use: they reach clients (POLICY:
+    what to mint; negative bits break a minter) and the queue (a job is retried until its stamp
+    expires by the remote's validity, and its spent stamp kept as long: not for ever)."""
+    validity = greeting.stamp_validity_seconds
+    frame = greeting.max_frame_bytes
+    return RemotePolicy(
+        max(0, min(greeting.difficulty, REMOTE_DIFFICULTY_MAX)),
+        None if validity is None else max(REMOTE_VALIDITY_MIN, min(validity, REMOTE_VALIDITY_MAX)),
+        None if frame is None else max(MIN_FRAME_BYTES, frame),
+        now,
+    )
 
 
 class Federation:
@@ -99,10 +129,14 @@ class Federation:
         self._sender_keys: dict[str, _KeyLookup] = {}
         self._policies: dict[str, RemotePolicy] = {}
         self._in_flight: dict[tuple[str, str], Future[None]] = {}
+        self._waiting: dict[str, deque[tuple[tuple[str, str], Future[None], Callable[[], None]]]]
+        self._waiting = {}
+        self._running: dict[str, int] = {}
         self._policy_failures: dict[str, tuple[MMTPError, float]] = {}
         # Lookups made for clients that need a fetch, per source IP (SPEC §8.4: no amplifier).
         # Used from the loop thread only.
         self.lookups = FailureLimiter(LOOKUPS_PER_MINUTE - 1, 60.0, 60.0)  # the 61st waits
+        self._lookups_in_flight: dict[str, int] = {}
 
     def set_route(self, domain: str, host: str, port: int) -> None:
         """A static route added after start (tests bind servers on free ports first)."""
@@ -115,18 +149,16 @@ class Federation:
 
     def open_link(self, domain: str, setup: Callable[[RelayLink], None] | None = None) -> RelayLink:
         """Blocking: a verified connection to `domain`'s server (targets in order)."""
-        link = RelayLink.open(domain, self.resolver.resolve(domain), self.tls, setup=setup)
+        link = RelayLink.open(
+            domain,
+            self.resolver.resolve(domain),
+            self.tls,
+            deadline=self.config.relay_timeout,
+            setup=setup,
+        )
         greeting = link.greeting
         if greeting is not None:
-            self.note_policy(
-                domain,
-                RemotePolicy(
-                    greeting.difficulty,
-                    greeting.stamp_validity_seconds,
-                    greeting.max_frame_bytes,
-                    self.clock(),
-                ),
-            )
+            self.note_policy(domain, remote_policy(greeting, self.clock()))
         return link
 
     # --- remote stamp figures -----------------------------------------------------------
@@ -146,21 +178,78 @@ class Federation:
 
     # --- background fetches -------------------------------------------------------------
 
+    def lookups_in_flight(self, source: str) -> int:
+        with self._lock:
+            return self._lookups_in_flight.get(source, 0)
+
+    def track_lookup(self, source: str, future: Future[None]) -> None:
+        """`source` waits on `future` until it is done (see LOOKUPS_IN_FLIGHT_PER_SOURCE)."""
+        with self._lock:
+            self._lookups_in_flight[source] = self._lookups_in_flight.get(source, 0) + 1
+
+        def done(_future: Future[None]) -> None:
+            with self._lock:
+                left = self._lookups_in_flight.get(source, 1) - 1
+                if left > 0:
+                    self._lookups_in_flight[source] = left
+                else:
+                    self._lookups_in_flight.pop(source, None)
+
+        future.add_done_callback(done)
+
     def _shared(self, key: tuple[str, str], job: Callable[[], None]) -> Future[None]:
-        """Identical fetches in flight share one (SPEC §8.4: no amplifier)."""
+        """Identical fetches in flight share one (SPEC §8.4: no amplifier). Fetches from one
+        domain run FETCHES_PER_DOMAIN at a time, the rest wait their turn outside the
+        threads: a domain whose server trickles holds that many threads, not every one."""
+        domain = domain_of(key[1]) if key[0] == "public_key" else key[1]
         with self._lock:
             future = self._in_flight.get(key)
             if future is not None:
                 return future
-            future = self.executor.submit(job)
+            future = Future()
             self._in_flight[key] = future
-        # Outside the lock: a future already done runs the callback here, at once.
-        future.add_done_callback(lambda _f: self._forget(key))
+            self._waiting.setdefault(domain, deque()).append((key, future, job))
+            self._start_next(domain)
         return future
 
-    def _forget(self, key: tuple[str, str]) -> None:
+    def _start_next(self, domain: str) -> None:
+        """Under the lock: start `domain`'s next waiting fetch if it has a free slot."""
+        waiting = self._waiting.get(domain)
+        if not waiting or self._running.get(domain, 0) >= FETCHES_PER_DOMAIN:
+            return
+        key, future, job = waiting.popleft()
+        if not waiting:
+            del self._waiting[domain]
+        self._running[domain] = self._running.get(domain, 0) + 1
+        try:
+            self.executor.submit(self._run, domain, key, future, job)
+        except RuntimeError:  # shut down: nobody will run it
+            self._running[domain] -= 1
+            self._in_flight.pop(key, None)
+            future.set_exception(MMTPError(errors.REMOTE_UNAVAILABLE, "the server is stopping"))
+
+    def _run(
+        self, domain: str, key: tuple[str, str], future: Future[None], job: Callable[[], None]
+    ) -> None:
+        try:
+            job()
+        except BaseException as exc:  # the waiting request gets it, as from executor.submit
+            error: BaseException | None = exc
+        else:
+            error = None
         with self._lock:
             self._in_flight.pop(key, None)
+            left = self._running.get(domain, 1) - 1
+            if left > 0:
+                self._running[domain] = left
+            else:
+                self._running.pop(domain, None)
+            self._start_next(domain)
+        # Outside the lock: done callbacks run here, at once.
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
     def fetch_domain_keys(self, domain: str) -> Future[None]:
         return self._shared(("domain_key", domain), lambda: self._fetch_domain_keys(domain))

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import select
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -122,14 +124,22 @@ class RelayTLS:
         return cert_hash(der)
 
     def wrap_and_verify(
-        self, sock: socket.socket, domain: str, target: Target
+        self, sock: socket.socket, domain: str, target: Target, until: float | None = None
     ) -> tuple[ssl.SSLSocket, str]:
-        """Blocking: TLS handshake on a connected socket, then `verify_peer`. The socket is
-        closed on failure."""
+        """Blocking: TLS handshake on a connected socket, done by `until` (time.monotonic())
+        when given, then `verify_peer`. The socket is closed on failure."""
         try:
             tls = self.client_context().wrap_socket(
-                sock, server_hostname=self.server_hostname(domain)
+                sock,
+                server_hostname=self.server_hostname(domain),
+                do_handshake_on_connect=until is None,
             )
+            if until is not None:
+                try:
+                    _handshake_by(tls, until)
+                except BaseException:
+                    tls.close()
+                    raise
         except ssl.SSLCertVerificationError as exc:
             sock.close()
             raise self._fail(
@@ -149,6 +159,28 @@ class RelayTLS:
     def _fail(message: str) -> RelayCertificateError:
         log.error("relay TLS verification FAILED: %s", message)
         return RelayCertificateError(message)
+
+
+def _handshake_by(tls: ssl.SSLSocket, until: float) -> None:
+    """The handshake, finished by `until` however slowly the remote sends: a blocking socket's
+    timeout counts per read, so a remote that trickles its certificate would never hit it."""
+    timeout = tls.gettimeout()
+    tls.setblocking(False)
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                return
+            except ssl.SSLWantReadError:
+                want = ([tls], [])
+            except ssl.SSLWantWriteError:
+                want = ([], [tls])
+            left = until - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the TLS handshake took too long")
+            select.select(*want, [], left)
+    finally:
+        tls.settimeout(timeout)
 
 
 def _hp(target: Target) -> tuple[str, int]:

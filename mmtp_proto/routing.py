@@ -41,6 +41,10 @@ DEFAULT_NEGATIVE_TTL = 60
 # must reach us eventually.
 MAX_TTL = 86_400
 MAX_CACHE_ENTRIES = 10_000
+# SRV targets looked at per domain, in RFC 2782 order: a domain naming hundreds (a victim's
+# hosts) must not make one lookup resolve and connect to all of them (Postfix's
+# smtp_mx_address_limit has the same purpose).
+MAX_SRV_TARGETS = 10
 
 Source = Literal["static", "srv", "address"]
 _Kind = Literal["ok", "nxdomain", "nodata"]
@@ -248,7 +252,7 @@ class Resolver:
         if not real:
             raise MMTPError(NO_ROUTE, f"{domain} says it takes no MMTP mail (SRV target '.')")
         with self._rng_lock:
-            ordered = order_srv(real, self._rng)
+            ordered = order_srv(real, self._rng)[:MAX_SRV_TARGETS]
         targets: list[Target] = []
         unavailable: MMTPError | None = None
         private: MMTPError | None = None

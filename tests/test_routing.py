@@ -14,6 +14,7 @@ from dnsd import TestDNS, dead_udp_port
 from mmtp_proto.errors import LocalError, MMTPError
 from mmtp_proto.routing import (
     DEFAULT_RELAY_PORT,
+    MAX_SRV_TARGETS,
     NO_ROUTE,
     REMOTE_UNAVAILABLE,
     Resolver,
@@ -163,7 +164,8 @@ def test_large_srv_answer_goes_over_tcp(dnsd: TestDNS) -> None:
         dnsd.add("_mmtp._tcp.b.test", "SRV", (10, 1, 9000 + index, f"mx{index}.b.test"))
         dnsd.add(f"mx{index}.b.test", "A", PUBLIC_1)
     targets = make(dnsd).resolve("b.test")
-    assert len(targets) == 40
+    # All 40 read (over TCP), only the first MAX_SRV_TARGETS resolved and kept.
+    assert len(targets) == MAX_SRV_TARGETS
     assert dnsd.tcp_queries >= 1
 
 

@@ -30,7 +30,7 @@ from ..address import domain_of
 from ..deferred import BUSY, JobResult, Pending
 from ..domain_keys import check_auth_domains, verify_domain_auth
 from ..errors import MMTPError
-from ..federation import Federation, RemoteKey
+from ..federation import LOOKUPS_IN_FLIGHT_PER_SOURCE, Federation, RemoteKey
 from ..hashcash import verify_stamp
 from ..packet import Packet
 from ..pgp_jobs import key_tag
@@ -90,6 +90,7 @@ class RelayHandlers(ProtocolBase):
             raise relay_policy.lookup_error(failed.code, failed.message, domain)
         self._count_lookup(session, now)
         future = fed.fetch_policy(domain)
+        fed.track_lookup(session.peer, future)
 
         def then(result: JobResult) -> Outcome:
             exc = result.exception
@@ -113,13 +114,19 @@ class RelayHandlers(ProtocolBase):
     def _count_lookup(self, session: Session, now: int) -> None:
         """A lookup for a client that needs a fetch from another server: at most
         LOOKUPS_PER_MINUTE per source IP (SPEC §8.4)."""
-        lookups = self._federation().lookups
-        if lookups.blocked(session.peer, now):
+        fed = self._federation()
+        if fed.lookups.blocked(session.peer, now):
             raise MMTPError(
                 errors.RATE_LIMITED,
                 "too many lookups of other domains from your address; wait a minute",
             )
-        lookups.record_failure(session.peer, now)
+        if fed.lookups_in_flight(session.peer) >= LOOKUPS_IN_FLIGHT_PER_SOURCE:
+            raise MMTPError(
+                errors.RATE_LIMITED,
+                "your address has other lookups of other domains still waiting for their "
+                "servers; try again once they are answered",
+            )
+        fed.lookups.record_failure(session.peer, now)
 
     def _remote_public_key(self, session: Session, email: str, now: int) -> Outcome | Pending:
         """REQUEST_PUBLIC_KEY for another domain's address, answered from its server (§8.4)."""
@@ -166,8 +173,11 @@ class RelayHandlers(ProtocolBase):
                 return then(None, MMTPError(errors.REMOTE_UNAVAILABLE, "the lookup was lost"))
             if count:
                 self._count_lookup(session, now)
+            future = fed.fetch_sender_key(email)
+            if count:
+                fed.track_lookup(session.peer, future)
             return Pending.on_future(
-                fed.fetch_sender_key(email),
+                future,
                 lambda _result: self._with_remote_key(
                     session, email, now, then, count=False, fetched=True
                 ),
