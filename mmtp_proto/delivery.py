@@ -102,8 +102,6 @@ class Delivery:
         self._kick.set()
         self._freed.set()
 
-    # ------------------------------------------------------------------ the manager
-
     def run(self) -> None:
         """Claim, deliver and record until `request_stop`, in the calling thread."""
         store = self._open_store()
@@ -214,8 +212,7 @@ class Delivery:
         results = [result for batch in batches for result in batch]
         if not results:
             return
-        # Reports go to the senders' mailboxes, each waited for under its lock: taken in one
-        # order, two delivery processes recording at once never deadlock each other.
+        # Reports wait for their mailbox locks: in one order, two processes never deadlock.
         results.sort(key=lambda result: store.lock_order(result.job.sender))
         try:
             for result in results:
@@ -325,8 +322,6 @@ class Delivery:
             job.message_id,
             job.recipient,
         )
-
-    # ------------------------------------------------------------------ a worker
 
     def _deliver_safely(self, key: tuple[str, str], jobs: list[QueuedJob]) -> None:
         try:
