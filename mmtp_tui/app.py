@@ -20,6 +20,7 @@ from .bindings import bindings
 from .config import Account, Settings
 from .local_server import LocalServer
 from .mailstore import MailStore
+from .plain import printable
 from .screens.dialogs import ChoiceScreen, ConfirmScreen, PassphraseScreen
 from .screens.help import HelpScreen
 from .screens.main import MainScreen
@@ -182,8 +183,15 @@ class MailApp(App):
         markup: bool = False,
     ) -> None:
         """Notifications carry addresses, paths and server words: never markup (a `[/x]`
-        typed by the user would otherwise crash the app)."""
-        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
+        typed by the user would otherwise crash the app), and no terminal control (an ESC
+        in a server's error message would reach the terminal)."""
+        super().notify(
+            printable(str(message), newlines=True),
+            title=printable(title),
+            severity=severity,
+            timeout=timeout,
+            markup=False,
+        )
 
     # ------------------------------------------------------------------ life cycle
 

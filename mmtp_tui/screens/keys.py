@@ -27,6 +27,7 @@ from ..messages import (
     RegistrationUnknown,
     Stage,
 )
+from ..plain import printable, printable_text
 from ..provisioning import generating_label
 from ..session import AccountSession, error_text
 from .dialogs import (
@@ -105,19 +106,23 @@ class KeysScreen(Screen[None]):
                     f"the server has ANOTHER key: {self.registered} (r replaces it)",
                     style="bold red",
                 )
-        self.query_one("#my-key", Static).update(text)
+        self.query_one("#my-key", Static).update(printable_text(text))
         table = self.query_one("#contacts", DataTable)
         table.clear()
         changes = self.session.contacts.changes()
         for contact in self.session.contacts.all():
             mark = " ⚠" if contact.email in changes else ""
+            # Text cells: a DataTable reads a str cell as markup.
             table.add_row(
-                contact.email + mark, contact.fingerprint, contact.algorithm, key=contact.email
+                Text(printable(contact.email + mark)),
+                Text(printable(contact.fingerprint)),
+                Text(printable(contact.algorithm)),
+                key=contact.email,
             )
         warnings = Text()
         for change in changes.values():
             warnings.append("⚠ " + change.text + "\n", style="bold red")
-        self.query_one("#key-warnings", Static).update(warnings)
+        self.query_one("#key-warnings", Static).update(printable_text(warnings))
         server = getattr(self.app, "local_server", None)
         info = server.info if server is not None else None
         block = self.query_one("#server-info", Static)
@@ -187,7 +192,9 @@ class KeysScreen(Screen[None]):
             self.post_message(JobFailed(error_text(exc)))
 
     def _status(self, text: str = "", style: str = "bold") -> None:
-        self.query_one("#key-status", Static).update(Text(text, style=style))
+        self.query_one("#key-status", Static).update(
+            Text(printable(text, newlines=True), style=style)
+        )
 
     def on_stage(self, message: Stage) -> None:
         self._status(message.text)

@@ -20,6 +20,7 @@ from mmtp_proto.errors import LocalError, MMTPError
 
 from ..config import Account
 from ..messages import AccountReady, SetupFailed, Stage
+from ..plain import printable
 from ..provisioning import account_name, default_local_name, provision
 from ..session import error_text
 from ..widgets.choice import Choice, ChoiceSet
@@ -182,10 +183,12 @@ class SetupScreen(Screen):
             self.post_message(SetupFailed(error_text(exc)))
 
     def on_stage(self, message: Stage) -> None:
-        self.query_one("#setup-status", Static).update(Text(message.text))
+        self.query_one("#setup-status", Static).update(Text(printable(message.text, newlines=True)))
 
     def on_setup_failed(self, message: SetupFailed) -> None:
-        self.query_one("#setup-status", Static).update(Text(message.text, style="red"))
+        self.query_one("#setup-status", Static).update(
+            Text(printable(message.text, newlines=True), style="red")
+        )
         self.notify(message.text, title="Setup failed", severity="error", timeout=10)
         self.query_one("#create", Button).disabled = False
 
