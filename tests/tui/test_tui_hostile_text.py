@@ -3,14 +3,16 @@ and Textual let ESC and bidi overrides through to the terminal)."""
 
 from __future__ import annotations
 
+import pytest
 from test_tui_app import ALICE, BOB, SIZE, settle, wait_for_screen
 from test_tui_bugs import alice_app
-from test_tui_compose import notes, start_alice, wait_until
+from test_tui_compose import compose_screen, notes, start_alice, wait_until
 
 from mmtp_proto.minter import Minter
 from mmtp_proto.outgoing import Outgoing
 from mmtp_tui.app import MailApp
 from mmtp_tui.plain import printable
+from mmtp_tui.screens.compose import ComposeScreen
 from mmtp_tui.screens.dialogs import ConfirmScreen
 from mmtp_tui.screens.main import MainScreen
 
@@ -78,3 +80,30 @@ async def test_notifications_and_questions_carry_no_terminal_control(server, tui
         await pilot.press("n")
         await pilot.pause()
         assert answers == [False] and app.is_running
+
+
+@pytest.mark.parametrize("key", ["R", "f"])
+async def test_a_reply_or_forward_of_a_hostile_message_shows_it_safely(
+    server, make_session, tui_settings, key
+):
+    """The `Re:`/`Fwd:` subject (an Input) and the quote (a TextArea) put a sender's ESC and
+    U+202E on the terminal, and the reply would have sent them back."""
+    bob = make_session(server, "bob", BOB)
+    app = MailApp(tui_settings(server), known_servers=bob.known_servers)
+    async with app.run_test(size=SIZE) as pilot:
+        main = await start_alice(app, pilot)
+        bob.fetch_contact(ALICE)
+        with bob.connected() as client:
+            bob.send(client, Outgoing(to=[ALICE], subject=HOSTILE, body=HOSTILE), minter=Minter())
+        await pilot.press("F")
+        await settle(app, pilot)
+        await wait_until(pilot, lambda: bool(main.shown))
+        await pilot.press(key)
+        compose = await compose_screen(app, pilot)
+        for widget in ("#subject", "#body"):
+            compose.query_one(widget).focus()
+            await pilot.pause()
+            text = screen_text(app)
+            assert_clean(text)
+        assert isinstance(app.screen, ComposeScreen)
+        assert "[@click=app.quit]q[/]" in compose.query_one("#subject").value
