@@ -103,7 +103,28 @@ class AccountSession:
     def needs_passphrase(self) -> bool:
         if self._key is not None or not self.has_key():
             return False
-        return self.keystore.private_is_protected(self.address)
+        try:
+            return self._key_file_is_protected()
+        except LocalError:
+            return False  # not a passphrase matter: using the key says what is wrong
+
+    def _key_file_is_protected(self) -> bool:
+        """Whether the key file needs a passphrase; LocalError naming the file and what to
+        do when it cannot be read (damaged, not text, not a key, not readable)."""
+        path = self.keystore.private_path(self.address)
+        try:
+            return self.keystore.private_is_protected(self.address)
+        except (OSError, ValueError, LocalError) as exc:
+            if isinstance(exc, UnicodeDecodeError):
+                why = "it is not a text file"
+            elif isinstance(exc, OSError):
+                why = exc.strerror or str(exc)
+            else:
+                why = "not a usable key: " + str(exc).removeprefix("the key could not be read: ")
+            raise LocalError(
+                f"your key file {path} cannot be read ({why}); restore it from a backup, or "
+                "move it aside and make a new key in the Keys pane (K, then g)"
+            ) from None
 
     @property
     def ring(self) -> KeyRing:
@@ -113,6 +134,8 @@ class AccountSession:
         """Load the private key (LocalError on a wrong passphrase); kept in memory only.
         The older keys of the ring that open with the same passphrase come along, so mail
         encrypted to them stays readable."""
+        if self.has_key():
+            self._key_file_is_protected()  # a readable key file, or words on what to do
         self._key = self.keystore.load_private(self.address, passphrase)
         self.last_used = time.monotonic()
         self.ring.keep_current()
