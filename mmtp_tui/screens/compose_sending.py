@@ -18,6 +18,7 @@ from textual import work
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Input
+from textual.worker import Worker
 
 from mmtp_proto.errors import LocalError, MMTPError
 from mmtp_proto.hashcash import MintCancelled
@@ -28,6 +29,7 @@ from mmtp_proto.sending import Outcomes, SendResult, Step
 from .. import headers, outbox
 from ..session import AccountSession, error_text
 from ..widgets.send_progress import SendProgress
+from .worker_errors import unforeseen
 
 # Every core but one, niced children, five progress reports a second at most.
 MINTER = Minter.interactive(progress_interval=0.2)
@@ -238,6 +240,16 @@ class ComposeSending(_Base):
             timeout=15,
             markup=False,
         )
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        words = unforeseen(event)
+        if words is not None:
+            self.worker_failed(words)
+
+    def worker_failed(self, words: str) -> None:
+        """The send worker failed unexpectedly: the bar goes, the message stays to retry."""
+        self._stopped()
+        self.notify(f"Not sent: {words}", title="Send failed", severity="error", timeout=20)
 
     def on_compose_screen_send_cancelled(self, message: SendCancelled) -> None:
         self._stopped()

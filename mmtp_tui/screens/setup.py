@@ -14,6 +14,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
+from textual.worker import Worker
 
 from mmtp_proto.address import Address
 from mmtp_proto.errors import LocalError, MMTPError
@@ -24,6 +25,7 @@ from ..plain import printable
 from ..provisioning import account_name, default_local_name, provision
 from ..session import error_text
 from ..widgets.choice import Choice, ChoiceSet
+from .worker_errors import unforeseen
 
 SERVER_FIELDS = ("#host", "#port", "#secure-port", "#verify")
 LOCAL_HINT = "The local server chooses its host and ports: nothing to fill in here."
@@ -184,6 +186,14 @@ class SetupScreen(Screen):
 
     def on_stage(self, message: Stage) -> None:
         self.query_one("#setup-status", Static).update(Text(printable(message.text, newlines=True)))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        words = unforeseen(event)
+        if words is not None:
+            self.worker_failed(words)
+
+    def worker_failed(self, words: str) -> None:
+        self.on_setup_failed(SetupFailed(words))
 
     def on_setup_failed(self, message: SetupFailed) -> None:
         self.query_one("#setup-status", Static).update(

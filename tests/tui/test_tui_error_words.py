@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from test_tui_app import SIZE, settle
 from test_tui_bugs import alice_app
-from test_tui_compose import notes, start_alice
+from test_tui_compose import compose_screen, notes, start_alice
+
+from mmtp_tui.widgets.send_progress import SendProgress
 
 
 @pytest.mark.parametrize(
@@ -30,3 +32,45 @@ async def test_an_unreadable_key_file_is_named_with_what_to_do(server, tui_setti
         await pilot.press("K")  # the Keys pane opens on it too
         await settle(app, pilot)
         assert app.is_running and type(app.screen).__name__ == "KeysScreen"
+
+
+async def test_a_server_that_went_away_is_said_in_words(server, tui_settings):
+    app = alice_app(server, tui_settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await start_alice(app, pilot)
+        await settle(app, pilot)
+        server.stop()
+        await pilot.press("F")
+        await settle(app, pilot)
+        said = notes(app)[-1]
+        assert "cannot connect" in said and "is the server running" in said, said
+        assert "still works offline" in said and "?." not in said, said
+
+
+def _boom() -> None:
+    raise KeyError("no such field")
+
+
+async def test_an_unforeseen_worker_error_is_said_and_undone(server, tui_settings):
+    """Workers run with exit_on_error=False: an exception their handler did not list vanished,
+    leaving "getting mail…" or the sending bar on screen with no word to the user."""
+    app = alice_app(server, tui_settings)
+    async with app.run_test(size=SIZE) as pilot:
+        main = await start_alice(app, pilot)
+        await settle(app, pilot)
+        main.sub_title = "getting mail…"
+        main.run_worker(_boom, thread=True, exit_on_error=False, group="fetch")
+        await settle(app, pilot)
+        said = notes(app)[-1]
+        assert "while getting mail" in said and "no such field" in said, said
+        assert "Try again" in said and main.sub_title != "getting mail…"
+        await pilot.press("c")
+        compose = await compose_screen(app, pilot)
+        progress = compose.query_one(SendProgress)
+        compose.sending, progress.display = True, True
+        compose.run_worker(_boom, thread=True, exit_on_error=False, group="send")
+        await settle(app, pilot)
+        said = notes(app)[-1]
+        assert said.startswith("Not sent: ") and "while sending" in said, said
+        assert not compose.sending and not progress.display
+        assert app.is_running and app.screen is compose
