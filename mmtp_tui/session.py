@@ -104,11 +104,11 @@ class AccountSession:
         if self._key is not None or not self.has_key():
             return False
         try:
-            return self._key_file_is_protected()
+            return self.key_file_is_protected()
         except LocalError:
             return False  # not a passphrase matter: using the key says what is wrong
 
-    def _key_file_is_protected(self) -> bool:
+    def key_file_is_protected(self) -> bool:
         """Whether the key file needs a passphrase; LocalError naming the file and what to
         do when it cannot be read (damaged, not text, not a key, not readable)."""
         path = self.keystore.private_path(self.address)
@@ -123,7 +123,8 @@ class AccountSession:
                 why = "not a usable key: " + str(exc).removeprefix("the key could not be read: ")
             raise LocalError(
                 f"your key file {path} cannot be read ({why}); restore it from a backup, or "
-                "move it aside and make a new key in the Keys pane (K, then g)"
+                "make a new key in the Keys pane (K, then g; the damaged file is kept in the "
+                "key ring)"
             ) from None
 
     @property
@@ -135,7 +136,7 @@ class AccountSession:
         The older keys of the ring that open with the same passphrase come along, so mail
         encrypted to them stays readable."""
         if self.has_key():
-            self._key_file_is_protected()  # a readable key file, or words on what to do
+            self.key_file_is_protected()  # a readable key file, or words on what to do
         self._key = self.keystore.load_private(self.address, passphrase)
         self.last_used = time.monotonic()
         self.ring.keep_current()
@@ -210,7 +211,7 @@ class AccountSession:
 
     def change_passphrase(self, old: str | None, new: str | None) -> None:
         """Re-protect the key: `old` must open the key file (LocalError otherwise)."""
-        if self.needs_passphrase() or self.keystore.private_is_protected(self.address):
+        if self.needs_passphrase() or self.key_file_is_protected():
             self.keystore.load_private(self.address, old or None)  # proves the old one
         key = self.key()
         changed = key.with_passphrase(new or None)

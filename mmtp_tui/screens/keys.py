@@ -3,6 +3,7 @@ pinned keys, with key-change warnings."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -153,7 +154,11 @@ class KeysScreen(Screen[None]):
     def generate_worker(self, algorithm: str, passphrase: str) -> None:
         self.post_message(Stage(generating_label(algorithm)))
         try:
-            previous = self.session.key().public.fingerprint if self.session.has_key() else None
+            previous = None
+            if self.session.has_key():
+                # A damaged key file has no key to hand over: the new one replaces it.
+                with contextlib.suppress(LocalError):
+                    previous = self.session.key().public.fingerprint
             key = self.session.generate_key(algorithm, passphrase or None)
             self.post_message(KeyGenerated(key.public.fingerprint, previous))
         except (MMTPError, LocalError, OSError, ValueError) as exc:
@@ -296,9 +301,11 @@ class KeysScreen(Screen[None]):
         self.with_unlocked_key(ask) if self.session.has_key() else ask()
 
     def action_change_passphrase(self) -> None:
-        protected = self.session.has_key() and self.session.keystore.private_is_protected(
-            self.session.address
-        )
+        try:
+            protected = self.session.has_key() and self.session.key_file_is_protected()
+        except LocalError as exc:  # a damaged key file: words on what to do, not a crash
+            self.notify(str(exc), severity="error", timeout=20)
+            return
 
         def with_new(old: str | None, new: str | None) -> None:
             if new is None:

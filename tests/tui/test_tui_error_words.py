@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from test_tui_app import SIZE, settle
+from test_tui_app import SIZE, settle, wait_for_screen
 from test_tui_bugs import alice_app
-from test_tui_compose import compose_screen, notes, start_alice
+from test_tui_compose import compose_screen, notes, start_alice, wait_until
 
+from mmtp_tui.screens.dialogs import ChoiceScreen, NewPassphraseScreen
 from mmtp_tui.widgets.send_progress import SendProgress
 
 
@@ -32,6 +33,21 @@ async def test_an_unreadable_key_file_is_named_with_what_to_do(server, tui_setti
         await pilot.press("K")  # the Keys pane opens on it too
         await settle(app, pilot)
         assert app.is_running and type(app.screen).__name__ == "KeysScreen"
+        await pilot.press("p")  # changing the passphrase crashed here too
+        await settle(app, pilot)
+        assert app.is_running and str(path) in notes(app)[-1]
+        await pilot.press("g")  # and a new key can be made (it failed on a non-UTF-8 file)
+        await wait_for_screen(app, pilot, ChoiceScreen)
+        await pilot.press("down", "enter")
+        await wait_for_screen(app, pilot, NewPassphraseScreen)
+        await pilot.press("enter", "enter")
+        await settle(app, pilot)
+        await wait_until(pilot, lambda: main.session.key_info() is not None)
+        assert main.session.key().public.fingerprint
+        kept = list(main.session.ring.directory.iterdir())
+        assert any(
+            p.read_bytes().startswith(content[2:]) or content[2:] in p.read_bytes() for p in kept
+        ), kept
 
 
 async def test_a_server_that_went_away_is_said_in_words(server, tui_settings):
