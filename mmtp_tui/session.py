@@ -196,10 +196,21 @@ class AccountSession:
         return key
 
     def import_key(self, path: Path, passphrase: str | None) -> pgp.PrivateKey:
+        how = (
+            "choose the ASCII-armored secret key file, as `gpg --armor --export-secret-keys "
+            "ADDRESS` writes it"
+        )
         try:
             text = path.expanduser().read_text(encoding="utf-8")
         except OSError as exc:
-            raise LocalError(f"cannot read {path}: {exc.strerror}") from None
+            raise LocalError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise LocalError(f"{path} is not a key file (not text): {how}") from None
+        try:
+            pgp.armored_key_is_protected(text)  # its shape first: a wrong passphrase is not this
+        except LocalError as exc:
+            detail = str(exc).removeprefix("the key could not be read: ")
+            raise LocalError(f"{path} is not a usable key ({detail}): {how}") from None
         key = pgp.PrivateKey.from_armored(text, passphrase or None)
         emails = [e.lower() for e in key.public.emails]
         if self.address not in emails:

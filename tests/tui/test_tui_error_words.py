@@ -90,3 +90,45 @@ async def test_an_unforeseen_worker_error_is_said_and_undone(server, tui_setting
         assert said.startswith("Not sent: ") and "while sending" in said, said
         assert not compose.sending and not progress.display
         assert app.is_running and app.screen is compose
+
+
+@pytest.mark.parametrize(
+    ("content", "why"), [(b"\xff\xfe\x00binary", "not text"), (b"hello\n", "not a usable key")]
+)
+async def test_setup_importing_a_file_that_is_no_key_says_which_and_what_to_choose(
+    server, tmp_path, content, why
+):
+    """Importing a binary file said "unexpected problem: 'utf-8' codec can't decode byte
+    0xff…"; a text file that is no key said why without naming the file."""
+    from textual.widgets import Input, Select
+
+    from mmtp_tui import config
+    from mmtp_tui.app import MailApp
+    from mmtp_tui.screens.dialogs import ConfirmScreen
+    from mmtp_tui.screens.setup import SetupScreen
+
+    bad = tmp_path / "my-key.asc"
+    bad.write_bytes(content)
+    host, port = server.plain_address
+    _, secure = server.tls_address
+    app = MailApp(config.load())
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await wait_for_screen(app, pilot, SetupScreen)
+        await pilot.press("down")  # connect to a server
+        for wid, value in (
+            ("#address", "(alice)%(localhost)"),
+            ("#host", host),
+            ("#port", str(port)),
+            ("#secure-port", str(secure)),
+            ("#import-path", str(bad)),
+        ):
+            screen.query_one(wid, Input).value = value
+        screen.query_one("#algorithm", Select).value = "ed25519"
+        await pilot.press("ctrl+s")
+        await wait_for_screen(app, pilot, ConfirmScreen)
+        await pilot.press("y")
+        await settle(app, pilot)
+        await wait_until(pilot, lambda: any(n.title == "Setup failed" for n in app._notifications))
+        said = notes(app)[-1]
+        assert str(bad) in said and why in said and "export-secret-keys" in said, said
+        assert "codec" not in said and app.screen is screen
