@@ -132,3 +132,28 @@ async def test_setup_importing_a_file_that_is_no_key_says_which_and_what_to_choo
         said = notes(app)[-1]
         assert str(bad) in said and why in said and "export-secret-keys" in said, said
         assert "codec" not in said and app.screen is screen
+
+
+async def test_saving_where_a_file_stands_names_the_folder(server, tui_settings, tmp_path):
+    """ "Could not save: File exists" named neither the folder nor what to do."""
+    from test_tui_features import app_with, open_main, put
+
+    from mmtp_proto.packet import make_attachment
+    from mmtp_tui.mailstore import MailStore
+    from mmtp_tui.screens.dialogs import PromptScreen
+    from mmtp_tui.session import default_store_path
+
+    store = MailStore(default_store_path())
+    put(store, "files", attachments=[make_attachment("a.txt", b"hello", "text/plain")])
+    target = tmp_path / "not-a-folder"
+    target.write_text("a file", encoding="utf-8")
+    app = app_with(server, tui_settings, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_main(app, pilot)
+        await pilot.press("s")
+        prompt = await wait_for_screen(app, pilot, PromptScreen)
+        prompt.query_one("Input").value = str(target)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        said = notes(app)[-1]
+        assert f"Could not save in {target}" in said and "another folder" in said, said
