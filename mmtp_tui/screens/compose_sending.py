@@ -85,7 +85,11 @@ class ComposeSending(_Base):
             self.text = text
 
     class SendCancelled(Message, namespace=_NAMESPACE):
-        pass
+        """`sent`: the recipients who had it before the cancel (several recipients)."""
+
+        def __init__(self, sent: list[str]) -> None:
+            super().__init__()
+            self.sent = sent
 
     class Queued(Message, namespace=_NAMESPACE):
         """The server could not be reached: the message waits in the Outbox."""
@@ -139,8 +143,8 @@ class ComposeSending(_Base):
                     progress=progress,
                     cancel=self._cancel.is_set,
                 )
-        except MintCancelled:
-            post(self.SendCancelled())
+        except MintCancelled as exc:
+            post(self.SendCancelled(list(getattr(exc, "sent", []))))
         except (MMTPError, LocalError, OSError, ValueError, RuntimeError) as exc:
             post(self.SendFailed(error_text(exc)))
         else:
@@ -253,7 +257,24 @@ class ComposeSending(_Base):
 
     def on_compose_screen_send_cancelled(self, message: SendCancelled) -> None:
         self._stopped()
-        self.notify("Sending cancelled; the message is still here.")
+        if not message.sent:
+            self.notify("Sending cancelled; the message is still here.")
+            return
+        # Some had it already: they leave the fields, so sending again reaches only the rest.
+        self._keep_only_unsent(message.sent)
+        self.notify(
+            f"Sending cancelled after it went to {', '.join(message.sent)}: they are taken off "
+            "the recipients; the message is still here for the others.",
+            severity="warning",
+            timeout=20,
+        )
+
+    def _keep_only_unsent(self, sent: list[str]) -> None:
+        done = {a.lower() for a in sent}
+        for field in ("to", "cc", "bcc"):
+            widget = self.query_one(f"#{field}", Input)
+            left = [a for a in headers.split_addresses(widget.value) if a.lower() not in done]
+            widget.value = ", ".join(left)
 
 
 def outcome_words(outcomes: Outcomes) -> tuple[str, list[str]]:

@@ -7,8 +7,12 @@ from test_tui_app import SIZE, settle, wait_for_screen
 from test_tui_bugs import alice_app
 from test_tui_compose import compose_screen, notes, start_alice, wait_until
 
+from mmtp_tui.app import MailApp
 from mmtp_tui.screens.dialogs import ChoiceScreen, NewPassphraseScreen
 from mmtp_tui.widgets.send_progress import SendProgress
+
+# A stamp takes a second or more here: Esc lands while the second one is being minted.
+DIFFICULTY = 22
 
 
 @pytest.mark.parametrize(
@@ -157,3 +161,35 @@ async def test_saving_where_a_file_stands_names_the_folder(server, tui_settings,
         await settle(app, pilot)
         said = notes(app)[-1]
         assert f"Could not save in {target}" in said and "another folder" in said, said
+
+
+async def test_cancelling_after_some_recipients_says_who_has_it(
+    start_server, make_session, tui_settings
+):
+    """Esc at the second stamp said "Sending cancelled; the message is still here." with
+    every recipient still in To: sending again sent the first one a second copy."""
+    from textual.widgets import Input, TextArea
+
+    from mmtp_tui.screens.compose import ComposeScreen
+
+    bob_address, carol_address = "(bob)%(localhost)", "(carol)%(localhost)"
+    server = start_server(difficulty=DIFFICULTY)
+    bob = make_session(server, "bob", bob_address)
+    make_session(server, "carol", carol_address)
+    app = MailApp(tui_settings(server), known_servers=bob.known_servers)
+    async with app.run_test(size=SIZE) as pilot:
+        await start_alice(app, pilot)
+        await pilot.press("c")
+        compose = await compose_screen(app, pilot)
+        compose.query_one("#to", Input).value = f"{bob_address}, {carol_address}"
+        compose.query_one("#subject", Input).value = "Two"
+        compose.query_one("#body", TextArea).text = "Hello both."
+        await pilot.press("ctrl+s")
+        stage = compose.query_one("#send-stage")
+        await wait_until(pilot, lambda: "stamp 2 of 2" in str(stage.render()), tries=3000)
+        await pilot.press("escape")
+        await settle(app, pilot)
+        said = notes(app)[-1]
+        assert f"went to {bob_address}" in said and "still here for the others" in said, said
+        assert compose.query_one("#to", Input).value == carol_address
+        assert isinstance(app.screen, ComposeScreen) and not compose.sending
