@@ -18,7 +18,6 @@ from textual import work
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Input
-from textual.worker import Worker
 
 from mmtp_proto.errors import LocalError, MMTPError
 from mmtp_proto.hashcash import MintCancelled
@@ -29,7 +28,7 @@ from mmtp_proto.sending import Outcomes, SendResult, Step
 from .. import headers, outbox
 from ..session import AccountSession, error_text
 from ..widgets.send_progress import SendProgress
-from .worker_errors import unforeseen
+from .worker_errors import SaysWorkerErrors
 
 # Every core but one, niced children, five progress reports a second at most.
 MINTER = Minter.interactive(progress_interval=0.2)
@@ -42,7 +41,7 @@ _NAMESPACE = "compose_screen"
 _Base = Screen[bool] if TYPE_CHECKING else object
 
 
-class ComposeSending(_Base):
+class ComposeSending(SaysWorkerErrors, _Base):
     """The sending half of :class:`~mmtp_tui.screens.compose.ComposeScreen` (a mixin for
     that Screen: it uses the screen's widgets, ``notify`` and ``dismiss``)."""
 
@@ -244,11 +243,6 @@ class ComposeSending(_Base):
             timeout=15,
             markup=False,
         )
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        words = unforeseen(event)
-        if words is not None:
-            self.worker_failed(words)
 
     def worker_failed(self, words: str) -> None:
         """The send worker failed unexpectedly: the bar goes, the message stays to retry."""

@@ -13,7 +13,6 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
-from textual.worker import Worker
 
 from mmtp_proto.address import parse_address
 from mmtp_proto.errors import LocalError, MMTPError
@@ -39,7 +38,7 @@ from .dialogs import (
     PassphraseScreen,
     PromptScreen,
 )
-from .worker_errors import unforeseen
+from .worker_errors import SaysWorkerErrors
 
 
 def local_server_text(host: str, port: int, secure_port: int, fingerprint: str) -> Text:
@@ -54,7 +53,7 @@ def local_server_text(host: str, port: int, secure_port: int, fingerprint: str) 
     return text
 
 
-class KeysScreen(Screen[None]):
+class KeysScreen(SaysWorkerErrors, Screen[None]):
     BINDINGS = bindings(keymap.KEYS)
 
     def __init__(self, session: AccountSession) -> None:
@@ -253,11 +252,6 @@ class KeysScreen(Screen[None]):
         else:
             self.notify(f"Contact key {message.status}.")
         self.refresh_view()
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        words = unforeseen(event)
-        if words is not None:
-            self.worker_failed(words)
 
     def worker_failed(self, words: str) -> None:
         self.on_job_failed(JobFailed(words))

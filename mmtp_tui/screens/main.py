@@ -9,7 +9,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header, OptionList
-from textual.worker import Worker
 
 from mmtp_proto.errors import LocalError, MMTPError
 
@@ -32,11 +31,17 @@ from .mail_view import MailView
 from .message_actions import MessageActions
 from .navigation import Navigation
 from .reply_actions import ReplyActions
-from .worker_errors import unforeseen
+from .worker_errors import SaysWorkerErrors
 
 
 class MainScreen(
-    AttachmentActions, FolderActions, MessageActions, ReplyActions, Navigation, MailView
+    SaysWorkerErrors,
+    AttachmentActions,
+    FolderActions,
+    MessageActions,
+    ReplyActions,
+    Navigation,
+    MailView,
 ):
     BINDINGS = bindings(keymap.MAIN)
 
@@ -161,11 +166,6 @@ class MainScreen(
 
     def on_new_mail_waiting(self, message: NewMailWaiting) -> None:
         self.action_fetch()
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        words = unforeseen(event)
-        if words is not None:
-            self.worker_failed(words)
 
     def worker_failed(self, words: str) -> None:
         """A worker of this screen failed unexpectedly (see worker_errors.py)."""

@@ -14,7 +14,6 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
-from textual.worker import Worker
 
 from mmtp_proto.address import Address
 from mmtp_proto.errors import LocalError, MMTPError
@@ -25,14 +24,14 @@ from ..plain import printable
 from ..provisioning import account_name, default_local_name, provision
 from ..session import error_text
 from ..widgets.choice import Choice, ChoiceSet
-from .worker_errors import unforeseen
+from .worker_errors import SaysWorkerErrors
 
 SERVER_FIELDS = ("#host", "#port", "#secure-port", "#verify")
 LOCAL_HINT = "The local server chooses its host and ports: nothing to fill in here."
 REMOTE_HINT = "The server's host, its plain port and its TLS port:"
 
 
-class SetupScreen(Screen):
+class SetupScreen(SaysWorkerErrors, Screen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "create", "Create account", priority=True, id="setup.create"),
         Binding("escape", "cancel", "Cancel", id="setup.cancel"),
@@ -186,11 +185,6 @@ class SetupScreen(Screen):
 
     def on_stage(self, message: Stage) -> None:
         self.query_one("#setup-status", Static).update(Text(printable(message.text, newlines=True)))
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        words = unforeseen(event)
-        if words is not None:
-            self.worker_failed(words)
 
     def worker_failed(self, words: str) -> None:
         self.on_setup_failed(SetupFailed(words))

@@ -33,3 +33,15 @@ def unforeseen(event: Worker.StateChanged) -> str | None:
         f"Something unexpected went wrong while {doing}: {error_text(worker.error)}. "
         "Try again; if it happens again, please report these words."
     )
+
+
+class SaysWorkerErrors:
+    """For a screen whose workers' unforeseen errors it undoes and says in `worker_failed`."""
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        words = unforeseen(event)
+        if words is not None:
+            self.worker_failed(words)
+
+    def worker_failed(self, words: str) -> None:
+        raise NotImplementedError

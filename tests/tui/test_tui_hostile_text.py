@@ -39,19 +39,25 @@ def test_printable_keeps_lines_and_length_and_marks_each_unsafe_character() -> N
     assert printable(MARKUP) == MARKUP  # markup is escaped where it is shown, not here
 
 
+async def hostile_mail_fetched(app, pilot, bob) -> MainScreen:
+    """Alice's main screen once Bob's message with HOSTILE subject and body is fetched."""
+    main = await start_alice(app, pilot)
+    bob.fetch_contact(ALICE)
+    with bob.connected() as client:
+        bob.send(client, Outgoing(to=[ALICE], subject=HOSTILE, body=HOSTILE), minter=Minter())
+    await pilot.press("F")
+    await settle(app, pilot)
+    await wait_until(pilot, lambda: bool(main.shown))
+    return main
+
+
 async def test_a_hostile_subject_and_body_show_as_they_are(server, make_session, tui_settings):
     """ESC, BEL and U+202E in a sender's subject and body reached the terminal from the
     message list and the reader (Rich drops only BEL, BS, VT, FF and CR, and only in Text)."""
     bob = make_session(server, "bob", BOB)
     app = MailApp(tui_settings(server), known_servers=bob.known_servers)
     async with app.run_test(size=SIZE) as pilot:
-        main = await start_alice(app, pilot)
-        bob.fetch_contact(ALICE)
-        with bob.connected() as client:
-            bob.send(client, Outgoing(to=[ALICE], subject=HOSTILE, body=HOSTILE), minter=Minter())
-        await pilot.press("F")
-        await settle(app, pilot)
-        await wait_until(pilot, lambda: bool(main.shown))
+        await hostile_mail_fetched(app, pilot, bob)
         assert_clean(screen_text(app))  # the message list
         await pilot.press("enter")
         await settle(app, pilot)
@@ -91,13 +97,7 @@ async def test_a_reply_or_forward_of_a_hostile_message_shows_it_safely(
     bob = make_session(server, "bob", BOB)
     app = MailApp(tui_settings(server), known_servers=bob.known_servers)
     async with app.run_test(size=SIZE) as pilot:
-        main = await start_alice(app, pilot)
-        bob.fetch_contact(ALICE)
-        with bob.connected() as client:
-            bob.send(client, Outgoing(to=[ALICE], subject=HOSTILE, body=HOSTILE), minter=Minter())
-        await pilot.press("F")
-        await settle(app, pilot)
-        await wait_until(pilot, lambda: bool(main.shown))
+        await hostile_mail_fetched(app, pilot, bob)
         await pilot.press(key)
         compose = await compose_screen(app, pilot)
         for widget in ("#subject", "#body"):
