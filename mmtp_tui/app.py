@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from textual.app import App, SystemCommand
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
+from textual.worker import Worker
 
 from mmtp_proto.errors import LocalError
 from mmtp_proto.keystore import Keystore
@@ -20,10 +21,12 @@ from .bindings import bindings
 from .config import Account, Settings
 from .local_server import LocalServer
 from .mailstore import MailStore
+from .plain import printable
 from .screens.dialogs import ChoiceScreen, ConfirmScreen, PassphraseScreen
 from .screens.help import HelpScreen
 from .screens.main import MainScreen
 from .screens.setup import SetupScreen
+from .screens.worker_errors import unforeseen
 from .session import AccountSession, default_keystore, default_store_path
 
 THEMES = {"dark": "textual-dark", "light": "textual-light"}
@@ -182,8 +185,15 @@ class MailApp(App):
         markup: bool = False,
     ) -> None:
         """Notifications carry addresses, paths and server words: never markup (a `[/x]`
-        typed by the user would otherwise crash the app)."""
-        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
+        typed by the user would otherwise crash the app), and no terminal control (an ESC
+        in a server's error message would reach the terminal)."""
+        super().notify(
+            printable(str(message), newlines=True),
+            title=printable(title),
+            severity=severity,
+            timeout=timeout,
+            markup=False,
+        )
 
     # ------------------------------------------------------------------ life cycle
 
@@ -328,6 +338,12 @@ class MailApp(App):
             self.local_server.stop()
         if self._store is not None:
             self._store.close()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The app's own workers (the local server's): see screens/worker_errors.py."""
+        words = unforeseen(event)
+        if words is not None:
+            self.notify(words, title="Error", severity="error", timeout=20)
 
     def keep_unsent_composes(self) -> None:
         """Save every open, changed compose as its draft (before quitting, or on a crash)."""

@@ -278,6 +278,14 @@ def submit(
             on_change()
 
 
+class CancelledPartway(MintCancelled):
+    """Sending was cancelled after some recipients (`sent`) had the message already."""
+
+    def __init__(self, sent: list[str]) -> None:
+        super().__init__(f"cancelled after sending to {', '.join(sent)}")
+        self.sent = sent
+
+
 def send_now(
     session: AccountSession,
     client: Client,
@@ -323,6 +331,9 @@ def send_now(
             if entry.state == QUEUED:
                 entry.state, entry.error = FAILED, "cancelled"
         record(session, entries)
+        sent = [e.address for e in entries if e.state == SENT]
+        if sent:  # the user must not send to them twice by sending again
+            raise CancelledPartway(sent) from None
         raise
     if not any(e.state == QUEUED for e in entries):
         return outcomes, None, entries

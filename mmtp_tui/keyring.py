@@ -62,10 +62,11 @@ class KeyRing:
     def keep_current(self) -> Path | None:
         """Keep the keystore's current key file before anything replaces it."""
         try:
-            text = self.keystore.private_path(self.address).read_text(encoding="utf-8")
+            data = self.keystore.private_path(self.address).read_bytes()
         except FileNotFoundError:
             return None
-        return self.keep(text)
+        # A damaged file (not UTF-8) is kept as well as it reads: replacing it must not fail.
+        return self.keep(data.decode("utf-8", errors="replace"))
 
     def files(self) -> list[Path]:
         if not self.directory.is_dir():

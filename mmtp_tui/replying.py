@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .mailstore import StoredMessage
+from .plain import printable
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,12 @@ def prefixed(prefix: str, subject: str) -> str:
 
 def reply(message: StoredMessage, *, quoted: bool = False) -> Prefill:
     """A reply: to the sender (to the recipient again when replying to our own mail),
-    in the same thread."""
+    in the same thread. The sender's subject and body come without their control and bidi
+    characters: the compose screen shows them as they are, and the reply would echo them."""
     return Prefill(
         to=message.recipient if message.direction == "out" else message.sender,
-        subject=prefixed("Re:", message.subject),
-        body=quote(message) if quoted else "",
+        subject=printable(prefixed("Re:", message.subject)),
+        body=printable(quote(message), newlines=True) if quoted else "",
         type="REPLY",
         in_reply_to=message.message_id,
         references=[*message.refs, message.message_id],
@@ -121,8 +123,8 @@ def forward(message: StoredMessage) -> Prefill:
         f"Subject: {message.subject}\n\n{message.body}"
     )
     return Prefill(
-        subject=prefixed("Fwd:", message.subject),
-        body=body,
+        subject=printable(prefixed("Fwd:", message.subject)),
+        body=printable(body, newlines=True),
         type="FORWARD",
         attachments=list(message.attachments),
     )

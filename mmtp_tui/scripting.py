@@ -32,20 +32,12 @@ from mmtp_proto.sending import SendResult
 from . import config
 from .local_server import LocalServer
 from .mailstore import FOLDERS, MailStore, StoredMessage
+from .plain import printable
 from .session import AccountSession, default_keystore, default_store_path
 
 PASSPHRASE_ENV = "MMTP_PASSPHRASE"
-# Control characters (C0 but tab and newline, DEL, C1) and bidi overrides: sender text must not
-# drive the terminal or disguise itself when printed.
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _ADDRESS = re.compile(r"\((?P<name>[^()]*)\)%\((?P<domain>[^()]*)\)")
 _FROM_LINE = re.compile(rb"^>*From ")
-
-
-def printable(text: str, *, newlines: bool = False) -> str:
-    """`text` safe to print on a terminal; on one line unless `newlines`."""
-    text = _UNSAFE.sub("\ufffd", text)
-    return text if newlines else text.replace("\n", " ").replace("\t", " ")
 
 
 # ---------------------------------------------------------------------- accounts and keys

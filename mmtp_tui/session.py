@@ -103,7 +103,29 @@ class AccountSession:
     def needs_passphrase(self) -> bool:
         if self._key is not None or not self.has_key():
             return False
-        return self.keystore.private_is_protected(self.address)
+        try:
+            return self.key_file_is_protected()
+        except LocalError:
+            return False  # not a passphrase matter: using the key says what is wrong
+
+    def key_file_is_protected(self) -> bool:
+        """Whether the key file needs a passphrase; LocalError naming the file and what to
+        do when it cannot be read (damaged, not text, not a key, not readable)."""
+        path = self.keystore.private_path(self.address)
+        try:
+            return self.keystore.private_is_protected(self.address)
+        except (OSError, ValueError, LocalError) as exc:
+            if isinstance(exc, UnicodeDecodeError):
+                why = "it is not a text file"
+            elif isinstance(exc, OSError):
+                why = exc.strerror or str(exc)
+            else:
+                why = "not a usable key: " + str(exc).removeprefix("the key could not be read: ")
+            raise LocalError(
+                f"your key file {path} cannot be read ({why}); restore it from a backup, or "
+                "make a new key in the Keys pane (K, then g; the damaged file is kept in the "
+                "key ring)"
+            ) from None
 
     @property
     def ring(self) -> KeyRing:
@@ -113,6 +135,8 @@ class AccountSession:
         """Load the private key (LocalError on a wrong passphrase); kept in memory only.
         The older keys of the ring that open with the same passphrase come along, so mail
         encrypted to them stays readable."""
+        if self.has_key():
+            self.key_file_is_protected()  # a readable key file, or words on what to do
         self._key = self.keystore.load_private(self.address, passphrase)
         self.last_used = time.monotonic()
         self.ring.keep_current()
@@ -172,10 +196,21 @@ class AccountSession:
         return key
 
     def import_key(self, path: Path, passphrase: str | None) -> pgp.PrivateKey:
+        how = (
+            "choose the ASCII-armored secret key file, as `gpg --armor --export-secret-keys "
+            "ADDRESS` writes it"
+        )
         try:
             text = path.expanduser().read_text(encoding="utf-8")
         except OSError as exc:
-            raise LocalError(f"cannot read {path}: {exc.strerror}") from None
+            raise LocalError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise LocalError(f"{path} is not a key file (not text): {how}") from None
+        try:
+            pgp.armored_key_is_protected(text)  # its shape first: a wrong passphrase is not this
+        except LocalError as exc:
+            detail = str(exc).removeprefix("the key could not be read: ")
+            raise LocalError(f"{path} is not a usable key ({detail}): {how}") from None
         key = pgp.PrivateKey.from_armored(text, passphrase or None)
         emails = [e.lower() for e in key.public.emails]
         if self.address not in emails:
@@ -187,7 +222,7 @@ class AccountSession:
 
     def change_passphrase(self, old: str | None, new: str | None) -> None:
         """Re-protect the key: `old` must open the key file (LocalError otherwise)."""
-        if self.needs_passphrase() or self.keystore.private_is_protected(self.address):
+        if self.needs_passphrase() or self.key_file_is_protected():
             self.keystore.load_private(self.address, old or None)  # proves the old one
         key = self.key()
         changed = key.with_passphrase(new or None)

@@ -40,7 +40,10 @@ class AttachmentActions(MailView):
                     name = attachments.safe_name(raw) if keep_dots else attachments.unhidden(raw)
                     saved.append(attachments.save(target, name, decode_attachment(att)).name)
             except (OSError, ValueError, MMTPError) as exc:
-                self.notify(f"Could not save: {error_text(exc)}", severity="error")
+                self.notify(
+                    f"Could not save in {target}: {error_text(exc)}. Choose another folder (s).",
+                    severity="error",
+                )
                 return
             self.notify(f"Saved {', '.join(saved)} in {target}.")
 

@@ -14,6 +14,7 @@ from textual.widgets import Label
 from mmtp_proto.outgoing import Outgoing
 from mmtp_proto.packet import make_attachment
 
+from ..plain import printable
 from .dialogs import ChoiceScreen, PathSuggester, PromptScreen
 
 # For a type checker the mixin is the Screen it is mixed into; at run time a plain class.
@@ -29,7 +30,9 @@ class ComposeAttachments(_Base):
     def _show_attachments(self) -> None:
         names = ", ".join(str(a.get("filename")) for a in self.outgoing.attachments)
         # Text, not markup: a file name is the user's, "[/x]" and all.
-        self.query_one("#attachments", Label).update(Text(f"📎 {names}" if names else ""))
+        self.query_one("#attachments", Label).update(
+            Text(printable(f"📎 {names}") if names else "")
+        )
 
     def action_attach(self) -> None:
         def add(path_text: str | None) -> None:

@@ -28,6 +28,7 @@ from mmtp_proto.sending import Outcomes, SendResult, Step
 from .. import headers, outbox
 from ..session import AccountSession, error_text
 from ..widgets.send_progress import SendProgress
+from .worker_errors import SaysWorkerErrors
 
 # Every core but one, niced children, five progress reports a second at most.
 MINTER = Minter.interactive(progress_interval=0.2)
@@ -40,7 +41,7 @@ _NAMESPACE = "compose_screen"
 _Base = Screen[bool] if TYPE_CHECKING else object
 
 
-class ComposeSending(_Base):
+class ComposeSending(SaysWorkerErrors, _Base):
     """The sending half of :class:`~mmtp_tui.screens.compose.ComposeScreen` (a mixin for
     that Screen: it uses the screen's widgets, ``notify`` and ``dismiss``)."""
 
@@ -83,7 +84,11 @@ class ComposeSending(_Base):
             self.text = text
 
     class SendCancelled(Message, namespace=_NAMESPACE):
-        pass
+        """`sent`: the recipients who had it before the cancel (several recipients)."""
+
+        def __init__(self, sent: list[str]) -> None:
+            super().__init__()
+            self.sent = sent
 
     class Queued(Message, namespace=_NAMESPACE):
         """The server could not be reached: the message waits in the Outbox."""
@@ -137,8 +142,8 @@ class ComposeSending(_Base):
                     progress=progress,
                     cancel=self._cancel.is_set,
                 )
-        except MintCancelled:
-            post(self.SendCancelled())
+        except MintCancelled as exc:
+            post(self.SendCancelled(list(getattr(exc, "sent", []))))
         except (MMTPError, LocalError, OSError, ValueError, RuntimeError) as exc:
             post(self.SendFailed(error_text(exc)))
         else:
@@ -239,9 +244,31 @@ class ComposeSending(_Base):
             markup=False,
         )
 
+    def worker_failed(self, words: str) -> None:
+        """The send worker failed unexpectedly: the bar goes, the message stays to retry."""
+        self._stopped()
+        self.notify(f"Not sent: {words}", title="Send failed", severity="error", timeout=20)
+
     def on_compose_screen_send_cancelled(self, message: SendCancelled) -> None:
         self._stopped()
-        self.notify("Sending cancelled; the message is still here.")
+        if not message.sent:
+            self.notify("Sending cancelled; the message is still here.")
+            return
+        # Some had it already: they leave the fields, so sending again reaches only the rest.
+        self._keep_only_unsent(message.sent)
+        self.notify(
+            f"Sending cancelled after it went to {', '.join(message.sent)}: they are taken off "
+            "the recipients; the message is still here for the others.",
+            severity="warning",
+            timeout=20,
+        )
+
+    def _keep_only_unsent(self, sent: list[str]) -> None:
+        done = {a.lower() for a in sent}
+        for field in ("to", "cc", "bcc"):
+            widget = self.query_one(f"#{field}", Input)
+            left = [a for a in headers.split_addresses(widget.value) if a.lower() not in done]
+            widget.value = ", ".join(left)
 
 
 def outcome_words(outcomes: Outcomes) -> tuple[str, list[str]]:

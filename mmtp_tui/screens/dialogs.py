@@ -15,6 +15,7 @@ from textual.widgets import Button, Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 from ..attachments import complete_path
+from ..plain import printable
 
 
 class PromptScreen(ModalScreen[str | None]):
@@ -44,7 +45,9 @@ class PromptScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question, classes="dialog-question", markup=False)
+            yield Label(
+                printable(self.question, newlines=True), classes="dialog-question", markup=False
+            )
             yield Input(
                 self.value,
                 password=self.password,
@@ -90,7 +93,9 @@ class NewPassphraseScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question, classes="dialog-question", markup=False)
+            yield Label(
+                printable(self.question, newlines=True), classes="dialog-question", markup=False
+            )
             yield Input(password=True, placeholder="new passphrase", id="new-passphrase")
             yield Input(password=True, placeholder="the same again", id="confirm-passphrase")
             yield Label("", id="passphrase-problem", markup=False)
@@ -128,7 +133,9 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question, classes="dialog-question", markup=False)
+            yield Label(
+                printable(self.question, newlines=True), classes="dialog-question", markup=False
+            )
             with Horizontal(classes="dialog-buttons"):
                 yield Button(f"{self.yes} (y)", variant="primary", id="yes")
                 yield Button(f"{self.no} (n)", id="no")
@@ -153,8 +160,12 @@ class ChoiceScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question, classes="dialog-question", markup=False)
-            yield OptionList(*[Option(label, id=cid) for cid, label in self.choices], markup=False)
+            yield Label(
+                printable(self.question, newlines=True), classes="dialog-question", markup=False
+            )
+            yield OptionList(
+                *[Option(printable(label), id=cid) for cid, label in self.choices], markup=False
+            )
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()

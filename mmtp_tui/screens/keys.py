@@ -3,6 +3,7 @@ pinned keys, with key-change warnings."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from ..messages import (
     RegistrationUnknown,
     Stage,
 )
+from ..plain import printable, printable_text
 from ..provisioning import generating_label
 from ..session import AccountSession, error_text
 from .dialogs import (
@@ -36,6 +38,7 @@ from .dialogs import (
     PassphraseScreen,
     PromptScreen,
 )
+from .worker_errors import SaysWorkerErrors
 
 
 def local_server_text(host: str, port: int, secure_port: int, fingerprint: str) -> Text:
@@ -50,7 +53,7 @@ def local_server_text(host: str, port: int, secure_port: int, fingerprint: str) 
     return text
 
 
-class KeysScreen(Screen[None]):
+class KeysScreen(SaysWorkerErrors, Screen[None]):
     BINDINGS = bindings(keymap.KEYS)
 
     def __init__(self, session: AccountSession) -> None:
@@ -105,19 +108,23 @@ class KeysScreen(Screen[None]):
                     f"the server has ANOTHER key: {self.registered} (r replaces it)",
                     style="bold red",
                 )
-        self.query_one("#my-key", Static).update(text)
+        self.query_one("#my-key", Static).update(printable_text(text))
         table = self.query_one("#contacts", DataTable)
         table.clear()
         changes = self.session.contacts.changes()
         for contact in self.session.contacts.all():
             mark = " ⚠" if contact.email in changes else ""
+            # Text cells: a DataTable reads a str cell as markup.
             table.add_row(
-                contact.email + mark, contact.fingerprint, contact.algorithm, key=contact.email
+                Text(printable(contact.email + mark)),
+                Text(printable(contact.fingerprint)),
+                Text(printable(contact.algorithm)),
+                key=contact.email,
             )
         warnings = Text()
         for change in changes.values():
             warnings.append("⚠ " + change.text + "\n", style="bold red")
-        self.query_one("#key-warnings", Static).update(warnings)
+        self.query_one("#key-warnings", Static).update(printable_text(warnings))
         server = getattr(self.app, "local_server", None)
         info = server.info if server is not None else None
         block = self.query_one("#server-info", Static)
@@ -146,7 +153,11 @@ class KeysScreen(Screen[None]):
     def generate_worker(self, algorithm: str, passphrase: str) -> None:
         self.post_message(Stage(generating_label(algorithm)))
         try:
-            previous = self.session.key().public.fingerprint if self.session.has_key() else None
+            previous = None
+            if self.session.has_key():
+                # A damaged key file has no key to hand over: the new one replaces it.
+                with contextlib.suppress(LocalError):
+                    previous = self.session.key().public.fingerprint
             key = self.session.generate_key(algorithm, passphrase or None)
             self.post_message(KeyGenerated(key.public.fingerprint, previous))
         except (MMTPError, LocalError, OSError, ValueError) as exc:
@@ -187,7 +198,9 @@ class KeysScreen(Screen[None]):
             self.post_message(JobFailed(error_text(exc)))
 
     def _status(self, text: str = "", style: str = "bold") -> None:
-        self.query_one("#key-status", Static).update(Text(text, style=style))
+        self.query_one("#key-status", Static).update(
+            Text(printable(text, newlines=True), style=style)
+        )
 
     def on_stage(self, message: Stage) -> None:
         self._status(message.text)
@@ -240,6 +253,9 @@ class KeysScreen(Screen[None]):
             self.notify(f"Contact key {message.status}.")
         self.refresh_view()
 
+    def worker_failed(self, words: str) -> None:
+        self.on_job_failed(JobFailed(words))
+
     def on_job_failed(self, message: JobFailed) -> None:
         self._status()
         self.notify(message.text, severity="error", timeout=10)
@@ -279,9 +295,11 @@ class KeysScreen(Screen[None]):
         self.with_unlocked_key(ask) if self.session.has_key() else ask()
 
     def action_change_passphrase(self) -> None:
-        protected = self.session.has_key() and self.session.keystore.private_is_protected(
-            self.session.address
-        )
+        try:
+            protected = self.session.has_key() and self.session.key_file_is_protected()
+        except LocalError as exc:  # a damaged key file: words on what to do, not a crash
+            self.notify(str(exc), severity="error", timeout=20)
+            return
 
         def with_new(old: str | None, new: str | None) -> None:
             if new is None:

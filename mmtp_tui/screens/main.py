@@ -31,10 +31,17 @@ from .mail_view import MailView
 from .message_actions import MessageActions
 from .navigation import Navigation
 from .reply_actions import ReplyActions
+from .worker_errors import SaysWorkerErrors
 
 
 class MainScreen(
-    AttachmentActions, FolderActions, MessageActions, ReplyActions, Navigation, MailView
+    SaysWorkerErrors,
+    AttachmentActions,
+    FolderActions,
+    MessageActions,
+    ReplyActions,
+    Navigation,
+    MailView,
 ):
     BINDINGS = bindings(keymap.MAIN)
 
@@ -160,9 +167,16 @@ class MainScreen(
     def on_new_mail_waiting(self, message: NewMailWaiting) -> None:
         self.action_fetch()
 
+    def worker_failed(self, words: str) -> None:
+        """A worker of this screen failed unexpectedly (see worker_errors.py)."""
+        self.notify(words, title="Error", severity="error", timeout=20)
+        self.refresh_view()  # the sub-title no longer says "getting mail…"
+
     def on_fetch_failed(self, message: FetchFailed) -> None:
+        # The reason may end in its own "?" (cannot connect …; is the server running?).
+        end = "" if message.text.endswith((".", "?", "!")) else "."
         self.notify(
-            f"Could not get mail: {message.text}. Mail already here still works offline.",
+            f"Could not get mail: {message.text}{end} Mail already here still works offline.",
             title="Offline",
             severity="warning",
         )

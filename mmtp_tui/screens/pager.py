@@ -12,6 +12,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from ..plain import printable
+
 
 class PagerScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -29,8 +31,8 @@ class PagerScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog help", id="pager"):
-            yield Static(Text(self.heading, style="bold"), id="pager-title")
-            yield Static(Text(self.text), id="pager-text")
+            yield Static(Text(printable(self.heading), style="bold"), id="pager-title")
+            yield Static(Text(printable(self.text, newlines=True)), id="pager-text")
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -20,16 +20,18 @@ from mmtp_proto.errors import LocalError, MMTPError
 
 from ..config import Account
 from ..messages import AccountReady, SetupFailed, Stage
+from ..plain import printable
 from ..provisioning import account_name, default_local_name, provision
 from ..session import error_text
 from ..widgets.choice import Choice, ChoiceSet
+from .worker_errors import SaysWorkerErrors
 
 SERVER_FIELDS = ("#host", "#port", "#secure-port", "#verify")
 LOCAL_HINT = "The local server chooses its host and ports: nothing to fill in here."
 REMOTE_HINT = "The server's host, its plain port and its TLS port:"
 
 
-class SetupScreen(Screen):
+class SetupScreen(SaysWorkerErrors, Screen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "create", "Create account", priority=True, id="setup.create"),
         Binding("escape", "cancel", "Cancel", id="setup.cancel"),
@@ -182,10 +184,15 @@ class SetupScreen(Screen):
             self.post_message(SetupFailed(error_text(exc)))
 
     def on_stage(self, message: Stage) -> None:
-        self.query_one("#setup-status", Static).update(Text(message.text))
+        self.query_one("#setup-status", Static).update(Text(printable(message.text, newlines=True)))
+
+    def worker_failed(self, words: str) -> None:
+        self.on_setup_failed(SetupFailed(words))
 
     def on_setup_failed(self, message: SetupFailed) -> None:
-        self.query_one("#setup-status", Static).update(Text(message.text, style="red"))
+        self.query_one("#setup-status", Static).update(
+            Text(printable(message.text, newlines=True), style="red")
+        )
         self.notify(message.text, title="Setup failed", severity="error", timeout=10)
         self.query_one("#create", Button).disabled = False
 

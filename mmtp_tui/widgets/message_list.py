@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from ..mailstore import Draft, Queued, StoredMessage
+from ..plain import printable
 
 BADGES = 6  # tag, flag, unread, encrypted, signature, integrity
 
@@ -82,8 +83,16 @@ class MessageList(DataTable):
                 state = "retry"
             self.add_row(
                 Text("⏳"),
-                Text(", ".join(item.outgoing.recipients()), overflow="ellipsis", no_wrap=True),
-                Text(item.outgoing.subject or "(no subject)", overflow="ellipsis", no_wrap=True),
+                Text(
+                    printable(", ".join(item.outgoing.recipients())),
+                    overflow="ellipsis",
+                    no_wrap=True,
+                ),
+                Text(
+                    printable(item.outgoing.subject or "(no subject)"),
+                    overflow="ellipsis",
+                    no_wrap=True,
+                ),
                 state,
                 key=f"o{item.id}",
             )
@@ -95,8 +104,8 @@ class MessageList(DataTable):
         for draft in drafts:
             self.add_row(
                 "",
-                Text(draft.recipient, overflow="ellipsis", no_wrap=True),
-                Text(draft.subject or "(no subject)", overflow="ellipsis", no_wrap=True),
+                Text(printable(draft.recipient), overflow="ellipsis", no_wrap=True),
+                Text(printable(draft.subject or "(no subject)"), overflow="ellipsis", no_wrap=True),
                 "draft",
                 key=f"d{draft.id}",
             )
@@ -142,8 +151,8 @@ class MessageList(DataTable):
                 style += " reverse"
             self.add_row(
                 badges(message, tagged=message.id in self.tagged),
-                Text(who, style=style, overflow="ellipsis", no_wrap=True),
-                Text(subject, style=style, overflow="ellipsis", no_wrap=True),
+                Text(printable(who), style=style, overflow="ellipsis", no_wrap=True),
+                Text(printable(subject), style=style, overflow="ellipsis", no_wrap=True),
                 short_date(message.timestamp, year=year),
                 key=str(message.id),
             )

@@ -22,6 +22,7 @@ from ..mailstore import (
     Recipient,
     StoredMessage,
 )
+from ..plain import printable_text
 from .message_list import short_date
 
 
@@ -230,16 +231,18 @@ class Reader(VerticalScroll):
         """`key_change`: the warning about the sender's changed key, shown above all else."""
         banner = self.query_one("#key-change-banner", Static)
         banner.display = bool(key_change)
-        banner.update(Text(f"⚠ SENDER'S KEY CHANGED ⚠\n{key_change}" if key_change else ""))
+        banner.update(
+            printable_text(Text(f"⚠ SENDER'S KEY CHANGED ⚠\n{key_change}" if key_change else ""))
+        )
         body = self.query_one("#reader-text", Static)
         if message is None:
             body.update("Select a message to read it.")
         else:
-            body.update(render_message(message, thread, deliveries))
+            body.update(printable_text(render_message(message, thread, deliveries)))
         self.scroll_home(animate=False)
 
     def show_queued(self, item: Queued | None) -> None:
         self.query_one("#key-change-banner", Static).display = False
         body = self.query_one("#reader-text", Static)
-        body.update(render_queued(item) if item is not None else "")
+        body.update(printable_text(render_queued(item)) if item is not None else "")
         self.scroll_home(animate=False)
