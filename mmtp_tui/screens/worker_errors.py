@@ -6,6 +6,8 @@ it, such an error vanished, leaving "getting mail…" or the sending bar on scre
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from textual.worker import Worker, WorkerState
 
 from ..session import error_text
@@ -38,10 +40,11 @@ def unforeseen(event: Worker.StateChanged) -> str | None:
 class SaysWorkerErrors:
     """For a screen whose workers' unforeseen errors it undoes and says in `worker_failed`."""
 
+    # Each screen's own: undo its busy state and say `words` (declared, not defined here,
+    # so that every screen method lives in one module).
+    worker_failed: Callable[[str], None]
+
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         words = unforeseen(event)
         if words is not None:
             self.worker_failed(words)
-
-    def worker_failed(self, words: str) -> None:
-        raise NotImplementedError
