@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mmtp_proto import pgp
 from mmtp_proto.address import Address, normalize_address
-from mmtp_proto.errors import LocalError
+from mmtp_proto.errors import LocalError, MMTPError
 from mmtp_proto.keystore import Keystore
 
 from .keyring import write_new
@@ -24,6 +24,8 @@ from .keyring import write_new
 PINNED = "pinned"  # first time seen: now pinned
 SAME = "same"
 CHANGED = "changed"
+# What a change records as the pinned key when its file cannot be read (damaged, not a key).
+UNREADABLE = "a key whose file cannot be read"
 
 
 @dataclass
@@ -97,21 +99,28 @@ class Contacts:
     def get(self, email: str) -> pgp.PublicKey | None:
         try:
             return self.keystore.load_contact(normalize_address(email))
-        except (LocalError, ValueError):
+        except (LocalError, MMTPError, ValueError, OSError):
             return None
 
     def observe(self, email: str, key: pgp.PublicKey) -> str:
         """A key the server offers for `email`: pin it if new; record a change if it differs."""
         email = normalize_address(email)
-        pinned = self.get(email)
-        if pinned is None:
-            self.keystore.save_contact(email, key.armored)
-            return PINNED
-        if pinned.fingerprint == key.fingerprint:
-            return SAME
+        try:
+            pinned = self.keystore.load_contact(email)
+        except (LocalError, MMTPError, ValueError, OSError):
+            # A pin that cannot be read is not the absence of one: replacing it unasked would
+            # skip the very warning pinning is for.
+            was = UNREADABLE
+        else:
+            if pinned is None:
+                self.keystore.save_contact(email, key.armored)
+                return PINNED
+            if pinned.fingerprint == key.fingerprint:
+                return SAME
+            was = pinned.fingerprint
         changes = self._changes()
         changes[email] = {
-            "pinned": pinned.fingerprint,
+            "pinned": was,
             "offered": key.fingerprint,
             "armored": key.armored,
         }

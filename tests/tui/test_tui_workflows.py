@@ -175,3 +175,24 @@ def test_pins_are_per_account_and_old_shared_pins_are_kept(tmp_path):
     assert home.observe(BOB, imposter) == PINNED  # its own server's key, its own pin
     assert work.observe(BOB, imposter) == CHANGED
     assert Contacts.for_account(keystore, "work").get(BOB) == other
+
+
+def test_a_damaged_pin_is_not_replaced_unasked(tmp_path):
+    """A pinned key's file that cannot be read (damaged, overwritten) must not count as no
+    pin: the server's key would be pinned in its place without the change warning."""
+    from mmtp_proto import pgp
+    from mmtp_proto.keystore import Keystore
+    from mmtp_tui.contacts import CHANGED, UNREADABLE, Contacts
+
+    contacts = Contacts.for_account(Keystore(tmp_path / "keystore"), "work")
+    offered = pgp.generate_key(BOB, "Bob", algorithm="ed25519").public
+    path = contacts.keystore.contact_path(BOB)
+    for damage in (b"not a key at all\n", b"\xff\xfe\x00garbage"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(damage)
+        assert contacts.observe(BOB, offered) == CHANGED
+        assert path.read_bytes() == damage  # the damaged pin stays until the user decides
+        change = contacts.changes()[BOB]
+        assert change.pinned == UNREADABLE and change.offered == offered.fingerprint
+        assert "CHANGED" in change.text
+    assert contacts.pin_offered(BOB) and contacts.get(BOB) == offered
