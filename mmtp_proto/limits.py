@@ -10,6 +10,10 @@ from __future__ import annotations
 # HashCash bits a server asks for by default (SPEC §4), and what a client assumes when a
 # greeting does not say: the figure the stamp must meet unless the server names another.
 DEFAULT_DIFFICULTY = 20
+# The most bits a client mints for one stamp: 256 times the default's work, a minute or two
+# on one core. A server (or a remote's POLICY answer) asking for more is refused with a
+# message instead of keeping the user's machine busy for hours (each bit doubles the work).
+MAX_MINT_BITS = 28
 # How long a stamp stays valid by default (SPEC §4: 2 days).
 DEFAULT_STAMP_VALIDITY_SECONDS = 2 * 24 * 3600
 # SPEC §3, §5: a packet's timestamp may be this much past its stamp's life (clock skew); a

@@ -19,6 +19,7 @@ from .actions.greeting import Greeting
 from .address import domain_of, normalize_address
 from .canonical import canonical_json
 from .errors import LocalError, MMTPError
+from .limits import MAX_MINT_BITS
 from .message import seal
 from .minter import Minter, MintStatus
 from .outgoing import Outgoing, checked_notify
@@ -97,7 +98,14 @@ def stamp_packet(
     progress: Callable[[MintStatus], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
-    """Mint the packet's stamp (``meta.hashcashToken``) at ``bits``; MintCancelled on cancel."""
+    """Mint the packet's stamp (``meta.hashcashToken``) at ``bits``; MintCancelled on cancel.
+    LocalError when ``bits`` is more than this client mints (limits.MAX_MINT_BITS)."""
+    if bits > MAX_MINT_BITS:
+        raise LocalError(
+            f"the server of {domain_of(packet['recipient'])} asks for a {bits}-bit stamp, "
+            f"more work than this client does (at most {MAX_MINT_BITS} bits, a minute or two; "
+            f"each bit more doubles it). Not sent; ask that server's operator to lower it."
+        )
     started = time.monotonic()
     report = None
     if progress is not None:

@@ -335,6 +335,25 @@ def test_keys_generated_by_one_client_are_found_by_the_next(server, tmp_path):
         assert later.auth(ALICE) == ALICE
 
 
+def test_a_server_asking_more_work_than_the_client_mints_is_refused_at_once(start_server, tmp_path):
+    """A server (or a remote's POLICY) may ask for up to 40 bits: hours of a user's CPU. The
+    client refuses above limits.MAX_MINT_BITS with words, before minting anything, and with
+    several recipients only that one fails."""
+    from mmtp_proto.limits import MAX_MINT_BITS
+
+    server = start_server(difficulty=MAX_MINT_BITS + 2)
+    registered(server, BOB)
+    with dave_client(server, tmp_path) as sender:
+        sender.auth(DAVE)
+        # Were minting to start, this cancel would end it (MintCancelled), not the refusal.
+        options = dict(encrypt=False, sign=False, cancel=lambda: True)
+        with pytest.raises(LocalError, match=f"asks for a {MAX_MINT_BITS + 2}-bit stamp"):
+            sender.send_mail(DAVE, BOB, "Hi", "Too much work.", **options)
+        outcomes = sender.send_mail(DAVE, [BOB], "Hi", "Again.", **options)
+        assert isinstance(outcomes[BOB], LocalError) and "-bit stamp" in str(outcomes[BOB])
+    assert stored_ids(server, BOB) == []
+
+
 def test_send_mail_in_the_clear_and_unsigned_when_asked(server, tmp_path):
     registered(server, BOB)
     with dave_client(server, tmp_path) as sender:
