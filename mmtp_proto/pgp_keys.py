@@ -20,7 +20,7 @@ from pgpy.constants import (
     PubKeyAlgorithm,
     SymmetricKeyAlgorithm,
 )
-from pgpy.packet.fields import String2Key
+from pgpy.packet.fields import MPI, RSAPriv, String2Key
 
 from . import openpgp_packets
 from .address import normalize_address
@@ -275,6 +275,18 @@ def generate_key(
         pgpy.PGPKey.new(sub_alg, sub_size),
         usage={KeyFlags.EncryptCommunications, KeyFlags.EncryptStorage},
     )
+    _order_primes(key)
     # The numbers come straight from cryptography's generator, so there is nothing to re-check.
     _prime_rsa(key, trusted=True)
     return PrivateKey._wrap(key, _export(key, passphrase), bool(passphrase))
+
+
+def _order_primes(key: pgpy.PGPKey) -> None:
+    """RFC 4880 §5.5.3 wants p < q and u = p^-1 mod q; OpenSSL's generator (through PGPy) gives
+    p > q, and GnuPG then failed to decrypt about one message in thirty to such a key."""
+    for part in (key, *key.subkeys.values()):
+        numbers = part._key.keymaterial
+        if isinstance(numbers, RSAPriv) and numbers.p > numbers.q:
+            numbers.p, numbers.q = numbers.q, numbers.p
+            numbers.u = MPI(pow(int(numbers.p), -1, int(numbers.q)))
+            numbers._compute_chksum()
