@@ -290,3 +290,4 @@ def _order_primes(key: pgpy.PGPKey) -> None:
             numbers.p, numbers.q = numbers.q, numbers.p
             numbers.u = MPI(pow(int(numbers.p), -1, int(numbers.q)))
             numbers._compute_chksum()
+            part._key.update_hlen()  # u may take another byte or two
