@@ -189,11 +189,7 @@ class Federation:
 
         def done(_future: Future[None]) -> None:
             with self._lock:
-                left = self._lookups_in_flight.get(source, 1) - 1
-                if left > 0:
-                    self._lookups_in_flight[source] = left
-                else:
-                    self._lookups_in_flight.pop(source, None)
+                _count_down(self._lookups_in_flight, source)
 
         future.add_done_callback(done)
 
@@ -239,11 +235,7 @@ class Federation:
             error = None
         with self._lock:
             self._in_flight.pop(key, None)
-            left = self._running.get(domain, 1) - 1
-            if left > 0:
-                self._running[domain] = left
-            else:
-                self._running.pop(domain, None)
+            _count_down(self._running, domain)
             self._start_next(domain)
         # Outside the lock: done callbacks run here, at once.
         if error is None:
@@ -362,3 +354,12 @@ class Federation:
 def _cert_hash_of(path: Path) -> str:
     certificate = x509.load_pem_x509_certificate(path.read_bytes())
     return cert_hash(certificate.public_bytes(Encoding.DER))
+
+
+def _count_down(counts: dict[str, int], key: str) -> None:
+    """One fewer under `key`; none left, no entry (the dicts stay as small as what runs)."""
+    left = counts.get(key, 1) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)

@@ -12,12 +12,14 @@ import functools
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from wire import Wire as BaseWire
 
 from mmtp_proto import hashcash, openpgp_packets, pgp
 from mmtp_proto.canonical import auth_challenge
+from mmtp_proto.errors import MMTPError
 from mmtp_proto.message import seal
 from mmtp_proto.packet import clear_content, signature_input_of
 from mmtp_proto.server import Server
@@ -253,3 +255,22 @@ def stored_fields(
         "stamp_key": stamp,
         "stamp_expires_at": 10,
     }
+
+
+class HeldAnswerText:
+    """A held answer, as server_connection.HeldAnswer keeps one: its text, withdrawn or not
+    (for driving group_commit.GroupCommit over real stores)."""
+
+    def __init__(self, confirm: Callable[[], object] | None) -> None:
+        self.text = "delivered"
+        self.confirm = confirm
+
+    def withdraw(self) -> None:
+        self.text = "nothing was kept"
+
+    def settle(self) -> None:
+        assert self.confirm is not None
+        try:
+            self.confirm()
+        except MMTPError as exc:
+            self.text = exc.code

@@ -11,10 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 from configs import make_config
-from helpers import new_request, stored_fields
+from helpers import HeldAnswerText, new_request, stored_fields
 
 from mmtp_proto.delivery_process import _open_store
-from mmtp_proto.errors import MMTPError
 from mmtp_proto.group_commit import GroupCommit
 from mmtp_proto.storage import Storage
 
@@ -23,24 +22,6 @@ pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 BOB = "(bob)%(example.com)"
 CAROL = "(carol)%(example.com)"
 Opener = Callable[[], Storage]  # the `make_store` fixture (conftest.py)
-
-
-class _Answer:
-    """A held answer as server_connection.HeldAnswer keeps one."""
-
-    def __init__(self, confirm: Callable[[], object] | None) -> None:
-        self.text = "delivered"
-        self.confirm = confirm
-
-    def withdraw(self) -> None:
-        self.text = "nothing was kept"
-
-    def settle(self) -> None:
-        assert self.confirm is not None
-        try:
-            self.confirm()
-        except MMTPError as exc:
-            self.text = exc.code
 
 
 def test_a_send_made_again_after_its_account_was_deleted_is_not_stored(
@@ -56,8 +37,8 @@ def test_a_send_made_again_after_its_account_was_deleted_is_not_stored(
     new_request(server)
     assert server.get_key(BOB) is not None  # the SEND's check: BOB has a mailbox
     admin.delete_account(BOB, hold_until=10**10)  # type: ignore[attr-defined]  # holds BOB's lock
-    commits: GroupCommit[_Answer] = GroupCommit(server)
-    answer = _Answer(server.stage_message(**stored_fields("a" * 32, "s1")))  # busy
+    commits: GroupCommit[HeldAnswerText] = GroupCommit(server)
+    answer = HeldAnswerText(server.stage_message(**stored_fields("a" * 32, "s1")))  # busy
     commits.promise(answer, answer.settle)
     thread = threading.Thread(target=lambda: commits.commit())
     thread.start()
@@ -113,10 +94,10 @@ def test_a_commit_failing_after_a_redo_keeps_the_answers_that_rest_on_the_first_
     since: "delivered" is true there, and "nothing was kept" would not be."""
     one, two = make_store(), make_store()
     one.add_message(**stored_fields("a" * 32, "s0"))  # holds BOB's lock until it commits
-    commits: GroupCommit[_Answer] = GroupCommit(two)
+    commits: GroupCommit[HeldAnswerText] = GroupCommit(two)
     answers = [
-        _Answer(two.stage_message(**stored_fields("b" * 32, "s1"))),  # BOB busy: made again
-        _Answer(two.stage_message(**stored_fields("c" * 32, "s2", CAROL))),
+        HeldAnswerText(two.stage_message(**stored_fields("b" * 32, "s1"))),  # BOB busy: made again
+        HeldAnswerText(two.stage_message(**stored_fields("c" * 32, "s2", CAROL))),
     ]
     for answer in answers:
         commits.promise(answer, answer.settle)
@@ -126,8 +107,8 @@ def test_a_commit_failing_after_a_redo_keeps_the_answers_that_rest_on_the_first_
             pid = two._db.info.backend_pid  # type: ignore[attr-defined]
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
 
-    commits.promise(_Answer(None), lose_the_connection)
-    withdrawn: list[_Answer] = []
+    commits.promise(HeldAnswerText(None), lose_the_connection)
+    withdrawn: list[HeldAnswerText] = []
     thread = threading.Thread(target=lambda: withdrawn.extend(commits.commit()))
     thread.start()
     thread.join(0.5)

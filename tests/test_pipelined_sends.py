@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 from configs import make_config
-from helpers import new_request, stored_fields
+from helpers import HeldAnswerText, new_request, stored_fields
 
 from mmtp_proto import migrate
 from mmtp_proto.errors import MMTPError
@@ -185,24 +185,6 @@ def test_a_resend_during_the_delete_of_its_message_is_not_stored_again(
     assert one.find_message_hash(BOB, "k" * 32) is None
 
 
-class _Answer:
-    """A held answer, as server_connection.HeldAnswer keeps one: its text, withdrawn or not."""
-
-    def __init__(self, confirm: Callable[[], object] | None) -> None:
-        self.text = "delivered"
-        self.confirm = confirm
-
-    def withdraw(self) -> None:
-        self.text = "nothing was kept"
-
-    def settle(self) -> None:
-        assert self.confirm is not None
-        try:
-            self.confirm()
-        except MMTPError as exc:
-            self.text = exc.code
-
-
 def test_a_failure_while_settling_withdraws_only_the_answers_it_could_have_made_untrue(
     make_store: Opener, backend: str, database: str | None
 ) -> None:
@@ -215,16 +197,16 @@ def test_a_failure_while_settling_withdraws_only_the_answers_it_could_have_made_
 
     one, two = make_store(), make_store()
     _add(one, "a" * 32, "s0")  # holds BOB's lock until it commits
-    commits: GroupCommit[_Answer] = GroupCommit(two)
+    commits: GroupCommit[HeldAnswerText] = GroupCommit(two)
     answers = [
-        _Answer(two.stage_message(**stored_fields("c" * 32, "s1", CAROL))),
-        _Answer(two.stage_message(**stored_fields("b" * 32, "s2"))),  # BOB is busy: made again
+        HeldAnswerText(two.stage_message(**stored_fields("c" * 32, "s1", CAROL))),
+        HeldAnswerText(two.stage_message(**stored_fields("b" * 32, "s2"))),  # BOB busy: made again
     ]
-    plain = _Answer(None)  # a durable answer without a pipelined write (a DELETE's)
+    plain = HeldAnswerText(None)  # a durable answer without a pipelined write (a DELETE's)
     for answer in answers:
         commits.promise(answer, answer.settle)
     commits.promise(plain)
-    withdrawn: list[_Answer] = []
+    withdrawn: list[HeldAnswerText] = []
     thread = threading.Thread(target=lambda: withdrawn.extend(commits.commit()))
     thread.start()
     thread.join(0.5)
